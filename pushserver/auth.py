@@ -1,0 +1,109 @@
+"""Subscription tokens: HS256 JWTs that name the tasks their bearer may watch."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import jwt
+import jwt.warnings
+
+ALGORITHM = "HS256"
+WILDCARD = "*"
+#: RFC 7518 § 3.2: an HS256 key should have at least as many bits as the hash.
+MIN_SECRET_BYTES = 32
+
+# PyJWT warns about short keys on every call; the server warns once at start-up instead.
+warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
+
+
+class TokenError(Exception):
+    """A token that cannot be used; the message says why without echoing the token."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a verified token allows: a set of task ids (or every task) until ``expires_at``."""
+
+    tasks: frozenset[str]
+    sub: str | None
+    expires_at: float
+
+    def allows(self, task_id: str, now: float | None = None) -> bool:
+        """Tell whether this grant covers ``task_id`` right now."""
+        if (now if now is not None else time.time()) >= self.expires_at:
+            return False
+        return WILDCARD in self.tasks or task_id in self.tasks
+
+
+class TokenVerifier:
+    """Checks tokens against one or more shared secrets (the first signs; the rest ease rotation)."""
+
+    def __init__(self, secrets: Sequence[str], *, leeway: float = 5.0,
+                 audience: str | None = None, issuer: str | None = None) -> None:
+        if not secrets or not all(secrets):
+            raise ValueError("at least one non-empty secret is required")
+        self.secrets = list(secrets)
+        self.weak_secrets = sum(len(s.encode()) < MIN_SECRET_BYTES for s in self.secrets)
+        self.leeway = leeway
+        self.audience = audience
+        self.issuer = issuer
+
+    def verify(self, token: object) -> Grant:
+        """Return the Grant a token carries, or raise TokenError saying what is wrong with it."""
+        if not isinstance(token, str) or not token:
+            raise TokenError("token must be a non-empty string")
+        if len(token) > 8192:
+            raise TokenError("token is too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenError("token is malformed") from None
+        if header.get("alg") != ALGORITHM:
+            # Refuse "none" and every other algorithm before touching a key,
+            # so no key-confusion trick can reach the verifier.
+            raise TokenError(f"token algorithm must be {ALGORITHM}")
+        claims = self._decode(token)
+        tasks = claims.get("tasks")
+        if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
+            raise TokenError("token claim 'tasks' must be a list of task ids")
+        sub = claims.get("sub")
+        return Grant(frozenset(tasks), sub if isinstance(sub, str) else None, float(claims["exp"]))
+
+    def _decode(self, token: str) -> dict:
+        options = {"require": ["exp"], "verify_aud": self.audience is not None}
+        error: TokenError | None = None
+        for secret in self.secrets:
+            try:
+                return jwt.decode(token, secret, algorithms=[ALGORITHM], leeway=self.leeway,
+                                  audience=self.audience, issuer=self.issuer, options=options)
+            except jwt.InvalidSignatureError:
+                error = TokenError("token signature is invalid")
+            except jwt.ExpiredSignatureError:
+                raise TokenError("token has expired") from None
+            except jwt.MissingRequiredClaimError as exc:
+                raise TokenError(f"token is missing the '{exc.claim}' claim") from None
+            except jwt.InvalidAudienceError:
+                raise TokenError("token audience is not accepted") from None
+            except jwt.InvalidIssuerError:
+                raise TokenError("token issuer is not accepted") from None
+            except jwt.PyJWTError:
+                raise TokenError("token is malformed") from None
+        assert error is not None
+        raise error
+
+
+def mint_token(secret: str, tasks: Iterable[str], *, ttl: float = 900.0, sub: str | None = None,
+               audience: str | None = None, issuer: str | None = None) -> str:
+    """Sign a token for ``tasks`` valid for ``ttl`` seconds (what Express does in production)."""
+    now = int(time.time())
+    claims: dict = {"tasks": list(tasks), "iat": now, "exp": now + int(ttl)}
+    if sub is not None:
+        claims["sub"] = sub
+    if audience is not None:
+        claims["aud"] = audience
+    if issuer is not None:
+        claims["iss"] = issuer
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)

@@ -1,0 +1,113 @@
+"""The Celery result backend as the durable record of a task's state, for snapshot misses and reconciliation.
+
+Events are transient, so a client that subscribes after its task finished, or
+a server whose receiver was disconnected while it finished, learns the outcome
+here. Backend clients are blocking; lookups run in a small thread pool so the
+event loop never waits on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, Mapping
+
+from celery import Celery
+from celery.utils.saferepr import saferepr
+
+from .state import normalize_progress
+
+log = logging.getLogger("pushserver.backend")
+
+#: Result-backend status -> the event type that announces the same state.
+STATUS_TO_EVENT = {
+    "SUCCESS": "task-succeeded",
+    "FAILURE": "task-failed",
+    "REVOKED": "task-revoked",
+    "RETRY": "task-retried",
+    "STARTED": "task-started",
+    "PROGRESS": "task-progress",
+}
+
+# Celery truncates results in events to 1 024 characters; we do the same so a
+# snapshot from the backend reads exactly like a live update.
+RESULT_REPR_MAXLEN = 1024
+
+
+def meta_to_event(task_id: str, meta: Mapping[str, Any], now: float | None = None) -> dict[str, Any] | None:
+    """Express a backend meta dict as the Celery event that would have announced it (None if it says nothing)."""
+    event_type = STATUS_TO_EVENT.get(meta.get("status"))  # type: ignore[arg-type]
+    if event_type is None:
+        return None
+    done = meta.get("date_done")
+    if isinstance(done, datetime):
+        timestamp = done.timestamp()
+    elif isinstance(done, str):
+        try:
+            timestamp = datetime.fromisoformat(done.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            timestamp = now if now is not None else time.time()
+    else:
+        timestamp = now if now is not None else time.time()
+    event: dict[str, Any] = {"type": event_type, "uuid": task_id, "timestamp": timestamp}
+    result = meta.get("result")
+    if meta.get("name"):
+        event["name"] = meta["name"]
+    if meta.get("worker"):
+        event["hostname"] = meta["worker"]
+    if event_type == "task-succeeded":
+        event["result"] = saferepr(result, RESULT_REPR_MAXLEN)
+    elif event_type in ("task-failed", "task-retried"):
+        event["exception"] = _exception_repr(result)
+        event["traceback"] = meta.get("traceback")
+    elif event_type == "task-progress" and isinstance(result, Mapping):
+        event.update(normalize_progress(result))
+    elif event_type == "task-revoked":
+        event["terminated"] = True
+    return event
+
+
+def _exception_repr(result: Any) -> str | None:
+    if result is None:
+        return None
+    if isinstance(result, BaseException):
+        return saferepr(result, RESULT_REPR_MAXLEN)
+    if isinstance(result, Mapping) and "exc_type" in result:
+        # The backend could not rebuild the exception class: use its wire form.
+        message = result.get("exc_message")
+        if isinstance(message, (list, tuple)):
+            message = ", ".join(repr(m) for m in message)
+        else:
+            message = repr(message)
+        return f"{result['exc_type']}({message})"
+    return saferepr(result, RESULT_REPR_MAXLEN)
+
+
+class ResultBackend:
+    """Reads task states from the Celery result backend without blocking the event loop."""
+
+    def __init__(self, app: Celery, workers: int = 4) -> None:
+        self.app = app
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-backend")
+        self.errors = 0
+
+    async def lookup(self, task_id: str) -> dict[str, Any] | None:
+        """The task's state as an event, or None when the backend knows nothing (or cannot be reached)."""
+        loop = asyncio.get_running_loop()
+        try:
+            meta = await loop.run_in_executor(self._pool, self._get_meta, task_id)
+        except Exception as exc:  # noqa: BLE001 - a backend outage degrades snapshots, never fails them
+            self.errors += 1
+            log.warning("result backend lookup failed for a task (%s: %s)", type(exc).__name__, exc)
+            return None
+        return meta_to_event(task_id, meta) if meta else None
+
+    def _get_meta(self, task_id: str) -> Mapping[str, Any] | None:
+        backend = self.app.backend
+        return backend.get_task_meta(task_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

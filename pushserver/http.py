@@ -1,0 +1,91 @@
+"""The HTTP API: the polling fallback ``/tasks/{id}``, health, readiness and metrics."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+
+from .hub import Hub
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .protocol import ProtocolError, validate_task_id
+
+STATUS_FOR_CODE = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "too_many": 429,
+    "unavailable": 503,
+}
+
+
+def json_error(code: str, message: str) -> web.Response:
+    """An error response with the API's ``{error: {code, message}}`` body and matching status."""
+    return web.json_response({"error": {"code": code, "message": message}},
+                             status=STATUS_FOR_CODE.get(code, 500))
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class HttpApi:
+    """Routes of the HTTP API, sharing the hub's snapshot logic and authorisation."""
+
+    def __init__(self, hub: Hub, metrics: Metrics, readiness: Callable[[], dict[str, Any]]) -> None:
+        self.hub = hub
+        self.metrics = metrics
+        self.readiness = readiness
+
+    def install(self, app: web.Application) -> None:
+        """Add the routes and the JSON error middleware to an aiohttp application."""
+        app.middlewares.append(_json_errors)
+        app.router.add_get("/tasks/{task_id}", self.get_task)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_view)
+
+    async def get_task(self, request: web.Request) -> web.Response:
+        """``GET /tasks/{id}``: the task's snapshot, for a bearer of a token that names it."""
+        try:
+            task_id = validate_task_id(request.match_info["task_id"])
+            self.hub.authorize_token(bearer_token(request), task_id)
+        except ProtocolError as exc:
+            self.metrics.refused.labels(exc.code).inc()
+            return json_error(exc.code, exc.message)
+        return web.json_response(await self.hub.snapshot(task_id), dumps=_dumps)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        status = self.readiness()
+        return web.json_response(status, status=200 if status["ready"] else 503)
+
+    async def metrics_view(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.render())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Turn aiohttp's HTML error pages (404, 405, ...) into the API's JSON errors."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or request.path.startswith("/socket.io"):
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "bad_request")
+        return web.json_response({"error": {"code": code, "message": exc.reason}}, status=exc.status)

@@ -1,0 +1,293 @@
+"""Where updates leave: the Socket.IO server, its authorisation, snapshots, and progress coalescing.
+
+Event batches from the receiver are merged into the store and every visible
+change of a watched task becomes a ``task:update`` to room ``task:<id>``.
+State transitions are emitted at once; progress-only changes are coalesced
+per task to at most ``progress_hz`` emits a second, the newest always sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Iterable
+
+import orjson
+import socketio
+
+from .auth import Grant, TokenError, TokenVerifier
+from .backend import ResultBackend
+from .metrics import Metrics
+from .protocol import UPDATE_EVENT, ProtocolError, error_ack, parse_subscription, room_for
+from .receiver import Batch
+from .state import Change, TaskState, TaskStore, is_task_event, pending_dict
+from .subscriptions import Subscriptions
+
+log = logging.getLogger("pushserver.hub")
+
+#: Engine.IO refuses larger messages; a subscribe call with 100 ids and a token is ~30 KB.
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class _OrjsonCodec:
+    """The ``json`` module interface python-socketio expects, backed by orjson (3-5x faster)."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj, default=str).decode()
+
+    @staticmethod
+    def loads(data: str | bytes, **_: Any) -> Any:
+        return orjson.loads(data)
+
+
+class Hub:
+    """The Socket.IO side of the server: connections, subscriptions, snapshots and emits."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        backend: ResultBackend,
+        metrics: Metrics,
+        verifier: TokenVerifier | None,
+        *,
+        cors_origins: list[str] | None = None,
+        progress_hz: float = 10.0,
+        max_subscriptions: int = 1000,
+        max_ids_per_call: int = 100,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.metrics = metrics
+        self.verifier = verifier  # None: --insecure, every subscription allowed
+        self.subscriptions = Subscriptions(max_subscriptions)
+        self.max_ids_per_call = max_ids_per_call
+        self.progress_interval = 1.0 / progress_hz
+        self._grants: dict[str, Grant] = {}
+        self._last_progress_emit: dict[str, float] = {}
+        self._pending_progress: dict[str, asyncio.TimerHandle] = {}
+        self._outbox: list[tuple[TaskState, dict[str, Any]]] = []
+        self._sending: asyncio.Task[None] | None = None
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            cors_allowed_origins=_cors_setting(cors_origins),
+            json=_OrjsonCodec,
+            max_http_buffer_size=MAX_MESSAGE_BYTES,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("subscribe", self._on_subscribe)
+        self.sio.on("unsubscribe", self._on_unsubscribe)
+
+    # -- connections ---------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        token = None
+        if auth is not None:
+            if not isinstance(auth, dict):
+                raise ConnectionRefusedError("auth must be an object like {token: '...'}")
+            token = auth.get("token")
+        if token is not None and self.verifier is not None:
+            try:
+                self._grants[sid] = self.verifier.verify(token)
+            except TokenError as exc:
+                self.metrics.refused.labels("unauthorized").inc()
+                raise ConnectionRefusedError(str(exc)) from None
+        self.metrics.clients.inc()
+
+    async def _on_disconnect(self, sid: str, *_: Any) -> None:
+        self._grants.pop(sid, None)
+        self._forget(self.subscriptions.drop(sid))
+        self.metrics.clients.dec()
+        self.metrics.subscriptions.set(len(self.subscriptions))
+
+    def _forget(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            self._last_progress_emit.pop(task_id, None)
+            handle = self._pending_progress.pop(task_id, None)
+            if handle is not None:
+                handle.cancel()
+
+    # -- subscribe / unsubscribe ---------------------------------------------
+
+    async def _on_subscribe(self, sid: str, payload: Any = None) -> dict[str, Any]:
+        try:
+            request = parse_subscription(payload, self.max_ids_per_call)
+            self._authorize(sid, request.task_ids, request.token)
+            self.subscriptions.add(sid, request.task_ids)
+        except ProtocolError as exc:
+            self.metrics.refused.labels(exc.code).inc()
+            return exc.ack()
+        self.metrics.subscriptions.set(len(self.subscriptions))
+        # Join the rooms before reading the snapshots: an update merged while
+        # we await the result backend is then either in the snapshot or
+        # emitted to us afterwards, never lost in between.
+        for task_id in request.task_ids:
+            await self.sio.enter_room(sid, room_for(task_id))
+        tasks = await asyncio.gather(*(self.snapshot(t) for t in request.task_ids))
+        return {"ok": True, "tasks": list(tasks)}
+
+    async def _on_unsubscribe(self, sid: str, payload: Any = None) -> dict[str, Any]:
+        try:
+            request = parse_subscription(payload, self.max_ids_per_call)
+        except ProtocolError as exc:
+            return exc.ack()
+        mine = self.subscriptions.tasks_of(sid)
+        for task_id in request.task_ids:
+            if task_id in mine:
+                await self.sio.leave_room(sid, room_for(task_id))
+        self._forget(self.subscriptions.remove(sid, request.task_ids))
+        self.metrics.subscriptions.set(len(self.subscriptions))
+        return {"ok": True}
+
+    def _authorize(self, sid: str, task_ids: Iterable[str], token: str | None) -> None:
+        """Raise ProtocolError unless the call's token (else the connect token) names every task."""
+        if self.verifier is None:
+            return
+        if token is not None:
+            try:
+                grant = self.verifier.verify(token)
+            except TokenError as exc:
+                raise ProtocolError("unauthorized", str(exc)) from None
+        else:
+            grant = self._grants.get(sid)
+            if grant is None:
+                raise ProtocolError("unauthorized", "a token is required: pass it at connect or in this call")
+        now = time.time()
+        if now >= grant.expires_at:
+            raise ProtocolError("unauthorized", "token has expired")
+        for task_id in task_ids:
+            if not grant.allows(task_id, now):
+                raise ProtocolError("forbidden", f"the token does not grant task {task_id[:64]!r}")
+
+    def authorize_token(self, token: str | None, task_id: str) -> None:
+        """The HTTP API's check: raise ProtocolError unless ``token`` grants ``task_id``."""
+        if self.verifier is None:
+            return
+        if not token:
+            raise ProtocolError("unauthorized", "a bearer token is required")
+        try:
+            grant = self.verifier.verify(token)
+        except TokenError as exc:
+            raise ProtocolError("unauthorized", str(exc)) from None
+        if not grant.allows(task_id):
+            raise ProtocolError("forbidden", "the token does not grant this task")
+
+    # -- snapshots -----------------------------------------------------------
+
+    async def snapshot(self, task_id: str) -> dict[str, Any]:
+        """The current TaskState of a task: memory, else the result backend, else PENDING."""
+        task = self.store.get(task_id)
+        if task is not None and task.ready:
+            self.metrics.snapshots.labels("memory").inc()
+            return task.to_dict()
+        event = await self.backend.lookup(task_id)
+        if event is not None:
+            self.merge([event])
+        task = self.store.get(task_id)
+        if task is not None:
+            self.metrics.snapshots.labels("memory" if event is None else "backend").inc()
+            return task.to_dict()
+        self.metrics.snapshots.labels("pending").inc()
+        return pending_dict(task_id)
+
+    async def reconcile(self) -> int:
+        """After a receiver reconnect, correct every watched unfinished task from the result backend."""
+        todo = [t for t in self.subscriptions.watched() if not _is_ready(self.store.get(t))]
+        events = await asyncio.gather(*(self.backend.lookup(t) for t in todo))
+        found = [e for e in events if e is not None]
+        changed = self.merge(found)
+        self.metrics.reconciled.inc(changed)
+        if todo:
+            log.info("reconciled %d watched tasks after reconnect: %d changed", len(todo), changed)
+        return changed
+
+    # -- the hot path: merge and emit ----------------------------------------
+
+    def ingest(self, batch: Batch) -> None:
+        """Merge a batch of decoded Celery events and emit what changed for watched tasks."""
+        count = self.metrics.events
+        for event in batch:
+            count.labels(event.get("type", "unknown")).inc()
+        self.merge(batch)
+
+    def merge(self, events: Iterable[dict[str, Any]]) -> int:
+        """Merge events into the store, publishing each visible change; return how many changed."""
+        changed = 0
+        for event in events:
+            if not is_task_event(event):
+                continue
+            change = self.store.merge_event(event)
+            if change is not None:
+                changed += 1
+                if self.subscriptions.is_watched(change.task.task_id):
+                    self._publish(change)
+        self.metrics.tasks.set(len(self.store))
+        return changed
+
+    def _publish(self, change: Change) -> None:
+        task_id = change.task.task_id
+        loop = asyncio.get_running_loop()
+        if change.transition or change.task.ready:
+            handle = self._pending_progress.pop(task_id, None)
+            if handle is not None:
+                handle.cancel()
+            self._enqueue(change.task, "transition")
+            return
+        if task_id in self._pending_progress:
+            self.metrics.coalesced.inc()  # the pending flush will send the newest
+            return
+        due = self._last_progress_emit.get(task_id, float("-inf")) + self.progress_interval
+        now = loop.time()
+        if now >= due:
+            self._last_progress_emit[task_id] = now
+            self._enqueue(change.task, "progress")
+        else:
+            self._pending_progress[task_id] = loop.call_at(due, self._flush_progress, task_id)
+
+    def _flush_progress(self, task_id: str) -> None:
+        self._pending_progress.pop(task_id, None)
+        task = self.store.get(task_id)
+        if task is not None and self.subscriptions.is_watched(task_id):
+            self._last_progress_emit[task_id] = asyncio.get_running_loop().time()
+            self._enqueue(task, "progress")
+
+    def _enqueue(self, task: TaskState, kind: str) -> None:
+        # Serialise now: a later merge must not change what this update says.
+        self._outbox.append((task, task.to_dict()))
+        self.metrics.updates.labels(kind).inc()
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.get_running_loop().create_task(self._send_outbox())
+
+    async def _send_outbox(self) -> None:
+        latency = self.metrics.latency
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            for task, payload in batch:
+                try:
+                    await self.sio.emit(UPDATE_EVENT, payload, room=room_for(task.task_id))
+                except Exception:  # noqa: BLE001 - one bad emit must not stop the others
+                    log.exception("emit failed for a task update")
+                    continue
+                updated = payload.get("updated_at")
+                if updated:
+                    latency.observe(max(0.0, time.time() - updated))
+
+
+def _is_ready(task: TaskState | None) -> bool:
+    return task is not None and task.ready
+
+
+def _cors_setting(origins: list[str] | None) -> Any:
+    # python-engineio: None means same-origin only; "*" allows all.
+    if not origins:
+        return None
+    if "*" in origins:
+        return "*"
+    return origins
+
+
+__all__ = ["Hub", "error_ack", "MAX_MESSAGE_BYTES"]

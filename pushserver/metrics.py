@@ -1,0 +1,49 @@
+"""Prometheus metrics of one server, kept in their own registry so several servers can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
+
+
+class Metrics:
+    """The server's counters, gauges and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("pushserver_events_ingested_total",
+                              "Celery events received, by event type", ["type"], registry=r)
+        self.updates = Counter("pushserver_updates_emitted_total",
+                               "task:update messages emitted to rooms, by kind", ["kind"], registry=r)
+        self.coalesced = Counter("pushserver_progress_coalesced_total",
+                                 "Progress updates replaced by a newer one before they were sent",
+                                 registry=r)
+        self.clients = Gauge("pushserver_connected_clients", "Connected Socket.IO clients", registry=r)
+        self.subscriptions = Gauge("pushserver_subscriptions", "Active task subscriptions", registry=r)
+        self.tasks = Gauge("pushserver_tasks_in_memory", "Tasks held in the in-memory store", registry=r)
+        self.receiver_connected = Gauge("pushserver_receiver_connected",
+                                        "1 while the event receiver is connected to the broker",
+                                        registry=r)
+        self.reconnects = Counter("pushserver_receiver_reconnects_total",
+                                  "Times the event receiver reconnected to the broker", registry=r)
+        self.reconciled = Counter("pushserver_reconciled_total",
+                                  "Watched tasks whose state was corrected from the result backend"
+                                  " after a receiver reconnect", registry=r)
+        self.refused = Counter("pushserver_requests_refused_total",
+                               "Subscribe calls and HTTP requests refused, by error code",
+                               ["code"], registry=r)
+        self.snapshots = Counter("pushserver_snapshots_total",
+                                 "Snapshots served, by where they came from", ["source"], registry=r)
+        self.latency = Histogram(
+            "pushserver_event_to_emit_seconds",
+            "Time from a worker's event timestamp to its emit to subscribers",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

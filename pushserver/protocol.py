@@ -1,0 +1,89 @@
+"""The Socket.IO protocol's payloads: validation of what clients send, and the acks we answer.
+
+Everything here is pure so that every malformed payload a browser can send is
+covered by fast unit tests; the hub only calls ``parse_subscription``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TASK_ID_LENGTH = 255
+MAX_IDS_PER_CALL = 100
+
+ROOM_PREFIX = "task:"
+UPDATE_EVENT = "task:update"
+
+
+class ProtocolError(Exception):
+    """A request the server refuses; ``code`` is one of the protocol's error codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def ack(self) -> dict[str, Any]:
+        """The ``{ok: false, error}`` ack for this error."""
+        return error_ack(self.code, self.message)
+
+
+def error_ack(code: str, message: str) -> dict[str, Any]:
+    """An error ack (or HTTP body) with the protocol's shape."""
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def room_for(task_id: str) -> str:
+    """The Socket.IO room whose members receive a task's updates."""
+    return ROOM_PREFIX + task_id
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A validated subscribe/unsubscribe request: task ids (deduplicated, in order) and an optional token."""
+
+    task_ids: tuple[str, ...]
+    token: str | None
+
+
+def validate_task_id(value: Any) -> str:
+    """Return ``value`` if it is a usable task id, else raise ProtocolError(bad_request)."""
+    if not isinstance(value, str):
+        raise ProtocolError("bad_request", f"task id must be a string, not {_kind(value)}")
+    if not value or value.isspace():
+        raise ProtocolError("bad_request", "task id must not be empty")
+    if len(value) > MAX_TASK_ID_LENGTH:
+        raise ProtocolError("bad_request", f"task id is longer than {MAX_TASK_ID_LENGTH} characters")
+    return value
+
+
+def parse_subscription(payload: Any, max_ids: int = MAX_IDS_PER_CALL) -> Subscription:
+    """Validate a ``subscribe``/``unsubscribe`` payload: ``{task_id|task_ids, token?}``."""
+    if not isinstance(payload, dict):
+        raise ProtocolError("bad_request", f"payload must be an object, not {_kind(payload)}")
+    has_one, has_many = "task_id" in payload, "task_ids" in payload
+    if has_one == has_many:
+        raise ProtocolError("bad_request", "payload needs exactly one of 'task_id' or 'task_ids'")
+    if has_one:
+        ids = [validate_task_id(payload["task_id"])]
+    else:
+        raw = payload["task_ids"]
+        if not isinstance(raw, list):
+            raise ProtocolError("bad_request", f"'task_ids' must be a list, not {_kind(raw)}")
+        if not raw:
+            raise ProtocolError("bad_request", "'task_ids' must not be empty")
+        if len(raw) > max_ids:
+            raise ProtocolError("too_many", f"at most {max_ids} task ids per call, got {len(raw)}")
+        ids = [validate_task_id(v) for v in raw]
+    token = payload.get("token")
+    if token is not None and not isinstance(token, str):
+        raise ProtocolError("bad_request", f"'token' must be a string, not {_kind(token)}")
+    return Subscription(tuple(dict.fromkeys(ids)), token or None)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)

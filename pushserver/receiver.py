@@ -1,0 +1,179 @@
+"""Where events enter: Celery's own event receiver, in a thread, handing batches to the asyncio loop.
+
+Redis disconnects a pub/sub subscriber that falls 32 MB behind, so the thread
+does nothing but decode: each event is appended to a buffer, and the loop is
+woken once per batch (``call_soon_threadsafe`` only when the buffer was
+empty). Under load the loop finds hundreds of events per wake-up; idle, an
+event is handed over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from enum import Enum
+from typing import Any, Callable
+
+from celery import Celery
+
+log = logging.getLogger("pushserver.receiver")
+
+Batch = list[dict[str, Any]]
+
+
+class ReceiverStatus(str, Enum):
+    """Where the receiver thread is in its life."""
+
+    STARTING = "starting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    STOPPED = "stopped"
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (the AWS architecture blog's variant)."""
+
+    def __init__(self, base: float = 0.5, cap: float = 15.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        """The wait before the next attempt; grows with each call until ``reset``."""
+        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class EventReceiver:
+    """Runs ``app.events.Receiver.capture()`` in a daemon thread, reconnecting on its own, and feeds batches to a loop."""
+
+    def __init__(
+        self,
+        app: Celery,
+        loop: asyncio.AbstractEventLoop,
+        on_batch: Callable[[Batch], None],
+        on_status: Callable[[ReceiverStatus, bool], None] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.app = app
+        self.loop = loop
+        self.on_batch = on_batch
+        self.on_status = on_status
+        self.backoff = backoff or Backoff()
+        self.status = ReceiverStatus.STARTING
+        self.reconnects = 0
+        self.events_received = 0
+        self._buffer: Batch = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._receiver: Any = None
+        self._ever_connected = False
+        self._thread = threading.Thread(target=self._run, name="celery-event-receiver", daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        return self.status is ReceiverStatus.CONNECTED
+
+    def start(self) -> None:
+        """Start the receiver thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop and wait for it (capture checks the flag about once a second)."""
+        self._stopping.set()
+        if self._receiver is not None:
+            self._receiver.should_stop = True
+        self._thread.join(timeout)
+        self._set_status(ReceiverStatus.STOPPED)
+
+    # -- the thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self.app.connection_for_read() as conn:
+                    # Fail fast and let our own loop back off: kombu's default
+                    # retries forever inside ensure_connection, where stop()
+                    # cannot reach it.
+                    conn.ensure_connection(max_retries=1)
+                    receiver = self.app.events.Receiver(
+                        conn, handlers={"*": self._on_event}, routing_key="#"
+                    )
+                    receiver.connect_max_retries = 1
+                    self._receiver = receiver
+                    iterations = 0
+
+                    def on_iteration() -> None:
+                        # The subscription is made inside the first drain;
+                        # once it has returned we are certainly listening.
+                        nonlocal iterations
+                        iterations += 1
+                        if iterations == 2 and not self.connected:
+                            self._mark_connected()
+
+                    receiver.on_iteration = on_iteration
+                    if self._stopping.is_set():
+                        break
+                    receiver.capture(limit=None, timeout=None, wakeup=False)
+            except Exception as exc:  # noqa: BLE001 - any broker failure means: reconnect
+                if self._stopping.is_set():
+                    break
+                delay = self.backoff.next_delay()
+                if self.status is not ReceiverStatus.RECONNECTING:
+                    log.warning("event receiver lost the broker (%s: %s); reconnecting",
+                                type(exc).__name__, exc)
+                self._set_status(ReceiverStatus.RECONNECTING)
+                log.info("event receiver: attempt %d to reconnect in %.1fs",
+                         self.backoff.attempt, delay)
+                self._stopping.wait(delay)
+            finally:
+                self._receiver = None
+        self._set_status(ReceiverStatus.STOPPED)
+
+    def _mark_connected(self) -> None:
+        reconnected = self._ever_connected
+        self._ever_connected = True
+        if reconnected:
+            self.reconnects += 1
+        self.backoff.reset()
+        log.info("event receiver %s to %s", "reconnected" if reconnected else "connected",
+                 self.app.connection_for_read().as_uri())
+        self._set_status(ReceiverStatus.CONNECTED, reconnected)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if not self.connected:
+            self._mark_connected()
+        with self._lock:
+            self._buffer.append(event)
+            first = len(self._buffer) == 1
+        self.events_received += 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    def _set_status(self, status: ReceiverStatus, reconnected: bool = False) -> None:
+        if status is self.status:
+            return
+        self.status = status
+        if self.on_status is not None:
+            try:
+                self.loop.call_soon_threadsafe(self.on_status, status, reconnected)
+            except RuntimeError:
+                pass
+
+    # -- the loop side ------------------------------------------------------
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        if batch:
+            self.on_batch(batch)
+

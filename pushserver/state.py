@@ -1,0 +1,286 @@
+"""TaskState and the rules that merge Celery task events into it.
+
+Events reach us out of order (the client's ``task-sent`` races the worker's
+events, batched ``task.multi`` messages interleave across workers) and twice
+(two receivers, a replay). The merge is therefore a pure function of the *set*
+of events seen: each field keeps the value of its newest event, and the
+visible state is chosen by Celery's precedence, so any order of the same
+events gives the same TaskState, and applying an event again changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+PENDING = "PENDING"
+SENT = "SENT"
+RECEIVED = "RECEIVED"
+STARTED = "STARTED"
+PROGRESS = "PROGRESS"
+RETRY = "RETRY"
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+REVOKED = "REVOKED"
+REJECTED = "REJECTED"
+
+ALL_STATES = frozenset(
+    {PENDING, SENT, RECEIVED, STARTED, PROGRESS, RETRY, SUCCESS, FAILURE, REVOKED, REJECTED}
+)
+#: States after which a task does nothing more (Celery's READY_STATES).
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+
+#: Celery's precedence (``celery.states.PRECEDENCE``), lowest first, with our
+#: two extra states placed where they happen: SENT just above PENDING, and the
+#: custom PROGRESS between STARTED and the ready states (Celery would rank an
+#: unknown state above REVOKED, letting a late progress event undo a revoke).
+PRECEDENCE: dict[str, int] = {
+    PENDING: 0,
+    SENT: 1,
+    REJECTED: 2,
+    RECEIVED: 3,
+    STARTED: 4,
+    PROGRESS: 5,
+    REVOKED: 6,
+    FAILURE: 7,
+    SUCCESS: 8,
+}
+
+#: Event type -> the state it announces (Celery's TASK_EVENT_TO_STATE, plus ours).
+EVENT_TO_STATE: dict[str, str] = {
+    "task-sent": SENT,
+    "task-received": RECEIVED,
+    "task-started": STARTED,
+    "task-progress": PROGRESS,
+    "task-retried": RETRY,
+    "task-succeeded": SUCCESS,
+    "task-failed": FAILURE,
+    "task-revoked": REVOKED,
+    "task-rejected": REJECTED,
+}
+
+#: Which event fields feed which TaskState fields.
+_FIELD_SOURCES: dict[str, tuple[str, ...]] = {
+    "task-sent": ("name", "retries"),
+    "task-received": ("name", "retries", "hostname"),
+    "task-started": ("hostname",),
+    "task-progress": ("progress", "hostname"),
+    "task-retried": ("exception", "traceback", "hostname"),
+    "task-succeeded": ("result", "runtime", "hostname"),
+    "task-failed": ("exception", "traceback", "hostname"),
+    "task-revoked": ("exception",),
+    "task-rejected": ("hostname",),
+}
+
+_STAMP_FIELD = {SENT: "sent_at", RECEIVED: "received_at", STARTED: "started_at"}
+
+
+def is_task_event(event: Mapping[str, Any]) -> bool:
+    """Tell whether a decoded Celery event describes a task we can merge."""
+    return event.get("type") in EVENT_TO_STATE and isinstance(event.get("uuid"), str)
+
+
+def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a ``task-progress`` event's fields into the TaskState ``progress`` object."""
+    current = _number(event.get("current"))
+    total = _number(event.get("total"))
+    percent = event.get("percent")
+    if not isinstance(percent, (int, float)) or isinstance(percent, bool):
+        percent = round(100.0 * current / total, 2) if current is not None and total else None
+    message = event.get("message")
+    return {
+        "current": current,
+        "total": total,
+        "percent": percent,
+        "message": message if isinstance(message, str) else None,
+    }
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+@dataclass
+class _Stamp:
+    """A value and the event timestamp that set it; the newer stamp wins."""
+
+    at: float
+    rank: int
+    value: Any
+
+    def newer_than(self, other: "_Stamp | None") -> bool:
+        # Ties on time fall back to precedence, then to the value's repr, so
+        # the outcome never depends on arrival order.
+        if other is None:
+            return True
+        return (self.at, self.rank, repr(self.value)) > (other.at, other.rank, repr(other.value))
+
+
+@dataclass
+class TaskState:
+    """Everything known about one task, merged from its events; serialised as the protocol's TaskState."""
+
+    task_id: str
+    # newest timestamp seen for each state announced by an event
+    seen: dict[str, float] = field(default_factory=dict)
+    fields: dict[str, _Stamp] = field(default_factory=dict)
+    last_event: _Stamp | None = None
+    state: str = PENDING
+
+    def apply(self, event_type: str, timestamp: float, values: Mapping[str, Any]) -> bool:
+        """Merge one event; return True when the visible TaskState changed."""
+        state = EVENT_TO_STATE[event_type]
+        rank = PRECEDENCE.get(state, 0)
+        changed = False
+        if timestamp > self.seen.get(state, float("-inf")):
+            self.seen[state] = timestamp
+            changed = True
+        for name, value in values.items():
+            stamp = _Stamp(timestamp, rank, value)
+            old = self.fields.get(name)
+            if stamp.newer_than(old):
+                self.fields[name] = stamp
+                changed = changed or old is None or old.value != value
+        stamp = _Stamp(timestamp, rank, event_type)
+        if stamp.newer_than(self.last_event):
+            changed = changed or self.last_event is None or self.last_event.value != event_type
+            self.last_event = stamp
+        if changed:
+            self.state = self._resolve_state()
+        return changed
+
+    def _resolve_state(self) -> str:
+        ready = [s for s in self.seen if s in READY_STATES]
+        if ready:
+            return max(ready, key=PRECEDENCE.__getitem__)
+        # RETRY re-opens a task: only states announced after the newest retry
+        # belong to the current attempt.
+        retried_at = self.seen.get(RETRY)
+        current = [
+            s for s, at in self.seen.items()
+            if s != RETRY and (retried_at is None or at > retried_at)
+        ]
+        if current:
+            return max(current, key=PRECEDENCE.__getitem__)
+        return RETRY if retried_at is not None else PENDING
+
+    @property
+    def ready(self) -> bool:
+        """True once the task reached SUCCESS, FAILURE or REVOKED."""
+        return self.state in READY_STATES
+
+    @property
+    def updated_at(self) -> float | None:
+        return max(self.seen.values()) if self.seen else None
+
+    def value(self, name: str, default: Any = None) -> Any:
+        stamp = self.fields.get(name)
+        return default if stamp is None else stamp.value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TaskState JSON object of the protocol (DESIGN.md § TaskState)."""
+        state = self.state
+        failed = state in (FAILURE, RETRY, REVOKED)
+        finished_at = self.seen.get(state) if state in READY_STATES else None
+        return {
+            "task_id": self.task_id,
+            "name": self.value("name"),
+            "state": state,
+            "progress": self.value("progress"),
+            "result": self.value("result") if state == SUCCESS else None,
+            "exception": self.value("exception") if failed else None,
+            "traceback": self.value("traceback") if failed else None,
+            "worker": self.value("hostname"),
+            "retries": self.value("retries", 0) or 0,
+            "runtime": self.value("runtime") if state == SUCCESS else None,
+            "sent_at": self.seen.get(SENT),
+            "received_at": self.seen.get(RECEIVED),
+            "started_at": self.seen.get(STARTED),
+            "finished_at": finished_at,
+            "updated_at": self.updated_at,
+            "event": self.last_event.value if self.last_event else None,
+        }
+
+
+def pending_dict(task_id: str) -> dict[str, Any]:
+    """The TaskState of a task nobody has heard of yet."""
+    return TaskState(task_id).to_dict()
+
+
+def event_values(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Pick, from a decoded Celery event, the fields its type contributes to TaskState."""
+    event_type = event["type"]
+    values: dict[str, Any] = {}
+    for name in _FIELD_SOURCES.get(event_type, ()):
+        if name == "progress":
+            values["progress"] = normalize_progress(event)
+        elif name == "exception" and event_type == "task-revoked":
+            if event.get("terminated") or event.get("expired"):
+                reason = "expired" if event.get("expired") else "terminated"
+                values["exception"] = f"TaskRevokedError('{reason}')"
+        elif name in event and event[name] is not None:
+            value = event[name]
+            if name == "retries" and not isinstance(value, int):
+                continue
+            if name in ("name", "hostname") and not isinstance(value, str):
+                continue
+            values[name] = value
+    return values
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one merged event did to a task: whether it is visible, and whether the state moved."""
+
+    task: TaskState
+    transition: bool  # the state changed (never coalesced away)
+
+
+class TaskStore:
+    """A bounded in-memory map of task id -> TaskState, evicting the least recently updated."""
+
+    def __init__(self, max_tasks: int = 100_000) -> None:
+        if max_tasks < 1:
+            raise ValueError("max_tasks must be at least 1")
+        self.max_tasks = max_tasks
+        self._tasks: OrderedDict[str, TaskState] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+    def __iter__(self) -> Iterator[TaskState]:
+        return iter(self._tasks.values())
+
+    def get(self, task_id: str) -> TaskState | None:
+        """The merged state of a task, or None when this store has not seen it."""
+        return self._tasks.get(task_id)
+
+    def merge(self, task_id: str, event_type: str, timestamp: float,
+              values: Mapping[str, Any]) -> Change | None:
+        """Merge one event into its task; return the Change, or None when nothing visible changed."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            task = self._tasks[task_id] = TaskState(task_id)
+            if len(self._tasks) > self.max_tasks:
+                self._tasks.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._tasks.move_to_end(task_id)
+        before = task.state
+        if not task.apply(event_type, timestamp, values):
+            return None
+        return Change(task, transition=task.state != before)
+
+    def merge_event(self, event: Mapping[str, Any]) -> Change | None:
+        """Merge one decoded Celery event (as the receiver delivers it)."""
+        timestamp = event.get("timestamp")
+        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
+            timestamp = event.get("local_received") or 0.0
+        return self.merge(event["uuid"], event["type"], float(timestamp), event_values(event))
