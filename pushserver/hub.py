@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import orjson
 import socketio
+from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
 from .auth import Grant, TokenError, TokenVerifier
 from .backend import ResultBackend
@@ -88,14 +89,14 @@ class Hub:
         token = None
         if auth is not None:
             if not isinstance(auth, dict):
-                raise ConnectionRefusedError("auth must be an object like {token: '...'}")
+                raise ConnectionRefused("auth must be an object like {token: '...'}")
             token = auth.get("token")
         if token is not None and self.verifier is not None:
             try:
                 self._grants[sid] = self.verifier.verify(token)
             except TokenError as exc:
                 self.metrics.refused.labels("unauthorized").inc()
-                raise ConnectionRefusedError(str(exc)) from None
+                raise ConnectionRefused(str(exc)) from None
         self.metrics.clients.inc()
 
     async def _on_disconnect(self, sid: str, *_: Any) -> None:

@@ -1,0 +1,45 @@
+# The two commands of the README: `make demo` (see it work) and `make test` (pass the tests).
+# Both install what they need: a virtualenv with the project, Debian's redis-server when missing,
+# and (for the examples) npm packages and Chromium.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-python test-unit test-examples bench bench-quick system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,workers]'
+	touch $(STAMP)
+
+## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI).
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+demo: $(STAMP) system-deps
+	$(BIN)/pushserver demo
+
+test: $(STAMP) system-deps test-examples test-python
+
+test-python: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider tests/unit
+
+test-examples:
+	@if [ -x examples/run-tests.sh ]; then examples/run-tests.sh; fi
+
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP) system-deps
+	$(BIN)/python bench/run.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,66 @@
+"""The receiver loses the broker: it reconnects by itself and reconciles what finished in the gap."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.integration.conftest import Server, Stack
+from tests.support.clients import Watcher
+from tests.support.processes import http_get, http_status, start_pushserver, wait_until
+from tests.support.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+
+def metric(url: str, name: str) -> float:
+    body = http_get(url + "/metrics")[1].decode()
+    match = re.search(rf"^{name} ([0-9.e+]+)$", body, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(stack: Stack, server: Server):
+    # Only the push server's broker connection goes through the proxy: the
+    # workers and the result backend keep running, as when a network path or
+    # a load balancer in front of Redis fails.
+    proxy = TcpProxy("127.0.0.1", stack.redis_port).start()
+    proc, url = start_pushserver("reconnect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
+                                 stack.log_dir, secret=server.secret)
+    try:
+        wait_until(lambda: http_status(url + "/readyz") == 200, 20, "the server to be ready")
+        during_gap = stack.send("demo_progress", 3, 0.05)
+        watcher = await Watcher(url).connect(server.token(during_gap.id))
+        try:
+            # Subscribed while the task is still queued behind nothing: the
+            # snapshot is at most STARTED.
+            ack = await watcher.subscribe(during_gap.id)
+            assert ack["ok"] is True
+
+            proxy.cut()
+            wait_until(lambda: http_status(url + "/readyz") == 503, 15, "/readyz to report the lost broker")
+            readiness = json.loads(http_get(url + "/readyz")[1])
+            assert readiness["receiver"] == "reconnecting"
+            assert during_gap.get(timeout=30) == 3  # finished while the receiver was away
+            assert proc.alive()
+
+            proxy.restore()
+            wait_until(lambda: http_status(url + "/readyz") == 200, 30, "the receiver to reconnect")
+            final = await watcher.wait_state(during_gap.id, "SUCCESS", timeout=15)
+            assert final["result"] == "3"
+            assert metric(url, "pushserver_receiver_reconnects_total") >= 1
+            assert metric(url, "pushserver_reconciled_total") >= 1
+
+            # And live events flow again after the reconnect.
+            after = stack.send("demo_progress", 2, 0.05)
+            assert (await watcher.subscribe(after.id, token=server.token(after.id)))["ok"]
+            await watcher.wait_state(after.id, "SUCCESS", timeout=30)
+        finally:
+            await watcher.close()
+    finally:
+        proc.stop()
+        proxy.close()
+    log = proc.log()
+    assert log.count("reconnecting") >= 1
+    assert "Traceback" not in log

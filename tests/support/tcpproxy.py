@@ -1,0 +1,84 @@
+"""A TCP proxy the tests put between a process and Redis, to cut and restore that process's connections.
+
+It is a real network hop, not a mock: the process under test sees exactly
+what a dropped network or a restarted load balancer would show it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection and refuses new ones until ``restore()``."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.accepting = True
+        self.connections_cut = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
+
+    def start(self) -> "TcpProxy":
+        self._thread.start()
+        if not self._ready.wait(5):
+            raise RuntimeError("proxy did not start")
+        return self
+
+    def cut(self) -> None:
+        """Close every proxied connection and refuse new ones."""
+        asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(5)
+
+    def restore(self) -> None:
+        """Accept connections again."""
+        self.accepting = True
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _cut(self) -> None:
+        self.accepting = False
+        for writer in list(self._writers):
+            self.connections_cut += 1
+            writer.transport.abort()
+        self._writers.clear()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def boot() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        self._loop.run_until_complete(boot())
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.accepting:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+                self._writers.discard(dst)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

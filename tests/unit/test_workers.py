@@ -1,0 +1,499 @@
+"""Unit tests for the example workers: the pure parts, run without Redis or a worker.
+
+Tasks are called directly here (``tasks.predict([...])``), which runs their
+body with no request id, so ``report_progress`` sends nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import http.server
+import io
+import json
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from celery.schedules import crontab
+from PIL import Image
+
+from workers import app, tasks
+from workers.app import build_config, nightly_report_schedule
+from workers.emails import SmtpServer, parse_smtp_url, recipient_for, render_welcome_email, send_smtp, write_eml
+from workers.images import decode_image, draw_watermark, generate_test_image, process_image, resize_to_width
+from workers.model import predict_iris, validate_features
+from workers.progress import MAX_MESSAGE_LENGTH, PROGRESS_EVENT, progress_fields, report_progress
+from workers.webhooks import post_json, validate_url, validate_urls
+
+TASK_NAMES = {
+    "workers.tasks.send_welcome_email",
+    "workers.tasks.resize_and_watermark",
+    "workers.tasks.predict",
+    "workers.tasks.nightly_report",
+    "workers.tasks.deliver_webhook",
+    "workers.tasks.fanout_webhooks",
+    "workers.tasks.demo_progress",
+    "workers.tasks.fail",
+    "workers.tasks.flaky",
+    "workers.tasks.sleep",
+}
+
+
+@pytest.fixture(autouse=True)
+def _folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every file a task writes inside the test's own temporary folder."""
+    for name in ("OUTBOX_DIR", "MEDIA_DIR", "REPORTS_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    monkeypatch.delenv("SMTP_URL", raising=False)
+
+
+# --- The Celery app ------------------------------------------------------
+
+
+def test_task_names_are_the_contract() -> None:
+    assert TASK_NAMES <= set(app.tasks)
+
+
+def test_config_defaults_turn_events_and_late_acks_on() -> None:
+    conf = build_config({})
+    assert conf["broker_url"] == "redis://127.0.0.1:6379/0"
+    assert conf["result_backend"] == "redis://127.0.0.1:6379/1"
+    for flag in ("worker_send_task_events", "task_send_sent_event", "task_track_started",
+                 "task_acks_late", "task_reject_on_worker_lost"):
+        assert conf[flag] is True, flag
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["broker_transport_options"] == {"visibility_timeout": 3600}
+    assert conf["result_backend_transport_options"] == {"visibility_timeout": 3600}
+    assert conf["result_expires"] == timedelta(days=1)
+    assert conf["timezone"] == "UTC"
+
+
+def test_config_reads_the_environment() -> None:
+    conf = build_config({
+        "CELERY_BROKER_URL": "redis://h:1/9",
+        "CELERY_RESULT_BACKEND": "redis://h:1/10",
+        "CELERY_VISIBILITY_TIMEOUT": "5",
+    })
+    assert conf["broker_url"] == "redis://h:1/9"
+    assert conf["result_backend"] == "redis://h:1/10"
+    assert conf["broker_transport_options"]["visibility_timeout"] == 5
+
+
+def test_nightly_report_runs_at_midnight_utc_unless_an_interval_is_set() -> None:
+    schedule = nightly_report_schedule({})
+    assert isinstance(schedule, crontab)
+    assert schedule.hour == {0} and schedule.minute == {0}
+    assert nightly_report_schedule({"NIGHTLY_REPORT_EVERY": "30"}) == timedelta(seconds=30)
+    entry = build_config({})["beat_schedule"]["nightly-report"]
+    assert entry["task"] == "workers.tasks.nightly_report"
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "nan"])
+def test_a_bad_interval_fails_loudly(value: str) -> None:
+    with pytest.raises(ValueError, match="NIGHTLY_REPORT_EVERY"):
+        nightly_report_schedule({"NIGHTLY_REPORT_EVERY": value})
+
+
+# --- report_progress -----------------------------------------------------
+
+
+class FakeTask:
+    """Stands in for a bound task: records what report_progress asks of it."""
+
+    def __init__(self, task_id: str | None = "task-1", fail_with: Exception | None = None) -> None:
+        self.request = SimpleNamespace(id=task_id)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.states: list[tuple[str, dict[str, Any]]] = []
+        self.fail_with = fail_with
+
+    def send_event(self, type_: str, retry: bool = True, retry_policy: Any = None, **fields: Any) -> None:
+        if self.fail_with:
+            raise self.fail_with
+        self.events.append((type_, fields))
+
+    def update_state(self, task_id: Any = None, state: Any = None, meta: Any = None, **kwargs: Any) -> None:
+        if self.fail_with:
+            raise self.fail_with
+        self.states.append((state, meta))
+
+
+def test_report_progress_sends_one_task_progress_event_and_stores_the_state() -> None:
+    task = FakeTask()
+    report_progress(task, 3, 10, "resizing", stage="resize")
+    assert task.events == [
+        (PROGRESS_EVENT, {"current": 3, "total": 10, "message": "resizing", "stage": "resize"})
+    ]
+    assert task.states == [("PROGRESS", {"current": 3, "total": 10, "message": "resizing", "stage": "resize"})]
+
+
+def test_report_progress_without_total_or_message() -> None:
+    task = FakeTask()
+    report_progress(task, 0.5)
+    assert task.events == [(PROGRESS_EVENT, {"current": 0.5, "total": None, "message": None})]
+
+
+def test_report_progress_truncates_long_messages() -> None:
+    task = FakeTask()
+    report_progress(task, 1, 2, "x" * 500)
+    message = task.events[0][1]["message"]
+    assert len(message) == MAX_MESSAGE_LENGTH and message.endswith("…")
+
+
+def test_report_progress_swallows_broker_errors(caplog: pytest.LogCaptureFixture) -> None:
+    task = FakeTask(fail_with=ConnectionError("broker went away"))
+    report_progress(task, 1, 2, "still running")  # must not raise
+    assert "could not send task-progress" in caplog.text
+
+
+def test_report_progress_outside_a_worker_sends_nothing() -> None:
+    task = FakeTask(task_id=None)
+    report_progress(task, 1, 2)
+    assert task.events == [] and task.states == []
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error"),
+    [
+        ((-1,), {}, ValueError),
+        ((3, 2), {}, ValueError),
+        ((1, -2), {}, ValueError),
+        ((float("nan"),), {}, ValueError),
+        ((float("inf"), None), {}, ValueError),
+        (("3",), {}, TypeError),
+        ((True,), {}, TypeError),
+        ((1, 2, 42), {}, TypeError),
+        ((1,), {"uuid": "other"}, ValueError),
+        ((1,), {"retry": False}, ValueError),
+        ((1,), {"blob": object()}, TypeError),
+    ],
+)
+def test_progress_arguments_are_validated(args: tuple, kwargs: dict, error: type[Exception]) -> None:
+    task = FakeTask()
+    with pytest.raises(error):
+        report_progress(task, *args, **kwargs)
+    assert task.events == []
+
+
+def test_progress_fields_turn_numpy_numbers_into_json_numbers() -> None:
+    import numpy as np
+
+    fields = progress_fields(np.int64(2), np.float64(4.0))
+    assert json.dumps(fields) == '{"current": 2.0, "total": 4.0, "message": null}'
+
+
+def test_demo_progress_counts_its_steps() -> None:
+    assert tasks.demo_progress(3, 0) == 3
+    with pytest.raises(ValueError):
+        tasks.demo_progress(-1, 0)
+
+
+# --- Email ---------------------------------------------------------------
+
+
+def test_welcome_email_has_text_and_html_parts() -> None:
+    message = render_welcome_email("u<42>", "ada@example.org")
+    assert message["To"] == "ada@example.org"
+    assert message["Subject"] == "Welcome to celery-pushserver"
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    assert "Hello u<42>," in text
+    assert "Hello u&lt;42&gt;," in html  # escaped: a user id is not markup
+
+
+def test_welcome_email_without_an_address_goes_to_a_reserved_domain() -> None:
+    assert recipient_for("ab c/1", None) == "user-ab-c-1@example.com"
+
+
+@pytest.mark.parametrize("address", ["nope", "a@b", "x@example.com\r\nBcc: all@example.com", 42])
+def test_welcome_email_refuses_bad_addresses(address: Any) -> None:
+    with pytest.raises(ValueError):
+        render_welcome_email("u1", address)
+
+
+@pytest.mark.parametrize("user_id", ["", "  ", None, "a\nb", "x" * 129])
+def test_welcome_email_refuses_bad_user_ids(user_id: Any) -> None:
+    with pytest.raises(ValueError):
+        render_welcome_email(user_id)
+
+
+def test_eml_file_round_trips(tmp_path: Path) -> None:
+    path = write_eml(render_welcome_email("u1"), tmp_path / "outbox", "welcome-u1")
+    assert path.name == "welcome-u1.eml"
+    parsed = email.message_from_bytes(path.read_bytes())
+    assert parsed["To"] == "user-u1@example.com"
+    assert [p.get_content_type() for p in parsed.walk()][1:] == ["text/plain", "text/html"]
+
+
+def test_send_welcome_email_writes_to_the_outbox(tmp_path: Path) -> None:
+    result = tasks.send_welcome_email("u7", "u7@example.org")
+    assert result["user_id"] == "u7"
+    path = Path(result["delivered_to"])
+    assert path.parent == tmp_path / "outbox_dir" and path.suffix == ".eml"
+    assert b"u7@example.org" in path.read_bytes()
+
+
+class _SmtpSink(socketserver.StreamRequestHandler):
+    """Just enough of an SMTP server to accept one message."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 sink ready\r\n")
+        while line := self.rfile.readline():
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                self.wfile.write(b"354 go ahead\r\n")
+                data = b""
+                while (chunk := self.rfile.readline()) != b".\r\n":
+                    data += chunk
+                self.server.messages.append(data)  # type: ignore[attr-defined]
+                self.wfile.write(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[socketserver.TCPServer]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpSink)
+    server.messages = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_send_welcome_email_by_smtp(smtp_sink: socketserver.TCPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{smtp_sink.server_address[1]}")
+    assert tasks.send_welcome_email("u9") == {"user_id": "u9", "delivered_to": "smtp"}
+    (data,) = smtp_sink.messages  # type: ignore[attr-defined]
+    assert b"To: user-u9@example.com" in data
+
+
+def test_send_smtp_to_a_closed_port_raises_oserror() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(OSError):
+        send_smtp(render_welcome_email("u1"), SmtpServer("127.0.0.1", port), timeout=2)
+
+
+def test_smtp_url_parsing() -> None:
+    assert parse_smtp_url("smtp://mail.local:2525") == SmtpServer("mail.local", 2525)
+    assert parse_smtp_url("smtp://mail.local") == SmtpServer("mail.local", 25)
+    for bad in ("http://mail.local", "smtp://", "smtp://u:p@mail.local:25"):
+        with pytest.raises(ValueError):
+            parse_smtp_url(bad)
+
+
+# --- Images --------------------------------------------------------------
+
+
+def _b64(image: Image.Image, fmt: str) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_pipeline_on_a_generated_image_reports_every_step(tmp_path: Path) -> None:
+    steps: list[tuple[int, int, str]] = []
+    result = process_image(None, 320, "hello", tmp_path, "out", lambda *step: steps.append(step))
+    assert [s[:2] for s in steps] == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert all(message for _, _, message in steps)
+    assert (result.width, result.height) == (320, 200)  # 1280x800 keeps its 16:10 aspect
+    with Image.open(result.path) as written:
+        assert written.format == "JPEG" and written.size == (320, 200)
+    assert result.bytes == Path(result.path).stat().st_size
+
+
+def test_watermark_changes_the_pixels_it_covers() -> None:
+    plain = Image.new("RGB", (400, 100), "black")
+    marked = draw_watermark(plain, "celery")
+    assert marked.size == plain.size and marked.mode == "RGB"
+    assert marked.getbbox() is not None  # something was drawn on the black image
+    assert draw_watermark(plain, "") is plain
+
+
+def test_transparent_png_stays_png(tmp_path: Path) -> None:
+    source = Image.new("RGBA", (200, 100), (255, 0, 0, 0))
+    result = process_image(_b64(source, "PNG"), 50, "wm", tmp_path, "alpha")
+    assert result.path.endswith(".png") and (result.width, result.height) == (50, 25)
+
+
+def test_data_urls_and_palette_images_are_accepted() -> None:
+    source = Image.new("P", (30, 20))
+    image = decode_image("data:image/gif;base64," + _b64(source, "GIF"))
+    assert image.mode == "RGB" and image.size == (30, 20)
+
+
+def test_resize_keeps_aspect_ratio() -> None:
+    assert resize_to_width(Image.new("RGB", (1000, 333)), 100).size == (100, 33)
+    assert resize_to_width(Image.new("RGB", (1000, 1)), 10).size == (10, 1)
+
+
+def test_exif_orientation_is_applied() -> None:
+    source = Image.new("RGB", (40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    source.save(buffer, format="JPEG", exif=exif)
+    assert decode_image(base64.b64encode(buffer.getvalue()).decode()).size == (20, 40)
+
+
+@pytest.mark.parametrize(
+    ("image_b64", "match"),
+    [
+        ("not base64!!", "not valid base64"),
+        (base64.b64encode(b"hello, not an image").decode(), "readable image"),
+        ("", "non-empty"),
+    ],
+)
+def test_bad_image_data_is_a_clear_value_error(image_b64: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        tasks.resize_and_watermark(image_b64)
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 0}, {"width": 10_000}, {"width": "640"},
+                                    {"watermark": "w" * 101}, {"steps_delay": -1}])
+def test_bad_image_options_are_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        tasks.resize_and_watermark(None, **kwargs)
+
+
+def test_resize_and_watermark_task_returns_the_contract(tmp_path: Path) -> None:
+    result = tasks.resize_and_watermark(_b64(generate_test_image(200, 100), "PNG"), width=64)
+    assert set(result) == {"path", "width", "height", "bytes"}
+    assert (result["width"], result["height"]) == (64, 32)
+    assert Path(result["path"]).parent == tmp_path / "media_dir"
+
+
+# --- Model ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("features", "label"),
+    [([5.1, 3.5, 1.4, 0.2], "setosa"), ([6.0, 2.7, 4.1, 1.0], "versicolor"), ([6.7, 3.0, 5.2, 2.3], "virginica")],
+)
+def test_predict_classifies_iris_samples(features: list[float], label: str) -> None:
+    result = tasks.predict(features)
+    assert result["label"] == label
+    assert set(result["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    json.dumps(result)
+
+
+@pytest.mark.parametrize("features", [[1, 2, 3], [1, 2, 3, 4, 5], "1,2,3,4", [1, 2, "3", 4],
+                                      [1, 2, None, 4], [1, 2, float("nan"), 4], [True, 2, 3, 4], None])
+def test_predict_refuses_bad_features(features: Any) -> None:
+    with pytest.raises(ValueError):
+        predict_iris(features)
+
+
+def test_integer_features_are_fine() -> None:
+    assert validate_features([5, 3, 1, 0]) == [5.0, 3.0, 1.0, 0.0]
+
+
+# --- Reports and diagnostics ---------------------------------------------
+
+
+def test_nightly_report_counts_outbox_and_media(tmp_path: Path) -> None:
+    tasks.send_welcome_email("u1")
+    tasks.send_welcome_email("u2")
+    tasks.resize_and_watermark(width=32)
+    result = tasks.nightly_report()
+    assert (result["outbox_emails"], result["media_files"]) == (2, 1)
+    written = json.loads(Path(result["path"]).read_text())
+    assert written == {k: result[k] for k in ("generated_at", "outbox_emails", "media_files")}
+    assert Path(result["path"]).parent == tmp_path / "reports_dir"
+
+
+def test_nightly_report_with_nothing_yet() -> None:
+    result = tasks.nightly_report()
+    assert (result["outbox_emails"], result["media_files"]) == (0, 0)
+
+
+def test_fail_and_sleep() -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        tasks.fail("boom")
+    assert tasks.sleep(0) == 0
+    with pytest.raises(ValueError):
+        tasks.sleep(-1)
+
+
+def test_flaky_succeeds_when_no_failures_are_asked_for() -> None:
+    assert tasks.flaky(0) == {"retries": 0}
+    # Called directly there is no broker to retry through: the error surfaces.
+    with pytest.raises(RuntimeError, match="flaky failure 1 of 1"):
+        tasks.flaky(1)
+
+
+# --- Webhooks ------------------------------------------------------------
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, self.headers["Content-Type"], json.loads(body)))  # type: ignore[attr-defined]
+        self.send_response(500 if self.path == "/broken" else 204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hook_server() -> Iterator[http.server.HTTPServer]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_deliver_webhook_posts_json(hook_server: http.server.HTTPServer) -> None:
+    url = f"http://127.0.0.1:{hook_server.server_address[1]}/hook"
+    assert tasks.deliver_webhook(url, {"event": "done", "n": 1}) == 204
+    assert hook_server.received == [("/hook", "application/json", {"event": "done", "n": 1})]  # type: ignore[attr-defined]
+
+
+def test_an_http_error_status_is_returned_not_retried(hook_server: http.server.HTTPServer) -> None:
+    url = f"http://127.0.0.1:{hook_server.server_address[1]}/broken"
+    assert post_json(url, b"{}") == 500
+
+
+def test_a_refused_connection_raises_for_retry() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(OSError):
+        tasks.deliver_webhook(f"http://127.0.0.1:{port}/", {})
+
+
+def test_url_validation() -> None:
+    assert validate_url("https://example.com/x") == "https://example.com/x"
+    for bad in ("ftp://example.com", "example.com", "http://", "javascript:alert(1)", 7):
+        with pytest.raises(ValueError):
+            validate_url(bad)
+    with pytest.raises(ValueError, match="ftp://a"):
+        validate_urls(["http://ok.example", "ftp://a"])
+    with pytest.raises(ValueError):
+        validate_urls([])
+
+
+def test_fanout_refuses_bad_input_before_dispatching() -> None:
+    with pytest.raises(ValueError):
+        tasks.fanout_webhooks(["file:///etc/passwd"])
+    with pytest.raises(ValueError):
+        tasks.fanout_webhooks(["http://ok.example"], payload=["not", "a", "dict"])
+    with pytest.raises(ValueError):
+        tasks.deliver_webhook("http://ok.example", {"x": object()})
