@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .auth import mint_token
-from .config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, Settings, split_list
+from .config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, Settings, check_url, split_list
 
 EXIT_CONFIG = 2
 
@@ -118,3 +118,23 @@ def configure_logging(level: str) -> None:
     # kombu and celery log every reconnect attempt themselves; ours says it once.
     logging.getLogger("kombu").setLevel(logging.ERROR)
     logging.getLogger("celery").setLevel(logging.WARNING)
+
+
+@main.command()
+@broker_options
+@click.option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
+              help="Port for the demo's pushserver [env: PUSHSERVER_PORT].")
+@click.option("--once", is_flag=True, help="Run one round of tasks, then stop everything and exit.")
+def demo(broker: str, backend: str, port: int, once: bool) -> None:
+    """Start Redis (if none answers), a worker and the server, and watch tasks pushed live."""
+    from .demo import run_demo
+
+    for flag, url, schemes in (("--broker", broker, {"redis"}), ("--backend", backend, {"redis"})):
+        try:
+            check_url(flag, url, schemes)
+        except ConfigError as exc:
+            fail(f"{exc} (the demo runs on Redis)")
+    try:
+        sys.exit(run_demo(broker, backend, port, once))
+    except RuntimeError as exc:
+        fail(str(exc))

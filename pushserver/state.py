@@ -10,6 +10,7 @@ events gives the same TaskState, and applying an event again changes nothing.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
@@ -85,9 +86,9 @@ def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
     """Turn a ``task-progress`` event's fields into the TaskState ``progress`` object."""
     current = _number(event.get("current"))
     total = _number(event.get("total"))
-    percent = event.get("percent")
-    if not isinstance(percent, (int, float)) or isinstance(percent, bool):
-        percent = round(100.0 * current / total, 2) if current is not None and total else None
+    percent = _number(event.get("percent"))
+    if percent is None and current is not None and total:
+        percent = _number(round(100.0 * current / total, 2))  # inf when total is tiny
     message = event.get("message")
     return {
         "current": current,
@@ -98,9 +99,14 @@ def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _number(value: Any) -> float | int | None:
+    # Browsers' JSON.parse rejects NaN and Infinity, and JSON ints can be too
+    # big for a float: keep only numbers a client can read and we can divide.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return value
+    try:
+        return value if math.isfinite(value) else None
+    except OverflowError:
+        return None
 
 
 @dataclass
@@ -280,7 +286,9 @@ class TaskStore:
 
     def merge_event(self, event: Mapping[str, Any]) -> Change | None:
         """Merge one decoded Celery event (as the receiver delivers it)."""
-        timestamp = event.get("timestamp")
-        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
-            timestamp = event.get("local_received") or 0.0
+        # NaN compares false with everything, so a NaN stamp would make the
+        # merge depend on arrival order: treat it like a missing timestamp.
+        timestamp = _number(event.get("timestamp"))
+        if timestamp is None:
+            timestamp = _number(event.get("local_received")) or 0.0
         return self.merge(event["uuid"], event["type"], float(timestamp), event_values(event))

@@ -13,7 +13,7 @@ from celery import Celery
 
 from pushserver.auth import mint_token
 from tests.support.clients import Watcher
-from tests.support.processes import Proc, start_pushserver, start_redis, start_worker, wait_until
+from pushserver.devstack import Proc, start_pushserver, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def server(stack: Stack) -> Iterator[Server]:
 
 
 def _ready(url: str) -> bool:
-    from tests.support.processes import http_status
+    from pushserver.devstack import http_status
 
     return http_status(url + "/readyz") == 200
 

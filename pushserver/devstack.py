@@ -1,4 +1,8 @@
-"""Real processes for the integration tests: a private Redis, Celery workers and pushserver, each stopped by PID."""
+"""A local stack of real processes (Redis, Celery workers, pushserver), for ``pushserver demo`` and the tests.
+
+Every process is started in its own session and stopped by its PID (process
+group), so stopping the stack never touches anything it did not start.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
@@ -78,21 +82,23 @@ class Proc:
         return self.popen.returncode
 
 
-def start_redis(log_dir: Path) -> tuple[Proc, int]:
+def start_redis(log_dir: Path, port: int | None = None) -> tuple[Proc, int]:
     """A private redis-server on a free port, keeping nothing on disk."""
     exe = shutil.which("redis-server")
     if exe is None:
-        raise RuntimeError("redis-server is not installed: run `make test` (it installs Debian's redis-server)")
-    port = free_port()
+        raise RuntimeError("redis-server is not installed: `make demo` and `make test` install Debian's"
+                           " redis-server; or point CELERY_BROKER_URL at a running Redis")
+    port = port or free_port()
     proc = Proc("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                           "--appendonly", "no", "--dir", str(log_dir)], log_dir)
-    wait_until(lambda: _redis_ping(port), 10, "redis-server to answer PING")
+    wait_until(lambda: redis_ping(port), 10, "redis-server to answer PING")
     return proc, port
 
 
-def _redis_ping(port: int) -> bool:
+def redis_ping(port: int, host: str = "127.0.0.1") -> bool:
+    """Tell whether a Redis server answers PING on host:port."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        with socket.create_connection((host, port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
     except OSError:
@@ -100,22 +106,23 @@ def _redis_ping(port: int) -> bool:
 
 
 def start_worker(name: str, broker: str, backend: str, log_dir: Path, *, pool: str = "threads",
-                 concurrency: int = 4, queues: str = "celery") -> Proc:
+                 concurrency: int = 4, queues: str = "celery", log_level: str = "info") -> Proc:
     """``celery -A workers worker -E`` with the given pool, consuming ``queues``."""
     env = {"CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": backend,
            "OUTBOX_DIR": str(log_dir / "outbox"), "MEDIA_DIR": str(log_dir / "media"),
            "REPORTS_DIR": str(log_dir / "reports")}
     return Proc(name, [str(BIN / "celery"), "-A", "workers", "worker", "-E", "-P", pool,
                        "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h",
-                       "--without-mingle", "--without-gossip", "-l", "info"], log_dir, env)
+                       "--without-mingle", "--without-gossip", "-l", log_level], log_dir, env)
 
 
 def start_pushserver(name: str, broker: str, backend: str, log_dir: Path, *, secret: str | None,
-                     extra: list[str] | None = None) -> tuple[Proc, str]:
+                     extra: list[str] | None = None, port: int | None = None,
+                     log_level: str = "DEBUG") -> tuple[Proc, str]:
     """``pushserver serve`` on a free port; returns the process and its base URL once /healthz answers."""
-    port = free_port()
+    port = port or free_port()
     args = [str(BIN / "pushserver"), "serve", "--broker", broker, "--backend", backend,
-            "--port", str(port), "--log-level", "DEBUG"]
+            "--port", str(port), "--log-level", log_level]
     args += ["--secret", secret] if secret else ["--insecure"]
     proc = Proc(name, args + (extra or []), log_dir,
                 env={"PUSHSERVER_SECRET": "", "PUSHSERVER_MONGO_URL": ""})

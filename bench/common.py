@@ -1,0 +1,319 @@
+"""What every benchmark shares: a private Redis, the server under test, process CPU, statistics, versions.
+
+Everything runs on loopback against a Redis started for the benchmark alone
+(no persistence, a free port), so nothing else on the machine publishes into
+the event exchange or competes for the broker.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import redis
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+BIN = Path(sys.executable).parent
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    """Progress lines go to stderr, so stdout keeps only the summary."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the one process we started (by its PID), then SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class CpuMeter:
+    """CPU% of a process over a window (100% = one core)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start()
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        self.c0 = cpu_seconds(self.pid)
+
+    def percent(self) -> float:
+        dt = time.monotonic() - self.t0
+        return 100.0 * (cpu_seconds(self.pid) - self.c0) / dt if dt > 0 else 0.0
+
+
+# -- Redis ---------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server subprocess on a free port, with Redis's default limits, killed on exit."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def backend_url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/1"
+
+    def __enter__(self) -> "PrivateRedis":
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise SystemExit("bench: redis-server not found (apt-get install redis-server)")
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.client = redis.Redis(port=self.port)
+        wait_for(self.client.ping, 10, "the private redis-server")
+        log(f"private redis-server pid {self.proc.pid} on port {self.port}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def version(self) -> str:
+        return self.client.info("server")["redis_version"]
+
+    def pattern_subscribers(self) -> int:
+        return int(self.client.execute_command("PUBSUB", "NUMPAT"))
+
+    def outbuf_disconnections(self) -> int | None:
+        """Subscribers Redis cut off for exceeding their output buffer limit (Redis >= 7)."""
+        return self.client.info("stats").get("client_output_buffer_limit_disconnections")
+
+
+# -- the server under test -----------------------------------------------------
+
+
+class PushServerProcess:
+    """``pushserver serve --insecure`` against the private Redis, as users start it."""
+
+    def __init__(self, redis_server: PrivateRedis, extra_args: Sequence[str] = ()) -> None:
+        self.redis = redis_server
+        self.port = free_port()
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self._conn: http.client.HTTPConnection | None = None
+
+    def __enter__(self) -> "PushServerProcess":
+        exe = str(BIN / "pushserver")
+        cmd = [exe, "serve", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+                           "--broker", self.redis.url, "--backend", self.redis.backend_url,
+                           "--log-level", "WARNING", *self.extra_args]
+        self.log_path = Path(f"/tmp/pushserver-bench-{self.port}.log")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        before = self.redis.pattern_subscribers()
+        wait_for(lambda: self.get("/readyz")[0] == 200, 30, "pushserver /readyz")
+        wait_for(lambda: self.redis.pattern_subscribers() > before, 10, "pushserver's event subscription")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self.proc is not None:
+            stop_process(self.proc)
+        self._log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"pushserver exited with {self.proc.returncode}; see {self.log_path}")
+        for attempt in (1, 2):
+            try:
+                if self._conn is None:
+                    self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                self._conn.request("GET", path)
+                resp = self._conn.getresponse()
+                return resp.status, resp.read()
+            except (OSError, http.client.HTTPException):
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def metrics(self) -> dict[str, float]:
+        """The /metrics exposition as {'name{labels}': value}."""
+        status, body = self.get("/metrics")
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}")
+        return parse_metrics(body.decode())
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            continue
+    return values
+
+
+def metric_sum(values: dict[str, float], name: str) -> float:
+    """Sum a metric over all its label sets."""
+    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
+
+
+# -- statistics ------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of already sorted values."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, int(round(q / 100.0 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+@dataclass
+class Spread:
+    """A figure measured over several runs: median and min-max."""
+
+    values: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+    @property
+    def low(self) -> float:
+        return min(self.values) if self.values else float("nan")
+
+    @property
+    def high(self) -> float:
+        return max(self.values) if self.values else float("nan")
+
+    def fmt(self, digits: int = 0, unit: str = "") -> str:
+        if not self.values:
+            return "n/a"
+        f = f"{{:,.{digits}f}}"
+        if len(self.values) == 1:
+            return f.format(self.median) + unit
+        return f"{f.format(self.median)}{unit} ({f.format(self.low)}–{f.format(self.high)})"
+
+
+def spread(values: Iterable[float | None]) -> Spread:
+    return Spread([float(v) for v in values if v is not None])
+
+
+# -- the machine and the versions ------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": platform.platform(terse=True),
+    }
+
+
+def versions(redis_version: str) -> dict[str, str]:
+    out = {"Python": platform.python_version()}
+    for dist, label in [("celery", "Celery"), ("kombu", "kombu"), ("redis", "redis-py"),
+                        ("hiredis", "hiredis"), ("python-socketio", "python-socketio"),
+                        ("python-engineio", "python-engineio"), ("aiohttp", "aiohttp"),
+                        ("orjson", "orjson"), ("celery-pushserver", "celery-pushserver")]:
+        try:
+            out[label] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[label] = "not installed"
+    out["Redis server"] = redis_version
+    return out
+
+
+def dump_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=str))

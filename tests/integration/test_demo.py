@@ -1,0 +1,29 @@
+"""`make demo` runs `pushserver demo`: it must start its own Redis when none answers and finish a round."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pushserver.devstack import free_port, redis_ping
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_starts_redis_runs_a_round_and_stops_what_it_started():
+    redis_port, server_port = free_port(), free_port()
+    broker = f"redis://127.0.0.1:{redis_port}/0"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "pushserver"), "demo", "--once", "--port", str(server_port),
+         "--broker", broker, "--backend", f"redis://127.0.0.1:{redis_port}/1"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert f"started redis-server on 127.0.0.1:{redis_port}" in out
+    assert "6 tasks finished" in out and "(5 succeeded)" in out
+    assert "card declined" in out  # the failing task's error was pushed too
+    assert not redis_ping(redis_port), "the demo left its redis-server running"
