@@ -109,7 +109,7 @@ def _number(value: Any) -> float | int | None:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Stamp:
     """A value and the event timestamp that set it; the newer stamp wins."""
 
@@ -122,7 +122,11 @@ class _Stamp:
         # the outcome never depends on arrival order.
         if other is None:
             return True
-        return (self.at, self.rank, repr(self.value)) > (other.at, other.rank, repr(other.value))
+        if self.at != other.at:
+            return self.at > other.at
+        if self.rank != other.rank:
+            return self.rank > other.rank
+        return repr(self.value) > repr(other.value)
 
 
 @dataclass
