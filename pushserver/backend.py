@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from celery import Celery
@@ -43,13 +43,16 @@ def meta_to_event(task_id: str, meta: Mapping[str, Any], now: float | None = Non
     if event_type is None:
         return None
     done = meta.get("date_done")
-    if isinstance(done, datetime):
-        timestamp = done.timestamp()
-    elif isinstance(done, str):
+    if isinstance(done, str):
         try:
-            timestamp = datetime.fromisoformat(done.replace("Z", "+00:00")).timestamp()
+            done = datetime.fromisoformat(done.replace("Z", "+00:00"))
         except ValueError:
-            timestamp = now if now is not None else time.time()
+            done = None
+    if isinstance(done, datetime):
+        # Celery stores UTC; some backends (database, Celery < 5.3) drop the zone.
+        if done.tzinfo is None:
+            done = done.replace(tzinfo=timezone.utc)
+        timestamp = done.timestamp()
     else:
         timestamp = now if now is not None else time.time()
     event: dict[str, Any] = {"type": event_type, "uuid": task_id, "timestamp": timestamp}

@@ -29,20 +29,23 @@ REJECTED = "REJECTED"
 ALL_STATES = frozenset(
     {PENDING, SENT, RECEIVED, STARTED, PROGRESS, RETRY, SUCCESS, FAILURE, REVOKED, REJECTED}
 )
-#: States after which a task does nothing more (Celery's READY_STATES).
-READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+#: States after which a task does nothing more: Celery's READY_STATES, plus
+#: REJECTED, which we only announce for a rejection without requeue (a
+#: requeued rejection re-opens the task like RETRY).
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED, REJECTED})
 
-#: Celery's precedence (``celery.states.PRECEDENCE``), lowest first, with our
-#: two extra states placed where they happen: SENT just above PENDING, and the
-#: custom PROGRESS between STARTED and the ready states (Celery would rank an
-#: unknown state above REVOKED, letting a late progress event undo a revoke).
+#: Precedence, lowest first. Celery's (``celery.states.PRECEDENCE``) with
+#: three changes: SENT sits just above PENDING; the custom PROGRESS sits
+#: between STARTED and the ready states (Celery ranks an unknown state above
+#: REVOKED, so a late progress event would undo a revoke); and REJECTED is a
+#: ready state, since a rejection without requeue ends the task.
 PRECEDENCE: dict[str, int] = {
     PENDING: 0,
     SENT: 1,
-    REJECTED: 2,
-    RECEIVED: 3,
-    STARTED: 4,
-    PROGRESS: 5,
+    RECEIVED: 2,
+    STARTED: 3,
+    PROGRESS: 4,
+    REJECTED: 5,
     REVOKED: 6,
     FAILURE: 7,
     SUCCESS: 8,
@@ -193,7 +196,7 @@ class TaskState:
     def to_dict(self) -> dict[str, Any]:
         """The TaskState JSON object of the protocol (DESIGN.md § TaskState)."""
         state = self.state
-        failed = state in (FAILURE, RETRY, REVOKED)
+        failed = state in (FAILURE, RETRY, REVOKED, REJECTED)
         finished_at = self.seen.get(state) if state in READY_STATES else None
         return {
             "task_id": self.task_id,
@@ -295,4 +298,10 @@ class TaskStore:
         timestamp = _number(event.get("timestamp"))
         if timestamp is None:
             timestamp = _number(event.get("local_received")) or 0.0
-        return self.merge(event["uuid"], event["type"], float(timestamp), event_values(event))
+        event_type = event["type"]
+        values = event_values(event)
+        if event_type == "task-rejected" and event.get("requeue"):
+            # The message goes back to the queue: another attempt follows.
+            event_type = "task-retried"
+            values = {**values, "exception": "Reject(requeue=True)"}
+        return self.merge(event["uuid"], event_type, float(timestamp), values)

@@ -270,14 +270,17 @@ def test_every_order_of_a_retry_lifecycle_gives_the_same_snapshot() -> None:
 # -- revoked, failed, result visibility -----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "REJECTED ranks below RECEIVED in PRECEDENCE, so task-rejected (which always follows"
-    " task-received, and task-started when the task body raises Reject) never becomes visible"
-))
 def test_rejected_task_ends_rejected() -> None:
     state = snapshot([event("received", 1.0, hostname="celery@a"), event("started", 2.0, hostname="celery@a"),
                       event("rejected", 3.0, hostname="celery@a", requeue=False)])
     assert state["state"] == "REJECTED"
+
+
+def test_requeued_rejection_reopens_the_task_like_a_retry() -> None:
+    events = [event("received", 1.0), event("started", 2.0), event("rejected", 3.0, requeue=True)]
+    assert snapshot(events)["state"] == "RETRY"
+    again = events + [event("received", 4.0), event("started", 5.0), event("succeeded", 6.0, result="1")]
+    assert snapshot(again)["state"] == "SUCCESS"
 
 
 def test_progress_after_revoked_does_not_undo_it() -> None:
