@@ -14,6 +14,7 @@ import json
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +30,9 @@ from workers.app import build_config, nightly_report_schedule
 from workers.emails import SmtpServer, parse_smtp_url, recipient_for, render_welcome_email, send_smtp, write_eml
 from workers.images import decode_image, draw_watermark, generate_test_image, process_image, resize_to_width
 from workers.model import predict_iris, validate_features
+import workers.progress
 from workers.progress import MAX_MESSAGE_LENGTH, PROGRESS_EVENT, progress_fields, report_progress
+from workers.threads_pool import WAKEUP_INTERVAL, ThreadsPoolFixes
 from workers.webhooks import post_json, validate_url, validate_urls
 
 TASK_NAMES = {
@@ -48,10 +51,14 @@ TASK_NAMES = {
 
 @pytest.fixture(autouse=True)
 def _folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep every file a task writes inside the test's own temporary folder."""
+    """Keep every file a task writes in the test's temporary folder; ignore the caller's SMTP and retry settings."""
     for name in ("OUTBOX_DIR", "MEDIA_DIR", "REPORTS_DIR"):
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     monkeypatch.delenv("SMTP_URL", raising=False)
+    monkeypatch.delenv("WORKERS_RETRY_BACKOFF", raising=False)
+    # A test that simulates a broker failure must not pause progress for the next ones.
+    monkeypatch.setattr(workers.progress, "_event_breaker", workers.progress._Breaker())
+    monkeypatch.setattr(workers.progress, "_backend_breaker", workers.progress._Breaker())
 
 
 # --- The Celery app ------------------------------------------------------
@@ -101,6 +108,53 @@ def test_a_bad_interval_fails_loudly(value: str) -> None:
         nightly_report_schedule({"NIGHTLY_REPORT_EVERY": value})
 
 
+class _FakeHub:
+    def __init__(self) -> None:
+        self.timers: list[Any] = []
+
+    def call_repeatedly(self, delay: float, callback: Any) -> Any:
+        entry = SimpleNamespace(delay=delay, cancelled=False)
+        entry.cancel = lambda: setattr(entry, "cancelled", True)
+        self.timers.append(entry)
+        return entry
+
+
+def _consumer(pool: Any) -> SimpleNamespace:
+    return SimpleNamespace(
+        pool=pool, hub=_FakeHub(), event_dispatcher=SimpleNamespace(buffer_group=frozenset({"task"}))
+    )
+
+
+def test_threads_pool_fixes_are_installed_in_the_worker() -> None:
+    assert ThreadsPoolFixes in app.steps["consumer"]
+
+
+def test_threads_pool_sends_events_unbuffered_and_wakes_the_loop() -> None:
+    from celery.concurrency.thread import TaskPool
+
+    pool = TaskPool(limit=1)
+    try:
+        consumer = _consumer(pool)
+        step = ThreadsPoolFixes(consumer)
+        step.start(consumer)
+        assert consumer.event_dispatcher.buffer_group == frozenset()
+        (timer,) = consumer.hub.timers
+        assert timer.delay == WAKEUP_INTERVAL
+        step.start(consumer)  # a consumer restart replaces the timer, never stacks them
+        assert timer.cancelled and len(consumer.hub.timers) == 2
+        step.stop(consumer)
+        assert consumer.hub.timers[1].cancelled
+    finally:
+        pool.executor.shutdown()
+
+
+def test_other_pools_are_left_alone() -> None:
+    consumer = _consumer(pool=object())
+    ThreadsPoolFixes(consumer).start(consumer)
+    assert consumer.event_dispatcher.buffer_group == frozenset({"task"})
+    assert consumer.hub.timers == []
+
+
 # --- report_progress -----------------------------------------------------
 
 
@@ -112,8 +166,10 @@ class FakeTask:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.states: list[tuple[str, dict[str, Any]]] = []
         self.fail_with = fail_with
+        self.attempts = 0
 
     def send_event(self, type_: str, retry: bool = True, retry_policy: Any = None, **fields: Any) -> None:
+        self.attempts += 1
         if self.fail_with:
             raise self.fail_with
         self.events.append((type_, fields))
@@ -150,6 +206,19 @@ def test_report_progress_swallows_broker_errors(caplog: pytest.LogCaptureFixture
     task = FakeTask(fail_with=ConnectionError("broker went away"))
     report_progress(task, 1, 2, "still running")  # must not raise
     assert "could not send task-progress" in caplog.text
+
+
+def test_after_a_broker_failure_progress_is_skipped_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the broker down each send blocks for seconds: one stall, then skip.
+    monkeypatch.setattr(workers.progress, "_event_breaker", workers.progress._Breaker(pause=0.2))
+    task = FakeTask(fail_with=ConnectionError("broker went away"))
+    report_progress(task, 1, 3)
+    report_progress(task, 2, 3)
+    assert task.attempts == 1
+    task.fail_with = None
+    time.sleep(0.25)
+    report_progress(task, 3, 3)
+    assert task.attempts == 2 and task.events[0][1]["current"] == 3
 
 
 def test_report_progress_outside_a_worker_sends_nothing() -> None:
@@ -418,6 +487,12 @@ def test_nightly_report_counts_outbox_and_media(tmp_path: Path) -> None:
 def test_nightly_report_with_nothing_yet() -> None:
     result = tasks.nightly_report()
     assert (result["outbox_emails"], result["media_files"]) == (0, 0)
+
+
+def test_retry_backoff_doubles_from_the_configured_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [tasks._backoff(n) for n in range(3)] == [1.0, 2.0, 4.0]
+    monkeypatch.setenv("WORKERS_RETRY_BACKOFF", "0.1")
+    assert [tasks._backoff(n) for n in range(3)] == pytest.approx([0.1, 0.2, 0.4])
 
 
 def test_fail_and_sleep() -> None:

@@ -1,0 +1,214 @@
+"""The example Celery tasks; their names (``workers.tasks.<function>``) are a contract.
+
+Every task here also runs when dispatched from Node (celery-node sends
+protocol v2 with only the ``lang``, ``task`` and ``id`` headers), so nothing
+reads ``root_id``, ``argsrepr`` or other optional request fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import smtplib
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from celery import Task, group
+
+from .app import app
+from .emails import DEFAULT_SENDER, parse_smtp_url, render_welcome_email, safe_token, send_smtp, write_eml
+from .images import process_image
+from .model import predict_iris
+from .progress import report_progress
+from .webhooks import encode_payload, post_json, validate_url, validate_urls
+
+MAX_RETRIES = 3
+MAX_STEPS_DELAY = 60.0
+
+
+def _directory(env_name: str, default: str) -> Path:
+    """Return the absolute folder named by ``env_name``; read at call time so tests can move it."""
+    return Path(os.environ.get(env_name) or default).resolve()
+
+
+def _backoff(retries: int) -> float:
+    """Seconds before retry number ``retries + 1``: base, 2x, 4x, with base ``WORKERS_RETRY_BACKOFF`` (1 s)."""
+    # Tests shorten the base so three retries take a fraction of a second.
+    base = _check_seconds("WORKERS_RETRY_BACKOFF", float(os.environ.get("WORKERS_RETRY_BACKOFF") or 1.0))
+    return base * 2**retries
+
+
+def _check_seconds(name: str, value: Any, maximum: float | None = None) -> float:
+    """Return ``value`` if it is a finite number of seconds >= 0 (and <= maximum); else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum} seconds, got {value!r}")
+    return float(value)
+
+
+def _file_stem(task: Task) -> str:
+    """Name output files after the task id so a redelivered task overwrites its own file."""
+    return safe_token(task.request.id or uuid.uuid4().hex)
+
+
+def _is_transient_smtp_error(exc: OSError) -> bool:
+    # Every SMTPException is an OSError; only a failed or dropped connection is
+    # worth retrying, a refused recipient will be refused again.
+    if isinstance(exc, (smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected)):
+        return True
+    return not isinstance(exc, smtplib.SMTPException)
+
+
+@app.task(bind=True, name="workers.tasks.send_welcome_email")
+def send_welcome_email(self: Task, user_id: str, email: str | None = None) -> dict[str, str]:
+    """Render the welcome email and send it by SMTP (``SMTP_URL``) or write it to ``OUTBOX_DIR``."""
+    report_progress(self, 0, 2, "rendering email")
+    message = render_welcome_email(user_id, email, sender=os.environ.get("MAIL_FROM") or DEFAULT_SENDER)
+    report_progress(self, 1, 2, f"rendered; delivering to {message['To']}")
+    smtp_url = os.environ.get("SMTP_URL")
+    if smtp_url:
+        server = parse_smtp_url(smtp_url)
+        try:
+            send_smtp(message, server)
+        except OSError as exc:
+            if not _is_transient_smtp_error(exc):
+                raise
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=MAX_RETRIES)
+        delivered_to = "smtp"
+    else:
+        stem = f"welcome-{safe_token(user_id)}-{_file_stem(self)}"
+        delivered_to = str(write_eml(message, _directory("OUTBOX_DIR", "outbox"), stem))
+    report_progress(self, 2, 2, "delivered by SMTP" if delivered_to == "smtp" else "written to outbox")
+    return {"user_id": user_id, "delivered_to": delivered_to}
+
+
+@app.task(bind=True, name="workers.tasks.resize_and_watermark")
+def resize_and_watermark(
+    self: Task,
+    image_b64: str | None = None,
+    width: int = 640,
+    watermark: str = "celery-pushserver",
+    steps_delay: float = 0.0,
+) -> dict[str, Any]:
+    """Resize an image (base64, or a generated test image) to ``width``, watermark it, save it in ``MEDIA_DIR``."""
+    delay = _check_seconds("steps_delay", steps_delay, MAX_STEPS_DELAY)
+    report_progress(self, 0, 5, "starting")
+
+    def on_step(current: int, total: int, message: str) -> None:
+        report_progress(self, current, total, message)
+        if delay and current < total:
+            # Only for demos and browser tests: real steps take milliseconds,
+            # too fast for anyone to see progress move.
+            time.sleep(delay)
+
+    result = process_image(
+        image_b64, width, watermark, _directory("MEDIA_DIR", "media"), _file_stem(self), on_step
+    )
+    return result.as_dict()
+
+
+@app.task(bind=True, name="workers.tasks.predict")
+def predict(self: Task, features: list[float]) -> dict[str, Any]:
+    """Classify an iris flower from its 4 measurements with a logistic regression model."""
+    report_progress(self, 0, 1, "classifying")
+    result = predict_iris(features)
+    report_progress(self, 1, 1, f"predicted {result['label']}")
+    return result
+
+
+@app.task(name="workers.tasks.nightly_report")
+def nightly_report() -> dict[str, Any]:
+    """Count the outbox emails and media files and write the counts as JSON to ``REPORTS_DIR``."""
+    now = datetime.now(timezone.utc)
+    outbox, media, reports = (
+        _directory("OUTBOX_DIR", "outbox"),
+        _directory("MEDIA_DIR", "media"),
+        _directory("REPORTS_DIR", "reports"),
+    )
+    report = {
+        "generated_at": now.isoformat(),
+        # Dot-files are half-written temporaries of an atomic write: not counted.
+        "outbox_emails": sum(1 for p in outbox.glob("*.eml") if not p.name.startswith(".")),
+        "media_files": sum(1 for p in media.glob("*") if p.is_file() and not p.name.startswith(".")),
+    }
+    reports.mkdir(parents=True, exist_ok=True)
+    # Microseconds keep two runs in the same second (a short demo interval) apart.
+    path = reports / f"report-{now:%Y%m%dT%H%M%S%fZ}.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+    return {"path": str(path), **report}
+
+
+@app.task(bind=True, name="workers.tasks.deliver_webhook", max_retries=MAX_RETRIES)
+def deliver_webhook(self: Task, url: str, payload: dict[str, Any]) -> int:
+    """POST ``payload`` as JSON to ``url`` and return the status code, retrying connection errors."""
+    validate_url(url)
+    body = encode_payload(payload)
+    try:
+        return post_json(url, body)
+    except OSError as exc:  # refused, reset, DNS failure, timeout; HTTP answers are returned
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=MAX_RETRIES)
+
+
+@app.task(bind=True, name="workers.tasks.fanout_webhooks")
+def fanout_webhooks(self: Task, urls: list[str], payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start one ``deliver_webhook`` per URL as a group and return the ids, without waiting for them."""
+    urls = validate_urls(urls)
+    payload = {} if payload is None else payload
+    encode_payload(payload)  # fail here, once, rather than in every child
+    report_progress(self, 0, 1, f"dispatching {len(urls)} webhooks")
+    # Waiting on the children here would block a worker slot and can
+    # deadlock the pool; watchers follow the child task ids instead.
+    result = group(deliver_webhook.s(url, payload) for url in urls).apply_async()
+    report_progress(self, 1, 1, f"dispatched {len(urls)} webhooks")
+    return {"group_id": result.id, "task_ids": [child.id for child in result.results]}
+
+
+# --- Diagnostics used by the test-suite and the demo. ---
+
+
+@app.task(bind=True, name="workers.tasks.demo_progress")
+def demo_progress(self: Task, steps: int, delay: float) -> int:
+    """Report ``steps`` progress events, ``delay`` seconds apart, then return ``steps``."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    delay = _check_seconds("delay", delay)
+    for i in range(1, steps + 1):
+        report_progress(self, i, steps, f"step {i}/{steps}")
+        # Sleeping after each report keeps every step, the last one included,
+        # visible for `delay` before the next state arrives.
+        time.sleep(delay)
+    return steps
+
+
+@app.task(name="workers.tasks.fail")
+def fail(message: str) -> None:
+    """Raise ``RuntimeError(message)``, to produce a FAILURE on demand."""
+    raise RuntimeError(message)
+
+
+@app.task(bind=True, name="workers.tasks.flaky")
+def flaky(self: Task, failures: int = 1, countdown: float = 0.1) -> dict[str, int]:
+    """Fail and retry ``failures`` times, ``countdown`` seconds apart, then succeed."""
+    retries = self.request.retries
+    if retries < failures:
+        raise self.retry(
+            countdown=countdown,
+            max_retries=failures + 1,
+            exc=RuntimeError(f"flaky failure {retries + 1} of {failures}"),
+        )
+    return {"retries": retries}
+
+
+@app.task(name="workers.tasks.sleep")
+def sleep(seconds: float) -> float:
+    """Sleep ``seconds`` and return them, to hold a worker slot (reliability tests)."""
+    time.sleep(_check_seconds("seconds", seconds))
+    return seconds
