@@ -51,6 +51,8 @@ def broker_options(func: Any) -> Any:
               help="MongoDB for the event log (unset: no log) [env: PUSHSERVER_MONGO_URL].")
 @click.option("--mongo-db", envvar="PUSHSERVER_MONGO_DB", default="pushserver", show_default=True,
               help="MongoDB database name [env: PUSHSERVER_MONGO_DB].")
+@click.option("--retention-days", envvar="PUSHSERVER_RETENTION_DAYS", default=7.0, show_default=True,
+              type=float, help="Days the event log keeps events (a MongoDB TTL index).")
 @click.option("--host", envvar="PUSHSERVER_HOST", default="127.0.0.1", show_default=True,
               help="Address to listen on [env: PUSHSERVER_HOST].")
 @click.option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
@@ -69,12 +71,14 @@ def broker_options(func: Any) -> Any:
               type=float, help="Most progress updates per second sent for one task (the newest wins).")
 @click.option("--log-level", envvar="PUSHSERVER_LOG_LEVEL", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, host: str, port: int,
+def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention_days: float,
+          host: str, port: int,
           secret: str | None, insecure: bool, cors: str | None, max_tasks: int,
           progress_hz: float, log_level: str) -> None:
     """Run the push server until SIGTERM or Ctrl-C."""
     settings = Settings(
         broker_url=broker, result_backend=backend, mongo_url=mongo or None, mongo_db=mongo_db,
+        retention_days=retention_days,
         host=host, port=port, secrets=split_list(secret), insecure=insecure,
         cors_origins=split_list(cors), max_tasks=max_tasks, progress_hz=progress_hz,
         log_level=log_level.upper(),

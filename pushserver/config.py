@@ -24,6 +24,7 @@ class Settings:
     result_backend: str = DEFAULT_BACKEND
     mongo_url: str | None = None
     mongo_db: str = "pushserver"
+    retention_days: float = 7.0
     host: str = "127.0.0.1"
     port: int = 8000
     secrets: list[str] = field(default_factory=list)
@@ -49,6 +50,8 @@ class Settings:
             )
         if any(not s for s in self.secrets):
             raise ConfigError("--secret: empty secret in the list")
+        if not self.retention_days > 0:
+            raise ConfigError("--retention-days must be greater than 0")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: {self.port} is not a TCP port (0-65535)")
         if self.max_tasks < 1:

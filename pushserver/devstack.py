@@ -152,3 +152,35 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, byte
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def start_mongo(log_dir: Path, port: int | None = None) -> tuple[Proc, str]:
+    """nx-27017 (a MongoDB wire-protocol server over SQLite, in memory) on a free port; returns it and its URL."""
+    exe = BIN / "nx-27017"
+    if not exe.exists():
+        raise RuntimeError("nx-27017 is not installed: `pip install nx-27017` (make test does)")
+    port = port or free_port()
+    name = f"mongo-{port}"
+    proc = Proc(name, [str(exe), "--db", "memory", "-p", str(port), "--host", "127.0.0.1",
+                       "--pid-file", str(log_dir / f"{name}.pid"), "--log-file", str(log_dir / f"{name}.nx.log")],
+                log_dir)
+    url = f"mongodb://127.0.0.1:{port}"
+    wait_until(lambda: mongo_ping(url) or not proc.alive(), 20, "nx-27017 to answer ping")
+    if not proc.alive():
+        raise RuntimeError(f"nx-27017 exited early:\n{proc.log()}")
+    return proc, url
+
+
+def mongo_ping(url: str) -> bool:
+    """Tell whether a MongoDB server answers ``ping`` at ``url``."""
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
+    try:
+        client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+    finally:
+        client.close()

@@ -7,6 +7,9 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
+from pymongo.errors import PyMongoError
+
+from .eventlog import EventLog, document_to_event
 from .hub import Hub
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .protocol import ProtocolError, validate_task_id
@@ -39,15 +42,18 @@ def bearer_token(request: web.Request) -> str | None:
 class HttpApi:
     """Routes of the HTTP API, sharing the hub's snapshot logic and authorisation."""
 
-    def __init__(self, hub: Hub, metrics: Metrics, readiness: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, hub: Hub, metrics: Metrics, readiness: Callable[[], dict[str, Any]],
+                 eventlog: EventLog | None = None) -> None:
         self.hub = hub
         self.metrics = metrics
         self.readiness = readiness
+        self.eventlog = eventlog
 
     def install(self, app: web.Application) -> None:
         """Add the routes and the JSON error middleware to an aiohttp application."""
         app.middlewares.append(_json_errors)
         app.router.add_get("/tasks/{task_id}", self.get_task)
+        app.router.add_get("/tasks/{task_id}/events", self.get_events)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_view)
@@ -62,6 +68,26 @@ class HttpApi:
             return json_error(exc.code, exc.message)
         return web.json_response(await self.hub.snapshot(task_id), dumps=_dumps)
 
+    async def get_events(self, request: web.Request) -> web.Response:
+        """``GET /tasks/{id}/events?limit=&after=``: the task's recorded events, oldest first."""
+        try:
+            task_id = validate_task_id(request.match_info["task_id"])
+            self.hub.authorize_token(bearer_token(request), task_id)
+            limit, after = _paging(request.query)
+        except ProtocolError as exc:
+            self.metrics.refused.labels(exc.code).inc()
+            return json_error(exc.code, exc.message)
+        if self.eventlog is None:
+            return json_error("unavailable", "the event log is off: start the server with --mongo")
+        try:
+            documents = await self.eventlog.history(task_id, limit=limit, after=after)
+        except PyMongoError as exc:
+            return json_error("unavailable", f"the event log cannot be read now ({type(exc).__name__})")
+        events = [{"id": d["_id"], **document_to_event(d)} for d in documents]
+        last = documents[-1] if len(documents) == limit else None
+        cursor = f"{last['timestamp']!r}:{last['_id']}" if last else None
+        return web.json_response({"task_id": task_id, "events": events, "next": cursor}, dumps=_dumps)
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
@@ -73,6 +99,31 @@ class HttpApi:
         response = web.Response(body=self.metrics.render())
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response
+
+
+MAX_PAGE = 1000
+
+
+def _paging(query: Any) -> tuple[int, tuple[float, str] | None]:
+    """Parse ``limit`` (1-1000, default 100) and the ``after`` cursor ("<timestamp>:<id>") of a history page."""
+    raw_limit = query.get("limit", "100")
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise ProtocolError("bad_request", f"limit must be a whole number, not {raw_limit[:32]!r}") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise ProtocolError("bad_request", f"limit must be between 1 and {MAX_PAGE}")
+    raw_after = query.get("after")
+    if raw_after is None:
+        return limit, None
+    at, sep, last_id = raw_after.partition(":")
+    try:
+        timestamp = float(at)
+    except ValueError:
+        timestamp = float("nan")
+    if not sep or not last_id or timestamp != timestamp:
+        raise ProtocolError("bad_request", "after must be the 'next' cursor of a previous page")
+    return limit, (timestamp, last_id)
 
 
 def _dumps(obj: Any) -> str:

@@ -19,6 +19,7 @@ from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
 from .auth import Grant, TokenError, TokenVerifier
 from .backend import ResultBackend
+from .eventlog import EventLog
 from .metrics import Metrics
 from .protocol import UPDATE_EVENT, ProtocolError, error_ack, parse_subscription, room_for
 from .receiver import Batch
@@ -57,11 +58,13 @@ class Hub:
         progress_hz: float = 10.0,
         max_subscriptions: int = 1000,
         max_ids_per_call: int = 100,
+        eventlog: EventLog | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
         self.metrics = metrics
         self.verifier = verifier  # None: --insecure, every subscription allowed
+        self.eventlog = eventlog
         self.subscriptions = Subscriptions(max_subscriptions)
         self.max_ids_per_call = max_ids_per_call
         self.progress_interval = 1.0 / progress_hz
@@ -180,17 +183,23 @@ class Hub:
     # -- snapshots -----------------------------------------------------------
 
     async def snapshot(self, task_id: str) -> dict[str, Any]:
-        """The current TaskState of a task: memory, else the result backend, else PENDING."""
+        """The current TaskState of a task: memory, else the result backend, else the event log, else PENDING."""
         task = self.store.get(task_id)
         if task is not None and task.ready:
             self.metrics.snapshots.labels("memory").inc()
             return task.to_dict()
+        source = "memory"
         event = await self.backend.lookup(task_id)
         if event is not None:
             self.merge([event])
+            source = "backend"
+        elif task is None and self.eventlog is not None:
+            # A replica that restarted while the task runs: rebuild from history.
+            if self.merge(await self.eventlog.latest_events(task_id)):
+                source = "eventlog"
         task = self.store.get(task_id)
         if task is not None:
-            self.metrics.snapshots.labels("memory" if event is None else "backend").inc()
+            self.metrics.snapshots.labels(source).inc()
             return task.to_dict()
         self.metrics.snapshots.labels("pending").inc()
         return pending_dict(task_id)
@@ -214,6 +223,8 @@ class Hub:
         for event in batch:
             count.labels(event.get("type", "unknown")).inc()
         self.merge(batch)
+        if self.eventlog is not None:
+            self.eventlog.record(e for e in batch if is_task_event(e))
 
     def merge(self, events: Iterable[dict[str, Any]]) -> int:
         """Merge events into the store, publishing each visible change; return how many changed."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -43,6 +45,23 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+
+    def watch_eventlog(self, queued: Callable[[], float]) -> None:
+        """Add the event log's metrics (only when the log is on)."""
+        r = self.registry
+        self.eventlog_written = Counter("pushserver_eventlog_written_total",
+                                        "Events written to the MongoDB event log", registry=r)
+        self.eventlog_duplicates = Counter("pushserver_eventlog_duplicates_total",
+                                           "Events already in the log (another replica or a replay)",
+                                           registry=r)
+        self.eventlog_dropped = Counter("pushserver_eventlog_dropped_total",
+                                        "Events dropped from a full event-log queue, by kind", ["kind"],
+                                        registry=r)
+        self.eventlog_up = Gauge("pushserver_eventlog_up", "1 while MongoDB takes event-log writes",
+                                 registry=r)
+        self.eventlog_up.set(1)
+        queue = Gauge("pushserver_eventlog_queued", "Events waiting to be written to MongoDB", registry=r)
+        queue.set_function(queued)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

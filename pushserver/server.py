@@ -15,6 +15,7 @@ from celery import Celery
 from .auth import MIN_SECRET_BYTES, TokenVerifier
 from .backend import ResultBackend
 from .config import ConfigError, Settings
+from .eventlog import EventLog
 from .http import HttpApi
 from .hub import Hub
 from .metrics import Metrics
@@ -48,6 +49,11 @@ class PushServer:
         self.metrics = Metrics()
         self.store = TaskStore(settings.max_tasks)
         self.backend = ResultBackend(self.celery)
+        self.eventlog: EventLog | None = None
+        if settings.mongo_url:
+            self.eventlog = EventLog(settings.mongo_url, settings.mongo_db,
+                                     retention_days=settings.retention_days, metrics=self.metrics)
+            self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0)
         verifier = None
         if settings.secrets:
             verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway)
@@ -60,10 +66,11 @@ class PushServer:
             progress_hz=settings.progress_hz,
             max_subscriptions=settings.max_subscriptions,
             max_ids_per_call=settings.max_ids_per_call,
+            eventlog=self.eventlog,
         )
         self.app = web.Application()
         self.hub.sio.attach(self.app)
-        HttpApi(self.hub, self.metrics, self.readiness).install(self.app)
+        HttpApi(self.hub, self.metrics, self.readiness, self.eventlog).install(self.app)
         self.receiver: EventReceiver | None = None
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
@@ -76,6 +83,7 @@ class PushServer:
             "ready": status is ReceiverStatus.CONNECTED,
             "receiver": status.value,
             "reconnects": self.receiver.reconnects if self.receiver else 0,
+            "event_log": self.eventlog.status() if self.eventlog else "off",
             "tasks_in_memory": len(self.store),
             "subscriptions": len(self.hub.subscriptions),
             "uptime_seconds": round(time.time() - self.started_at, 1),
@@ -97,6 +105,8 @@ class PushServer:
             raise ConfigError(f"--host/--port: cannot listen on "
                               f"{self.settings.host}:{self.settings.port} ({exc.strerror})") from None
         loop = asyncio.get_running_loop()
+        if self.eventlog is not None:
+            self.eventlog.start()
         self.receiver = EventReceiver(self.celery, loop, self.hub.ingest, self._on_receiver_status)
         self.receiver.start()
         mode = "INSECURE: every subscription allowed" if not self.settings.secrets else "tokens required"
@@ -132,6 +142,10 @@ class PushServer:
             pass
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.eventlog is not None:
+            if not await self.eventlog.flush(timeout=5):
+                log.warning("event log: %d events not written before shutdown", self.eventlog.queued)
+            await self.eventlog.close()
         self.backend.close()
 
     async def run_forever(self) -> None:

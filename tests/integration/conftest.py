@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import secrets as _secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from celery import Celery
 
 from pushserver.auth import mint_token
 from tests.support.clients import Watcher
-from pushserver.devstack import Proc, start_pushserver, start_redis, start_worker, wait_until
+from pushserver.devstack import Proc, start_mongo, start_pushserver, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +95,21 @@ async def watcher(server: Server) -> AsyncIterator[Watcher]:
     w = await Watcher(server.url).connect()
     yield w
     await w.close()
+
+
+@pytest.fixture(scope="session")
+def mongo(stack: Stack) -> Iterator[str]:
+    """A MongoDB URL: nx-27017 on a free port, or a real server from PUSHSERVER_TEST_MONGO_URL."""
+    real = os.environ.get("PUSHSERVER_TEST_MONGO_URL")
+    if real:
+        yield real
+        return
+    proc, url = start_mongo(stack.log_dir)
+    yield url
+    proc.stop()
+
+
+@pytest.fixture
+def mongo_db() -> str:
+    """A database name of its own for each test, so tests never see each other's events."""
+    return f"pushserver_test_{_secrets.token_hex(4)}"
