@@ -67,9 +67,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                    "both Celery workers to answer ping")
         yield stack
     finally:
-        # AsyncResults unsubscribe from Redis when collected: let them do it
-        # while Redis still runs, not in __del__ at interpreter exit.
+        # AsyncResults unsubscribe from Redis when collected, even at
+        # interpreter exit after Redis is gone: close the result pub/sub now
+        # so that late __del__ calls find nothing to unsubscribe from.
         gc.collect()
+        consumer = app.backend.result_consumer
+        if getattr(consumer, "_pubsub", None) is not None:
+            consumer._pubsub.close()
+            consumer._pubsub = None
         app.close()
         for proc in reversed(stack.procs):
             proc.stop()

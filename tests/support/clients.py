@@ -33,13 +33,16 @@ class Watcher:
         return await self.sio.call(event, payload, timeout=timeout)
 
     async def subscribe(self, task_ids: list[str] | str, token: str | None = None) -> dict[str, Any]:
-        """Send ``subscribe`` and return the ack."""
+        """Send ``subscribe`` and return the ack; its snapshots count as updates, as in a browser's store."""
         payload: dict[str, Any] = (
             {"task_id": task_ids} if isinstance(task_ids, str) else {"task_ids": list(task_ids)}
         )
         if token is not None:
             payload["token"] = token
-        return await self.call("subscribe", payload)
+        ack = await self.call("subscribe", payload)
+        for state in ack.get("tasks", []) if isinstance(ack, dict) else []:
+            await self._on_update(state)
+        return ack
 
     async def wait_for(self, task_id: str, predicate: Callable[[dict[str, Any]], bool],
                        timeout: float = 30) -> dict[str, Any]:
