@@ -69,18 +69,52 @@ def broker_options(func: Any) -> Any:
               type=int, help="Tasks kept in memory; the least recently updated are evicted.")
 @click.option("--progress-hz", envvar="PUSHSERVER_PROGRESS_HZ", default=10.0, show_default=True,
               type=float, help="Most progress updates per second sent for one task (the newest wins).")
+@click.option("--token-audience", envvar="PUSHSERVER_TOKEN_AUDIENCE", metavar="AUD",
+              help="Require this 'aud' claim in tokens.")
+@click.option("--token-issuer", envvar="PUSHSERVER_TOKEN_ISSUER", metavar="ISS",
+              help="Require this 'iss' claim in tokens.")
+@click.option("--token-leeway", envvar="PUSHSERVER_TOKEN_LEEWAY", default=5.0, show_default=True,
+              type=float, help="Seconds of clock skew allowed on 'exp'.")
+@click.option("--forward-results", envvar="PUSHSERVER_FORWARD_RESULTS", default="repr",
+              show_default=True, type=click.Choice(["repr", "none"]),
+              help="Send task results to clients (Celery's repr, <= 1 024 chars) or not.")
+@click.option("--forward-tracebacks/--no-forward-tracebacks", envvar="PUSHSERVER_FORWARD_TRACEBACKS",
+              default=False, show_default=True,
+              help="Send tracebacks to clients (off: exception type and message only).")
+@click.option("--forward-args/--no-forward-args", envvar="PUSHSERVER_FORWARD_ARGS", default=False,
+              show_default=True, help="Send task args/kwargs (reprs) to clients.")
+@click.option("--max-message-bytes", envvar="PUSHSERVER_MAX_MESSAGE_BYTES", default=64 * 1024,
+              show_default=True, type=int, help="Largest message a client may send.")
+@click.option("--subscribe-rate", envvar="PUSHSERVER_SUBSCRIBE_RATE", default=10.0, show_default=True,
+              type=float, help="Subscribe calls per second per connection (bursts of twice that).")
+@click.option("--max-connections-per-ip", envvar="PUSHSERVER_MAX_CONNECTIONS_PER_IP", default=0,
+              show_default=True, type=int, help="Connections per client address; 0 is no limit.")
+@click.option("--max-backlog", envvar="PUSHSERVER_MAX_BACKLOG", default=1024, show_default=True,
+              type=click.IntRange(16, 1_000_000),
+              help="Updates a client may leave unread before it is disconnected (progress is shed"
+                   " from 1/16 of that).")
+@click.option("--trust-proxy", is_flag=True, envvar="PUSHSERVER_TRUST_PROXY",
+              help="Take the client address from X-Forwarded-For (only behind a proxy you run).")
 @click.option("--log-level", envvar="PUSHSERVER_LOG_LEVEL", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention_days: float,
-          host: str, port: int,
-          secret: str | None, insecure: bool, cors: str | None, max_tasks: int,
-          progress_hz: float, log_level: str) -> None:
+          host: str, port: int, secret: str | None, insecure: bool, cors: str | None,
+          max_tasks: int, progress_hz: float, token_audience: str | None, token_issuer: str | None,
+          token_leeway: float, forward_results: str, forward_tracebacks: bool, forward_args: bool,
+          max_message_bytes: int, subscribe_rate: float, max_connections_per_ip: int,
+          max_backlog: int, trust_proxy: bool, log_level: str) -> None:
     """Run the push server until SIGTERM or Ctrl-C."""
     settings = Settings(
         broker_url=broker, result_backend=backend, mongo_url=mongo or None, mongo_db=mongo_db,
         retention_days=retention_days,
         host=host, port=port, secrets=split_list(secret), insecure=insecure,
         cors_origins=split_list(cors), max_tasks=max_tasks, progress_hz=progress_hz,
+        token_audience=token_audience, token_issuer=token_issuer, token_leeway=token_leeway,
+        forward_results=forward_results, forward_tracebacks=forward_tracebacks,
+        forward_args=forward_args, max_message_bytes=max_message_bytes,
+        subscribe_rate=subscribe_rate, subscribe_burst=2 * subscribe_rate,
+        max_connections_per_ip=max_connections_per_ip, trust_proxy=trust_proxy,
+        hard_backlog=max_backlog, soft_backlog=max(8, max_backlog // 16),
         log_level=log_level.upper(),
     )
     try:
@@ -142,3 +176,138 @@ def demo(broker: str, backend: str, port: int, once: bool) -> None:
         sys.exit(run_demo(broker, backend, port, once))
     except RuntimeError as exc:
         fail(str(exc))
+
+
+@main.command("replay")
+@click.option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
+              help="Read the event log (collection task_events) of this MongoDB [env: PUSHSERVER_MONGO_URL].")
+@click.option("--mongo-db", envvar="PUSHSERVER_MONGO_DB", default="pushserver", show_default=True,
+              help="MongoDB database name [env: PUSHSERVER_MONGO_DB].")
+@click.option("--from", "from_file", metavar="FILE.jsonl",
+              help="Read events from a JSON-lines file instead (the format --to FILE writes).")
+@click.option("--task", "tasks", multiple=True, metavar="ID", help="Only this task's events (repeat for more).")
+@click.option("--name", "names", multiple=True, metavar="NAME",
+              help="Only the events of tasks with this task name, e.g. workers.tasks.predict (repeat for more).")
+@click.option("--since", metavar="T",
+              help="Only events at or after T: ISO-8601 (without a zone: local time), 'now', "
+                   "or relative: -30s, -15m, -2h, -7d, -1w.")
+@click.option("--until", metavar="T", help="Only events at or before T (same forms as --since).")
+@click.option("--to", "to", default="stdout", show_default=True, metavar="stdout|broker|FILE.jsonl",
+              help="Where events go: JSON lines on stdout or into a file, or 'broker' to republish them "
+                   "on the live celeryev exchange of --broker.")
+@click.option("--broker", envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"],
+              default=DEFAULT_BROKER, show_default=True, metavar="URL",
+              help="Broker to republish on with --to broker; use the same Redis DB number as the "
+                   "workers [env: PUSHSERVER_BROKER_URL, CELERY_BROKER_URL].")
+@click.option("--speed", metavar="X|max",
+              help="Divide the recorded gaps between events by X (2 = twice as fast); 'max' sends as fast "
+                   "as the sink takes them.  [default: 1 with --to broker, max otherwise]")
+@click.option("--strict", is_flag=True,
+              help="Stop with exit code 2 at the first input line that is not an event, instead of "
+                   "reporting and skipping it.")
+@click.pass_context
+def replay_command(ctx: click.Context, mongo: str | None, mongo_db: str, from_file: str | None,
+                   tasks: tuple[str, ...], names: tuple[str, ...], since: str | None, until: str | None,
+                   to: str, broker: str, speed: str | None, strict: bool) -> None:
+    """Replay recorded task events: print or export them, or republish them to the broker.
+
+    Reads the event log (--mongo) or a JSON-lines file (--from), oldest first,
+    and writes each event to --to with the recorded gaps divided by --speed.
+    Ctrl-C stops cleanly (exit 130) and says how many events were sent.
+    """
+    from pathlib import Path
+
+    from . import replay as rp
+    from .config import BROKER_SCHEMES
+
+    # A MongoDB URL from the environment is a default, which --from overrides.
+    mongo_from_env = ctx.get_parameter_source("mongo") is click.core.ParameterSource.ENVIRONMENT
+    if from_file and mongo and not mongo_from_env:
+        fail("give one source, --mongo URL or --from FILE.jsonl, not both")
+    if not from_file and not mongo:
+        fail("no source: give --mongo URL (or set PUSHSERVER_MONGO_URL) or --from FILE.jsonl")
+    window: dict[str, float | None] = {}
+    for flag, value in (("--since", since), ("--until", until)):
+        try:
+            window[flag] = rp.parse_time(value) if value else None
+        except ValueError as exc:
+            fail(f"{flag}: {exc}")
+    try:
+        pace = rp.parse_speed(speed) if speed is not None else (1.0 if to == "broker" else None)
+    except ValueError as exc:
+        fail(f"--speed: {exc}")
+    try:
+        event_filter = rp.EventFilter(frozenset(tasks), frozenset(names), window["--since"], window["--until"])
+    except ValueError as exc:
+        fail(str(exc))
+    if to == "broker":
+        try:
+            check_url("--broker", broker, BROKER_SCHEMES)
+        except ConfigError as exc:
+            fail(str(exc))
+    elif to != "stdout" and from_file and Path(to).resolve() == Path(from_file).resolve():
+        fail(f"--to {to}: that is the --from file; write to another file")
+
+    source: Any = None
+    sink: Any = None
+    tally = rp.Tally()
+    output = sys.stdout.buffer
+    rejects = rp.Rejects(lambda line: click.echo(line, err=True), strict=strict)
+    configure_logging("WARNING")
+    try:
+        if from_file:
+            if not Path(from_file).is_file():
+                fail(f"--from: {from_file}: no such file")
+            source = rp.JsonlSource(Path(from_file), event_filter)
+        else:
+            source = rp.MongoSource(mongo or "", mongo_db, event_filter)
+        tally.total = source.count()
+        if to == "stdout":
+            sink = rp.JsonlSink(output, flush_each=pace is not None)
+        elif to == "broker":
+            sink = rp.BrokerSink(broker)
+        else:
+            sink = rp.JsonlSink.to_file(Path(to))
+        show_bar = sys.stderr.isatty() and not (to == "stdout" and sys.stdout.isatty()) and tally.total > 0
+        with _replay_progress(show_bar, tally.total) as progress:
+            if progress is not None:
+                rejects.report = lambda line: progress.console.print(line, markup=False, highlight=False)
+            advance = (lambda: progress.advance(progress.task_ids[0])) if progress is not None else None
+            rp.replay(source, sink, rp.Pacer(pace), rejects, tally, on_sent=advance)
+    except KeyboardInterrupt:
+        click.echo(f"replay interrupted: {tally.sent} of {tally.total} events sent", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): stop quietly, like cat.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), output.fileno())
+        click.echo(f"replay stopped: stdout closed after {tally.sent} of {tally.total} events", err=True)
+        sys.exit(0)
+    except rp.BadInput as exc:
+        fail(f"{exc} (--strict: stopped there, {tally.sent} of {tally.total} events sent)")
+    except rp.ReplayError as exc:
+        fail(f"{exc}; {tally.sent} of {tally.total} events sent" if tally.sent else str(exc))
+    finally:
+        for resource in (sink, source):
+            if resource is not None and hasattr(resource, "close"):
+                try:
+                    resource.close()
+                except Exception:  # noqa: BLE001 - closing must not mask the outcome
+                    pass
+    click.echo(f"replayed {tally.sent} events ({rejects.count} skipped)", err=True)
+
+
+def _replay_progress(enabled: bool, total: int) -> Any:
+    """A rich progress bar on stderr, or a no-op context when stderr is not a terminal."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False)
+    progress.add_task("replay", total=total)
+    return progress

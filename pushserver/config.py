@@ -35,6 +35,18 @@ class Settings:
     max_subscriptions: int = 1000
     max_ids_per_call: int = 100
     token_leeway: float = 5.0
+    token_audience: str | None = None
+    token_issuer: str | None = None
+    forward_results: str = "repr"
+    forward_tracebacks: bool = False
+    forward_args: bool = False
+    max_message_bytes: int = 64 * 1024
+    subscribe_rate: float = 10.0
+    subscribe_burst: float = 20.0
+    max_connections_per_ip: int = 0
+    trust_proxy: bool = False
+    soft_backlog: int = 64
+    hard_backlog: int = 1024
     log_level: str = "INFO"
 
     def validate(self) -> "Settings":
@@ -58,6 +70,16 @@ class Settings:
             raise ConfigError("--max-tasks must be at least 1")
         if not self.progress_hz > 0:
             raise ConfigError("--progress-hz must be greater than 0")
+        if self.forward_results not in ("repr", "none"):
+            raise ConfigError("--forward-results must be 'repr' or 'none'")
+        if self.max_message_bytes < 1024:
+            raise ConfigError("--max-message-bytes must be at least 1024")
+        if not self.subscribe_rate > 0:
+            raise ConfigError("--subscribe-rate must be greater than 0")
+        if self.max_connections_per_ip < 0:
+            raise ConfigError("--max-connections-per-ip must be 0 (no limit) or more")
+        if not 0 < self.soft_backlog < self.hard_backlog:
+            raise ConfigError("the slow-client backlogs need 0 < soft < hard")
         for origin in self.cors_origins:
             if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
                 raise ConfigError(f"--cors: {origin!r} is not an origin like https://app.example.com")

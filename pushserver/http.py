@@ -43,7 +43,8 @@ class HttpApi:
     """Routes of the HTTP API, sharing the hub's snapshot logic and authorisation."""
 
     def __init__(self, hub: Hub, metrics: Metrics, readiness: Callable[[], dict[str, Any]],
-                 eventlog: EventLog | None = None) -> None:
+                 eventlog: EventLog | None = None, cors_origins: list[str] | None = None) -> None:
+        self.cors_origins = set(cors_origins or ())
         self.hub = hub
         self.metrics = metrics
         self.readiness = readiness
@@ -52,6 +53,7 @@ class HttpApi:
     def install(self, app: web.Application) -> None:
         """Add the routes and the JSON error middleware to an aiohttp application."""
         app.middlewares.append(_json_errors)
+        app.middlewares.append(self._cors)
         app.router.add_get("/tasks/{task_id}", self.get_task)
         app.router.add_get("/tasks/{task_id}/events", self.get_events)
         app.router.add_get("/healthz", self.healthz)
@@ -83,10 +85,31 @@ class HttpApi:
             documents = await self.eventlog.history(task_id, limit=limit, after=after)
         except PyMongoError as exc:
             return json_error("unavailable", f"the event log cannot be read now ({type(exc).__name__})")
-        events = [{"id": d["_id"], **document_to_event(d)} for d in documents]
+        events = [{"id": d["_id"], **self.hub.policy.event(document_to_event(d))} for d in documents]
         last = documents[-1] if len(documents) == limit else None
         cursor = f"{last['timestamp']!r}:{last['_id']}" if last else None
         return web.json_response({"task_id": task_id, "events": events, "next": cursor}, dumps=_dumps)
+
+    @web.middleware
+    async def _cors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """CORS for the HTTP API with the same origin allowlist as Socket.IO (--cors)."""
+        origin = request.headers.get("Origin")
+        if request.path.startswith("/socket.io") or origin is None:
+            return await handler(request)
+        allowed = "*" in self.cors_origins or origin in self.cors_origins
+        if request.method == "OPTIONS":
+            if not allowed:
+                return json_error("forbidden", f"origin {origin[:100]!r} is not allowed (see --cors)")
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization"
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

@@ -19,20 +19,20 @@ from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
 from .auth import Grant, TokenError, TokenVerifier
 from .backend import ResultBackend
+from .config import Settings
 from .eventlog import EventLog
+from .fanout import Fanout
+from .limits import ConnectionCounter, TokenBucket, client_address
 from .metrics import Metrics
-from .protocol import UPDATE_EVENT, ProtocolError, error_ack, parse_subscription, room_for
+from .policy import ForwardingPolicy
+from .protocol import ProtocolError, error_ack, parse_subscription, room_for
 from .receiver import Batch
-from .state import Change, TaskState, TaskStore, is_task_event, pending_dict
+from .state import Change, TaskState, TaskStore, is_task_event
 from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver.hub")
 
-#: Engine.IO refuses larger messages; a subscribe call with 100 ids and a token is ~30 KB.
-MAX_MESSAGE_BYTES = 64 * 1024
-
-
-class _OrjsonCodec:
+class OrjsonCodec:
     """The ``json`` module interface python-socketio expects, backed by orjson (3-5x faster)."""
 
     @staticmethod
@@ -49,38 +49,39 @@ class Hub:
 
     def __init__(
         self,
+        settings: Settings,
         store: TaskStore,
         backend: ResultBackend,
         metrics: Metrics,
         verifier: TokenVerifier | None,
-        *,
-        cors_origins: list[str] | None = None,
-        progress_hz: float = 10.0,
-        max_subscriptions: int = 1000,
-        max_ids_per_call: int = 100,
         eventlog: EventLog | None = None,
     ) -> None:
+        self.settings = settings
         self.store = store
         self.backend = backend
         self.metrics = metrics
         self.verifier = verifier  # None: --insecure, every subscription allowed
         self.eventlog = eventlog
-        self.subscriptions = Subscriptions(max_subscriptions)
-        self.max_ids_per_call = max_ids_per_call
-        self.progress_interval = 1.0 / progress_hz
+        self.policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks,
+                                       settings.forward_args)
+        self.subscriptions = Subscriptions(settings.max_subscriptions)
+        self.progress_interval = 1.0 / settings.progress_hz
         self._grants: dict[str, Grant] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._addresses: dict[str, str] = {}
+        self._per_address = ConnectionCounter(settings.max_connections_per_ip)
         self._last_progress_emit: dict[str, float] = {}
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
-        self._outbox: list[tuple[TaskState, dict[str, Any]]] = []
-        self._sending: asyncio.Task[None] | None = None
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
-            cors_allowed_origins=_cors_setting(cors_origins),
-            json=_OrjsonCodec,
-            max_http_buffer_size=MAX_MESSAGE_BYTES,
+            cors_allowed_origins=_cors_setting(settings.cors_origins),
+            json=OrjsonCodec,
+            max_http_buffer_size=settings.max_message_bytes,
             logger=False,
             engineio_logger=False,
         )
+        self.fanout = Fanout(self.sio, metrics, self._visible_state,
+                             soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("subscribe", self._on_subscribe)
@@ -100,12 +101,26 @@ class Hub:
             except TokenError as exc:
                 self.metrics.refused.labels("unauthorized").inc()
                 raise ConnectionRefused(str(exc)) from None
+        address = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
+                                 self.settings.trust_proxy)
+        if not self._per_address.acquire(address):
+            self._grants.pop(sid, None)
+            self.metrics.refused.labels("too_many").inc()
+            raise ConnectionRefused(
+                f"too many connections from your address (at most {self._per_address.limit})")
+        self._addresses[sid] = address
+        self._buckets[sid] = TokenBucket(self.settings.subscribe_rate, self.settings.subscribe_burst)
         self.metrics.clients.inc()
 
     async def _on_disconnect(self, sid: str, *_: Any) -> None:
         self._grants.pop(sid, None)
+        self._buckets.pop(sid, None)
+        address = self._addresses.pop(sid, None)
+        if address is not None:
+            self._per_address.release(address)
+            self.metrics.clients.dec()
+        self.fanout.forget(sid)
         self._forget(self.subscriptions.drop(sid))
-        self.metrics.clients.dec()
         self.metrics.subscriptions.set(len(self.subscriptions))
 
     def _forget(self, task_ids: Iterable[str]) -> None:
@@ -119,7 +134,11 @@ class Hub:
 
     async def _on_subscribe(self, sid: str, payload: Any = None) -> dict[str, Any]:
         try:
-            request = parse_subscription(payload, self.max_ids_per_call)
+            bucket = self._buckets.get(sid)
+            if bucket is not None and not bucket.take():
+                raise ProtocolError("too_many", f"rate limit: at most {self.settings.subscribe_rate:g}"
+                                                " subscribe calls per second")
+            request = parse_subscription(payload, self.settings.max_ids_per_call)
             self._authorize(sid, request.task_ids, request.token)
             self.subscriptions.add(sid, request.task_ids)
         except ProtocolError as exc:
@@ -136,7 +155,7 @@ class Hub:
 
     async def _on_unsubscribe(self, sid: str, payload: Any = None) -> dict[str, Any]:
         try:
-            request = parse_subscription(payload, self.max_ids_per_call)
+            request = parse_subscription(payload, self.settings.max_ids_per_call)
         except ProtocolError as exc:
             return exc.ack()
         mine = self.subscriptions.tasks_of(sid)
@@ -187,7 +206,7 @@ class Hub:
         task = self.store.get(task_id)
         if task is not None and task.ready:
             self.metrics.snapshots.labels("memory").inc()
-            return task.to_dict()
+            return self._view(task)
         source = "memory"
         event = await self.backend.lookup(task_id)
         if event is not None:
@@ -200,9 +219,18 @@ class Hub:
         task = self.store.get(task_id)
         if task is not None:
             self.metrics.snapshots.labels(source).inc()
-            return task.to_dict()
+            return self._view(task)
         self.metrics.snapshots.labels("pending").inc()
-        return pending_dict(task_id)
+        return self._view(TaskState(task_id))
+
+    def _view(self, task: TaskState) -> dict[str, Any]:
+        """A TaskState as clients may see it (the forwarding policy applied)."""
+        return self.policy.task(task.to_dict(with_args=self.policy.args))
+
+    def _visible_state(self, task_id: str) -> dict[str, Any] | None:
+        """The task's current TaskState as clients may see it, from memory only."""
+        task = self.store.get(task_id)
+        return self._view(task) if task is not None else None
 
     async def reconcile(self) -> int:
         """After a receiver reconnect, correct every watched unfinished task from the result backend."""
@@ -268,25 +296,12 @@ class Hub:
             self._enqueue(task, "progress")
 
     def _enqueue(self, task: TaskState, kind: str) -> None:
-        # Serialise now: a later merge must not change what this update says.
-        self._outbox.append((task, task.to_dict()))
-        self.metrics.updates.labels(kind).inc()
-        if self._sending is None or self._sending.done():
-            self._sending = asyncio.get_running_loop().create_task(self._send_outbox())
-
-    async def _send_outbox(self) -> None:
-        latency = self.metrics.latency
-        while self._outbox:
-            batch, self._outbox = self._outbox, []
-            for task, payload in batch:
-                try:
-                    await self.sio.emit(UPDATE_EVENT, payload, room=room_for(task.task_id))
-                except Exception:  # noqa: BLE001 - one bad emit must not stop the others
-                    log.exception("emit failed for a task update")
-                    continue
-                updated = payload.get("updated_at")
-                if updated:
-                    latency.observe(max(0.0, time.time() - updated))
+        payload = self._view(task)
+        if self.fanout.send(task.task_id, payload, progress=kind == "progress"):
+            self.metrics.updates.labels(kind).inc()
+            updated = payload.get("updated_at")
+            if updated:
+                self.metrics.latency.observe(max(0.0, time.time() - updated))
 
 
 def _is_ready(task: TaskState | None) -> bool:
@@ -302,4 +317,4 @@ def _cors_setting(origins: list[str] | None) -> Any:
     return origins
 
 
-__all__ = ["Hub", "error_ack", "MAX_MESSAGE_BYTES"]
+__all__ = ["Hub", "OrjsonCodec", "error_ack"]

@@ -39,6 +39,12 @@ class Metrics:
                                ["code"], registry=r)
         self.snapshots = Counter("pushserver_snapshots_total",
                                  "Snapshots served, by where they came from", ["source"], registry=r)
+        self.progress_shed = Counter("pushserver_progress_shed_total",
+                                     "Progress updates not queued to a client that is behind (it gets"
+                                     " the newest once it catches up)", registry=r)
+        self.slow_consumers = Counter("pushserver_slow_consumer_disconnects_total",
+                                      "Clients disconnected for leaving too many updates unread",
+                                      registry=r)
         self.latency = Histogram(
             "pushserver_event_to_emit_seconds",
             "Time from a worker's event timestamp to its emit to subscribers",

@@ -56,21 +56,16 @@ class PushServer:
             self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0)
         verifier = None
         if settings.secrets:
-            verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway)
+            verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway,
+                                     audience=settings.token_audience, issuer=settings.token_issuer)
             if verifier.weak_secrets:
                 log.warning("%d secret(s) shorter than %d bytes: use a long random secret "
                             "(e.g. `openssl rand -hex 32`)", verifier.weak_secrets, MIN_SECRET_BYTES)
-        self.hub = Hub(
-            self.store, self.backend, self.metrics, verifier,
-            cors_origins=settings.cors_origins,
-            progress_hz=settings.progress_hz,
-            max_subscriptions=settings.max_subscriptions,
-            max_ids_per_call=settings.max_ids_per_call,
-            eventlog=self.eventlog,
-        )
+        self.hub = Hub(settings, self.store, self.backend, self.metrics, verifier, self.eventlog)
         self.app = web.Application()
         self.hub.sio.attach(self.app)
-        HttpApi(self.hub, self.metrics, self.readiness, self.eventlog).install(self.app)
+        HttpApi(self.hub, self.metrics, self.readiness, self.eventlog,
+                cors_origins=settings.cors_origins).install(self.app)
         self.receiver: EventReceiver | None = None
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None

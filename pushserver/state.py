@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from celery.utils.saferepr import saferepr
+
 PENDING = "PENDING"
 SENT = "SENT"
 RECEIVED = "RECEIVED"
@@ -66,8 +68,8 @@ EVENT_TO_STATE: dict[str, str] = {
 
 #: Which event fields feed which TaskState fields.
 _FIELD_SOURCES: dict[str, tuple[str, ...]] = {
-    "task-sent": ("name", "retries"),
-    "task-received": ("name", "retries", "hostname"),
+    "task-sent": ("name", "retries", "args", "kwargs"),
+    "task-received": ("name", "retries", "hostname", "args", "kwargs"),
     "task-started": ("hostname",),
     "task-progress": ("progress", "hostname"),
     "task-retried": ("exception", "traceback", "hostname"),
@@ -77,7 +79,9 @@ _FIELD_SOURCES: dict[str, tuple[str, ...]] = {
     "task-rejected": ("hostname",),
 }
 
-_STAMP_FIELD = {SENT: "sent_at", RECEIVED: "received_at", STARTED: "started_at"}
+#: Longest text kept per field (Celery itself caps results at 1 024 characters).
+_TEXT_LIMITS = {"name": 255, "hostname": 255, "args": 1024, "kwargs": 1024, "result": 4096,
+                "exception": 4096, "traceback": 16384}
 
 
 def is_task_event(event: Mapping[str, Any]) -> bool:
@@ -93,6 +97,8 @@ def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
     if percent is None and current is not None and total:
         percent = _number(round(100.0 * current / total, 2))  # inf when total is tiny
     message = event.get("message")
+    if isinstance(message, str):
+        message = message[:1024]
     return {
         "current": current,
         "total": total,
@@ -193,8 +199,8 @@ class TaskState:
         stamp = self.fields.get(name)
         return default if stamp is None else stamp.value
 
-    def to_dict(self) -> dict[str, Any]:
-        """The TaskState JSON object of the protocol (DESIGN.md § TaskState)."""
+    def to_dict(self, with_args: bool = False) -> dict[str, Any]:
+        """The TaskState JSON object of the protocol (DESIGN.md § TaskState); ``with_args`` adds args/kwargs."""
         state = self.state
         failed = state in (FAILURE, RETRY, REVOKED, REJECTED)
         finished_at = self.seen.get(state) if state in READY_STATES else None
@@ -215,7 +221,7 @@ class TaskState:
             "finished_at": finished_at,
             "updated_at": self.updated_at,
             "event": self.last_event.value if self.last_event else None,
-        }
+        } | ({"args": self.value("args"), "kwargs": self.value("kwargs")} if with_args else {})
 
 
 def pending_dict(task_id: str) -> dict[str, Any]:
@@ -236,11 +242,19 @@ def event_values(event: Mapping[str, Any]) -> dict[str, Any]:
                 values["exception"] = f"TaskRevokedError('{reason}')"
         elif name in event and event[name] is not None:
             value = event[name]
-            if name == "retries" and not isinstance(value, int):
-                continue
-            if name in ("name", "hostname") and not isinstance(value, str):
-                continue
-            values[name] = value
+            if name == "retries":
+                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+                    values[name] = value
+            elif name == "runtime":
+                if _number(value) is not None:
+                    values[name] = value
+            elif name in _TEXT_LIMITS:
+                if name in ("result", "exception") and not isinstance(value, str):
+                    value = saferepr(value, _TEXT_LIMITS[name])
+                if isinstance(value, str):
+                    # Celery truncates results; a forged or odd event must not
+                    # push megabytes to every subscriber.
+                    values[name] = value[:_TEXT_LIMITS[name]]
     return values
 
 

@@ -397,7 +397,9 @@ def test_is_task_event() -> None:
 
 def test_event_values_pick_the_fields_of_each_type() -> None:
     assert event_values(event("received", 1.0, name=NAME, retries=2, hostname="h", args="()")) == {
-        "name": NAME, "retries": 2, "hostname": "h"}
+        "name": NAME, "retries": 2, "hostname": "h", "args": "()"}
+    assert event_values(event("sent", 1.0, args=["not", "a", "repr"], kwargs="{'k': 1}")) == {
+        "kwargs": "{'k': 1}"}
     assert event_values(event("received", 1.0, name=7, retries="2", hostname=None)) == {}
     assert event_values(event("revoked", 1.0, expired=True)) == {"exception": "TaskRevokedError('expired')"}
     assert event_values(event("revoked", 1.0)) == {}

@@ -1,0 +1,134 @@
+"""Delivery of one update to every connection in a room, with a bounded backlog per connection.
+
+python-engineio gives each connection an unbounded send queue, and
+python-socketio's room emit creates one asyncio task per recipient. Here the
+packet is encoded once and put straight on each connection's queue, and the
+queue length is checked first: a connection that stops reading gets no more
+*progress* (the newest is sent once it catches up), and one that falls
+``hard_backlog`` packets behind is told why and disconnected, so a single
+slow browser can neither grow server memory without bound nor delay anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+from .metrics import Metrics
+from .protocol import ROOM_PREFIX, UPDATE_EVENT
+
+log = logging.getLogger("pushserver.fanout")
+
+NAMESPACE = "/"
+#: Sent to a connection just before it is dropped for falling behind.
+SLOW_CONSUMER_EVENT = "pushserver:error"
+
+
+class Fanout:
+    """Puts encoded updates on connections' send queues, shedding progress for laggards and dropping the hopeless."""
+
+    def __init__(self, sio: socketio.AsyncServer, metrics: Metrics,
+                 snapshot_of: Callable[[str], dict[str, Any] | None], *,
+                 soft_backlog: int = 64, hard_backlog: int = 1024) -> None:
+        self.sio = sio
+        self.metrics = metrics
+        self.snapshot_of = snapshot_of
+        self.soft_backlog = soft_backlog
+        self.hard_backlog = hard_backlog
+        # connection sid -> tasks whose newest progress it has not been sent
+        self._owed: dict[str, set[str]] = {}
+        self._dropping: set[str] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def send(self, task_id: str, payload: dict[str, Any], progress: bool) -> int:
+        """Queue one ``task:update`` for every member of the task's room; return how many got it."""
+        members = list(self.sio.manager.get_participants(NAMESPACE, ROOM_PREFIX + task_id))
+        if not members:
+            return 0
+        pkt = self._encode(payload)
+        sockets = self.sio.eio.sockets
+        sent = 0
+        for sid, eio_sid in members:
+            sock = sockets.get(eio_sid)
+            if sock is None or sock.closed or sid in self._dropping:
+                continue
+            backlog = sock.queue.qsize()
+            if backlog >= self.hard_backlog:
+                self._drop(sid, backlog)
+                continue
+            if progress and backlog >= self.soft_backlog:
+                self._owed.setdefault(sid, set()).add(task_id)
+                self.metrics.progress_shed.inc()
+                self._schedule_sweep()
+                continue
+            sock.queue.put_nowait(pkt)
+            sent += 1
+        return sent
+
+    def _encode(self, payload: dict[str, Any]) -> eio_packet.Packet:
+        # Encoded once per update, whatever the number of recipients.
+        encoded = self.sio.packet_class(sio_packet.EVENT, namespace=NAMESPACE,
+                                        data=[UPDATE_EVENT, payload]).encode()
+        return eio_packet.Packet(eio_packet.MESSAGE, encoded)
+
+    def forget(self, sid: str) -> None:
+        """Drop bookkeeping of a disconnected connection."""
+        self._owed.pop(sid, None)
+        self._dropping.discard(sid)
+
+    # -- catching laggards up -------------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(0.25, self._sweep)
+
+    def _sweep(self) -> None:
+        """Send the newest progress to connections that have drained their backlog."""
+        self._sweeper = None
+        sockets = self.sio.eio.sockets
+        for sid in list(self._owed):
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+            sock = sockets.get(eio_sid) if eio_sid else None
+            if sock is None or sock.closed:
+                self._owed.pop(sid, None)
+                continue
+            if sock.queue.qsize() >= self.soft_backlog // 2:
+                continue
+            rooms = set(self.sio.manager.get_rooms(sid, NAMESPACE))
+            for task_id in self._owed.pop(sid):
+                if ROOM_PREFIX + task_id in rooms:
+                    payload = self.snapshot_of(task_id)
+                    if payload is not None:
+                        sock.queue.put_nowait(self._encode(payload))
+        if self._owed:
+            self._schedule_sweep()
+
+    # -- dropping the hopeless ------------------------------------------------
+
+    def _drop(self, sid: str, backlog: int) -> None:
+        self._dropping.add(sid)
+        self.metrics.slow_consumers.inc()
+        log.warning("disconnecting a slow client: %d updates queued and unread", backlog)
+        asyncio.get_running_loop().create_task(self._disconnect(sid))
+
+    async def _disconnect(self, sid: str) -> None:
+        try:
+            await self.sio.emit(SLOW_CONSUMER_EVENT, {
+                "code": "slow_consumer",
+                "message": f"disconnected: more than {self.hard_backlog} updates were waiting to be read",
+            }, to=sid)
+            await asyncio.wait_for(self.sio.disconnect(sid), timeout=5)
+        except Exception:  # noqa: BLE001 - a client that cannot even be told is closed hard
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+            sock = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
+            if sock is not None:
+                await sock.close(wait=False, abort=True)
+        finally:
+            self._dropping.discard(sid)
+
+

@@ -1,0 +1,49 @@
+"""What the server forwards of a task: results, tracebacks and arguments can hold personal data.
+
+One policy serves every way a task leaves the server — Socket.IO updates and
+snapshots, ``GET /tasks/{id}`` and the event history — so they can never
+disagree about what a client may see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+RESULT_MODES = ("repr", "none")
+
+
+@dataclass(frozen=True)
+class ForwardingPolicy:
+    """Which sensitive task fields reach clients: results (repr or none), tracebacks, arguments."""
+
+    results: str = "repr"
+    tracebacks: bool = False
+    args: bool = False
+
+    def __post_init__(self) -> None:
+        if self.results not in RESULT_MODES:
+            raise ValueError(f"results must be one of {', '.join(RESULT_MODES)}")
+
+    def task(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Apply the policy to a TaskState dict (in place; it is always a fresh dict)."""
+        if self.results == "none":
+            state["result"] = None
+        if not self.tracebacks:
+            state["traceback"] = None
+        if not self.args:
+            state.pop("args", None)
+            state.pop("kwargs", None)
+        return state
+
+    def event(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply the policy to a recorded Celery event (a copy is returned)."""
+        out = dict(event)
+        if self.results == "none":
+            out.pop("result", None)
+        if not self.tracebacks:
+            out.pop("traceback", None)
+        if not self.args:
+            for name in ("args", "kwargs"):
+                out.pop(name, None)
+        return out
