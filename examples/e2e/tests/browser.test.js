@@ -1,0 +1,217 @@
+// End to end in a real browser: Debian's Chromium (via playwright-core) on the
+// React client served by Express, live updates from a real pushserver fed by a
+// real Celery worker through a private Redis. Every process runs on a free
+// loopback port and is stopped by PID when the suite ends.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+import {
+  freePort, PrerequisiteError, REPO_ROOT, removeDir, requireExecutable, startExpress, startPushserver,
+  startRedis, startWorker, tempDir,
+} from '../../test-support/stack.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const OUTPUT_DIR = path.resolve(here, '..', 'test-output');
+const CLIENT_DIST = path.join(REPO_ROOT, 'examples', 'react-client', 'dist');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync',
+];
+const SECRET = randomBytes(16).toString('hex');
+
+let redis; let worker; let pushserver; let express; let context; let page; let userDataDir;
+const websockets = [];
+const pageErrors = [];
+
+function stackOutput() {
+  return [worker, pushserver, express].filter(Boolean)
+    .map((p) => `--- ${p.proc.name} ---\n${p.proc.tail(3000)}`).join('\n');
+}
+
+/** The card of the newest task of `kind` (the list is newest first). */
+function newestCard(kind) {
+  return page.locator(`[data-testid="task-card"][data-kind="${kind}"]`).first();
+}
+
+async function startFromPage(kind, buttonName) {
+  const before = await page.locator(`[data-testid="task-card"][data-kind="${kind}"]`).count();
+  await page.getByRole('button', { name: buttonName }).click();
+  await page.waitForFunction(
+    ([k, n]) => document.querySelectorAll(`[data-testid="task-card"][data-kind="${k}"]`).length > n,
+    [kind, before], { timeout: 15_000 },
+  );
+  const card = newestCard(kind);
+  return { card, id: await card.getAttribute('data-task-id') };
+}
+
+async function waitForState(card, state, timeout = 30_000) {
+  try {
+    await card.locator(`xpath=self::*[@data-state="${state}"]`).waitFor({ timeout });
+  } catch (err) {
+    const now = await card.getAttribute('data-state');
+    throw new Error(`task stayed ${now}, expected ${state}: ${err.message}\n${stackOutput()}`);
+  }
+}
+
+describe('task console in Chromium', () => {
+  before(async () => {
+    requireExecutable(CHROMIUM, 'Install it with `apt-get update && apt-get install -y chromium` (or set CHROMIUM_PATH).');
+    if (!fs.existsSync(path.join(CLIENT_DIST, 'index.html'))) {
+      throw new PrerequisiteError(`${CLIENT_DIST}/index.html is missing: run \`npm ci && npm run build\` in examples/react-client first.`);
+    }
+    redis = await startRedis();
+    const env = { CELERY_BROKER_URL: redis.url(0), CELERY_RESULT_BACKEND: redis.url(1) };
+    const expressPort = await freePort();
+    [worker, pushserver] = await Promise.all([
+      startWorker({ env }),
+      startPushserver({ env, secret: SECRET, cors: [`http://127.0.0.1:${expressPort}`] }),
+    ]);
+    express = await startExpress({
+      port: expressPort,
+      env: { ...env, PUSHSERVER_SECRET: SECRET, PUSHSERVER_PUBLIC_URL: pushserver.url, STATIC_DIR: CLIENT_DIST },
+    });
+
+    userDataDir = tempDir('chromium-profile');
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1360, height: 1000 },
+    });
+    page = context.pages()[0] ?? await context.newPage();
+    page.on('websocket', (ws) => {
+      const entry = { url: ws.url(), closed: false };
+      websockets.push(entry);
+      ws.on('close', () => { entry.closed = true; });
+    });
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    await page.goto(express.url);
+    await page.locator('[data-testid="connection"][data-status="connected"]').waitFor({ timeout: 20_000 });
+    // Set once: a reload would wipe it, so it proves the page was never reloaded.
+    await page.evaluate(() => { window.__loadedOnce = true; });
+  });
+
+  after(async () => {
+    await context?.close().catch(() => {});
+    if (userDataDir) removeDir(userDataDir);
+    await express?.stop();
+    await pushserver?.stop();
+    await worker?.stop();
+    await redis?.stop();
+  });
+
+  test('resize image: the progress bar advances and the task ends in SUCCESS', async () => {
+    await page.getByTestId('steps-delay').fill('0.7');
+    const { card } = await startFromPage('resize-image', 'Resize image');
+    const seen = new Set();
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      const [state, value, message] = await Promise.all([
+        card.getAttribute('data-state'),
+        card.getByRole('progressbar').getAttribute('aria-valuenow'),
+        card.getByTestId('progress-message').textContent(),
+      ]);
+      if (value !== null && state === 'PROGRESS') {
+        if (seen.size === 1) {
+          fs.mkdirSync(OUTPUT_DIR, { recursive: true });
+          await card.screenshot({ path: path.join(OUTPUT_DIR, 'task-in-progress.png') });
+        }
+        seen.add(`${value}% ${message}`);
+      }
+      if (state === 'SUCCESS') break;
+      await sleep(100);
+    }
+    await waitForState(card, 'SUCCESS', 1000);
+    const percents = [...seen].map((s) => Number.parseFloat(s));
+    assert.ok(percents.length >= 3, `saw progress ${JSON.stringify([...seen])}`);
+    assert.deepEqual(percents, [...percents].sort((a, b) => a - b), 'progress only moves forward');
+    assert.ok(percents.some((p) => p > 0 && p < 100), `an intermediate value: ${JSON.stringify([...seen])}`);
+    assert.equal(await card.getByTestId('progress-percent').textContent(), '100%');
+    assert.match(await card.getByTestId('result').textContent(), /Image resized to 640 × 400 px/);
+    assert.equal(await card.getByTestId('state-badge').textContent(), 'Succeeded');
+  });
+
+  test('offline mid-task and back online: the page still ends in SUCCESS without a reload', async () => {
+    await page.getByTestId('steps-delay').fill('0.8');
+    const { card } = await startFromPage('resize-image', 'Resize image');
+    await waitForState(card, 'PROGRESS', 20_000);
+    const socketsBefore = websockets.length;
+
+    await context.setOffline(true);
+    await page.locator('[data-testid="connection"][data-status="offline"]').waitFor({ timeout: 5000 });
+    // Stay away long enough for the task to finish on the worker (5 steps × 0.8 s).
+    await sleep(5000);
+    const stateWhileOffline = await card.getAttribute('data-state');
+    await context.setOffline(false);
+
+    await page.locator('[data-testid="connection"][data-status="connected"]').waitFor({ timeout: 20_000 });
+    await waitForState(card, 'SUCCESS', 20_000);
+    assert.equal(await page.evaluate(() => window.__loadedOnce), true, 'the page was not reloaded');
+    assert.ok(websockets.length > socketsBefore, 'the socket reconnected with a new WebSocket');
+    assert.notEqual(stateWhileOffline, 'SUCCESS', 'no update reached the page while it was offline');
+    assert.match(await card.getByTestId('result').textContent(), /Image resized/);
+  });
+
+  test('a failing task shows its error', async () => {
+    await page.getByLabel('Error message').fill('Disk quota exceeded on /media');
+    const { card } = await startFromPage('fail', 'Run failing task');
+    await waitForState(card, 'FAILURE');
+    const error = await card.getByTestId('error').textContent();
+    assert.match(error, /RuntimeError/);
+    assert.match(error, /Disk quota exceeded on \/media/);
+    assert.equal(await card.getByTestId('state-badge').textContent(), 'Failed');
+  });
+
+  test('the other use cases complete from their buttons', async () => {
+    const started = [];
+    for (const [kind, button] of [['welcome-email', 'Send welcome email'], ['predict', 'Classify'], ['webhooks', 'Fan out webhooks']]) {
+      started.push({ kind, ...(await startFromPage(kind, button)) });
+    }
+    for (const { card } of started) await waitForState(card, 'SUCCESS', 60_000);
+    assert.match(await newestCard('predict').getByTestId('result').textContent(), /Iris setosa/);
+    assert.match(await newestCard('webhooks').getByTestId('result').textContent(), /Dispatched 2 webhook deliveries/);
+    assert.match(await newestCard('welcome-email').getByTestId('result').textContent(), /Welcome email for ada/);
+  });
+
+  test('an uploaded image travels base64 to the worker', async () => {
+    // A 1×1 PNG: the worker scales it up to the requested width.
+    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
+    await page.getByTestId('image-input').setInputFiles({ name: 'dot.png', mimeType: 'image/png', buffer: png });
+    await page.getByTestId('steps-delay').fill('0');
+    await page.getByLabel('Width (px)').fill('320');
+    const { card } = await startFromPage('resize-image', 'Resize image');
+    await waitForState(card, 'SUCCESS');
+    assert.match(await card.getByTestId('result').textContent(), /Image resized to 320 × 320 px/);
+  });
+
+  test('after a reload the list comes back and each task catches up from its snapshot', async () => {
+    const before = await page.locator('[data-testid="task-card"]').evaluateAll(
+      (cards) => cards.map((c) => [c.dataset.taskId, c.dataset.state]),
+    );
+    await page.reload();
+    await page.locator('[data-testid="connection"][data-status="connected"]').waitFor({ timeout: 20_000 });
+    await page.waitForFunction(
+      (expected) => {
+        const cards = [...document.querySelectorAll('[data-testid="task-card"]')];
+        return cards.length === expected.length
+          && cards.every((c, i) => c.dataset.taskId === expected[i][0] && c.dataset.state === expected[i][1]);
+      },
+      before, { timeout: 20_000 },
+    );
+  });
+
+  test('a screenshot of the finished page is saved', async () => {
+    fs.mkdirSync(OUTPUT_DIR, { recursive: true });
+    const file = path.join(OUTPUT_DIR, 'task-console.png');
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: file, fullPage: true, animations: 'disabled' });
+    assert.ok(fs.statSync(file).size > 10_000);
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+  });
+});
