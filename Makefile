@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-python test-unit test-examples bench bench-quick system-deps clean
+.PHONY: demo test test-python test-unit test-examples examples-build bench bench-quick system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ system-deps:
 	  echo "installing redis-server (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-demo: $(STAMP) system-deps
+## The Node examples the demo serves: Express and the built React page (skipped without npm).
+examples-build:
+	@if command -v npm >/dev/null; then \
+	  (cd examples/react-client && [ -f dist/index.html ] || { npm ci --no-audit --no-fund --loglevel=error && npm run build --silent; }) && \
+	  (cd examples/express-dispatch && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error --omit=dev); \
+	else echo "npm not found: the demo runs without the web page"; fi
+
+demo: $(STAMP) system-deps examples-build
 	$(BIN)/pushserver demo
 
 test: $(STAMP) system-deps test-examples test-python

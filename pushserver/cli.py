@@ -86,7 +86,8 @@ def broker_options(func: Any) -> Any:
 @click.option("--max-message-bytes", envvar="PUSHSERVER_MAX_MESSAGE_BYTES", default=64 * 1024,
               show_default=True, type=int, help="Largest message a client may send.")
 @click.option("--subscribe-rate", envvar="PUSHSERVER_SUBSCRIBE_RATE", default=10.0, show_default=True,
-              type=float, help="Subscribe calls per second per connection (bursts of twice that).")
+              type=float, help="Subscribe calls per second per connection, after a burst of"
+                                 " max(100, 5 x rate) (a reconnect re-subscribes every task at once).")
 @click.option("--max-connections-per-ip", envvar="PUSHSERVER_MAX_CONNECTIONS_PER_IP", default=0,
               show_default=True, type=int, help="Connections per client address; 0 is no limit.")
 @click.option("--max-backlog", envvar="PUSHSERVER_MAX_BACKLOG", default=1024, show_default=True,
@@ -95,6 +96,16 @@ def broker_options(func: Any) -> Any:
                    " from 1/16 of that).")
 @click.option("--trust-proxy", is_flag=True, envvar="PUSHSERVER_TRUST_PROXY",
               help="Take the client address from X-Forwarded-For (only behind a proxy you run).")
+@click.option("--event-queue", envvar="PUSHSERVER_EVENT_QUEUE", metavar="NAME",
+              help="RabbitMQ: consume events from this durable queue, one name per replica, so a"
+                   " restarted replica catches up on what it missed (default: Celery's temporary"
+                   " queue; no effect on Redis) [env: PUSHSERVER_EVENT_QUEUE].")
+@click.option("--event-queue-ttl", envvar="PUSHSERVER_EVENT_QUEUE_TTL", default=3600.0,
+              show_default=True, type=float,
+              help="Seconds an event waits in the --event-queue before RabbitMQ drops it.")
+@click.option("--event-queue-expires", envvar="PUSHSERVER_EVENT_QUEUE_EXPIRES", default=86400.0,
+              show_default=True, type=float,
+              help="Seconds the --event-queue outlives its last consumer before RabbitMQ deletes it.")
 @click.option("--log-level", envvar="PUSHSERVER_LOG_LEVEL", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention_days: float,
@@ -102,7 +113,8 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
           max_tasks: int, progress_hz: float, token_audience: str | None, token_issuer: str | None,
           token_leeway: float, forward_results: str, forward_tracebacks: bool, forward_args: bool,
           max_message_bytes: int, subscribe_rate: float, max_connections_per_ip: int,
-          max_backlog: int, trust_proxy: bool, log_level: str) -> None:
+          max_backlog: int, trust_proxy: bool, event_queue: str | None, event_queue_ttl: float,
+          event_queue_expires: float, log_level: str) -> None:
     """Run the push server until SIGTERM or Ctrl-C."""
     settings = Settings(
         broker_url=broker, result_backend=backend, mongo_url=mongo or None, mongo_db=mongo_db,
@@ -112,9 +124,13 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
         token_audience=token_audience, token_issuer=token_issuer, token_leeway=token_leeway,
         forward_results=forward_results, forward_tracebacks=forward_tracebacks,
         forward_args=forward_args, max_message_bytes=max_message_bytes,
-        subscribe_rate=subscribe_rate, subscribe_burst=2 * subscribe_rate,
+        # A reconnecting page re-subscribes each watched task with its own
+        # token at once: the burst lets 100 of them through.
+        subscribe_rate=subscribe_rate, subscribe_burst=max(100.0, 5 * subscribe_rate),
         max_connections_per_ip=max_connections_per_ip, trust_proxy=trust_proxy,
         hard_backlog=max_backlog, soft_backlog=max(8, max_backlog // 16),
+        event_queue=event_queue or None, event_queue_ttl=event_queue_ttl,
+        event_queue_expires=event_queue_expires,
         log_level=log_level.upper(),
     )
     try:
@@ -162,9 +178,19 @@ def configure_logging(level: str) -> None:
 @broker_options
 @click.option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
               help="Port for the demo's pushserver [env: PUSHSERVER_PORT].")
+@click.option("--web-port", envvar="DEMO_WEB_PORT", default=3000, show_default=True, type=int,
+              help="Port for the Express app serving the React page.")
+@click.option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
+              help="MongoDB for the event log; unset: the demo starts nx-27017.")
 @click.option("--once", is_flag=True, help="Run one round of tasks, then stop everything and exit.")
-def demo(broker: str, backend: str, port: int, once: bool) -> None:
-    """Start Redis (if none answers), a worker and the server, and watch tasks pushed live."""
+def demo(broker: str, backend: str, port: int, web_port: int, mongo: str | None, once: bool) -> None:
+    """Start the whole stack locally and watch tasks pushed live.
+
+    Redis (if none answers at the broker URL), nx-27017 as MongoDB (unless
+    --mongo), a Celery worker, Celery Beat, pushserver, and the Express app
+    serving the React page; then a round of tasks drawn in the terminal.
+    Ctrl-C stops everything it started and nothing else.
+    """
     from .demo import run_demo
 
     for flag, url, schemes in (("--broker", broker, {"redis"}), ("--backend", backend, {"redis"})):
@@ -173,7 +199,7 @@ def demo(broker: str, backend: str, port: int, once: bool) -> None:
         except ConfigError as exc:
             fail(f"{exc} (the demo runs on Redis)")
     try:
-        sys.exit(run_demo(broker, backend, port, once))
+        sys.exit(run_demo(broker, backend, port, once, web_port, mongo or None))
     except RuntimeError as exc:
         fail(str(exc))
 

@@ -42,11 +42,14 @@ class Settings:
     forward_args: bool = False
     max_message_bytes: int = 64 * 1024
     subscribe_rate: float = 10.0
-    subscribe_burst: float = 20.0
+    subscribe_burst: float = 100.0
     max_connections_per_ip: int = 0
     trust_proxy: bool = False
     soft_backlog: int = 64
     hard_backlog: int = 1024
+    event_queue: str | None = None
+    event_queue_ttl: float = 3600.0
+    event_queue_expires: float = 86400.0
     log_level: str = "INFO"
 
     def validate(self) -> "Settings":
@@ -80,6 +83,11 @@ class Settings:
             raise ConfigError("--max-connections-per-ip must be 0 (no limit) or more")
         if not 0 < self.soft_backlog < self.hard_backlog:
             raise ConfigError("the slow-client backlogs need 0 < soft < hard")
+        if self.event_queue is not None and (
+                not self.event_queue.strip() or len(self.event_queue.encode()) > 255):
+            raise ConfigError("--event-queue: a queue name of 1 to 255 bytes, one per replica")
+        if not self.event_queue_ttl > 0 or not self.event_queue_expires > 0:
+            raise ConfigError("--event-queue-ttl and --event-queue-expires must be greater than 0")
         for origin in self.cors_origins:
             if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
                 raise ConfigError(f"--cors: {origin!r} is not an origin like https://app.example.com")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,8 +27,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from .auth import mint_token
-from .devstack import Proc, http_status, redis_ping, start_pushserver, start_redis, start_worker, wait_until
+from .devstack import (ROOT, Proc, free_port, http_status, redis_ping, start_mongo, start_pushserver,
+                       start_redis, start_worker, wait_until)
 from .state import READY_STATES
+
+BIN_DIR = Path(sys.executable).parent
 
 STATE_STYLE = {
     "SUCCESS": "bold green", "FAILURE": "bold red", "REVOKED": "red", "RETRY": "yellow",
@@ -59,10 +64,14 @@ ROUND = [
 class Demo:
     """The demo stack and its terminal client."""
 
-    def __init__(self, broker: str, backend: str, port: int, console: Console | None = None) -> None:
+    def __init__(self, broker: str, backend: str, port: int, web_port: int = 3000,
+                 mongo_url: str | None = None, console: Console | None = None) -> None:
         self.broker = broker
         self.backend = backend
         self.port = port
+        self.web_port = web_port
+        self.mongo_url = mongo_url
+        self.web_url: str | None = None
         self.console = console or Console()
         self.secret = secrets.token_hex(32)
         self.log_dir = Path(tempfile.mkdtemp(prefix="pushserver-demo-"))
@@ -84,16 +93,54 @@ class Demo:
             say(f"started redis-server on {host}:{port} [dim](pid {redis.pid})[/]")
         else:
             raise RuntimeError(f"no Redis answers at {host}:{port} (from the broker URL {self.broker})")
+        if self.mongo_url:
+            say(f"[dim]event log in the MongoDB at {self.mongo_url}[/]")
+        else:
+            mongo, self.mongo_url = start_mongo(self.log_dir)
+            self.procs.append(mongo)
+            say(f"started nx-27017 (MongoDB wire protocol) at {self.mongo_url} [dim](pid {mongo.pid})[/]")
         worker = start_worker("demo-worker", self.broker, self.backend, self.log_dir,
                               concurrency=4, log_level="warning")
         self.procs.append(worker)
         say(f"started a Celery worker [dim](pid {worker.pid}, events on: -E)[/]")
-        server, self.url = start_pushserver("pushserver", self.broker, self.backend, self.log_dir,
-                                            secret=self.secret, port=self.port, log_level="INFO")
+        beat = Proc("beat", [str(BIN_DIR / "celery"), "-A", "workers", "beat", "-l", "warning",
+                             "-s", str(self.log_dir / "beat-schedule")], self.log_dir,
+                    env={"CELERY_BROKER_URL": self.broker, "CELERY_RESULT_BACKEND": self.backend,
+                         "NIGHTLY_REPORT_EVERY": "300", "REPORTS_DIR": str(self.log_dir / "reports")})
+        self.procs.append(beat)
+        say(f"started Celery Beat [dim](pid {beat.pid}; the nightly report runs every 5 minutes here)[/]")
+        self.port = _port_or_free(self.port, say, "pushserver")
+        self.web_port = _port_or_free(self.web_port, say, "the web app")
+        web_origins = f"http://127.0.0.1:{self.web_port},http://localhost:{self.web_port}"
+        server, self.url = start_pushserver(
+            "pushserver", self.broker, self.backend, self.log_dir, secret=self.secret, port=self.port,
+            log_level="INFO", extra=["--mongo", self.mongo_url, "--cors", web_origins])
         self.procs.append(server)
         wait_until(lambda: http_status(self.url + "/readyz") == 200, 30, "pushserver to be ready")
         say(f"started pushserver at [bold]{self.url}[/] [dim](pid {server.pid})[/]")
+        self._start_web(say)
         say(f"[dim]logs in {self.log_dir}[/]")
+
+    def _start_web(self, say: Any) -> None:
+        """The Express app serving the React client, when Node and the built client are there."""
+        server_js = ROOT / "examples" / "express-dispatch" / "src" / "server.js"
+        built = ROOT / "examples" / "react-client" / "dist" / "index.html"
+        node = shutil.which("node")
+        if not (node and server_js.exists() and built.exists()
+                and (server_js.parents[1] / "node_modules").exists()):
+            say("[yellow]web app skipped[/]: run `make demo` (it installs the Node examples) to get the React page")
+            return
+        web = Proc("express", [node, str(server_js)], self.log_dir, cwd=server_js.parents[1], env={
+            "HOST": "127.0.0.1", "PORT": str(self.web_port), "PUSHSERVER_SECRET": self.secret,
+            "PUSHSERVER_PUBLIC_URL": self.url, "CELERY_BROKER_URL": self.broker,
+            "CELERY_RESULT_BACKEND": self.backend})
+        self.procs.append(web)
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        wait_until(lambda: http_status(self.web_url + "/healthz") == 200 or not web.alive(), 30,
+                   "the Express app")
+        if not web.alive():
+            raise RuntimeError(f"the Express app exited:\n{web.log()}")
+        say(f"started the Express app serving the React page [dim](pid {web.pid})[/]")
 
     def stop(self) -> None:
         """Stop every process the demo started, newest first."""
@@ -166,17 +213,30 @@ class Demo:
         return finals
 
 
-def run_demo(broker: str, backend: str, port: int, once: bool) -> int:
+def _port_or_free(port: int, say: Any, what: str) -> int:
+    """``port`` if nothing listens there, else a free one (said out loud)."""
+    if http_status(f"http://127.0.0.1:{port}/") is None and not redis_ping(port):
+        return port
+    other = free_port()
+    say(f"[yellow]port {port} is taken[/]: {what} uses {other} instead")
+    return other
+
+
+def run_demo(broker: str, backend: str, port: int, once: bool, web_port: int = 3000,
+             mongo_url: str | None = None) -> int:
     """Run the demo until Ctrl-C (or after one round with ``once``); return the exit code."""
-    demo = Demo(broker, backend, port)
+    demo = Demo(broker, backend, port, web_port, mongo_url)
     try:
         demo.start()
+        if demo.web_url:
+            demo.console.print(f"\n[bold green]Open {demo.web_url}[/] and click a use case to watch it live.")
         demo.console.print("\n[bold]Dispatching tasks; updates are pushed over Socket.IO:[/]")
         finals = asyncio.run(demo.run_round())
         if once:
             return 0 if len(finals) == len(ROUND) else 1
         demo.console.print(
-            f"\nThe stack keeps running: pushserver at {demo.url} (try {demo.url}/metrics).\n"
+            f"\nThe stack keeps running: pushserver at {demo.url} (try {demo.url}/metrics)"
+            + (f", the web page at {demo.web_url}" if demo.web_url else "") + ".\n"
             "Press Enter for another round, Ctrl-C to stop everything the demo started."
         )
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +15,18 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_starts_redis_runs_a_round_and_stops_what_it_started():
-    redis_port, server_port = free_port(), free_port()
+    redis_port, server_port, web_port = free_port(), free_port(), free_port()
     broker = f"redis://127.0.0.1:{redis_port}/0"
     done = subprocess.run(
         [str(Path(sys.executable).parent / "pushserver"), "demo", "--once", "--port", str(server_port),
+         "--web-port", str(web_port),
          "--broker", broker, "--backend", f"redis://127.0.0.1:{redis_port}/1"],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=180, env={**os.environ, "PUSHSERVER_MONGO_URL": ""},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert f"started redis-server on 127.0.0.1:{redis_port}" in out
+    assert "started nx-27017" in out and "started Celery Beat" in out
     assert "6 tasks finished" in out and "(5 succeeded)" in out
     assert "card declined" in out  # the failing task's error was pushed too
     assert not redis_ping(redis_port), "the demo left its redis-server running"

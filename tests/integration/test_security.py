@@ -91,13 +91,13 @@ async def test_subscribe_rate_limit(stack: Stack, server: Server):
     with serving(stack, server.secret, "--subscribe-rate", "5") as url:
         w = await Watcher(url).connect(server.token("*"))
         try:
-            acks = [await w.subscribe(f"rate-{i}") for i in range(30)]
+            acks = [await w.subscribe(f"rate-{i}") for i in range(150)]
         finally:
             await w.close()
     refused = [a for a in acks if not a["ok"]]
-    assert 5 <= len(refused) <= 25
+    assert all(a["ok"] for a in acks[:100])  # the burst: a reconnect re-subscribing 100 tasks
+    assert len(refused) >= 20
     assert all(a["error"]["code"] == "too_many" and "rate limit" in a["error"]["message"] for a in refused)
-    assert acks[0]["ok"] and acks[9]["ok"]  # the burst (2 x rate) passes
 
 
 async def test_connections_per_address_and_trusted_proxy_header(stack: Stack, server: Server):
