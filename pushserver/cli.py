@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from typing import Any
 
 import click
+
+# Every flag has an environment variable (DESIGN.md): show it in --help.
+click_option = functools.partial(click.option, show_envvar=True)
 
 from .auth import mint_token
 from .config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, Settings, check_url, split_list
@@ -34,79 +38,83 @@ def main() -> None:
 
 def broker_options(func: Any) -> Any:
     """The --broker/--backend pair shared by the commands that talk to Celery."""
-    func = click.option("--backend", envvar=["PUSHSERVER_RESULT_BACKEND", "CELERY_RESULT_BACKEND"],
+    func = click_option("--backend", envvar=["PUSHSERVER_RESULT_BACKEND", "CELERY_RESULT_BACKEND"],
                         default=DEFAULT_BACKEND, show_default=True, metavar="URL",
-                        help="Celery result backend, read for snapshots of tasks not in memory "
-                             "[env: PUSHSERVER_RESULT_BACKEND, CELERY_RESULT_BACKEND].")(func)
-    func = click.option("--broker", envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"],
+                        help="Celery result backend, read for snapshots of tasks not in memory"
+                             ".")(func)
+    func = click_option("--broker", envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"],
                         default=DEFAULT_BROKER, show_default=True, metavar="URL",
                         help="Celery broker whose event exchange to consume; use the same Redis "
-                             "DB number as the workers [env: PUSHSERVER_BROKER_URL, CELERY_BROKER_URL].")(func)
+                             "DB number as the workers.")(func)
     return func
 
 
 @main.command()
 @broker_options
-@click.option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
-              help="MongoDB for the event log (unset: no log) [env: PUSHSERVER_MONGO_URL].")
-@click.option("--mongo-db", envvar="PUSHSERVER_MONGO_DB", default="pushserver", show_default=True,
-              help="MongoDB database name [env: PUSHSERVER_MONGO_DB].")
-@click.option("--retention-days", envvar="PUSHSERVER_RETENTION_DAYS", default=7.0, show_default=True,
+@click_option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
+              help="MongoDB for the event log (unset: no log).")
+@click_option("--mongo-db", envvar="PUSHSERVER_MONGO_DB", default="pushserver", show_default=True,
+              help="MongoDB database name.")
+@click_option("--retention-days", envvar="PUSHSERVER_RETENTION_DAYS", default=7.0, show_default=True,
               type=float, help="Days the event log keeps events (a MongoDB TTL index).")
-@click.option("--host", envvar="PUSHSERVER_HOST", default="127.0.0.1", show_default=True,
-              help="Address to listen on [env: PUSHSERVER_HOST].")
-@click.option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
-              help="Port to listen on; 0 picks a free one [env: PUSHSERVER_PORT].")
-@click.option("--secret", envvar="PUSHSERVER_SECRET", metavar="S[,S...]",
+@click_option("--host", envvar="PUSHSERVER_HOST", default="127.0.0.1", show_default=True,
+              help="Address to listen on.")
+@click_option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
+              help="Port to listen on; 0 picks a free one.")
+@click_option("--secret", envvar="PUSHSERVER_SECRET", metavar="S[,S...]",
               help="Shared HS256 secret(s) tokens are signed with; a comma list accepts each, "
-                   "for rotation [env: PUSHSERVER_SECRET].")
-@click.option("--insecure", is_flag=True, envvar="PUSHSERVER_INSECURE",
+                   "for rotation.")
+@click_option("--insecure", is_flag=True, envvar="PUSHSERVER_INSECURE",
               help="Allow every subscription without a token (local development only).")
-@click.option("--cors", envvar="PUSHSERVER_CORS_ORIGINS", metavar="ORIGINS",
+@click_option("--cors", envvar="PUSHSERVER_CORS_ORIGINS", metavar="ORIGINS",
               help="Comma list of browser origins allowed to connect; default same origin only "
-                   "[env: PUSHSERVER_CORS_ORIGINS].")
-@click.option("--max-tasks", envvar="PUSHSERVER_MAX_TASKS", default=100_000, show_default=True,
+                   ".")
+@click_option("--max-tasks", envvar="PUSHSERVER_MAX_TASKS", default=100_000, show_default=True,
               type=int, help="Tasks kept in memory; the least recently updated are evicted.")
-@click.option("--progress-hz", envvar="PUSHSERVER_PROGRESS_HZ", default=10.0, show_default=True,
+@click_option("--progress-hz", envvar="PUSHSERVER_PROGRESS_HZ", default=10.0, show_default=True,
               type=float, help="Most progress updates per second sent for one task (the newest wins).")
-@click.option("--token-audience", envvar="PUSHSERVER_TOKEN_AUDIENCE", metavar="AUD",
+@click_option("--token-audience", envvar="PUSHSERVER_TOKEN_AUDIENCE", metavar="AUD",
               help="Require this 'aud' claim in tokens.")
-@click.option("--token-issuer", envvar="PUSHSERVER_TOKEN_ISSUER", metavar="ISS",
+@click_option("--token-issuer", envvar="PUSHSERVER_TOKEN_ISSUER", metavar="ISS",
               help="Require this 'iss' claim in tokens.")
-@click.option("--token-leeway", envvar="PUSHSERVER_TOKEN_LEEWAY", default=5.0, show_default=True,
+@click_option("--token-leeway", envvar="PUSHSERVER_TOKEN_LEEWAY", default=5.0, show_default=True,
               type=float, help="Seconds of clock skew allowed on 'exp'.")
-@click.option("--forward-results", envvar="PUSHSERVER_FORWARD_RESULTS", default="repr",
+@click_option("--forward-results", envvar="PUSHSERVER_FORWARD_RESULTS", default="repr",
               show_default=True, type=click.Choice(["repr", "none"]),
               help="Send task results to clients (Celery's repr, <= 1 024 chars) or not.")
-@click.option("--forward-tracebacks/--no-forward-tracebacks", envvar="PUSHSERVER_FORWARD_TRACEBACKS",
+@click_option("--forward-tracebacks/--no-forward-tracebacks", envvar="PUSHSERVER_FORWARD_TRACEBACKS",
               default=False, show_default=True,
               help="Send tracebacks to clients (off: exception type and message only).")
-@click.option("--forward-args/--no-forward-args", envvar="PUSHSERVER_FORWARD_ARGS", default=False,
+@click_option("--forward-args/--no-forward-args", envvar="PUSHSERVER_FORWARD_ARGS", default=False,
               show_default=True, help="Send task args/kwargs (reprs) to clients.")
-@click.option("--max-message-bytes", envvar="PUSHSERVER_MAX_MESSAGE_BYTES", default=64 * 1024,
+@click_option("--max-message-bytes", envvar="PUSHSERVER_MAX_MESSAGE_BYTES", default=64 * 1024,
               show_default=True, type=int, help="Largest message a client may send.")
-@click.option("--subscribe-rate", envvar="PUSHSERVER_SUBSCRIBE_RATE", default=10.0, show_default=True,
+@click_option("--subscribe-rate", envvar="PUSHSERVER_SUBSCRIBE_RATE", default=10.0, show_default=True,
               type=float, help="Subscribe calls per second per connection, after a burst of"
                                  " max(100, 5 x rate) (a reconnect re-subscribes every task at once).")
-@click.option("--max-connections-per-ip", envvar="PUSHSERVER_MAX_CONNECTIONS_PER_IP", default=0,
+@click_option("--max-connections-per-ip", envvar="PUSHSERVER_MAX_CONNECTIONS_PER_IP", default=0,
               show_default=True, type=int, help="Connections per client address; 0 is no limit.")
-@click.option("--max-backlog", envvar="PUSHSERVER_MAX_BACKLOG", default=1024, show_default=True,
+@click_option("--max-backlog", envvar="PUSHSERVER_MAX_BACKLOG", default=1024, show_default=True,
               type=click.IntRange(16, 1_000_000),
               help="Updates a client may leave unread before it is disconnected (progress is shed"
                    " from 1/16 of that).")
-@click.option("--trust-proxy", is_flag=True, envvar="PUSHSERVER_TRUST_PROXY",
+@click_option("--trust-proxy", is_flag=True, envvar="PUSHSERVER_TRUST_PROXY",
               help="Take the client address from X-Forwarded-For (only behind a proxy you run).")
-@click.option("--event-queue", envvar="PUSHSERVER_EVENT_QUEUE", metavar="NAME",
+@click_option("--event-queue", envvar="PUSHSERVER_EVENT_QUEUE", metavar="NAME",
               help="RabbitMQ: consume events from this durable queue, one name per replica, so a"
                    " restarted replica catches up on what it missed (default: Celery's temporary"
-                   " queue; no effect on Redis) [env: PUSHSERVER_EVENT_QUEUE].")
-@click.option("--event-queue-ttl", envvar="PUSHSERVER_EVENT_QUEUE_TTL", default=3600.0,
+                   " queue; no effect on Redis).")
+@click_option("--event-queue-ttl", envvar="PUSHSERVER_EVENT_QUEUE_TTL", default=3600.0,
               show_default=True, type=float,
               help="Seconds an event waits in the --event-queue before RabbitMQ drops it.")
-@click.option("--event-queue-expires", envvar="PUSHSERVER_EVENT_QUEUE_EXPIRES", default=86400.0,
+@click_option("--event-queue-expires", envvar="PUSHSERVER_EVENT_QUEUE_EXPIRES", default=86400.0,
               show_default=True, type=float,
               help="Seconds the --event-queue outlives its last consumer before RabbitMQ deletes it.")
-@click.option("--log-level", envvar="PUSHSERVER_LOG_LEVEL", default="INFO", show_default=True,
+@click_option("--shutdown-timeout", envvar="PUSHSERVER_SHUTDOWN_TIMEOUT", default=15.0,
+              show_default=True, type=float,
+              help="Seconds SIGTERM may take: clients are dropped (they reconnect elsewhere) and the"
+                   " event log is written out; keep it below your orchestrator's kill timeout.")
+@click_option("--log-level", envvar="PUSHSERVER_LOG_LEVEL", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention_days: float,
           host: str, port: int, secret: str | None, insecure: bool, cors: str | None,
@@ -114,7 +122,7 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
           token_leeway: float, forward_results: str, forward_tracebacks: bool, forward_args: bool,
           max_message_bytes: int, subscribe_rate: float, max_connections_per_ip: int,
           max_backlog: int, trust_proxy: bool, event_queue: str | None, event_queue_ttl: float,
-          event_queue_expires: float, log_level: str) -> None:
+          event_queue_expires: float, shutdown_timeout: float, log_level: str) -> None:
     """Run the push server until SIGTERM or Ctrl-C."""
     settings = Settings(
         broker_url=broker, result_backend=backend, mongo_url=mongo or None, mongo_db=mongo_db,
@@ -130,7 +138,7 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
         max_connections_per_ip=max_connections_per_ip, trust_proxy=trust_proxy,
         hard_backlog=max_backlog, soft_backlog=max(8, max_backlog // 16),
         event_queue=event_queue or None, event_queue_ttl=event_queue_ttl,
-        event_queue_expires=event_queue_expires,
+        event_queue_expires=event_queue_expires, shutdown_timeout=shutdown_timeout,
         log_level=log_level.upper(),
     )
     try:
@@ -150,13 +158,13 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
 
 
 @main.command()
-@click.option("--task", "tasks", multiple=True, required=True, metavar="ID",
+@click_option("--task", "tasks", multiple=True, required=True, metavar="ID",
               help="Task id the token grants (repeat; '*' grants every task).")
-@click.option("--sub", metavar="USER", help="User id to record in the token.")
-@click.option("--ttl", default=900, show_default=True, type=click.IntRange(1, 30 * 86400),
+@click_option("--sub", metavar="USER", help="User id to record in the token.")
+@click_option("--ttl", default=900, show_default=True, type=click.IntRange(1, 30 * 86400),
               help="Seconds until the token expires.")
-@click.option("--secret", envvar="PUSHSERVER_SECRET", required=True, metavar="S",
-              help="Secret to sign with; with a comma list, the first [env: PUSHSERVER_SECRET].")
+@click_option("--secret", envvar="PUSHSERVER_SECRET", required=True, metavar="S",
+              help="Secret to sign with; with a comma list, the first.")
 def token(tasks: tuple[str, ...], sub: str | None, ttl: int, secret: str) -> None:
     """Print a signed subscription token (for development and tests)."""
     secrets = split_list(secret)
@@ -176,13 +184,13 @@ def configure_logging(level: str) -> None:
 
 @main.command()
 @broker_options
-@click.option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
-              help="Port for the demo's pushserver [env: PUSHSERVER_PORT].")
-@click.option("--web-port", envvar="DEMO_WEB_PORT", default=3000, show_default=True, type=int,
+@click_option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
+              help="Port for the demo's pushserver.")
+@click_option("--web-port", envvar="DEMO_WEB_PORT", default=3000, show_default=True, type=int,
               help="Port for the Express app serving the React page.")
-@click.option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
+@click_option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
               help="MongoDB for the event log; unset: the demo starts nx-27017.")
-@click.option("--once", is_flag=True, help="Run one round of tasks, then stop everything and exit.")
+@click_option("--once", is_flag=True, help="Run one round of tasks, then stop everything and exit.")
 def demo(broker: str, backend: str, port: int, web_port: int, mongo: str | None, once: bool) -> None:
     """Start the whole stack locally and watch tasks pushed live.
 
@@ -205,30 +213,30 @@ def demo(broker: str, backend: str, port: int, web_port: int, mongo: str | None,
 
 
 @main.command("replay")
-@click.option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
-              help="Read the event log (collection task_events) of this MongoDB [env: PUSHSERVER_MONGO_URL].")
-@click.option("--mongo-db", envvar="PUSHSERVER_MONGO_DB", default="pushserver", show_default=True,
-              help="MongoDB database name [env: PUSHSERVER_MONGO_DB].")
-@click.option("--from", "from_file", metavar="FILE.jsonl",
+@click_option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
+              help="Read the event log (collection task_events) of this MongoDB.")
+@click_option("--mongo-db", envvar="PUSHSERVER_MONGO_DB", default="pushserver", show_default=True,
+              help="MongoDB database name.")
+@click_option("--from", "from_file", metavar="FILE.jsonl",
               help="Read events from a JSON-lines file instead (the format --to FILE writes).")
-@click.option("--task", "tasks", multiple=True, metavar="ID", help="Only this task's events (repeat for more).")
-@click.option("--name", "names", multiple=True, metavar="NAME",
+@click_option("--task", "tasks", multiple=True, metavar="ID", help="Only this task's events (repeat for more).")
+@click_option("--name", "names", multiple=True, metavar="NAME",
               help="Only the events of tasks with this task name, e.g. workers.tasks.predict (repeat for more).")
-@click.option("--since", metavar="T",
+@click_option("--since", metavar="T",
               help="Only events at or after T: ISO-8601 (without a zone: local time), 'now', "
                    "or relative: -30s, -15m, -2h, -7d, -1w.")
-@click.option("--until", metavar="T", help="Only events at or before T (same forms as --since).")
-@click.option("--to", "to", default="stdout", show_default=True, metavar="stdout|broker|FILE.jsonl",
+@click_option("--until", metavar="T", help="Only events at or before T (same forms as --since).")
+@click_option("--to", "to", default="stdout", show_default=True, metavar="stdout|broker|FILE.jsonl",
               help="Where events go: JSON lines on stdout or into a file, or 'broker' to republish them "
                    "on the live celeryev exchange of --broker.")
-@click.option("--broker", envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"],
+@click_option("--broker", envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"],
               default=DEFAULT_BROKER, show_default=True, metavar="URL",
               help="Broker to republish on with --to broker; use the same Redis DB number as the "
-                   "workers [env: PUSHSERVER_BROKER_URL, CELERY_BROKER_URL].")
-@click.option("--speed", metavar="X|max",
+                   "workers.")
+@click_option("--speed", metavar="X|max",
               help="Divide the recorded gaps between events by X (2 = twice as fast); 'max' sends as fast "
                    "as the sink takes them.  [default: 1 with --to broker, max otherwise]")
-@click.option("--strict", is_flag=True,
+@click_option("--strict", is_flag=True,
               help="Stop with exit code 2 at the first input line that is not an event, instead of "
                    "reporting and skipping it.")
 @click.pass_context

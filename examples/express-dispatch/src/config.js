@@ -39,7 +39,9 @@ function text(env, name, fallback) {
  * Throws ConfigError naming the variable when a value is unusable.
  */
 export function readConfig(env = process.env) {
-  const secret = env.PUSHSERVER_SECRET;
+  // PUSHSERVER_SECRET may be a comma list during a rotation (the server
+  // accepts each); tokens are always signed with the first.
+  const secret = (env.PUSHSERVER_SECRET ?? '').split(',').map((s) => s.trim()).find(Boolean);
   if (!secret) {
     // Tokens signed with an empty or made-up secret would all be refused by
     // the pushserver: better to stop here than serve a page that never updates.

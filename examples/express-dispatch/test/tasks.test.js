@@ -98,5 +98,8 @@ test('config: secret required, defaults from DESIGN.md, bad numbers named', () =
   assert.equal(config.tokenTtl, 900);
   assert.equal(config.pushserverPublicUrl, 'http://127.0.0.1:8000');
   assert.throws(() => readConfig({ PUSHSERVER_SECRET: 'x', PORT: 'abc' }), /PORT must be an integer/);
+  // During a rotation the server accepts "new,old"; tokens are signed with the first.
+  assert.equal(readConfig({ PUSHSERVER_SECRET: 'new-secret, old-secret' }).secret, 'new-secret');
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: ' , ' }), /PUSHSERVER_SECRET/);
   assert.throws(() => readConfig({ PUSHSERVER_SECRET: 'x', TOKEN_TTL: '0' }), /TOKEN_TTL/);
 });

@@ -1,0 +1,25 @@
+# The Express dispatch app, serving the production build of the React client.
+
+# Stage 1: build the React client (Vite) into examples/react-client/dist.
+FROM node:22-bookworm-slim AS client
+WORKDIR /src/examples/react-client
+COPY examples/react-client/package.json examples/react-client/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY examples/react-client/index.html examples/react-client/vite.config.js ./
+COPY examples/react-client/public ./public
+COPY examples/react-client/src ./src
+RUN npm run build
+
+# Stage 2: Express with production dependencies only. The same layout as the
+# repository, so the app's default STATIC_DIR (../react-client/dist) finds the build.
+FROM node:22-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app/examples/express-dispatch
+COPY examples/express-dispatch/package.json examples/express-dispatch/package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY examples/express-dispatch/src ./src
+COPY --from=client /src/examples/react-client/dist /app/examples/react-client/dist
+
+USER node
+EXPOSE 3000
+CMD ["node", "src/server.js"]
