@@ -32,6 +32,9 @@ STATUS_TO_EVENT = {
     "PROGRESS": "task-progress",
 }
 
+#: The timestamp of a state whose time nobody recorded; TaskState shows it as null.
+UNKNOWN_TIME = 0.0
+
 # Celery truncates results in events to 1 024 characters; we do the same so a
 # snapshot from the backend reads exactly like a live update.
 RESULT_REPR_MAXLEN = 1024
@@ -53,8 +56,14 @@ def meta_to_event(task_id: str, meta: Mapping[str, Any], now: float | None = Non
         if done.tzinfo is None:
             done = done.replace(tzinfo=timezone.utc)
         timestamp = done.timestamp()
-    else:
+    elif event_type in ("task-succeeded", "task-failed", "task-revoked"):
         timestamp = now if now is not None else time.time()
+    else:
+        # Celery records no time for STARTED/PROGRESS/RETRY. Stamping them
+        # "now" would let them outrank real events sent earlier but heard
+        # later (a prefork child's last progress, a worker clock behind
+        # ours): an unknown time loses to every real event instead.
+        timestamp = UNKNOWN_TIME
     event: dict[str, Any] = {"type": event_type, "uuid": task_id, "timestamp": timestamp}
     result = meta.get("result")
     if meta.get("name"):

@@ -215,13 +215,18 @@ class TaskState:
             "worker": self.value("hostname"),
             "retries": self.value("retries", 0) or 0,
             "runtime": self.value("runtime") if state == SUCCESS else None,
-            "sent_at": self.seen.get(SENT),
-            "received_at": self.seen.get(RECEIVED),
-            "started_at": self.seen.get(STARTED),
-            "finished_at": finished_at,
-            "updated_at": self.updated_at,
+            "sent_at": _known(self.seen.get(SENT)),
+            "received_at": _known(self.seen.get(RECEIVED)),
+            "started_at": _known(self.seen.get(STARTED)),
+            "finished_at": _known(finished_at),
+            "updated_at": _known(self.updated_at),
             "event": self.last_event.value if self.last_event else None,
         } | ({"args": self.value("args"), "kwargs": self.value("kwargs")} if with_args else {})
+
+
+def _known(timestamp: float | None) -> float | None:
+    """A timestamp for clients: None when unknown (a backend record of an unfinished state carries none)."""
+    return timestamp if timestamp is not None and timestamp > 0 else None
 
 
 def pending_dict(task_id: str) -> dict[str, Any]:

@@ -87,7 +87,8 @@ def test_states_the_backend_cannot_vouch_for_say_nothing(status: Any) -> None:
 def test_progress_meta_becomes_a_progress_event() -> None:
     event = meta_to_event(TASK, {"status": "PROGRESS", "result": {"current": 1, "total": 4, "message": "m"}},
                           now=10.0)
-    assert event == {"type": "task-progress", "uuid": TASK, "timestamp": 10.0,
+    # No time is recorded for unfinished states: the event gets the unknown time, not "now".
+    assert event == {"type": "task-progress", "uuid": TASK, "timestamp": 0.0,
                      "current": 1, "total": 4, "percent": 25.0, "message": "m"}
 
 
@@ -158,3 +159,22 @@ def test_backend_events_merge_like_live_ones() -> None:
     state = change.task.to_dict()
     assert (state["state"], state["result"], state["finished_at"]) == ("SUCCESS", "[1, 2]", NEW_YEAR_TS)
     assert store.merge_event(dict(event)) is None  # a second reconcile changes nothing
+
+
+def test_an_unfinished_backend_record_never_outranks_real_events() -> None:
+    """Subscribe mid-task: the backend's PROGRESS (no time recorded) must lose to progress heard later."""
+    store = TaskStore()
+    store.merge_event({"type": "task-progress", "uuid": TASK, "timestamp": 100.0, "current": 1, "total": 2})
+    store.merge_event(meta_to_event(TASK, {"status": "PROGRESS", "result": {"current": 1, "total": 2}}, now=100.5))
+    store.merge_event({"type": "task-progress", "uuid": TASK, "timestamp": 100.2, "current": 2, "total": 2})
+    store.merge_event({"type": "task-succeeded", "uuid": TASK, "timestamp": 100.3, "result": "2"})
+    state = store.get(TASK).to_dict()
+    assert state["state"] == "SUCCESS" and state["progress"]["current"] == 2
+
+
+def test_a_backend_only_unfinished_task_has_no_invented_times() -> None:
+    store = TaskStore()
+    store.merge_event(meta_to_event(TASK, {"status": "STARTED", "result": {"pid": 1}}))
+    state = store.get(TASK).to_dict()
+    assert state["state"] == "STARTED"
+    assert state["started_at"] is None and state["updated_at"] is None
