@@ -265,7 +265,7 @@ class MongoSource:
             raise ReplayError(f"--mongo: {_redact(url)} is not a usable MongoDB URL ({exc})") from None
         self.collection = self.client[database][COLLECTION]
         self._query: dict[str, Any] | None = None
-        self._named_ids: set[str] | None = None  # checked here when too many for a $in
+        self._client_side_ids: set[str] | None = None  # too many for a $in: checked here
         self._nothing = False  # a name filter that no task matches
 
     def _build_query(self) -> dict[str, Any]:
@@ -278,7 +278,7 @@ class MongoSource:
             ids = ids & named if ids else named
             self._nothing = not ids
         if len(ids) > MAX_IN_IDS:
-            self._named_ids = ids
+            self._client_side_ids = ids
         elif ids:
             query["task_id"] = {"$in": sorted(ids)}
         self._query = query
@@ -295,10 +295,10 @@ class MongoSource:
         query = self._build_query()
         if self._nothing:
             return 0
-        if self._named_ids is None:
+        if self._client_side_ids is None:
             return int(next(self._guarded(lambda: [self.collection.count_documents(query)])))
         cursor = self.collection.find(query, {"task_id": 1})
-        return sum(1 for doc in self._guarded(lambda: cursor) if doc.get("task_id") in self._named_ids)
+        return sum(1 for doc in self._guarded(lambda: cursor) if doc.get("task_id") in self._client_side_ids)
 
     def events(self, rejects: Callable[[str, str], None]) -> Iterator[Event]:
         from pymongo import ASCENDING
@@ -310,7 +310,7 @@ class MongoSource:
         # are put in _id order here instead of by a blocking server-side sort.
         cursor = self.collection.find(query).sort([("timestamp", ASCENDING)])
         for document in _in_id_order(self._guarded(lambda: cursor)):
-            if self._named_ids is not None and document.get("task_id") not in self._named_ids:
+            if self._client_side_ids is not None and document.get("task_id") not in self._client_side_ids:
                 continue
             where = f"{COLLECTION}/{document.get('_id')}"
             try:
