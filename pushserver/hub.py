@@ -9,6 +9,7 @@ per task to at most ``progress_hz`` emits a second, the newest always sent.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 import logging
 import time
 from typing import Any, Iterable
@@ -27,7 +28,7 @@ from .metrics import Metrics
 from .policy import ForwardingPolicy
 from .protocol import ProtocolError, error_ack, parse_subscription, room_for
 from .receiver import Batch
-from .state import Change, TaskState, TaskStore, is_task_event
+from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
 from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver.hub")
@@ -247,9 +248,10 @@ class Hub:
 
     def ingest(self, batch: Batch) -> None:
         """Merge a batch of decoded Celery events and emit what changed for watched tasks."""
-        count = self.metrics.events
-        for event in batch:
-            count.labels(event.get("type", "unknown")).inc()
+        # One counter update per event type and batch, not per event (~1.4 µs each).
+        by_type = Counter(event.get("type") for event in batch)
+        for event_type, n in by_type.items():
+            self.metrics.events.labels(_type_label(event_type)).inc(n)
         self.merge(batch)
         if self.eventlog is not None:
             self.eventlog.record(e for e in batch if is_task_event(e))
@@ -302,6 +304,16 @@ class Hub:
             updated = payload.get("updated_at")
             if updated:
                 self.metrics.latency.observe(max(0.0, time.time() - updated))
+
+
+_WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+
+
+def _type_label(event_type: object) -> str:
+    """A metrics label for an event type; anything unknown shares one, so forged types cannot grow /metrics."""
+    if event_type in EVENT_TO_STATE or event_type in _WORKER_EVENTS:
+        return event_type  # type: ignore[return-value]
+    return "other"
 
 
 def _is_ready(task: TaskState | None) -> bool:

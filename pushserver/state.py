@@ -53,6 +53,11 @@ PRECEDENCE: dict[str, int] = {
     SUCCESS: 8,
 }
 
+#: Ready states outrank every unfinished one; the merge relies on it.
+_READY_RANK = min(PRECEDENCE[s] for s in READY_STATES)
+assert all(r < _READY_RANK for s, r in PRECEDENCE.items() if s not in READY_STATES)
+_NEVER = float("-inf")
+
 #: Event type -> the state it announces (Celery's TASK_EVENT_TO_STATE, plus ours).
 EVENT_TO_STATE: dict[str, str] = {
     "task-sent": SENT,
@@ -126,16 +131,16 @@ class _Stamp:
     rank: int
     value: Any
 
-    def newer_than(self, other: "_Stamp | None") -> bool:
-        # Ties on time fall back to precedence, then to the value's repr, so
-        # the outcome never depends on arrival order.
-        if other is None:
-            return True
-        if self.at != other.at:
-            return self.at > other.at
-        if self.rank != other.rank:
-            return self.rank > other.rank
-        return repr(self.value) > repr(other.value)
+
+
+def _wins_tie(rank: int, value: Any, other: _Stamp) -> bool:
+    """Between two values stamped at the same time: precedence, then the repr, decide.
+
+    Any fixed rule would do; this one never depends on arrival order.
+    """
+    if rank != other.rank:
+        return rank > other.rank
+    return repr(value) > repr(other.value)
 
 
 @dataclass
@@ -151,39 +156,45 @@ class TaskState:
 
     def apply(self, event_type: str, timestamp: float, values: Mapping[str, Any]) -> bool:
         """Merge one event; return True when the visible TaskState changed."""
+        # The hot path of ingest: stamps are only built for values that win.
         state = EVENT_TO_STATE[event_type]
         rank = PRECEDENCE.get(state, 0)
+        seen = self.seen
         changed = False
-        if timestamp > self.seen.get(state, float("-inf")):
-            self.seen[state] = timestamp
+        if timestamp > seen.get(state, _NEVER):
+            seen[state] = timestamp
             changed = True
+        fields = self.fields
         for name, value in values.items():
-            stamp = _Stamp(timestamp, rank, value)
-            old = self.fields.get(name)
-            if stamp.newer_than(old):
-                self.fields[name] = stamp
-                changed = changed or old is None or old.value != value
-        stamp = _Stamp(timestamp, rank, event_type)
-        if stamp.newer_than(self.last_event):
-            changed = changed or self.last_event is None or self.last_event.value != event_type
-            self.last_event = stamp
+            old = fields.get(name)
+            if old is None or timestamp > old.at or (timestamp == old.at and _wins_tie(rank, value, old)):
+                fields[name] = _Stamp(timestamp, rank, value)
+                if not changed and (old is None or old.value != value):
+                    changed = True
+        last = self.last_event
+        if last is None or timestamp > last.at or (timestamp == last.at and _wins_tie(rank, event_type, last)):
+            if not changed and (last is None or last.value != event_type):
+                changed = True
+            self.last_event = _Stamp(timestamp, rank, event_type)
         if changed:
             self.state = self._resolve_state()
         return changed
 
     def _resolve_state(self) -> str:
-        ready = [s for s in self.seen if s in READY_STATES]
-        if ready:
-            return max(ready, key=PRECEDENCE.__getitem__)
-        # RETRY re-opens a task: only states announced after the newest retry
-        # belong to the current attempt.
-        retried_at = self.seen.get(RETRY)
-        current = [
-            s for s, at in self.seen.items()
-            if s != RETRY and (retried_at is None or at > retried_at)
-        ]
-        if current:
-            return max(current, key=PRECEDENCE.__getitem__)
+        # The highest-ranked state seen wins, where a ready state always
+        # counts but an unfinished one only if announced after the newest
+        # retry: RETRY re-opens a task, and only the current attempt counts.
+        seen = self.seen
+        retried_at = seen.get(RETRY)
+        best, best_rank = "", -1
+        for state, at in seen.items():
+            if state == RETRY:
+                continue
+            rank = PRECEDENCE[state]
+            if rank > best_rank and (rank >= _READY_RANK or retried_at is None or at > retried_at):
+                best, best_rank = state, rank
+        if best:
+            return best
         return RETRY if retried_at is not None else PENDING
 
     @property
