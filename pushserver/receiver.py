@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import threading
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable
 
@@ -50,6 +51,29 @@ class Backoff:
         self.attempt = 0
 
 
+@dataclass(frozen=True)
+class EventQueue:
+    """A named, durable event queue for AMQP brokers: a restarted replica finds what it missed waiting in it.
+
+    Celery's own event queue is ``celeryev.<uuid>``, new on every start, whose
+    messages live 5 s and which is deleted 60 s after its consumer leaves:
+    every event sent while a replica restarts is lost to it. With a fixed
+    name per replica the queue, and the events in it, outlive the process.
+    Each replica needs a name of its own: replicas sharing one queue would
+    each get only part of the events. On Redis events are pub/sub messages
+    that no queue keeps, and this changes nothing.
+    """
+
+    name: str
+    ttl: float = 3600.0  # seconds an event may wait in the queue (x-message-ttl)
+    expires: float = 86400.0  # seconds the queue outlives its last consumer (x-expires)
+
+    def receiver_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``app.events.Receiver``."""
+        return {"queue_durable": True, "queue_exclusive": False,
+                "queue_ttl": self.ttl, "queue_expires": self.expires}
+
+
 class EventReceiver:
     """Runs ``app.events.Receiver.capture()`` in a daemon thread, reconnecting on its own, and feeds batches to a loop."""
 
@@ -60,8 +84,10 @@ class EventReceiver:
         on_batch: Callable[[Batch], None],
         on_status: Callable[[ReceiverStatus, bool], None] | None = None,
         backoff: Backoff | None = None,
+        queue: EventQueue | None = None,
     ) -> None:
         self.app = app
+        self.queue = queue
         self.loop = loop
         self.on_batch = on_batch
         self.on_status = on_status
@@ -103,8 +129,13 @@ class EventReceiver:
                     # cannot reach it.
                     conn.ensure_connection(max_retries=1)
                     receiver = self.app.events.Receiver(
-                        conn, handlers={"*": self._on_event}, routing_key="#"
+                        conn, handlers={"*": self._on_event}, routing_key="#",
+                        **(self.queue.receiver_options() if self.queue else {}),
                     )
+                    if self.queue is not None:
+                        # Celery would name it <prefix>.<node_id>; the
+                        # operator's name is used exactly as given.
+                        receiver.queue.name = self.queue.name
                     receiver.connect_max_retries = 1
                     self._receiver = receiver
                     iterations = 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -19,7 +21,7 @@ from .eventlog import EventLog
 from .http import HttpApi
 from .hub import Hub
 from .metrics import Metrics
-from .receiver import EventReceiver, ReceiverStatus
+from .receiver import EventQueue, EventReceiver, ReceiverStatus
 from .state import TaskStore
 
 log = logging.getLogger("pushserver")
@@ -82,11 +84,16 @@ class PushServer:
             "tasks_in_memory": len(self.store),
             "subscriptions": len(self.hub.subscriptions),
             "uptime_seconds": round(time.time() - self.started_at, 1),
+            # What a soak test watches for leaks.
+            "process": {"open_fds": _open_fds(), "asyncio_tasks": len(asyncio.all_tasks()),
+                        "threads": threading.active_count()},
         }
 
     async def start(self) -> None:
         """Bind the HTTP/Socket.IO port, then start receiving events."""
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # A handler still running when stop() has closed every connection is cut after this.
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         try:
@@ -102,7 +109,15 @@ class PushServer:
         loop = asyncio.get_running_loop()
         if self.eventlog is not None:
             self.eventlog.start()
-        self.receiver = EventReceiver(self.celery, loop, self.hub.ingest, self._on_receiver_status)
+        queue = None
+        if self.settings.event_queue:
+            queue = EventQueue(self.settings.event_queue, self.settings.event_queue_ttl,
+                               self.settings.event_queue_expires)
+            if self.settings.broker_url.startswith(("redis", "rediss")):
+                log.warning("--event-queue has no effect on Redis: events are pub/sub messages that"
+                            " no queue keeps (gaps are reconciled from the result backend)")
+        self.receiver = EventReceiver(self.celery, loop, self.hub.ingest, self._on_receiver_status,
+                                      queue=queue)
         self.receiver.start()
         mode = "INSECURE: every subscription allowed" if not self.settings.secrets else "tokens required"
         log.info("pushserver listening on http://%s:%d (%s)", self.settings.host, self.bound_port(), mode)
@@ -127,21 +142,60 @@ class PushServer:
             task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
-        """Stop receiving, tell clients, close the port."""
+        """Shut down within ``--shutdown-timeout`` (SIGTERM).
+
+        Refuse new connections, drop the open ones (their clients reconnect,
+        to another replica or to this one restarted), stop receiving, then
+        write out what the event log still holds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout
         log.info("pushserver shutting down")
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
+        closed = await self._close_connections(timeout=min(3.0, self.settings.shutdown_timeout / 4))
+        log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
         if self.receiver is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.receiver.stop)
+            await loop.run_in_executor(None, self.receiver.stop)
         try:
-            await asyncio.wait_for(self.hub.sio.shutdown(), timeout=5)
+            await asyncio.wait_for(self.hub.sio.shutdown(), timeout=2)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless
             pass
         if self._runner is not None:
             await self._runner.cleanup()
         if self.eventlog is not None:
-            if not await self.eventlog.flush(timeout=5):
+            queued, started = self.eventlog.queued, loop.time()
+            if await self.eventlog.flush(timeout=max(0.5, deadline - loop.time())):
+                log.info("shutdown: event log flushed (%d queued events written in %.2fs)",
+                         queued, loop.time() - started)
+            else:
                 log.warning("event log: %d events not written before shutdown", self.eventlog.queued)
             await self.eventlog.close()
         self.backend.close()
+        log.info("pushserver stopped")
+
+    async def _close_connections(self, timeout: float) -> int:
+        """End every client's transport and wait (up to ``timeout``) until each is closed.
+
+        Not Socket.IO's disconnect: a client told "io server disconnect" does
+        not reconnect by itself (socket.io-client, python-socketio), and the
+        point of stopping gracefully is that clients move on at once, rather
+        than after a ping timeout (45 s) or when the process dies. Ending the
+        send queue makes python-engineio's writer close the WebSocket, which
+        clients see as a lost transport and reconnect.
+        """
+        sockets = list(self.hub.sio.eio.sockets.values())
+        for sock in sockets:
+            sock.queue.put_nowait(None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and not all(s.closed for s in sockets):
+            await asyncio.sleep(0.02)
+        for sock in sockets:
+            if not sock.closed:  # a long-polling session: nothing more will reach it
+                await sock.close(wait=False, abort=True)
+        return len(sockets)
 
     async def run_forever(self) -> None:
         """Start, then serve until SIGTERM or SIGINT, then stop cleanly."""
@@ -152,3 +206,11 @@ class PushServer:
         await self.start()
         await stop.wait()
         await self.stop()
+
+
+def _open_fds() -> int | None:
+    """File descriptors this process holds (Linux), or None where /proc is not there."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None

@@ -9,15 +9,65 @@ import socketio
 
 
 class Watcher:
-    """One Socket.IO connection to pushserver, with its updates grouped by task id."""
+    """One Socket.IO connection to pushserver, with its updates grouped by task id.
 
-    def __init__(self, url: str) -> None:
+    With ``resubscribe=True`` it behaves like the React hook: after every
+    reconnect (a new sid, with no rooms) it sends its subscriptions again,
+    and the acks' snapshots count as updates.
+    """
+
+    def __init__(self, url: str, *, resubscribe: bool = False) -> None:
         self.url = url
+        self.resubscribe = resubscribe
         self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2,
                                         reconnection_delay_max=1)
         self.updates: dict[str, list[dict[str, Any]]] = {}
+        self.connects = 0
+        self.disconnects: list[str] = []  # the reason of each disconnect, as the client saw it
+        self.resubscribe_acks: list[Any] = []
+        self._subscriptions: list[dict[str, Any]] = []
+        self._resubscribing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
         self.sio.on("task:update", self._on_update)
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+
+    async def _on_connect(self) -> None:
+        self.connects += 1
+        async with self._changed:
+            self._changed.notify_all()
+        if self.resubscribe and self.connects > 1 and self._subscriptions:
+            # Not awaited here: the ack arrives on the connection this handler
+            # is part of setting up.
+            task = asyncio.get_running_loop().create_task(self._subscribe_again())
+            self._resubscribing.add(task)
+            task.add_done_callback(self._resubscribing.discard)
+
+    async def _on_disconnect(self, reason: Any = None) -> None:
+        self.disconnects.append(str(reason))
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _subscribe_again(self) -> None:
+        for payload in list(self._subscriptions):
+            try:
+                ack = await self.call("subscribe", payload)
+            except Exception as exc:  # noqa: BLE001 - the next reconnect tries again
+                self.resubscribe_acks.append({"ok": False, "error": repr(exc)})
+                return
+            self.resubscribe_acks.append(ack)
+            for state in ack.get("tasks", []) if isinstance(ack, dict) else []:
+                await self._on_update(state)
+
+    async def wait_connects(self, count: int, timeout: float = 30) -> None:
+        """Wait until the client has connected ``count`` times in all (reconnects included)."""
+        async def seen() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.connects >= count)
+        try:
+            await asyncio.wait_for(seen(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{self.connects} connects in {timeout}s, wanted {count}") from None
 
     async def _on_update(self, state: dict[str, Any]) -> None:
         self.updates.setdefault(state["task_id"], []).append(state)
@@ -40,6 +90,8 @@ class Watcher:
         if token is not None:
             payload["token"] = token
         ack = await self.call("subscribe", payload)
+        if isinstance(ack, dict) and ack.get("ok"):
+            self._subscriptions.append(payload)
         for state in ack.get("tasks", []) if isinstance(ack, dict) else []:
             await self._on_update(state)
         return ack
@@ -64,4 +116,5 @@ class Watcher:
         return await self.wait_for(task_id, lambda s: s["state"] == state, timeout)
 
     async def close(self) -> None:
-        await self.sio.disconnect()
+        # shutdown() also ends a reconnect loop, where disconnect() would leave it running.
+        await self.sio.shutdown()
