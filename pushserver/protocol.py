@@ -9,11 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 MAX_TASK_ID_LENGTH = 255
 MAX_IDS_PER_CALL = 100
 
 ROOM_PREFIX = "task:"
 UPDATE_EVENT = "task:update"
+
+
+class OrjsonCodec:
+    """The ``json`` module interface python-socketio expects, backed by orjson (3-5x faster)."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj, default=str).decode()
+
+    @staticmethod
+    def loads(data: str | bytes, **_: Any) -> Any:
+        return orjson.loads(data)
 
 
 class ProtocolError(Exception):

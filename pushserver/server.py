@@ -18,6 +18,7 @@ from .auth import MIN_SECRET_BYTES, TokenVerifier
 from .backend import ResultBackend
 from .config import ConfigError, Settings
 from .eventlog import EventLog
+from .gctune import freeze_startup, maintain
 from .http import HttpApi
 from .hub import Hub
 from .metrics import Metrics
@@ -204,7 +205,10 @@ class PushServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        freeze_startup()
+        gc_maintenance = loop.create_task(maintain())
         await stop.wait()
+        gc_maintenance.cancel()
         await self.stop()
 
 
