@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-python test-unit test-examples examples-build bench bench-quick system-deps clean
+.PHONY: demo test test-python test-unit test-examples examples-build rabbitmq soak bench bench-quick system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,19 @@ examples-build:
 demo: $(STAMP) system-deps examples-build
 	$(BIN)/pushserver demo
 
-test: $(STAMP) system-deps test-examples test-python
+test: $(STAMP) system-deps rabbitmq test-examples test-python
+
+## RabbitMQ for the fault suite's broker tests: started (and installed from Debian) when missing.
+rabbitmq:
+	tests/faults/ensure_rabbitmq.sh
 
 test-python: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider
+	PUSHSERVER_REQUIRE_RABBITMQ=1 $(BIN)/pytest -p no:cacheprovider
+
+## The long runs: 100 000-event soak and a worker death with no restart (~4 min).
+soak: $(STAMP) system-deps rabbitmq
+	PUSHSERVER_SOAK_EVENTS=100000 PUSHSERVER_FAULTS_LONG=1 PUSHSERVER_REQUIRE_RABBITMQ=1 \
+	  $(BIN)/pytest -p no:cacheprovider tests/faults -m soak
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider tests/unit
