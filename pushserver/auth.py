@@ -70,7 +70,14 @@ class TokenVerifier:
         if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
             raise TokenError("token claim 'tasks' must be a list of task ids")
         sub = claims.get("sub")
-        return Grant(frozenset(tasks), sub if isinstance(sub, str) else None, float(claims["exp"]))
+        try:
+            # The leeway that let the token in at verify time holds afterwards too.
+            expires_at = float(claims["exp"]) + self.leeway
+        except (OverflowError, TypeError, ValueError):
+            raise TokenError("token claim 'exp' is not a usable time") from None
+        if expires_at == float("inf"):
+            raise TokenError("token claim 'exp' is not a usable time")
+        return Grant(frozenset(tasks), sub if isinstance(sub, str) else None, expires_at)
 
     def _decode(self, token: str) -> dict:
         options = {"require": ["exp"], "verify_aud": self.audience is not None}

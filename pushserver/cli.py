@@ -81,7 +81,8 @@ def broker_options(func: Any) -> Any:
               type=float, help="Seconds of clock skew allowed on 'exp'.")
 @click_option("--forward-results", envvar="PUSHSERVER_FORWARD_RESULTS", default="repr",
               show_default=True, type=click.Choice(["repr", "none"]),
-              help="Send task results to clients (Celery's repr, <= 1 024 chars) or not.")
+              help="Send task results to clients (Celery's repr: 1 024 characters by default,"
+                   " never more than 4 096 here) or not.")
 @click_option("--forward-tracebacks/--no-forward-tracebacks", envvar="PUSHSERVER_FORWARD_TRACEBACKS",
               default=False, show_default=True,
               help="Send tracebacks to clients (off: exception type and message only).")

@@ -54,8 +54,9 @@ class HttpApi:
         """Add the routes and the JSON error middleware to an aiohttp application."""
         app.middlewares.append(_json_errors)
         app.middlewares.append(self._cors)
-        app.router.add_get("/tasks/{task_id}", self.get_task)
-        app.router.add_get("/tasks/{task_id}/events", self.get_events)
+        # aiohttp's default {name} pattern excludes braces, which task ids may hold.
+        app.router.add_get("/tasks/{task_id:[^/]+}", self.get_task)
+        app.router.add_get("/tasks/{task_id:[^/]+}/events", self.get_events)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_view)

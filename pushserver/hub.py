@@ -120,7 +120,9 @@ class Hub:
 
     # -- subscribe / unsubscribe ---------------------------------------------
 
-    async def _on_subscribe(self, sid: str, payload: Any = None) -> dict[str, Any]:
+    async def _on_subscribe(self, sid: str, payload: Any = None, *extra: Any) -> dict[str, Any]:
+        if extra:
+            return error_ack("bad_request", "subscribe takes a single payload object")
         try:
             bucket = self._buckets.get(sid)
             if bucket is not None and not bucket.take():
@@ -141,7 +143,9 @@ class Hub:
         tasks = await asyncio.gather(*(self.snapshot(t) for t in request.task_ids))
         return {"ok": True, "tasks": list(tasks)}
 
-    async def _on_unsubscribe(self, sid: str, payload: Any = None) -> dict[str, Any]:
+    async def _on_unsubscribe(self, sid: str, payload: Any = None, *extra: Any) -> dict[str, Any]:
+        if extra:
+            return error_ack("bad_request", "unsubscribe takes a single payload object")
         try:
             request = parse_subscription(payload, self.settings.max_ids_per_call)
         except ProtocolError as exc:

@@ -52,6 +52,12 @@ class Metrics:
             registry=r,
         )
 
+    def watch_receiver(self, malformed: Callable[[], float]) -> None:
+        """Expose the receiver thread's count of events it could not decode."""
+        gauge = Gauge("pushserver_events_malformed", "Events dropped since start because they could not be decoded",
+                      registry=self.registry)
+        gauge.set_function(malformed)
+
     def watch_eventlog(self, queued: Callable[[], float]) -> None:
         """Add the event log's metrics (only when the log is on)."""
         r = self.registry

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import json
+import re
+
 import orjson
 
 MAX_TASK_ID_LENGTH = 255
@@ -27,7 +30,32 @@ class OrjsonCodec:
 
     @staticmethod
     def loads(data: str | bytes, **_: Any) -> Any:
-        return orjson.loads(data)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        # Valid JSON orjson refuses (lone surrogates, 1e400, huge integers),
+        # or JSON nested past any parser's depth: the call must still get an
+        # ack, so keep the event name and hand the handler a marker.
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+            name = _EVENT_NAME.match(text)
+            if name is None:
+                raise
+            return [name.group(1), UNDECODABLE]
+
+
+class _Undecodable:
+    """Stands for a payload that was not JSON any parser could read."""
+
+    def __repr__(self) -> str:
+        return "UNDECODABLE"
+
+
+UNDECODABLE = _Undecodable()
+_EVENT_NAME = re.compile(r'\s*\[\s*"([A-Za-z:_-]{1,64})"')
 
 
 class ProtocolError(Exception):
@@ -69,11 +97,17 @@ def validate_task_id(value: Any) -> str:
         raise ProtocolError("bad_request", "task id must not be empty")
     if len(value) > MAX_TASK_ID_LENGTH:
         raise ProtocolError("bad_request", f"task id is longer than {MAX_TASK_ID_LENGTH} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("bad_request", "task id is not valid Unicode (a lone surrogate)") from None
     return value
 
 
 def parse_subscription(payload: Any, max_ids: int = MAX_IDS_PER_CALL) -> Subscription:
     """Validate a ``subscribe``/``unsubscribe`` payload: ``{task_id|task_ids, token?}``."""
+    if payload is UNDECODABLE:
+        raise ProtocolError("bad_request", "payload is not JSON this server can read")
     if not isinstance(payload, dict):
         raise ProtocolError("bad_request", f"payload must be an object, not {_kind(payload)}")
     has_one, has_many = "task_id" in payload, "task_ids" in payload
@@ -91,6 +125,11 @@ def parse_subscription(payload: Any, max_ids: int = MAX_IDS_PER_CALL) -> Subscri
             raise ProtocolError("too_many", f"at most {max_ids} task ids per call, got {len(raw)}")
         ids = [validate_task_id(v) for v in raw]
     token = payload.get("token")
+    if isinstance(token, str):
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("bad_request", "'token' is not valid Unicode") from None
     if token is not None and not isinstance(token, str):
         raise ProtocolError("bad_request", f"'token' must be a string, not {_kind(token)}")
     return Subscription(tuple(dict.fromkeys(ids)), token or None)

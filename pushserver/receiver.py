@@ -95,6 +95,7 @@ class EventReceiver:
         self.status = ReceiverStatus.STARTING
         self.reconnects = 0
         self.events_received = 0
+        self.malformed = 0
         self._buffer: Batch = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -149,6 +150,10 @@ class EventReceiver:
                             self._mark_connected()
 
                     receiver.on_iteration = on_iteration
+                    # Celery's _receive decodes a message's events in one go:
+                    # one malformed event raises out of capture() and costs a
+                    # reconnect, and pub/sub keeps nothing of the gap.
+                    receiver._receive = self._tolerant_receive(receiver)
                     if self._stopping.is_set():
                         break
                     receiver.capture(limit=None, timeout=None, wakeup=False)
@@ -166,6 +171,21 @@ class EventReceiver:
             finally:
                 self._receiver = None
         self._set_status(ReceiverStatus.STOPPED)
+
+    def _tolerant_receive(self, receiver: Any) -> Callable[[Any, Any], None]:
+        decode, process = receiver.event_from_message, receiver.process
+
+        def receive(body: Any, message: Any) -> None:
+            for one in body if isinstance(body, list) else (body,):
+                try:
+                    process(*decode(one))
+                except Exception as exc:  # noqa: BLE001 - anything on the exchange may be junk
+                    self.malformed += 1
+                    if self.malformed == 1 or self.malformed % 1000 == 0:
+                        log.warning("dropped a malformed event (%s; %d so far)",
+                                    type(exc).__name__, self.malformed)
+
+        return receive
 
     def _mark_connected(self) -> None:
         reconnected = self._ever_connected

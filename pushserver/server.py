@@ -119,6 +119,8 @@ class PushServer:
                             " no queue keeps (gaps are reconciled from the result backend)")
         self.receiver = EventReceiver(self.celery, loop, self.hub.ingest, self._on_receiver_status,
                                       queue=queue)
+        receiver = self.receiver
+        self.metrics.watch_receiver(lambda: receiver.malformed)
         self.receiver.start()
         mode = "INSECURE: every subscription allowed" if not self.settings.secrets else "tokens required"
         log.info("pushserver listening on http://%s:%d (%s)", self.settings.host, self.bound_port(), mode)

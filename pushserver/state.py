@@ -91,7 +91,9 @@ _TEXT_LIMITS = {"name": 255, "hostname": 255, "args": 1024, "kwargs": 1024, "res
 
 def is_task_event(event: Mapping[str, Any]) -> bool:
     """Tell whether a decoded Celery event describes a task we can merge."""
-    return event.get("type") in EVENT_TO_STATE and isinstance(event.get("uuid"), str)
+    uuid = event.get("uuid")
+    # Longer ids could never be subscribed to (protocol.MAX_TASK_ID_LENGTH): don't keep them.
+    return event.get("type") in EVENT_TO_STATE and isinstance(uuid, str) and 0 < len(uuid) <= 255
 
 
 def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,9 +120,13 @@ def _number(value: Any) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
-        return value if math.isfinite(value) else None
+        if not math.isfinite(value):
+            return None
     except OverflowError:
         return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return float(value)  # JSON encoders (orjson, MongoDB's BSON) stop at 64 bits
+    return value
 
 
 #: A value and the event timestamp that set it: ``(at, rank, value)``; the newer stamp wins.
@@ -261,8 +267,9 @@ def event_values(event: Mapping[str, Any]) -> dict[str, Any]:
                 if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
                     values[name] = value
             elif name == "runtime":
-                if _number(value) is not None:
-                    values[name] = value
+                runtime = _number(value)
+                if runtime is not None:
+                    values[name] = runtime
             elif name in _TEXT_LIMITS:
                 if name in ("result", "exception") and not isinstance(value, str):
                     value = saferepr(value, _TEXT_LIMITS[name])

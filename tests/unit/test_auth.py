@@ -55,7 +55,7 @@ def test_mint_and_verify_round_trip(verifier: TokenVerifier) -> None:
     grant = verifier.verify(token)
     assert grant.tasks == frozenset({"task-1", "task-2"})
     assert grant.sub == "user-7"
-    assert time.time() + 55 < grant.expires_at <= time.time() + 61
+    assert time.time() + 55 < grant.expires_at <= time.time() + 61 + verifier.leeway
     assert grant.allows("task-1") and grant.allows("task-2")
     assert not grant.allows("task-3")
 
@@ -216,6 +216,13 @@ def test_grant_allows_respects_expiry() -> None:
 
 
 def test_grant_from_a_short_lived_token_expires() -> None:
-    grant = TokenVerifier([SECRET]).verify(mint_token(SECRET, ["t"], ttl=30))
+    grant = TokenVerifier([SECRET], leeway=5).verify(mint_token(SECRET, ["t"], ttl=30))
     assert grant.allows("t")
-    assert not grant.allows("t", now=time.time() + 31)
+    assert grant.allows("t", now=time.time() + 33)  # the leeway holds after verify too
+    assert not grant.allows("t", now=time.time() + 36)
+
+
+def test_an_exp_beyond_any_date_is_refused() -> None:
+    for exp in (10**400, 2**1024):
+        with pytest.raises(TokenError, match="exp"):
+            TokenVerifier([SECRET]).verify(jwt.encode({"tasks": ["t"], "exp": exp}, SECRET, "HS256"))

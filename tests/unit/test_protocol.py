@@ -194,3 +194,19 @@ def test_any_json_is_either_a_subscription_or_a_protocol_error(payload: Any) -> 
                 min_size=1, max_size=MAX_IDS_PER_CALL))
 def test_valid_lists_round_trip_deduplicated(ids: list[str]) -> None:
     assert parse_subscription({"task_ids": ids}).task_ids == tuple(dict.fromkeys(ids))
+
+
+@pytest.mark.parametrize("raw", [
+    '["subscribe",{"task_id":"\\ud800"}]',      # a lone surrogate: valid JSON, refused by orjson
+    '["subscribe",{"task_id":1e400}]',          # beyond a double
+    '["subscribe",{"task_id":' + "9" * 400 + '}]',
+    '["subscribe",' + "[" * 5000 + "]" * 5000 + ']',  # nested past every parser
+])
+def test_json_orjson_refuses_still_reaches_the_handler_as_a_bad_request(raw: str) -> None:
+    from pushserver.protocol import OrjsonCodec
+
+    event, payload = OrjsonCodec.loads(raw)[:2]
+    assert event == "subscribe"
+    with pytest.raises(ProtocolError) as refused:
+        parse_subscription(payload)
+    assert refused.value.code == "bad_request"
