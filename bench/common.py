@@ -17,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -148,26 +149,93 @@ class PrivateRedis:
 # -- the server under test -----------------------------------------------------
 
 
+#: A directory holding a ``pushserver`` package to run instead of the installed (editable) one;
+#: set by ``use_server_snapshot`` so that every run measures the same code.
+SERVER_SOURCE: Path | None = None
+SERVER_REV: str | None = None
+
+
+def use_server_snapshot(rev: str) -> str:
+    """Export ``pushserver/`` at git revision ``rev`` to a temporary directory and run the server from it."""
+    global SERVER_SOURCE, SERVER_REV
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", rev + "^{commit}"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    target = Path(tempfile.mkdtemp(prefix=f"pushserver-{sha[:10]}-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "pushserver"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    SERVER_SOURCE, SERVER_REV = target, sha
+    return sha
+
+
+def server_code() -> str:
+    """Which pushserver code the benchmark runs: a commit, or the working tree (and whether it differs)."""
+    if SERVER_REV:
+        return f"commit {SERVER_REV[:10]} (exported with git archive)"
+    try:
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "pushserver"],
+                               check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "working tree (not a git checkout)"
+    return f"working tree at {sha[:10]}" + (" with uncommitted changes to pushserver/" if dirty else "")
+
+
+def server_command(args: Sequence[str], gc_log: Path | None = None) -> tuple[list[str], dict[str, str], str | None]:
+    """The command line, environment and cwd that start ``pushserver <args>`` from the code under test."""
+    env = dict(os.environ)
+    cwd = None
+    if gc_log is not None:
+        cmd = [PYTHON, str(BENCH_DIR / "gc_probe.py"), str(gc_log), *args]
+    elif SERVER_SOURCE is not None:
+        cmd = [PYTHON, "-m", "pushserver", *args]
+    else:
+        cmd = [str(BIN / "pushserver"), *args]
+    if SERVER_SOURCE is not None:
+        env["PYTHONPATH"] = str(SERVER_SOURCE)
+        cwd = str(SERVER_SOURCE)
+    return cmd, env, cwd
+
+
 class PushServerProcess:
     """``pushserver serve --insecure`` against the private Redis, as users start it."""
 
-    def __init__(self, redis_server: PrivateRedis, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, redis_server: PrivateRedis, extra_args: Sequence[str] = (),
+                 gc_log: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
         self.redis = redis_server
         self.port = free_port()
         self.extra_args = list(extra_args)
+        self.gc_log = gc_log
+        self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
         self._conn: http.client.HTTPConnection | None = None
 
     def __enter__(self) -> "PushServerProcess":
-        exe = str(BIN / "pushserver")
-        cmd = [exe, "serve", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
-                           "--broker", self.redis.url, "--backend", self.redis.backend_url,
-                           "--log-level", "WARNING", *self.extra_args]
+        cmd, env, cwd = server_command(
+            ["serve", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+             "--broker", self.redis.url, "--backend", self.redis.backend_url,
+             "--log-level", "WARNING", *self.extra_args], self.gc_log)
+        env.update(self.extra_env)
         self.log_path = Path(f"/tmp/pushserver-bench-{self.port}.log")
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         before = self.redis.pattern_subscribers()
-        wait_for(lambda: self.get("/readyz")[0] == 200, 30, "pushserver /readyz")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError(f"pushserver exited with {self.proc.returncode} at start: "
+                                   + " / ".join(tail))
+            try:
+                if self.get("/readyz")[0] == 200:
+                    break
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > deadline:
+                stop_process(self.proc)
+                raise TimeoutError(f"pushserver not ready after 30s; see {self.log_path}")
+            time.sleep(0.05)
         wait_for(lambda: self.redis.pattern_subscribers() > before, 10, "pushserver's event subscription")
         return self
 
@@ -317,3 +385,94 @@ def versions(redis_version: str) -> dict[str, str]:
 def dump_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, default=str))
+
+
+# -- other people's load ------------------------------------------------------------
+
+
+def _system_busy_seconds() -> float:
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def _our_tree() -> dict[int, float]:
+    """CPU seconds of every live descendant of this process."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    me = os.getpid()
+    ours: dict[int, float] = {}
+    for pid in cpu:
+        p, hops = pid, 0
+        while p not in (0, 1, me) and hops < 50:
+            p, hops = parents.get(p, 0), hops + 1
+        if p == me:
+            ours[pid] = cpu[pid]
+    return ours
+
+
+class ForeignLoad:
+    """How many cores processes *not* started by the benchmark used during a window.
+
+    System busy time (/proc/stat) minus the benchmark's own: this process,
+    its live descendants, and the children it reaped meanwhile. On a shared
+    2-core machine this tells a clean run from one that competed with, say,
+    a test suite.
+    """
+
+    def __init__(self) -> None:
+        import resource
+
+        self._resource = resource
+        self.t0 = time.monotonic()
+        self.busy0 = _system_busy_seconds()
+        self.tree0 = _our_tree()
+        self.self0 = self._rusage()
+
+    def _rusage(self) -> float:
+        r = self._resource
+        a, b = r.getrusage(r.RUSAGE_SELF), r.getrusage(r.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    def cores(self) -> float:
+        dt = time.monotonic() - self.t0
+        busy = _system_busy_seconds() - self.busy0
+        tree = _our_tree()
+        ours = self._rusage() - self.self0
+        for pid, c in tree.items():
+            ours += c - self.tree0.get(pid, 0.0)
+        for pid, c in self.tree0.items():
+            if pid not in tree:  # reaped meanwhile: RUSAGE_CHILDREN holds its whole life
+                ours -= c
+        return max(0.0, (busy - ours) / dt) if dt > 0 else 0.0
+
+
+#: Before each measurement, wait up to this many seconds for other processes to quiet down (0: never).
+WAIT_QUIET_S = 0.0
+
+
+def wait_quiet(threshold: float = 0.15, window: float = 0.5) -> None:
+    """Wait (at most WAIT_QUIET_S) until processes outside the benchmark use under ``threshold`` cores."""
+    if WAIT_QUIET_S <= 0:
+        return
+    deadline = time.monotonic() + WAIT_QUIET_S
+    load = 0.0
+    while time.monotonic() < deadline:
+        meter = ForeignLoad()
+        time.sleep(window)
+        load = meter.cores()
+        if load < threshold:
+            return
+    log(f"machine still busy ({load:.2f} cores used by other processes) after {WAIT_QUIET_S:.0f}s; measuring anyway")

@@ -191,21 +191,20 @@ def verify_wire_format(stream: Stream, redis_client: Any, broker_url: str) -> No
         raise AssertionError(f"recorded messages differ from live ones:\n{live_payload}\n{recorded}")
 
 
-def build_streams(n_tasks: int, broker_url: str, redis_client: Any, directory: Path,
-                  progress_steps: int = 3) -> dict[str, Path]:
-    """Record the unbatched and batched shapes of one event sequence; return the files."""
-    specs = list(lifecycles(n_tasks, progress_steps))
-    paths = {}
-    for shape in ("unbatched", "batched"):
+def build_streams(n_tasks: dict[str, int], broker_url: str, redis_client: Any, directory: Path,
+                  progress_steps: int = 3) -> dict[str, dict[str, Any]]:
+    """Record each shape (``n_tasks`` maps shape -> tasks); return {shape: summary with its file}."""
+    out = {}
+    for shape, tasks in n_tasks.items():
         t0 = time.perf_counter()
+        specs = list(lifecycles(tasks, progress_steps))
         stream = record(specs, broker_url, shape)
         verify_wire_format(stream, redis_client, broker_url)
         path = directory / f"stream-{shape}.tsv"
         stream.save(path)
-        paths[shape] = path
         s = stream.summary()
+        s.update(path=str(path), tasks=tasks, by_type=dict(Counter(t for _, t, _ in specs)))
+        out[shape] = s
         log(f"recorded {shape} stream: {s['events']:,} events in {s['messages']:,} messages "
             f"({s['bytes'] / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f}s")
-    by_type = Counter(t for _, t, _ in specs)
-    (directory / "stream-types.json").write_text(json.dumps(by_type))
-    return paths
+    return out

@@ -1,0 +1,251 @@
+"""Ingest: how many events/s each consumer takes from the same recorded stream, and what it loses.
+
+For each stream shape and each run, every consumer is started fresh, gets the
+same stream, and is measured alone (nothing else consumes in parallel):
+
+- ``bare``: Celery's ``app.events.Receiver(conn, handlers={'*': count}, routing_key='#')``
+  in its own process (bare_receiver.py) — the ceiling of Celery's receiver.
+- ``pushserver``: ``pushserver serve --insecure``, its count read from
+  ``pushserver_events_ingested_total`` on /metrics (events merged by the loop,
+  not merely decoded).
+
+Two ways to offer the stream:
+- *saturating* (the throughput figure): replayed at max speed, the publisher
+  holding only while the consumer already has ``MAX_BACKLOG`` bytes queued in
+  Redis, so the consumer always has work and Redis's slow-subscriber limit
+  never fires; the figure is how fast the consumer drains.
+- *burst* (the loss figure): open loop at a fixed fraction of the bare
+  receiver's measured rate, with nothing holding the publisher back: a consumer
+  slower than that falls behind, Redis cuts it off at 32 MB, and the events
+  it never got are counted as lost.
+
+Rate estimator, the same for every consumer: its count is sampled every
+``SAMPLE_S`` (bare: by a thread in the receiver process; pushserver: by
+polling /metrics), and events/s = 90% of the final count / (time the count
+reached 95% of it - time it reached 5%), each moment interpolated between
+the two samples around it. That is the drain rate in steady state, free of
+start-up and of the sampling interval's rounding at both ends.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (BENCH_DIR, PYTHON, ForeignLoad, PrivateRedis, PushServerProcess, cpu_seconds, log,
+                    metric_sum, wait_for, wait_quiet)
+
+SAMPLE_S = 0.025
+IDLE_S = 3.0
+MAX_BACKLOG = 4_000_000  # bytes queued for a subscriber before the publisher holds (Redis soft limit: 8 MB)
+CONSUMERS = ("bare", "pushserver")
+
+
+def crossing(samples: list[tuple[float, float]], target: float) -> float | None:
+    """When the count reached ``target``, interpolated linearly between the two samples around it."""
+    prev = None
+    for t, c in samples:
+        if c >= target:
+            if prev is None or c == prev[1]:
+                return t
+            return prev[0] + (target - prev[1]) / (c - prev[1]) * (t - prev[0])
+        prev = (t, c)
+    return None
+
+
+def steady_rate(samples: list[tuple[float, float]], final: float) -> tuple[float | None, tuple[float, float] | None]:
+    """Events/s between the moments the count reached 5% and 95% of ``final``."""
+    if final < 100:
+        return None, None
+    t_lo, t_hi = crossing(samples, 0.05 * final), crossing(samples, 0.95 * final)
+    if t_lo is None or t_hi is None or t_hi <= t_lo:
+        return None, None
+    return 0.9 * final / (t_hi - t_lo), (t_lo, t_hi)
+
+
+def max_backlog_bytes(redis_server: PrivateRedis) -> int:
+    """The largest output buffer Redis holds for any pub/sub subscriber (``omem``)."""
+    clients = redis_server.client.client_list(_type="pubsub")
+    return max((int(c.get("omem", 0)) for c in clients), default=0)
+
+
+def cpu_percent(cpu_samples: list[tuple[float, float]], window: tuple[float, float] | None) -> float | None:
+    """CPU% of the consumer between two wall-clock times, from (time, cpu seconds) samples."""
+    if window is None or len(cpu_samples) < 2:
+        return None
+    inside = [s for s in cpu_samples if window[0] - SAMPLE_S <= s[0] <= window[1] + SAMPLE_S]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    return 100.0 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+class Publisher:
+    """publish.py in its own process, loaded and waiting for the word."""
+
+    def __init__(self, redis_server: PrivateRedis, stream: Path, rate: float = 0.0,
+                 max_backlog: int = 0) -> None:
+        cmd = [PYTHON, str(BENCH_DIR / "publish.py"), "--redis", redis_server.url, "--stream", str(stream)]
+        if rate:
+            cmd += ["--rate", str(rate)]
+        if max_backlog:
+            cmd += ["--max-backlog", str(max_backlog)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        line = self.proc.stdout.readline().strip()
+        if line != "READY":
+            raise RuntimeError(f"publisher failed to start: {line!r}")
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.close()
+
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def result(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        self.proc.wait()
+        if self.proc.returncode != 0 or not out.strip():
+            raise RuntimeError(f"publisher failed (exit {self.proc.returncode})")
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def measure(kind: str, redis_server: PrivateRedis, stream: Path, expected: int, *,
+            rate: float = 0.0, max_backlog: int = 0, timeout: float = 300.0) -> dict[str, Any]:
+    """Run one consumer of ``kind`` on the stream once; return count, lost, events/s, CPU%."""
+    wait_quiet()
+    before = redis_server.pattern_subscribers()
+    server = None
+    bare = None
+    if kind == "bare":
+        bare = subprocess.Popen(
+            [PYTHON, str(BENCH_DIR / "bare_receiver.py"), "--broker", redis_server.url,
+             "--expect", str(expected), "--idle", str(IDLE_S), "--sample", str(SAMPLE_S),
+             "--timeout", str(timeout)],
+            stdout=subprocess.PIPE, text=True)
+        pid = bare.pid
+        wait_for(lambda: redis_server.pattern_subscribers() > before, 20, "the bare receiver's subscription")
+    elif kind == "pushserver":
+        server = PushServerProcess(redis_server).__enter__()
+        pid = server.pid
+    else:
+        raise ValueError(kind)
+    try:
+        publisher = Publisher(redis_server, stream, rate=rate, max_backlog=max_backlog)
+        samples: list[tuple[float, float]] = []
+        cpu_samples: list[tuple[float, float]] = []
+        peak_backlog = 0
+        reconnects0 = metric_sum(server.metrics(), "pushserver_receiver_reconnects_total") if server else 0
+        foreign = ForeignLoad()
+        publisher.go()
+        t_start = time.monotonic()
+        last_change = time.monotonic()
+        count = 0.0
+        while True:
+            time.sleep(SAMPLE_S)
+            now = time.time()
+            # What Redis holds for the consumer: 32 MB and it is cut off.
+            peak_backlog = max(peak_backlog, max_backlog_bytes(redis_server))
+            if bare is not None:
+                if bare.poll() is not None:
+                    break
+                cpu_samples.append((now, cpu_seconds(pid)))
+            else:
+                assert server is not None
+                metrics = server.metrics()
+                cpu_samples.append((now, cpu_seconds(pid)))
+                new = metric_sum(metrics, "pushserver_events_ingested_total")
+                samples.append((now, new))
+                if new != count:
+                    count, last_change = new, time.monotonic()
+                finished = publisher.done() and (count >= expected or time.monotonic() - last_change > IDLE_S)
+                if finished:
+                    break
+            if time.monotonic() - t_start > timeout:
+                log(f"{kind}: timed out after {timeout:.0f}s")
+                break
+        foreign_cores = foreign.cores()
+        pub = publisher.result()
+        error = None
+        if bare is not None:
+            out, _ = bare.communicate(timeout=30)
+            res = json.loads(out.strip().splitlines()[-1])
+            samples = [tuple(s) for s in res["samples"]]
+            count = res["count"]
+            error = res["error"]
+            reconnects = 0
+        else:
+            assert server is not None
+            reconnects = int(metric_sum(server.metrics(), "pushserver_receiver_reconnects_total") - reconnects0)
+            if reconnects:
+                error = f"receiver reconnected {reconnects}x (dropped by Redis?)"
+    finally:
+        if server is not None:
+            server.__exit__(None, None, None)
+        if bare is not None and bare.poll() is None:
+            bare.kill()
+            bare.wait()
+    events_per_s, window = steady_rate(samples, count)
+    return {
+        "consumer": kind,
+        "sent": pub["events"],
+        "received": int(count),
+        "lost": int(pub["events"] - count),
+        "lost_pct": 100.0 * (pub["events"] - count) / pub["events"] if pub["events"] else 0.0,
+        "events_per_s": events_per_s,
+        "cpu_pct": cpu_percent(cpu_samples, window),
+        "published_per_s": pub["events_per_s"],
+        "messages_unheard": pub["messages_unheard"],
+        "backlog_holds": pub["backlog_holds"],
+        "peak_backlog_mb": peak_backlog / 1e6,
+        "foreign_cores": foreign_cores,
+        "error": error,
+    }
+
+
+def describe(result: dict[str, Any]) -> str:
+    rate = result["events_per_s"]
+    txt = (f"{result['consumer']}: {result['received']:,}/{result['sent']:,} events"
+           f", {rate:,.0f} ev/s" if rate else f"{result['consumer']}: {result['received']:,}/{result['sent']:,} events")
+    if result["cpu_pct"] is not None:
+        txt += f", CPU {result['cpu_pct']:.0f}%"
+    if result["peak_backlog_mb"] > 1:
+        txt += f", peak backlog {result['peak_backlog_mb']:.0f} MB"
+    if result["foreign_cores"] > 0.1:
+        txt += f", other processes used {result['foreign_cores']:.2f} cores"
+    if result["lost"]:
+        txt += f", LOST {result['lost']:,} ({result['lost_pct']:.1f}%)"
+    if result["error"]:
+        txt += f" [{result['error']}]"
+    return txt
+
+
+def run(redis_server: PrivateRedis, streams: dict[str, dict[str, Any]], runs: int,
+        burst_fraction: float = 0.8, burst: bool = True) -> dict[str, Any]:
+    """Every consumer on every shape, ``runs`` times saturating, then ``runs`` bursts."""
+    out: dict[str, Any] = {"streams": streams, "saturating": {}, "burst": {}, "burst_fraction": burst_fraction,
+                           "max_backlog": MAX_BACKLOG, "sample_s": SAMPLE_S}
+    for shape, stream in streams.items():
+        path, expected = Path(stream["path"]), stream["events"]
+        sat = out["saturating"][shape] = {k: [] for k in CONSUMERS}
+        for i in range(runs):
+            for kind in CONSUMERS:
+                r = measure(kind, redis_server, path, expected, max_backlog=MAX_BACKLOG)
+                sat[kind].append(r)
+                log(f"ingest {shape} saturating run {i + 1}/{runs}: {describe(r)}")
+        bare_rates = sorted(r["events_per_s"] for r in sat["bare"] if r["events_per_s"])
+        if not burst or not bare_rates:
+            continue
+        burst_rate = burst_fraction * bare_rates[len(bare_rates) // 2]
+        b = out["burst"][shape] = {"offered_per_s": burst_rate, **{k: [] for k in CONSUMERS}}
+        for i in range(runs):
+            for kind in CONSUMERS:
+                r = measure(kind, redis_server, path, expected, rate=burst_rate)
+                b[kind].append(r)
+                log(f"ingest {shape} burst at {burst_rate:,.0f} ev/s run {i + 1}/{runs}: {describe(r)}")
+    return out

@@ -1,0 +1,92 @@
+"""Per-event cost of each stage of the ingest path, single-threaded, no server: where the microseconds go.
+
+    .venv/bin/python bench/merge_cost.py [--tasks 20000]
+
+Decodes a recorded stream the way Celery's receiver does (kombu's JSON of
+the envelope, base64 + JSON of the body, ``event_from_message``), then times
+pushserver's loop-side work on the decoded events: the per-type Prometheus
+counter and ``TaskStore.merge_event``. Run by itself it shows the floor of
+the receive -> merge path before threads, the GIL and the event loop add
+their share (compare bench/profile.py, which profiles the live server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from celery import Celery  # noqa: E402
+from kombu.utils.json import loads  # noqa: E402
+
+import common  # noqa: E402
+from stream import Stream, lifecycles, record  # noqa: E402
+
+
+def best_of(n: int, fn) -> float:
+    times = []
+    for _ in range(n):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", type=int, default=20_000)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--server-rev", metavar="REV", help="time pushserver/ as of this git revision")
+    args = p.parse_args()
+    if args.server_rev:
+        common.use_server_snapshot(args.server_rev)
+        sys.path.insert(0, str(common.SERVER_SOURCE))
+    from pushserver.metrics import Metrics
+    from pushserver.state import TaskStore
+    from common import PrivateRedis
+
+    with PrivateRedis() as redis_server:
+        specs = list(lifecycles(args.tasks))
+        streams = {shape: record(specs, redis_server.url, shape) for shape in ("unbatched", "batched")}
+        app = Celery("bench-merge-cost", broker=redis_server.url, set_as_current=False)
+        with app.connection_for_read() as conn:
+            receiver = app.events.Receiver(conn, handlers={}, routing_key="#")
+            n = len(specs)
+            print(f"{n:,} events ({args.tasks:,} tasks), best of {args.repeat}, µs per event:")
+            events: list = []
+            for shape, stream in streams.items():
+                def decode(stream: Stream = stream) -> None:
+                    events.clear()
+                    for _, payload, _ in stream.messages:
+                        envelope = loads(payload)
+                        body = loads(base64.b64decode(envelope["body"]))
+                        for raw in body if isinstance(body, list) else [body]:
+                            events.append(receiver.event_from_message(raw)[1])
+                t = best_of(args.repeat, decode)
+                print(f"  decode, {shape:9s} ({len(stream.messages):,} messages): {1e6 * t / n:6.2f}")
+
+        import pushserver.state
+        print(f"  (pushserver from {Path(pushserver.state.__file__).parent})")
+
+        def count() -> None:
+            metric = Metrics().events
+            for e in events:
+                metric.labels(e.get("type", "unknown")).inc()
+
+        def merge() -> None:
+            store = TaskStore(max(100_000, args.tasks))
+            for e in events:
+                store.merge_event(e)
+
+        for name, fn in (("Prometheus counter, per event", count), ("TaskStore.merge_event", merge)):
+            print(f"  {name:38s}: {1e6 * best_of(args.repeat, fn) / n:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
