@@ -26,6 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import redis
 
+from pushserver.devstack import rss_bytes  # noqa: F401 - bench modules use common.rss_bytes
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 BIN = Path(sys.executable).parent
@@ -75,12 +77,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 class CpuMeter:

@@ -154,6 +154,18 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, byte
         return exc.code, exc.read()
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def start_mongo(log_dir: Path, port: int | None = None) -> tuple[Proc, str]:
     """nx-27017 (a MongoDB wire-protocol server over SQLite, in memory) on a free port; returns it and its URL."""
     exe = BIN / "nx-27017"

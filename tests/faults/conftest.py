@@ -23,7 +23,7 @@ import pytest
 from celery import Celery
 
 from pushserver.auth import mint_token
-from pushserver.devstack import (Proc, http_get, http_status, start_pushserver, start_redis, start_worker,
+from pushserver.devstack import (Proc, http_get, http_status, rss_bytes, start_pushserver, start_redis, start_worker,
                                   wait_until)
 from tests.support.clients import Watcher
 
@@ -137,12 +137,6 @@ def delivered(watchers: list[Watcher], task_ids: list[str], state: str = "SUCCES
                if any(u["state"] == state for u in w.updates.get(t, [])))
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 # -- stacks of real processes ----------------------------------------------------

@@ -20,6 +20,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import socketio
 
+from pushserver.devstack import rss_bytes
+
 T = TypeVar("T")
 
 # -- budgets and counts -------------------------------------------------------
@@ -348,22 +350,10 @@ class SocketClient:
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of a process, from /proc/PID/status (VmRSS), in MiB."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """Resident memory of a process, in MiB."""
+    rss = rss_bytes(pid)
+    assert rss, f"no VmRSS for pid {pid}"
+    return rss / 2**20
 
 
 # -- Hypothesis settings -----------------------------------------------------------

@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 from .model import STATES, TASK_STATE_FIELDS
 from .stack import EventPublisher, FuzzStack, Server, metrics_text
 from .strategies import TASK_EVENT_TYPES, celery_events, undecodable_events
-from .support import LoopThread, SocketClient, count_case, fill, fuzz_settings, rss_mib, wait_for
+from pushserver.devstack import wait_until
+
+from .support import LoopThread, SocketClient, count_case, fill, fuzz_settings, rss_mib
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +79,7 @@ def check_update(update: Any) -> None:
 
 def ready(server: Server) -> None:
     """Wait out a receiver reconnect an earlier message caused, so it is not blamed on the next one."""
-    wait_for(lambda: server.readyz()["ready"], 20, f"{server.name} to be ready")
+    wait_until(lambda: server.readyz()["ready"], 20, f"{server.name} to be ready")
 
 
 def fresh_pool() -> dict[str, str]:

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from .model import check_error
 from .stack import ALLOWED_ORIGIN, LIMITS_PER_IP, LIMITS_RATE, FuzzStack, Server
 from .strategies import HEADER_VALUE, ORIGINS
-from .support import LoopThread, SocketClient, count_case, fuzz_settings, wait_for
+from pushserver.devstack import wait_until
+
+from .support import LoopThread, SocketClient, count_case, fuzz_settings
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +112,7 @@ def test_connections_per_address(limits: Server, client_loop: LoopThread, hop: s
             client.close()
     again = SocketClient(client_loop, limits.url, headers={"X-Forwarded-For": hop}, connect_timeout=3.0)
     try:
-        wait_for(again.connect, 5, f"{hop!r} to be free again after closing its connections", interval=0.05)
+        wait_until(again.connect, 5, f"{hop!r} to be free again after closing its connections", interval=0.05)
     finally:
         again.close()
 

@@ -25,7 +25,9 @@ from collections import Counter
 import pytest
 
 from .stack import FuzzStack, Server, metric_value, metrics_text
-from .support import CONNECT_TIMES, count_case, is_slow, rss_mib, wait_for
+from pushserver.devstack import wait_until
+
+from .support import CONNECT_TIMES, count_case, is_slow, rss_mib
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +56,7 @@ def test_no_connection_or_subscription_left_behind(fuzz_stack: FuzzStack) -> Non
             return (metric_value(metrics_text(server.url), "pushserver_connected_clients"),
                     server.readyz()["subscriptions"])
         try:
-            wait_for(lambda: books() == (0, 0), 10, "the books to empty", interval=0.2)
+            wait_until(lambda: books() == (0, 0), 10, "the books to empty", interval=0.2)
         except AssertionError:
             clients, subscriptions = books()
             raise AssertionError(f"{server.name}: {clients:g} clients and {subscriptions} subscriptions "
