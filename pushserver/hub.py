@@ -9,9 +9,9 @@ per task to at most ``progress_hz`` emits a second, the newest always sent.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 import logging
 import time
+from collections import Counter
 from typing import Any, Iterable
 
 import socketio
@@ -31,6 +31,7 @@ from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
 from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver.hub")
+
 
 class Hub:
     """The Socket.IO side of the server: connections, subscriptions, snapshots and emits."""
@@ -243,16 +244,18 @@ class Hub:
         by_type = Counter(event.get("type") for event in batch)
         for event_type, n in by_type.items():
             self.metrics.events.labels(_type_label(event_type)).inc(n)
-        self.merge(batch)
+        task_events = [event for event in batch if is_task_event(event)]
+        self._merge_task_events(task_events)
         if self.eventlog is not None:
-            self.eventlog.record(e for e in batch if is_task_event(e))
+            self.eventlog.record(task_events)
 
     def merge(self, events: Iterable[dict[str, Any]]) -> int:
         """Merge events into the store, publishing each visible change; return how many changed."""
+        return self._merge_task_events([event for event in events if is_task_event(event)])
+
+    def _merge_task_events(self, events: list[dict[str, Any]]) -> int:
         changed = 0
         for event in events:
-            if not is_task_event(event):
-                continue
             change = self.store.merge_event(event)
             if change is not None:
                 changed += 1
@@ -302,7 +305,7 @@ _WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline
 
 def _type_label(event_type: object) -> str:
     """A metrics label for an event type; anything unknown shares one, so forged types cannot grow /metrics."""
-    if event_type in EVENT_TO_STATE or event_type in _WORKER_EVENTS:
+    if isinstance(event_type, str) and (event_type in EVENT_TO_STATE or event_type in _WORKER_EVENTS):
         return event_type  # type: ignore[return-value]
     return "other"
 
