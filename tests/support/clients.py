@@ -89,11 +89,22 @@ class Watcher:
         )
         if token is not None:
             payload["token"] = token
-        ack = await self.call("subscribe", payload)
+        answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_ack(ack: Any = None) -> None:
+            # Recorded the moment the ack is read, before any update read after
+            # it, exactly as a browser's store would order them.
+            for state in ack.get("tasks", []) if isinstance(ack, dict) else []:
+                self.updates.setdefault(state["task_id"], []).append(state)
+            if not answered.done():
+                answered.set_result(ack)
+
+        await self.sio.emit("subscribe", payload, callback=on_ack)
+        ack = await asyncio.wait_for(answered, 15)
         if isinstance(ack, dict) and ack.get("ok"):
             self._subscriptions.append(payload)
-        for state in ack.get("tasks", []) if isinstance(ack, dict) else []:
-            await self._on_update(state)
+        async with self._changed:
+            self._changed.notify_all()
         return ack
 
     async def wait_for(self, task_id: str, predicate: Callable[[dict[str, Any]], bool],
