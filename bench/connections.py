@@ -1,0 +1,222 @@
+"""Connections: RSS of one ``pushserver serve --insecure`` holding 1 000 and 10 000 idle, subscribed sockets.
+
+    .venv/bin/python bench/connections.py                 # 1 000 then 10 000, 4 client processes
+    .venv/bin/python bench/connections.py --steps 1000 10000 --procs 4
+
+One server on a private Redis; its RSS is read at start-up (ready, no client),
+then clients are added up to each step (raw Engine.IO/Socket.IO websockets
+from raw_clients.py, spread over ``--procs`` processes, each connected and
+subscribed to one task id of its own), and after a settle time the RSS is read
+again. KB per connection = (RSS at the step - RSS with none) / connections.
+The clients answer the server's Engine.IO pings, so the sockets stay open
+as a browser's would. Prints a markdown table, writes
+bench/results/connections-latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (BENCH_DIR, PYTHON, PrivateRedis, PushServerProcess, dump_json, log, machine_info,  # noqa: E402
+                    metric_sum, rss_bytes, server_code, versions)
+
+TARGET_KB = 30.0
+SETTLE_S = 3.0
+
+
+class ClientGroup:
+    """raw_clients.py processes, ``n`` clients in all, ready (connected and subscribed) on return."""
+
+    def __init__(self, url: str, mode: str, n: int, procs: int, tasks_file: Path, per_client: int = 1,
+                 offset: int = 0, extra: list[str] | None = None, timeout: float = 180.0) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.ready: list[dict[str, Any]] = []
+        share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        start = offset
+        for count in share:
+            if not count:
+                continue
+            self.procs.append(subprocess.Popen(
+                [PYTHON, str(BENCH_DIR / "raw_clients.py"), "--url", url, "--mode", mode,
+                 "--clients", str(count), "--offset", str(start), "--tasks", str(tasks_file),
+                 "--per-client", str(per_client), *(extra or [])],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            start += count
+        for proc in self.procs:
+            self.ready.append(self._read(proc))
+
+    @staticmethod
+    def _read(proc: subprocess.Popen) -> dict[str, Any]:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"client process {proc.pid} exited ({proc.poll()})")
+        return json.loads(line)
+
+    def ask(self, command: str) -> list[dict[str, Any]]:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(command + "\n")
+            proc.stdin.flush()
+        return [self._read(proc) for proc in self.procs]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def summary(self) -> dict[str, Any]:
+        return {"connected": sum(r["connected"] for r in self.ready),
+                "subscribed": sum(r["subscribed"] for r in self.ready),
+                "failures": sum(r["failures"] for r in self.ready),
+                "failed": [f for r in self.ready for f in r["failed"]][:5],
+                "connect_seconds": max(r["connect_seconds"] for r in self.ready),
+                "client_nofile": min(r["nofile"] for r in self.ready),
+                "client_rss_mb": sum(r["rss_mb"] for r in self.ready)}
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    assert proc.stdin is not None
+                    proc.stdin.write("quit\n")
+                    proc.stdin.close()
+                    proc.wait(30)
+                except (OSError, subprocess.TimeoutExpired):
+                    proc.kill()
+                    proc.wait()
+
+
+def nofile_limit(pid: int) -> str:
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return "/".join(line.split()[3:5])
+    return "?"
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def run(steps: list[int], procs: int, hold: float = 30.0) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-conn-"))
+    tasks_file = workdir / "tasks.json"
+    tasks_file.write_text(json.dumps([str(uuid.uuid4()) for _ in range(max(steps))]))
+    out: dict[str, Any] = {"steps": [], "procs": procs, "settle_s": SETTLE_S}
+    with PrivateRedis() as redis_server:
+        out["meta"] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                       "machine": machine_info(), "versions": versions(redis_server.version()),
+                       "server_code": server_code(), "command": " ".join(sys.argv)}
+        with PushServerProcess(redis_server) as server:
+            out["server_nofile"] = nofile_limit(server.pid)
+            time.sleep(SETTLE_S)
+            rss0 = rss_bytes(server.pid)
+            out["rss_idle_mb"] = rss0 / 1e6
+            log(f"server pid {server.pid} ready, RSS {rss0 / 1e6:.1f} MB, open files limit {out['server_nofile']}")
+            groups: list[ClientGroup] = []
+            have = 0
+            try:
+                for step in steps:
+                    add = step - have
+                    t0 = time.monotonic()
+                    group = ClientGroup(server.url, "idle", add, procs, tasks_file, offset=have,
+                                        extra=["--concurrency", "100"])
+                    groups.append(group)
+                    have = step
+                    s = group.summary()
+                    time.sleep(SETTLE_S)
+                    m = server.metrics()
+                    rss = rss_bytes(server.pid)
+                    clients_rss = sum(rss_bytes(pid) for g in groups for pid in g.pids)
+                    row = {"clients": step, "added": add, "connected_added": s["connected"],
+                           "subscribed_added": s["subscribed"], "failures": s["failures"], "failed": s["failed"],
+                           "connect_seconds": time.monotonic() - t0,
+                           "server_clients_metric": metric_sum(m, "pushserver_connected_clients"),
+                           "server_subscriptions_metric": metric_sum(m, "pushserver_subscriptions"),
+                           "server_open_fds": open_fds(server.pid),
+                           "rss_mb": rss / 1e6, "delta_mb": (rss - rss0) / 1e6,
+                           "kb_per_connection": (rss - rss0) / 1024 / step,
+                           "client_processes": sum(len(g.procs) for g in groups),
+                           "client_rss_mb": clients_rss / 1e6, "client_nofile": s["client_nofile"]}
+                    if out["steps"]:
+                        prev = out["steps"][-1]
+                        row["marginal_kb_per_connection"] = ((row["rss_mb"] - prev["rss_mb"]) * 1e6 / 1024
+                                                             / (step - prev["clients"]))
+                    out["steps"].append(row)
+                    log(f"{step:,} clients ({row['server_clients_metric']:.0f} on the server, "
+                        f"{row['server_subscriptions_metric']:.0f} subscriptions, {s['failures']} failed to add) "
+                        f"in {row['connect_seconds']:.1f}s: server RSS {row['rss_mb']:.1f} MB, "
+                        f"+{row['delta_mb']:.1f} MB = {row['kb_per_connection']:.1f} KB/connection")
+                # The sockets must stay open through at least one Engine.IO ping round
+                # (pingInterval 25 s): hold, then read the RSS again.
+                if hold:
+                    log(f"holding {hold:.0f}s for the Engine.IO pings")
+                    time.sleep(hold)
+                    rss = rss_bytes(server.pid)
+                    n = steps[-1]
+                    out["after_hold"] = {"seconds": hold, "rss_mb": rss / 1e6, "delta_mb": (rss - rss0) / 1e6,
+                                         "kb_per_connection": (rss - rss0) / 1024 / n,
+                                         "server_clients_metric": metric_sum(server.metrics(),
+                                                                             "pushserver_connected_clients")}
+                stats = [s for g in groups for s in g.ask("stats")]
+                out["client_pings_answered"] = sum(s["pings"] for s in stats)
+                out["client_disconnects"] = sum(s["disconnects"] for s in stats)
+                out["final_server_clients"] = metric_sum(server.metrics(), "pushserver_connected_clients")
+            finally:
+                for g in groups:
+                    g.close()
+    return out
+
+
+def table(out: dict[str, Any]) -> str:
+    lines = ["| idle subscribed sockets | server RSS | RSS added | per connection | marginal per connection | "
+             "target | connected on server | failures |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|",
+             f"| 0 | {out['rss_idle_mb']:.1f} MB | – | – | – | | 0 | – |"]
+    for row in out["steps"]:
+        ok = "met" if row["kb_per_connection"] <= TARGET_KB else "**missed**"
+        target = f"≤ {TARGET_KB:g} KB: {ok}" if row["clients"] >= 10_000 else ""
+        marginal = row.get("marginal_kb_per_connection")
+        lines.append(f"| {row['clients']:,} | {row['rss_mb']:.1f} MB | {row['delta_mb']:.1f} MB | "
+                     f"{row['kb_per_connection']:.1f} KB | {f'{marginal:.1f} KB' if marginal else '–'} | {target} | "
+                     f"{row['server_clients_metric']:,.0f} | {row['failures']} |")
+    hold = out.get("after_hold")
+    if hold:
+        ok = "met" if hold["kb_per_connection"] <= TARGET_KB else "**missed**"
+        lines.append(f"| {out['steps'][-1]['clients']:,}, after {hold['seconds']:.0f} s (a ping round) | "
+                     f"{hold['rss_mb']:.1f} MB | {hold['delta_mb']:.1f} MB | {hold['kb_per_connection']:.1f} KB | – | "
+                     f"≤ {TARGET_KB:g} KB: {ok} | {hold['server_clients_metric']:,.0f} | – |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--procs", type=int, default=2, help="client processes per step (2 steps: 4 in all)")
+    p.add_argument("--hold", type=float, default=30.0,
+                   help="after the last step, keep the sockets this long (>= one 25 s ping round) and read RSS again")
+    args = p.parse_args()
+    t0 = time.time()
+    out = run(sorted(args.steps), args.procs, args.hold)
+    out["seconds"] = time.time() - t0
+    dump_json(BENCH_DIR / "results" / "connections-latest.json", out)
+    print(table(out))
+    print(f"\nserver open-files limit {out['server_nofile']}; client disconnects during the run: "
+          f"{out['client_disconnects']}; Engine.IO pings answered by the clients: "
+          f"{out['client_pings_answered']:,}; {out['seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
