@@ -23,7 +23,7 @@ import pytest
 from celery import Celery
 
 from pushserver.auth import mint_token
-from pushserver.devstack import (Proc, http_get, http_status, rss_bytes, start_pushserver, start_redis, start_worker,
+from pushserver.devstack import (Proc, http_get, http_status, start_pushserver, start_redis, start_worker,
                                   wait_until)
 from tests.support.clients import Watcher
 

@@ -28,7 +28,7 @@ from . import support
 from .oracle import Expectations
 from .stack import (ALLOWED_ORIGIN, AUDIENCE, ISSUER, LIMITS_PER_IP, LIMITS_RATE, MARKER, EventPublisher,
                     FuzzStack, Server, new_id)
-from .support import CASES, LoopThread, SLOW_ENV, SLOW_FACTOR, rss_mib
+from .support import CASES, SLOW_ENV, SLOW_FACTOR, LoopThread, SocketClient, rss_mib
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -124,3 +124,18 @@ def client_loop() -> Iterator[LoopThread]:
     runner = LoopThread()
     yield runner
     runner.close()
+
+
+@pytest.fixture(scope="module")
+def main(fuzz_stack: FuzzStack) -> Server:
+    """The fuzz stack's main server."""
+    return fuzz_stack.main
+
+
+@pytest.fixture(scope="module")
+def client(fuzz_stack: FuzzStack, client_loop: LoopThread) -> Iterator[SocketClient]:
+    """One connection, without a connect token: every subscribe must bring its own."""
+    c = SocketClient(client_loop, fuzz_stack.main.url)
+    assert c.connect(), c.connect_error
+    yield c
+    c.close()

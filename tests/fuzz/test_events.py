@@ -41,11 +41,6 @@ _sentinels = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def main(fuzz_stack: FuzzStack) -> Server:
-    return fuzz_stack.main
-
-
-@pytest.fixture(scope="module")
 def publisher(fuzz_stack: FuzzStack) -> Iterator[EventPublisher]:
     p = EventPublisher(fuzz_stack.broker)
     yield p

@@ -35,11 +35,6 @@ ERROR_STATUS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: 
 
 
 @pytest.fixture(scope="module")
-def main(fuzz_stack: FuzzStack) -> Server:
-    return fuzz_stack.main
-
-
-@pytest.fixture(scope="module")
 def http(client_loop: LoopThread) -> Iterator[aiohttp.ClientSession]:
     async def open_session() -> aiohttp.ClientSession:
         return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), auto_decompress=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,20 +33,6 @@ pytestmark = pytest.mark.integration
 
 #: What python-socketio's client reports when the server closes the WebSocket under it (1009 included).
 TOO_BIG_REASON = socketio.AsyncClient.reason.TRANSPORT_ERROR
-
-
-@pytest.fixture(scope="module")
-def main(fuzz_stack: FuzzStack) -> Server:
-    return fuzz_stack.main
-
-
-@pytest.fixture(scope="module")
-def client(fuzz_stack: FuzzStack, client_loop: LoopThread) -> Iterator[SocketClient]:
-    """One connection, without a connect token: every subscribe must bring its own."""
-    c = SocketClient(client_loop, fuzz_stack.main.url)
-    assert c.connect(), c.connect_error
-    yield c
-    c.close()
 
 
 def placeholders(stack: FuzzStack) -> dict[str, str]:

@@ -30,19 +30,6 @@ B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 @pytest.fixture(scope="module")
-def main(fuzz_stack: FuzzStack) -> Server:
-    return fuzz_stack.main
-
-
-@pytest.fixture(scope="module")
-def client(fuzz_stack: FuzzStack, client_loop: LoopThread) -> Iterator[SocketClient]:
-    c = SocketClient(client_loop, fuzz_stack.main.url)
-    assert c.connect(), c.connect_error
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def http(client_loop: LoopThread) -> Iterator[aiohttp.ClientSession]:
     async def open_session() -> aiohttp.ClientSession:
         return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
