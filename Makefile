@@ -38,6 +38,7 @@ rabbitmq:
 	tests/faults/ensure_rabbitmq.sh
 
 test-python: $(STAMP)
+	$(BIN)/ruff check --quiet --select F pushserver workers tests bench
 	PUSHSERVER_REQUIRE_RABBITMQ=1 $(BIN)/pytest -p no:cacheprovider
 
 ## The long runs: 100 000-event soak and a worker death with no restart (~4 min).
