@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from pushserver.devstack import ROOT, wait_until
-from tests.faults.conftest import FaultStack, env_number, metric, readyz, rss_bytes, token
+from pushserver.devstack import rss_bytes
+from tests.faults.conftest import FaultStack, env_number, metric, readyz, token
 from tests.faults.load import Publisher, record_stream
 
 EVENTS = int(env_number("PUSHSERVER_SOAK_EVENTS", 10_000))
