@@ -23,8 +23,16 @@ import pytest
 from celery import Celery
 
 from pushserver.auth import mint_token
-from pushserver.devstack import (Proc, http_get, http_status, start_pushserver, start_redis, start_worker,
-                                  wait_until)
+from pushserver.devstack import (
+    Proc,
+    http_get,
+    http_status,
+    start_pushserver,
+    start_redis,
+    start_worker,
+    wait_until,
+)
+from tests.support.celery_client import close_client
 from tests.support.clients import Watcher
 
 SECRET = _secrets.token_hex(32)
@@ -197,14 +205,7 @@ class FaultStack:
         return proc, url
 
     def close(self) -> None:
-        consumer = getattr(self.celery.backend, "result_consumer", None)
-        if getattr(consumer, "_pubsub", None) is not None:
-            try:
-                consumer._pubsub.close()
-            except Exception:  # noqa: BLE001 - the broker may be gone already
-                pass
-            consumer._pubsub = None
-        self.celery.close()
+        close_client(self.celery)
         for proc in reversed(self.procs):
             proc.stop()
         if self.redis is not None:

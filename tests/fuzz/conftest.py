@@ -15,7 +15,6 @@ registers it only if nobody has, and honours it either way.
 
 from __future__ import annotations
 
-import gc
 import secrets as _secrets
 from typing import Iterator
 
@@ -23,11 +22,22 @@ import pytest
 from celery import Celery
 
 from pushserver.devstack import start_pushserver, start_redis, start_worker, wait_until
+from tests.support.celery_client import close_client
 
 from . import support
 from .oracle import Expectations
-from .stack import (ALLOWED_ORIGIN, AUDIENCE, ISSUER, LIMITS_PER_IP, LIMITS_RATE, MARKER, EventPublisher,
-                    FuzzStack, Server, new_id)
+from .stack import (
+    ALLOWED_ORIGIN,
+    AUDIENCE,
+    ISSUER,
+    LIMITS_PER_IP,
+    LIMITS_RATE,
+    MARKER,
+    EventPublisher,
+    FuzzStack,
+    Server,
+    new_id,
+)
 from .support import CASES, SLOW_ENV, SLOW_FACTOR, LoopThread, SocketClient, rss_mib
 
 
@@ -107,14 +117,7 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
         }
         yield stack
     finally:
-        # AsyncResults unsubscribe from Redis when collected, even at interpreter exit after Redis
-        # is gone: close the result pub/sub now (as tests/integration/conftest.py does).
-        gc.collect()
-        consumer = celery.backend.result_consumer
-        if getattr(consumer, "_pubsub", None) is not None:
-            consumer._pubsub.close()
-            consumer._pubsub = None
-        celery.close()
+        close_client(celery)
         for proc in reversed(procs):
             proc.stop()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import secrets as _secrets
 from dataclasses import dataclass, field
@@ -13,8 +12,16 @@ import pytest
 from celery import Celery
 
 from pushserver.auth import mint_token
+from pushserver.devstack import (
+    Proc,
+    start_mongo,
+    start_pushserver,
+    start_redis,
+    start_worker,
+    wait_until,
+)
+from tests.support.celery_client import close_client
 from tests.support.clients import Watcher
-from pushserver.devstack import Proc, start_mongo, start_pushserver, start_redis, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,15 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                    "both Celery workers to answer ping")
         yield stack
     finally:
-        # AsyncResults unsubscribe from Redis when collected, even at
-        # interpreter exit after Redis is gone: close the result pub/sub now
-        # so that late __del__ calls find nothing to unsubscribe from.
-        gc.collect()
-        consumer = app.backend.result_consumer
-        if getattr(consumer, "_pubsub", None) is not None:
-            consumer._pubsub.close()
-            consumer._pubsub = None
-        app.close()
+        close_client(app)
         for proc in reversed(stack.procs):
             proc.stop()
 
