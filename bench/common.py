@@ -194,7 +194,26 @@ def server_command(args: Sequence[str], gc_log: Path | None = None) -> tuple[lis
     return cmd, env, cwd
 
 
-class PushServerProcess:
+class ConsumerProcess:
+    """An event consumer with an HTTP port (pushserver, Flower), run as a context manager and stopped by PID."""
+
+    proc: subprocess.Popen | None
+    _conn: http.client.HTTPConnection | None
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self.proc is not None:
+            stop_process(self.proc)
+        self._log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+class PushServerProcess(ConsumerProcess):
     """``pushserver serve --insecure`` against the private Redis, as users start it."""
 
     def __init__(self, redis_server: PrivateRedis, extra_args: Sequence[str] = (),
@@ -234,18 +253,6 @@ class PushServerProcess:
             time.sleep(0.05)
         wait_for(lambda: self.redis.pattern_subscribers() > before, 10, "pushserver's event subscription")
         return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        if self.proc is not None:
-            stop_process(self.proc)
-        self._log.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     @property
     def url(self) -> str:

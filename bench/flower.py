@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ingest  # noqa: E402
-from common import (BIN, BENCH_DIR, ForeignLoad, PrivateRedis, cpu_seconds, dump_json, free_port, log,  # noqa: E402
+from common import (BIN, BENCH_DIR, ConsumerProcess, ForeignLoad, PrivateRedis, cpu_seconds, dump_json, free_port, log,  # noqa: E402
                     machine_info, metric_sum, parse_metrics, server_code, spread, stop_process, versions,
                     wait_for, wait_quiet)
 from ingest import MAX_BACKLOG, SAMPLE_S, IDLE_S, Publisher, cpu_percent, max_backlog_bytes, steady_rate  # noqa: E402
@@ -49,7 +49,9 @@ from stream import build_streams  # noqa: E402
 TARGET_RATIO = 3.0
 
 
-class FlowerProcess:
+class FlowerProcess(ConsumerProcess):
+    """``celery flower`` against the private Redis, counting events on its /metrics."""
+
     def __init__(self, redis_server: PrivateRedis) -> None:
         self.redis = redis_server
         self.port = free_port()
@@ -68,18 +70,6 @@ class FlowerProcess:
         wait_for(lambda: self.get("/healthcheck")[0] == 200, 30, "Flower's HTTP port")
         wait_for(lambda: self.redis.pattern_subscribers() > before, 30, "Flower's event subscription")
         return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        if self.proc is not None:
-            stop_process(self.proc)
-        self._log.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def get(self, path: str) -> tuple[int, bytes]:
         if self.proc is not None and self.proc.poll() is not None:
