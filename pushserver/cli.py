@@ -111,6 +111,10 @@ def broker_options(func: Any) -> Any:
 @click_option("--event-queue-expires", envvar="PUSHSERVER_EVENT_QUEUE_EXPIRES", default=86400.0,
               show_default=True, type=float,
               help="Seconds the --event-queue outlives its last consumer before RabbitMQ deletes it.")
+@click_option("--receiver", envvar="PUSHSERVER_RECEIVER", default="process", show_default=True,
+              type=click.Choice(["process", "thread"]),
+              help="Where Celery's event receiver decodes: a child process (a core of its own; about"
+                   " twice the ingest rate) or a thread of the server (one process, for small hosts).")
 @click_option("--shutdown-timeout", envvar="PUSHSERVER_SHUTDOWN_TIMEOUT", default=15.0,
               show_default=True, type=float,
               help="Seconds SIGTERM may take: clients are dropped (they reconnect elsewhere) and the"
@@ -123,7 +127,8 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
           token_leeway: float, forward_results: str, forward_tracebacks: bool, forward_args: bool,
           max_message_bytes: int, subscribe_rate: float, max_connections_per_ip: int,
           max_backlog: int, trust_proxy: bool, event_queue: str | None, event_queue_ttl: float,
-          event_queue_expires: float, shutdown_timeout: float, log_level: str) -> None:
+          event_queue_expires: float, receiver: str, shutdown_timeout: float,
+          log_level: str) -> None:
     """Run the push server until SIGTERM or Ctrl-C."""
     settings = Settings(
         broker_url=broker, result_backend=backend, mongo_url=mongo or None, mongo_db=mongo_db,
@@ -139,8 +144,8 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
         max_connections_per_ip=max_connections_per_ip, trust_proxy=trust_proxy,
         hard_backlog=max_backlog, soft_backlog=max(8, max_backlog // 16),
         event_queue=event_queue or None, event_queue_ttl=event_queue_ttl,
-        event_queue_expires=event_queue_expires, shutdown_timeout=shutdown_timeout,
-        log_level=log_level.upper(),
+        event_queue_expires=event_queue_expires, receiver=receiver,
+        shutdown_timeout=shutdown_timeout, log_level=log_level.upper(),
     )
     try:
         settings.validate()

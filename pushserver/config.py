@@ -51,6 +51,7 @@ class Settings:
     event_queue_ttl: float = 3600.0
     event_queue_expires: float = 86400.0
     shutdown_timeout: float = 15.0
+    receiver: str = "process"
     log_level: str = "INFO"
 
     def validate(self) -> "Settings":
@@ -89,6 +90,8 @@ class Settings:
             raise ConfigError("--event-queue: a queue name of 1 to 255 bytes, one per replica")
         if not self.event_queue_ttl > 0 or not self.event_queue_expires > 0:
             raise ConfigError("--event-queue-ttl and --event-queue-expires must be greater than 0")
+        if self.receiver not in ("process", "thread"):
+            raise ConfigError("--receiver must be 'process' or 'thread'")
         if not self.shutdown_timeout > 0:
             raise ConfigError("--shutdown-timeout must be greater than 0")
         for origin in self.cors_origins:

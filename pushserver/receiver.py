@@ -1,10 +1,15 @@
-"""Where events enter: Celery's own event receiver, in a thread, handing batches to the asyncio loop.
+"""Where events enter: Celery's own event receiver, kept connected, handing batches to the asyncio loop.
 
-Redis disconnects a pub/sub subscriber that falls 32 MB behind, so the thread
-does nothing but decode: each event is appended to a buffer, and the loop is
-woken once per batch (``call_soon_threadsafe`` only when the buffer was
-empty). Under load the loop finds hundreds of events per wake-up; idle, an
-event is handed over at once.
+``CaptureLoop`` is the receiving itself: ``app.events.Receiver.capture()``
+with reconnects, backoff and per-event tolerant decoding. It runs either in a
+child process (``receiver_process.ReceiverProcess``, the default: decoding
+gets a core of its own instead of sharing the loop's GIL) or in a thread of
+the server (``ThreadReceiver``, ``--receiver thread``).
+
+Redis disconnects a pub/sub subscriber that falls 32 MB behind, so the
+capturing side does nothing but decode and hand over: each event is appended
+to a buffer, and the loop is woken once per batch. Under load the loop finds
+hundreds of events per wake-up; idle, an event is handed over at once.
 """
 
 from __future__ import annotations
@@ -74,54 +79,46 @@ class EventQueue:
                 "queue_ttl": self.ttl, "queue_expires": self.expires}
 
 
-class EventReceiver:
-    """Runs ``app.events.Receiver.capture()`` in a daemon thread, reconnecting on its own, and feeds batches to a loop."""
+class CaptureLoop:
+    """Keeps ``app.events.Receiver.capture()`` running: connect, capture, back off and reconnect until stopped.
+
+    ``run()`` blocks; ``on_event`` gets each decoded event and ``on_status``
+    each change of status, both on the capturing thread.
+    """
 
     def __init__(
         self,
         app: Celery,
-        loop: asyncio.AbstractEventLoop,
-        on_batch: Callable[[Batch], None],
-        on_status: Callable[[ReceiverStatus, bool], None] | None = None,
+        on_event: Callable[[dict[str, Any]], None],
+        on_status: Callable[[ReceiverStatus], None],
         backoff: Backoff | None = None,
         queue: EventQueue | None = None,
+        on_malformed: Callable[[int], None] | None = None,
     ) -> None:
         self.app = app
-        self.queue = queue
-        self.loop = loop
-        self.on_batch = on_batch
+        self.on_event = on_event
         self.on_status = on_status
+        self.on_malformed = on_malformed
         self.backoff = backoff or Backoff()
+        self.queue = queue
         self.status = ReceiverStatus.STARTING
-        self.reconnects = 0
-        self.events_received = 0
         self.malformed = 0
-        self._buffer: Batch = []
-        self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._receiver: Any = None
         self._ever_connected = False
-        self._thread = threading.Thread(target=self._run, name="celery-event-receiver", daemon=True)
 
     @property
     def connected(self) -> bool:
         return self.status is ReceiverStatus.CONNECTED
 
-    def start(self) -> None:
-        """Start the receiver thread."""
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to stop and wait for it (capture checks the flag about once a second)."""
+    def stop(self) -> None:
+        """Ask ``run()`` to return (capture checks the flag about once a second)."""
         self._stopping.set()
         if self._receiver is not None:
             self._receiver.should_stop = True
-        self._thread.join(timeout)
-        self._set_status(ReceiverStatus.STOPPED)
 
-    # -- the thread ---------------------------------------------------------
-
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Receive until ``stop()``, reconnecting with backoff whenever the broker goes away."""
         while not self._stopping.is_set():
             try:
                 with self.app.connection_for_read() as conn:
@@ -184,41 +181,115 @@ class EventReceiver:
                     if self.malformed == 1 or self.malformed % 1000 == 0:
                         log.warning("dropped a malformed event (%s; %d so far)",
                                     type(exc).__name__, self.malformed)
+                    if self.on_malformed is not None:
+                        self.on_malformed(self.malformed)
 
         return receive
 
     def _mark_connected(self) -> None:
         reconnected = self._ever_connected
         self._ever_connected = True
-        if reconnected:
-            self.reconnects += 1
         self.backoff.reset()
         log.info("event receiver %s to %s", "reconnected" if reconnected else "connected",
                  self.app.connection_for_read().as_uri())
-        self._set_status(ReceiverStatus.CONNECTED, reconnected)
+        self._set_status(ReceiverStatus.CONNECTED)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if not self.connected:
             self._mark_connected()
+        self.on_event(event)
+
+    def _set_status(self, status: ReceiverStatus) -> None:
+        if status is not self.status:
+            self.status = status
+            self.on_status(status)
+
+
+class Receiver:
+    """What the server sees of a receiver, on the loop: its status, reconnect count and malformed-event count."""
+
+    def __init__(self, on_batch: Callable[[Batch], None],
+                 on_status: Callable[[ReceiverStatus, bool], None] | None) -> None:
+        self.on_batch = on_batch
+        self.on_status = on_status
+        self.status = ReceiverStatus.STARTING
+        self.reconnects = 0
+        self.malformed = 0
+        self._ever_connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self.status is ReceiverStatus.CONNECTED
+
+    def _status_changed(self, status: ReceiverStatus) -> None:
+        """Record a status heard from the capturing side; a second CONNECTED is a reconnect."""
+        if status is self.status:
+            return
+        reconnected = status is ReceiverStatus.CONNECTED and self._ever_connected
+        if status is ReceiverStatus.CONNECTED:
+            self._ever_connected = True
+            self.reconnects += reconnected
+        self.status = status
+        if self.on_status is not None:
+            self.on_status(status, reconnected)
+
+
+class ThreadReceiver(Receiver):
+    """Runs a ``CaptureLoop`` in a daemon thread of the server (``--receiver thread``).
+
+    Decoding then shares the event loop's GIL: simpler, one process less, and
+    about half the ingest rate of ``ReceiverProcess`` (docs/benchmarks.md).
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        loop: asyncio.AbstractEventLoop,
+        on_batch: Callable[[Batch], None],
+        on_status: Callable[[ReceiverStatus, bool], None] | None = None,
+        backoff: Backoff | None = None,
+        queue: EventQueue | None = None,
+    ) -> None:
+        super().__init__(on_batch, on_status)
+        self.loop = loop
+        self.capture = CaptureLoop(app, self._on_event, self._on_capture_status, backoff, queue,
+                                   on_malformed=self._on_malformed)
+        self._buffer: Batch = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self.capture.run, name="celery-event-receiver",
+                                        daemon=True)
+
+    def start(self) -> None:
+        """Start the receiver thread."""
+        self._thread.start()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop capturing, wait for the thread, and hand over what it still held."""
+        self.capture.stop()
+        await self.loop.run_in_executor(None, self._thread.join, timeout)
+        self._drain()
+        self._status_changed(ReceiverStatus.STOPPED)
+
+    # -- the capturing thread -------------------------------------------------
+
+    def _on_event(self, event: dict[str, Any]) -> None:
         with self._lock:
             self._buffer.append(event)
             first = len(self._buffer) == 1
-        self.events_received += 1
         if first:
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # loop closed during shutdown
-                pass
+            self._call_soon(self._drain)
 
-    def _set_status(self, status: ReceiverStatus, reconnected: bool = False) -> None:
-        if status is self.status:
-            return
-        self.status = status
-        if self.on_status is not None:
-            try:
-                self.loop.call_soon_threadsafe(self.on_status, status, reconnected)
-            except RuntimeError:
-                pass
+    def _on_malformed(self, total: int) -> None:
+        self.malformed = total  # an int store: read by the metrics scrape on the loop
+
+    def _on_capture_status(self, status: ReceiverStatus) -> None:
+        self._call_soon(self._status_changed, status)
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # loop closed during shutdown
+            pass
 
     # -- the loop side ------------------------------------------------------
 
@@ -227,4 +298,3 @@ class EventReceiver:
             batch, self._buffer = self._buffer, []
         if batch:
             self.on_batch(batch)
-

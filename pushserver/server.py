@@ -12,35 +12,21 @@ import time
 from typing import Any
 
 from aiohttp import web
-from celery import Celery
 
 from .auth import MIN_SECRET_BYTES, TokenVerifier
 from .backend import ResultBackend
+from .celeryapp import make_celery
 from .config import ConfigError, Settings
 from .eventlog import EventLog
 from .gctune import freeze_startup, maintain
 from .http import HttpApi
 from .hub import Hub
 from .metrics import Metrics
-from .receiver import EventQueue, EventReceiver, ReceiverStatus
+from .receiver import EventQueue, Receiver, ReceiverStatus, ThreadReceiver
+from .receiver_process import ReceiverProcess
 from .state import TaskStore
 
 log = logging.getLogger("pushserver")
-
-
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app used only to receive events and read results (it runs no tasks)."""
-    app = Celery("pushserver", broker=settings.broker_url, backend=settings.result_backend,
-                 set_as_current=False)
-    app.conf.update(
-        broker_connection_timeout=4,
-        broker_connection_retry_on_startup=False,
-        redis_socket_connect_timeout=4,
-        redis_socket_timeout=10,
-        result_accept_content=["json"],
-        accept_content=["json"],
-    )
-    return app
 
 
 class PushServer:
@@ -48,7 +34,7 @@ class PushServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.celery = make_celery(settings)
+        self.celery = make_celery(settings.broker_url, settings.result_backend)
         self.metrics = Metrics()
         self.store = TaskStore(settings.max_tasks)
         self.backend = ResultBackend(self.celery)
@@ -69,7 +55,7 @@ class PushServer:
         self.hub.sio.attach(self.app)
         HttpApi(self.hub, self.metrics, self.readiness, self.eventlog,
                 cors_origins=settings.cors_origins).install(self.app)
-        self.receiver: EventReceiver | None = None
+        self.receiver: Receiver | None = None
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -117,11 +103,16 @@ class PushServer:
             if self.settings.broker_url.startswith(("redis", "rediss")):
                 log.warning("--event-queue has no effect on Redis: events are pub/sub messages that"
                             " no queue keeps (gaps are reconciled from the result backend)")
-        self.receiver = EventReceiver(self.celery, loop, self.hub.ingest, self._on_receiver_status,
-                                      queue=queue)
-        receiver = self.receiver
+        if self.settings.receiver == "thread":
+            receiver: ThreadReceiver | ReceiverProcess = ThreadReceiver(
+                self.celery, loop, self.hub.ingest, self._on_receiver_status, queue=queue)
+        else:
+            receiver = ReceiverProcess(self.settings.broker_url, self.hub.ingest,
+                                       self._on_receiver_status, queue=queue,
+                                       log_level=self.settings.log_level)
+        self.receiver = receiver
         self.metrics.watch_receiver(lambda: receiver.malformed)
-        self.receiver.start()
+        receiver.start()
         mode = "INSECURE: every subscription allowed" if not self.settings.secrets else "tokens required"
         log.info("pushserver listening on http://%s:%d (%s)", self.settings.host, self.bound_port(), mode)
 
@@ -160,7 +151,7 @@ class PushServer:
         closed = await self._close_connections(timeout=min(3.0, self.settings.shutdown_timeout / 4))
         log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
         if self.receiver is not None:
-            await loop.run_in_executor(None, self.receiver.stop)
+            await self.receiver.stop()
         try:
             await asyncio.wait_for(self.hub.sio.shutdown(), timeout=2)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless

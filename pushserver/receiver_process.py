@@ -1,0 +1,325 @@
+"""Where events enter, on a core of their own: Celery's receiver in a child process, piping decoded batches to the loop.
+
+In one process, Celery's decoding and the loop's merge share one GIL and
+take turns: with ``task.multi`` batches the process ingested only 0.40x of
+what a bare Receiver does (docs/benchmarks.md). Here the child decodes on one
+core while the server merges and emits on the other.
+
+The pipe carries frames: a 4-byte big-endian length, then a pickle of
+``(kind, payload)``: ``("events", [event, ...])``, ``("status", "connected")``
+or ``("malformed", total)``. Pickle because it keeps every value exactly as
+Celery decoded it (integers beyond 64 bits, NaN) and is as fast as orjson
+here; both ends are this module, so it carries nothing untrusted. The child
+stops when its stdin closes (the server stopping, or dying), flushing what it
+holds first; the server restarts a child that exits on its own, with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from .receiver import Backoff, Batch, CaptureLoop, EventQueue, Receiver, ReceiverStatus
+
+log = logging.getLogger("pushserver.receiver")
+
+HEADER = struct.Struct(">I")
+MAX_FRAME_EVENTS = 1000  # the loop merges at most this many events between two looks at its sockets
+PIPE_BYTES = 1 << 20  # Linux pipes hold 64 KiB by default: room for bursts without blocking the child
+
+
+def encode_frame(kind: str, payload: Any) -> bytes:
+    """One message from the child, ready for the pipe."""
+    body = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+class FrameReader:
+    """Reassembles the child's frames from pipe reads, which cut them anywhere."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[str, Any]]:
+        """Append what was read; return every message now complete, in order."""
+        buffer = self._buffer
+        buffer += data
+        messages: list[tuple[str, Any]] = []
+        pos, end = 0, len(buffer)
+        with memoryview(buffer) as view:
+            while end - pos >= HEADER.size:
+                (size,) = HEADER.unpack_from(view, pos)
+                if end - pos - HEADER.size < size:
+                    break
+                start = pos + HEADER.size
+                messages.append(pickle.loads(view[start:start + size]))
+                pos = start + size
+        del buffer[:pos]
+        return messages
+
+
+# -- the server's side ---------------------------------------------------------
+
+
+class ReceiverProcess(Receiver):
+    """Runs a ``CaptureLoop`` in a child process and feeds its batches to the loop (``--receiver process``)."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        on_batch: Callable[[Batch], None],
+        on_status: Callable[[ReceiverStatus, bool], None] | None = None,
+        queue: EventQueue | None = None,
+        log_level: str = "INFO",
+        backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__(on_batch, on_status)
+        self.config = {
+            "broker_url": broker_url, "log_level": log_level,
+            "queue": None if queue is None else
+            {"name": queue.name, "ttl": queue.ttl, "expires": queue.expires},
+        }
+        self.backoff = backoff or Backoff()
+        self.pid: int | None = None
+        self._malformed_before = 0  # counted by children that have exited
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._stopping = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the child (and keep one running until ``stop``)."""
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Close the child's stdin, take in what it flushes, and wait for it to exit (killed after ``timeout``)."""
+        self._stopping.set()
+        if self._transport is not None:
+            self._transport.get_pipe_transport(0).close()
+        if self._supervisor is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._supervisor), timeout)
+        except asyncio.TimeoutError:
+            log.warning("event receiver process %s did not stop in %.0fs; killing it", self.pid, timeout)
+            if self._transport is not None:
+                self._transport.kill()
+            await self._supervisor
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        env = dict(os.environ)
+        # The child must import this very copy of the package (a checkout, a
+        # snapshot), whatever the working directory.
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        while not self._stopping.is_set():
+            exited: asyncio.Future[int | None] = loop.create_future()
+            try:
+                transport, _ = await loop.subprocess_exec(
+                    lambda: _ChildPipe(self, exited), sys.executable, "-m", __name__,
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env)
+            except OSError as exc:
+                exited.set_result(None)
+                log.error("cannot start the event receiver process: %s", exc)
+            else:
+                self._transport = transport
+                self.pid = transport.get_pid()
+                # On stdin rather than argv: the broker URL may hold a password.
+                transport.get_pipe_transport(0).write(json.dumps(self.config).encode() + b"\n")
+                if self._stopping.is_set():  # stop() came while we were starting it
+                    transport.get_pipe_transport(0).close()
+            code = await exited
+            self._transport = None
+            self._malformed_before = self.malformed
+            if self._stopping.is_set():
+                break
+            delay = self.backoff.next_delay()
+            log.warning("event receiver process exited (%s); starting another in %.1fs",
+                        _describe_exit(code), delay)
+            self._status_changed(ReceiverStatus.RECONNECTING)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+        self._status_changed(ReceiverStatus.STOPPED)
+
+    def _on_messages(self, messages: list[tuple[str, Any]]) -> None:
+        # Events of consecutive frames go to the hub as one batch; a status
+        # message keeps its place between them.
+        batch: Batch = []
+        for kind, payload in messages:
+            if kind == "events":
+                batch.extend(payload)
+                continue
+            if batch:
+                self.on_batch(batch)
+                batch = []
+            if kind == "status":
+                status = ReceiverStatus(payload)
+                if status is ReceiverStatus.CONNECTED:
+                    self.backoff.reset()
+                if status is not ReceiverStatus.STOPPED:  # the server decides when it is stopped
+                    self._status_changed(status)
+            elif kind == "malformed":
+                self.malformed = self._malformed_before + payload
+        if batch:
+            self.on_batch(batch)
+
+
+class _ChildPipe(asyncio.SubprocessProtocol):
+    """The server's end of one child: frames in, and the exit code once every pipe is closed."""
+
+    def __init__(self, owner: ReceiverProcess, exited: asyncio.Future[int | None]) -> None:
+        self.owner = owner
+        self.exited = exited
+        self.reader = FrameReader()
+        self.transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self.owner._on_messages(self.reader.feed(data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Called once the child has exited and every frame it wrote was read.
+        if not self.exited.done():
+            self.exited.set_result(self.transport.get_returncode() if self.transport else None)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "could not start"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+# -- the child's side ----------------------------------------------------------
+
+
+class PipeWriter:
+    """Sends the child's events and status messages down the pipe from a thread of its own.
+
+    The capturing thread only appends; the writer pickles and writes whatever
+    has gathered, so a busy server makes frames larger rather than the child
+    slower. Past ``max_pending`` events the capturing thread waits, and the
+    backlog builds in the broker instead of in memory.
+    """
+
+    def __init__(self, fd: int, max_pending: int = 100_000) -> None:
+        self.fd = fd
+        self.max_pending = max_pending
+        self.on_broken: Callable[[], None] | None = None
+        self._messages: list[tuple[str, Any]] = []
+        self._pending = 0
+        self._closed = False
+        self._broken = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="pipe-writer", daemon=True)
+        self._thread.start()
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        """Queue one decoded event (on the capturing thread)."""
+        with self._cond:
+            while self._pending >= self.max_pending and not self._broken:
+                self._cond.wait()
+            messages = self._messages
+            if messages and messages[-1][0] == "events" and len(messages[-1][1]) < MAX_FRAME_EVENTS:
+                messages[-1][1].append(event)
+            else:
+                messages.append(("events", [event]))
+                if len(messages) == 1:
+                    self._cond.notify_all()
+            self._pending += 1
+
+    def send(self, kind: str, payload: Any) -> None:
+        """Queue a control message, in order with the events around it."""
+        with self._cond:
+            self._messages.append((kind, payload))
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Write out everything queued, then close the pipe."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        os.close(self.fd)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._messages and not self._closed:
+                    self._cond.wait()
+                if not self._messages:
+                    return
+                messages, self._messages, self._pending = self._messages, [], 0
+                self._cond.notify_all()  # wakes a capturing thread held at max_pending
+            if self._broken:
+                continue
+            data = b"".join(encode_frame(kind, payload) for kind, payload in messages)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError:  # the server is gone: nothing can take these events any more
+                self._broken = True
+                if self.on_broken is not None:
+                    self.on_broken()
+
+
+def child_main() -> int:
+    """The child process: read the config line, capture until stdin closes, flush, exit."""
+    # Ctrl-C reaches the whole process group; the server decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    frames_fd = os.dup(1)
+    os.dup2(2, 1)  # a stray print must not corrupt the frames
+    try:
+        import fcntl
+        fcntl.fcntl(frames_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):
+        pass  # not Linux, or over /proc/sys/fs/pipe-max-size: the default size works, in smaller steps
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return 0  # the server went away before we started
+    config = json.loads(line)
+
+    from .celeryapp import make_celery
+    from .cli import configure_logging
+
+    configure_logging(config["log_level"])
+    queue = EventQueue(**config["queue"]) if config["queue"] else None
+    writer = PipeWriter(frames_fd)
+    capture = CaptureLoop(make_celery(config["broker_url"]), writer.add_event,
+                          lambda status: writer.send("status", status.value), queue=queue,
+                          on_malformed=lambda total: writer.send("malformed", total))
+    writer.on_broken = capture.stop
+    signal.signal(signal.SIGTERM, lambda *_: capture.stop())
+
+    def stop_at_eof() -> None:
+        sys.stdin.buffer.read()
+        capture.stop()
+
+    threading.Thread(target=stop_at_eof, name="stdin-watch", daemon=True).start()
+    capture.run()
+    writer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())
