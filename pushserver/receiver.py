@@ -82,21 +82,26 @@ class EventQueue:
 class CaptureLoop:
     """Keeps ``app.events.Receiver.capture()`` running: connect, capture, back off and reconnect until stopped.
 
-    ``run()`` blocks; ``on_event`` gets each decoded event and ``on_status``
-    each change of status, both on the capturing thread.
+    ``run()`` blocks. ``on_batch`` gets the decoded events, ``on_status``
+    each change of status, in the order they happened, both on the capturing
+    thread. Events are handed over once per drain of the connection (every
+    message Redis had ready), at most ``MAX_BATCH`` at a time: one lock and
+    one wake-up per batch, not per event, whoever takes them.
     """
+
+    MAX_BATCH = 1000
 
     def __init__(
         self,
         app: Celery,
-        on_event: Callable[[dict[str, Any]], None],
+        on_batch: Callable[[Batch], None],
         on_status: Callable[[ReceiverStatus], None],
         backoff: Backoff | None = None,
         queue: EventQueue | None = None,
         on_malformed: Callable[[int], None] | None = None,
     ) -> None:
         self.app = app
-        self.on_event = on_event
+        self.on_batch = on_batch
         self.on_status = on_status
         self.on_malformed = on_malformed
         self.backoff = backoff or Backoff()
@@ -106,6 +111,7 @@ class CaptureLoop:
         self._stopping = threading.Event()
         self._receiver: Any = None
         self._ever_connected = False
+        self._batch: Batch = []
 
     @property
     def connected(self) -> bool:
@@ -139,6 +145,8 @@ class CaptureLoop:
                     iterations = 0
 
                     def on_iteration() -> None:
+                        # Called before each drain: hand over what the last one decoded.
+                        self._flush()
                         # The subscription is made inside the first drain;
                         # once it has returned we are certainly listening.
                         nonlocal iterations
@@ -167,6 +175,7 @@ class CaptureLoop:
                 self._stopping.wait(delay)
             finally:
                 self._receiver = None
+                self._flush()  # what was decoded before the connection failed is good
         self._set_status(ReceiverStatus.STOPPED)
 
     def _tolerant_receive(self, receiver: Any) -> Callable[[Any, Any], None]:
@@ -197,10 +206,19 @@ class CaptureLoop:
     def _on_event(self, event: dict[str, Any]) -> None:
         if not self.connected:
             self._mark_connected()
-        self.on_event(event)
+        batch = self._batch
+        batch.append(event)
+        if len(batch) >= self.MAX_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.on_batch(batch)
 
     def _set_status(self, status: ReceiverStatus) -> None:
         if status is not self.status:
+            self._flush()  # events heard before the change go first
             self.status = status
             self.on_status(status)
 
@@ -252,7 +270,7 @@ class ThreadReceiver(Receiver):
     ) -> None:
         super().__init__(on_batch, on_status)
         self.loop = loop
-        self.capture = CaptureLoop(app, self._on_event, self._on_capture_status, backoff, queue,
+        self.capture = CaptureLoop(app, self._on_batch, self._on_capture_status, backoff, queue,
                                    on_malformed=self._on_malformed)
         self._buffer: Batch = []
         self._lock = threading.Lock()
@@ -272,10 +290,10 @@ class ThreadReceiver(Receiver):
 
     # -- the capturing thread -------------------------------------------------
 
-    def _on_event(self, event: dict[str, Any]) -> None:
+    def _on_batch(self, batch: Batch) -> None:
         with self._lock:
-            self._buffer.append(event)
-            first = len(self._buffer) == 1
+            first = not self._buffer
+            self._buffer += batch
         if first:
             self._call_soon(self._drain)
 

@@ -34,7 +34,6 @@ from .receiver import Backoff, Batch, CaptureLoop, EventQueue, Receiver, Receive
 log = logging.getLogger("pushserver.receiver")
 
 HEADER = struct.Struct(">I")
-MAX_FRAME_EVENTS = 1000  # the loop merges at most this many events between two looks at its sockets
 PIPE_BYTES = 1 << 20  # Linux pipes hold 64 KiB by default: room for bursts without blocking the child
 
 
@@ -215,10 +214,10 @@ def _describe_exit(code: int | None) -> str:
 class PipeWriter:
     """Sends the child's events and status messages down the pipe from a thread of its own.
 
-    The capturing thread only appends; the writer pickles and writes whatever
-    has gathered, so a busy server makes frames larger rather than the child
-    slower. Past ``max_pending`` events the capturing thread waits, and the
-    backlog builds in the broker instead of in memory.
+    The capturing thread only queues batches; the writer pickles and writes
+    whatever has gathered, so a busy server makes writes larger rather than
+    the child slower. Past ``max_pending`` events the capturing thread waits,
+    and the backlog builds in the broker instead of in memory.
     """
 
     def __init__(self, fd: int, max_pending: int = 100_000) -> None:
@@ -233,19 +232,15 @@ class PipeWriter:
         self._thread = threading.Thread(target=self._run, name="pipe-writer", daemon=True)
         self._thread.start()
 
-    def add_event(self, event: dict[str, Any]) -> None:
-        """Queue one decoded event (on the capturing thread)."""
+    def add_batch(self, batch: Batch) -> None:
+        """Queue decoded events (on the capturing thread); one frame each."""
         with self._cond:
             while self._pending >= self.max_pending and not self._broken:
                 self._cond.wait()
-            messages = self._messages
-            if messages and messages[-1][0] == "events" and len(messages[-1][1]) < MAX_FRAME_EVENTS:
-                messages[-1][1].append(event)
-            else:
-                messages.append(("events", [event]))
-                if len(messages) == 1:
-                    self._cond.notify_all()
-            self._pending += 1
+            self._messages.append(("events", batch))
+            self._pending += len(batch)
+            if len(self._messages) == 1:
+                self._cond.notify_all()
 
     def send(self, kind: str, payload: Any) -> None:
         """Queue a control message, in order with the events around it."""
@@ -305,7 +300,7 @@ def child_main() -> int:
     configure_logging(config["log_level"])
     queue = EventQueue(**config["queue"]) if config["queue"] else None
     writer = PipeWriter(frames_fd)
-    capture = CaptureLoop(make_celery(config["broker_url"]), writer.add_event,
+    capture = CaptureLoop(make_celery(config["broker_url"]), writer.add_batch,
                           lambda status: writer.send("status", status.value), queue=queue,
                           on_malformed=lambda total: writer.send("malformed", total))
     writer.on_broken = capture.stop

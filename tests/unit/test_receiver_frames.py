@@ -7,7 +7,10 @@ import os
 import threading
 import time
 
-from pushserver.receiver_process import MAX_FRAME_EVENTS, FrameReader, PipeWriter, encode_frame
+from celery import Celery
+
+from pushserver.receiver import CaptureLoop, ReceiverStatus
+from pushserver.receiver_process import FrameReader, PipeWriter, encode_frame
 
 
 def test_frames_reassemble_across_every_cut():
@@ -42,9 +45,9 @@ def test_writer_keeps_status_messages_in_their_place_among_events():
     r, w = os.pipe()
     writer = PipeWriter(w)
     writer.send("status", "connected")
-    for i in range(2500):
-        writer.add_event({"i": i})
-        if i == 1200:
+    for start in range(0, 2500, 100):
+        writer.add_batch([{"i": i} for i in range(start, start + 100)])
+        if start == 1100:
             writer.send("status", "reconnecting")
     writer.close()
     got = drain(r)
@@ -53,8 +56,7 @@ def test_writer_keeps_status_messages_in_their_place_among_events():
     before, after = kinds.index("status", 1), len(kinds)
     events_before = [e["i"] for _, batch in got[1:before] for e in batch]
     events_after = [e["i"] for _, batch in got[before + 1:after] for e in batch]
-    assert events_before == list(range(1201)) and events_after == list(range(1201, 2500))
-    assert all(len(batch) <= MAX_FRAME_EVENTS for kind, batch in got if kind == "events")
+    assert events_before == list(range(1200)) and events_after == list(range(1200, 2500))
 
 
 def test_a_full_pipe_holds_the_capturing_thread_at_max_pending_and_loses_nothing():
@@ -64,7 +66,7 @@ def test_a_full_pipe_holds_the_capturing_thread_at_max_pending_and_loses_nothing
 
     def capture() -> None:
         for i in range(20_000):
-            writer.add_event({"i": i, "pad": "x" * 200})
+            writer.add_batch([{"i": i, "pad": "x" * 200}])
             added.append(i)
 
     thread = threading.Thread(target=capture, daemon=True)
@@ -91,6 +93,37 @@ def test_writer_reports_a_broken_pipe_once_and_never_blocks_the_capturing_thread
     writer = PipeWriter(w, max_pending=10)
     writer.on_broken = broken.set
     for i in range(1000):
-        writer.add_event({"i": i})
+        writer.add_batch([{"i": i}])
     assert broken.wait(5)
     writer.close()
+
+
+def test_capture_loop_hands_over_batches_in_order_after_it_reports_connected():
+    """Through a real Dispatcher and Celery Receiver on kombu's in-memory transport."""
+    app = Celery("t", broker="memory://", set_as_current=False)
+    heard: list = []
+    capture = CaptureLoop(app, lambda batch: heard.append(("batch", list(batch))),
+                          lambda status: heard.append(("status", status)))
+    thread = threading.Thread(target=capture.run, daemon=True)
+    thread.start()
+    try:
+        with app.connection_for_write() as conn:
+            dispatcher = app.events.Dispatcher(conn, hostname="w@h")
+            deadline = time.monotonic() + 10
+            while capture.status is not ReceiverStatus.CONNECTED and time.monotonic() < deadline:
+                dispatcher.send("worker-heartbeat")  # until the receiver listens
+                time.sleep(0.05)
+            for i in range(2500):
+                dispatcher.send("task-progress", uuid=f"t{i}", i=i)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and sum(
+                    1 for kind, b in heard if kind == "batch" for e in b if e["type"] == "task-progress") < 2500:
+                time.sleep(0.02)
+    finally:
+        capture.stop()
+        thread.join(5)
+    assert heard[0] == ("status", ReceiverStatus.CONNECTED)
+    assert heard[-1] == ("status", ReceiverStatus.STOPPED)
+    batches = [b for kind, b in heard if kind == "batch"]
+    assert [e["i"] for b in batches for e in b if e["type"] == "task-progress"] == list(range(2500))
+    assert all(len(b) <= CaptureLoop.MAX_BATCH for b in batches)
