@@ -141,8 +141,12 @@ class Hub:
         # emitted to us afterwards, never lost in between.
         for task_id in request.task_ids:
             await self.sio.enter_room(sid, room_for(task_id))
-        tasks = await asyncio.gather(*(self.snapshot(t) for t in request.task_ids))
-        return {"ok": True, "tasks": list(tasks)}
+        snapshots = await asyncio.gather(*(self.snapshot(t) for t in request.task_ids))
+        # Events merged while the snapshots were awaited went to the room at
+        # once. Read memory again, with no await before the ack leaves, so the
+        # ack is never older than an update the client already has.
+        tasks = [self._visible_state(t) or s for t, s in zip(request.task_ids, snapshots)]
+        return {"ok": True, "tasks": tasks}
 
     async def _on_unsubscribe(self, sid: str, payload: Any = None, *extra: Any) -> dict[str, Any]:
         if extra:
