@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -26,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import redis
 
-from pushserver.devstack import rss_bytes  # noqa: F401 - bench modules use common.rss_bytes
+from pushserver.devstack import rss_bytes
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -70,13 +71,62 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         proc.wait(5)
 
 
+_stopping: list[threading.Thread] = []
+
+
+def stop_soon(proc: subprocess.Popen) -> None:
+    """stop_process() in the background, so the next measurement can set up meanwhile.
+
+    Measurements call wait_stopped() (wait_quiet() does) before their window
+    opens, so a consumer shutting down never overlaps one being measured.
+    """
+    thread = threading.Thread(target=stop_process, args=(proc,), daemon=True)
+    thread.start()
+    _stopping.append(thread)
+
+
+def wait_stopped() -> None:
+    """Wait until every process handed to stop_soon() has exited."""
+    while _stopping:
+        _stopping.pop().join()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a server may run parts of itself in child processes)."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        try:
+            threads = os.listdir(f"/proc/{tree[i]}/task")
+        except OSError:
+            threads = []
+        for tid in threads:
+            try:
+                with open(f"/proc/{tree[i]}/task/{tid}/children") as f:
+                    tree.extend(int(c) for c in f.read().split())
+            except OSError:
+                continue
+        i += 1
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """User + system CPU time so far of a process (all its threads) and its live descendants."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            if p == pid:
+                raise
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its live descendants, added up."""
+    return sum(rss_bytes(p) for p in process_tree(pid))
 
 
 class CpuMeter:
@@ -128,14 +178,24 @@ class PrivateRedis:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        wait_stopped()
         if self.proc is not None:
             stop_process(self.proc)
 
     def version(self) -> str:
         return self.client.info("server")["redis_version"]
 
-    def pattern_subscribers(self) -> int:
-        return int(self.client.execute_command("PUBSUB", "NUMPAT"))
+    def last_client_id(self) -> int:
+        """The newest connection's id (Redis numbers its connections in order)."""
+        return max(int(c["id"]) for c in self.client.client_list())
+
+    def pattern_subscribed_since(self, client_id: int) -> bool:
+        """Whether a connection newer than ``client_id`` holds a pattern subscription (the event receivers').
+
+        Unlike counting subscribers, this holds while an earlier consumer is still shutting down.
+        """
+        return any(int(c["id"]) > client_id and int(c.get("psub", 0)) > 0
+                   for c in self.client.client_list(_type="pubsub"))
 
     def outbuf_disconnections(self) -> int | None:
         """Subscribers Redis cut off for exceeding their output buffer limit (Redis >= 7)."""
@@ -199,12 +259,20 @@ class ConsumerProcess:
 
     proc: subprocess.Popen | None
     _conn: http.client.HTTPConnection | None
+    #: Leaving the ``with`` block stops the process in the background (stop_soon): for a
+    #: run's server, whose shutdown may overlap the next run's setup but no measurement.
+    background_stop = False
 
     def __exit__(self, *exc: Any) -> None:
+        self.stop(wait=not self.background_stop)
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop the process; with ``wait=False`` in the background (see stop_soon)."""
         if self._conn is not None:
             self._conn.close()
+            self._conn = None
         if self.proc is not None:
-            stop_process(self.proc)
+            (stop_process if wait else stop_soon)(self.proc)
         self._log.close()
 
     @property
@@ -212,13 +280,19 @@ class ConsumerProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def processed(self) -> float:
+        """Events the consumer has applied to its state so far."""
+        raise NotImplementedError
+
 
 class PushServerProcess(ConsumerProcess):
     """``pushserver serve --insecure`` against the private Redis, as users start it."""
 
     def __init__(self, redis_server: PrivateRedis, extra_args: Sequence[str] = (),
-                 gc_log: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 gc_log: Path | None = None, extra_env: dict[str, str] | None = None,
+                 background_stop: bool = False) -> None:
         self.redis = redis_server
+        self.background_stop = background_stop
         self.port = free_port()
         self.extra_args = list(extra_args)
         self.gc_log = gc_log
@@ -234,7 +308,7 @@ class PushServerProcess(ConsumerProcess):
         env.update(self.extra_env)
         self.log_path = Path(f"/tmp/pushserver-bench-{self.port}.log")
         self._log = open(self.log_path, "wb")
-        before = self.redis.pattern_subscribers()
+        since = self.redis.last_client_id()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         deadline = time.monotonic() + 30
         while True:
@@ -251,7 +325,7 @@ class PushServerProcess(ConsumerProcess):
                 stop_process(self.proc)
                 raise TimeoutError(f"pushserver not ready after 30s; see {self.log_path}")
             time.sleep(0.05)
-        wait_for(lambda: self.redis.pattern_subscribers() > before, 10, "pushserver's event subscription")
+        wait_for(lambda: self.redis.pattern_subscribed_since(since), 10, "pushserver's event subscription")
         return self
 
     @property
@@ -282,6 +356,10 @@ class PushServerProcess(ConsumerProcess):
         if status != 200:
             raise RuntimeError(f"/metrics answered {status}")
         return parse_metrics(body.decode())
+
+    def processed(self) -> float:
+        """Events merged into the store by the event loop, not merely decoded."""
+        return metric_sum(self.metrics(), "pushserver_events_ingested_total")
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -376,7 +454,7 @@ def versions(redis_version: str) -> dict[str, str]:
     for dist, label in [("celery", "Celery"), ("kombu", "kombu"), ("redis", "redis-py"),
                         ("hiredis", "hiredis"), ("python-socketio", "python-socketio"),
                         ("python-engineio", "python-engineio"), ("aiohttp", "aiohttp"),
-                        ("orjson", "orjson"), ("celery-pushserver", "celery-pushserver")]:
+                        ("orjson", "orjson"), ("flower", "Flower"), ("celery-pushserver", "celery-pushserver")]:
         try:
             out[label] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -467,7 +545,9 @@ WAIT_QUIET_S = 0.0
 
 
 def wait_quiet(threshold: float = 0.15, window: float = 0.5) -> None:
-    """Wait (at most WAIT_QUIET_S) until processes outside the benchmark use under ``threshold`` cores."""
+    """Wait until the processes the benchmark is stopping are gone, then (at most WAIT_QUIET_S)
+    until processes outside the benchmark use under ``threshold`` cores."""
+    wait_stopped()
     if WAIT_QUIET_S <= 0:
         return
     deadline = time.monotonic() + WAIT_QUIET_S

@@ -8,6 +8,9 @@ same stream, and is measured alone (nothing else consumes in parallel):
 - ``pushserver``: ``pushserver serve --insecure``, its count read from
   ``pushserver_events_ingested_total`` on /metrics (events merged by the loop,
   not merely decoded).
+- ``flower``: ``celery flower`` (flower.py), its count read from
+  ``flower_events_total`` on /metrics (incremented when Flower applies an
+  event to its state, not merely receives it).
 
 Two ways to offer the stream:
 - *saturating* (the throughput figure): replayed at max speed, the publisher
@@ -17,11 +20,12 @@ Two ways to offer the stream:
 - *burst* (the loss figure): open loop at a fixed fraction of the bare
   receiver's measured rate, with nothing holding the publisher back: a consumer
   slower than that falls behind, Redis cuts it off at 32 MB, and the events
-  it never got are counted as lost.
+  it never got are counted as lost. Only ``bare`` and ``pushserver``:
+  Flower drains far below the burst rate, so it would only lose most of it.
 
 Rate estimator, the same for every consumer: its count is sampled every
-``SAMPLE_S`` (bare: by a thread in the receiver process; pushserver: by
-polling /metrics), and events/s = 90% of the final count / (time the count
+``SAMPLE_S`` (bare: by a thread in the receiver process; pushserver and
+Flower: by polling /metrics), and events/s = 90% of the final count / (time the count
 reached 95% of it - time it reached 5%), each moment interpolated between
 the two samples around it. That is the drain rate in steady state, free of
 start-up and of the sampling interval's rounding at both ends.
@@ -30,18 +34,21 @@ start-up and of the sampling interval's rounding at both ends.
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from common import (BENCH_DIR, PYTHON, ForeignLoad, PrivateRedis, PushServerProcess, cpu_seconds, log,
-                    metric_sum, wait_for, wait_quiet)
+from common import (BENCH_DIR, PYTHON, ConsumerProcess, ForeignLoad, PrivateRedis, PushServerProcess, cpu_seconds,
+                    log, metric_sum, stop_process, stop_soon, wait_for, wait_quiet)
+from flower import FlowerProcess
 
 SAMPLE_S = 0.025
 IDLE_S = 3.0
 MAX_BACKLOG = 4_000_000  # bytes queued for a subscriber before the publisher holds (Redis soft limit: 8 MB)
-CONSUMERS = ("bare", "pushserver")
+CONSUMERS = ("bare", "pushserver", "flower")
+BURST_CONSUMERS = ("bare", "pushserver")  # Flower drains ~8k events/s: a burst only says it loses most
 
 
 def crossing(samples: list[tuple[float, float]], target: float) -> float | None:
@@ -93,12 +100,19 @@ class Publisher:
         if max_backlog:
             cmd += ["--max-backlog", str(max_backlog)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Wait until the stream is loaded (it loads while the caller starts a consumer)."""
+        assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if line != "READY":
             raise RuntimeError(f"publisher failed to start: {line!r}")
+        self.ready = True
 
     def go(self) -> None:
+        if not self.ready:
+            self.wait_ready()
         assert self.proc.stdin is not None
         self.proc.stdin.write("go\n")
         self.proc.stdin.close()
@@ -115,81 +129,105 @@ class Publisher:
         return json.loads(out.strip().splitlines()[-1])
 
 
-def measure(kind: str, redis_server: PrivateRedis, stream: Path, expected: int, *,
-            rate: float = 0.0, max_backlog: int = 0, timeout: float = 300.0) -> dict[str, Any]:
-    """Run one consumer of ``kind`` on the stream once; return count, lost, events/s, CPU%."""
-    wait_quiet()
-    before = redis_server.pattern_subscribers()
-    server = None
-    bare = None
+def start_consumer(kind: str, redis_server: PrivateRedis, expected: int, timeout: float) -> Any:
+    """A fresh consumer of ``kind``, subscribed and ready; a Popen for ``bare``, a ConsumerProcess otherwise."""
     if kind == "bare":
+        since = redis_server.last_client_id()
         bare = subprocess.Popen(
             [PYTHON, str(BENCH_DIR / "bare_receiver.py"), "--broker", redis_server.url,
              "--expect", str(expected), "--idle", str(IDLE_S), "--sample", str(SAMPLE_S),
              "--timeout", str(timeout)],
             stdout=subprocess.PIPE, text=True)
-        pid = bare.pid
-        wait_for(lambda: redis_server.pattern_subscribers() > before, 20, "the bare receiver's subscription")
-    elif kind == "pushserver":
-        server = PushServerProcess(redis_server).__enter__()
-        pid = server.pid
-    else:
-        raise ValueError(kind)
+        try:
+            wait_for(lambda: redis_server.pattern_subscribed_since(since), 20, "the bare receiver's subscription")
+        except BaseException:
+            stop_process(bare)
+            raise
+        return bare
+    if kind == "pushserver":
+        return PushServerProcess(redis_server).__enter__()
+    if kind == "flower":
+        return FlowerProcess(redis_server).__enter__()
+    raise ValueError(kind)
+
+
+def measure(kind: str, redis_server: PrivateRedis, stream: Path, expected: int, *,
+            rate: float = 0.0, max_backlog: int = 0, timeout: float = 300.0) -> dict[str, Any]:
+    """Run one consumer of ``kind`` (see CONSUMERS) on the stream once; return count, lost, events/s, CPU%.
+
+    The bare receiver samples its own count and reports at the end; pushserver
+    and Flower are polled over HTTP (``ConsumerProcess.processed``).
+    """
+    # The publisher loads the stream while the consumer starts (and the previous
+    # one still shuts down); it waits for the word.
+    publisher = Publisher(redis_server, stream, rate=rate, max_backlog=max_backlog)
+    consumer = None
     try:
-        publisher = Publisher(redis_server, stream, rate=rate, max_backlog=max_backlog)
+        consumer = start_consumer(kind, redis_server, expected, timeout)
+        bare = consumer if kind == "bare" else None
+        server = consumer if kind != "bare" else None
+        pid = consumer.pid
+        publisher.wait_ready()
+        wait_quiet()
         samples: list[tuple[float, float]] = []
         cpu_samples: list[tuple[float, float]] = []
         peak_backlog = 0
-        reconnects0 = metric_sum(server.metrics(), "pushserver_receiver_reconnects_total") if server else 0
+        base = server.processed() if server else 0.0  # Flower counts its own start-up events, if any
+        reconnects0 = (metric_sum(server.metrics(), "pushserver_receiver_reconnects_total")
+                       if kind == "pushserver" else 0)
+        disconnects0 = redis_server.outbuf_disconnections()
         foreign = ForeignLoad()
         publisher.go()
-        t_start = time.monotonic()
-        last_change = time.monotonic()
+        t_start = last_change = time.monotonic()
         count = 0.0
+        timed_out = False
         while True:
             time.sleep(SAMPLE_S)
             now = time.time()
             # What Redis holds for the consumer: 32 MB and it is cut off.
             peak_backlog = max(peak_backlog, max_backlog_bytes(redis_server))
             if bare is not None:
-                if bare.poll() is not None:
+                # It prints its one line when done; no need to wait for its exit.
+                if bare.poll() is not None or select.select([bare.stdout], [], [], 0)[0]:
                     break
                 cpu_samples.append((now, cpu_seconds(pid)))
             else:
-                assert server is not None
-                metrics = server.metrics()
+                new = server.processed() - base
                 cpu_samples.append((now, cpu_seconds(pid)))
-                new = metric_sum(metrics, "pushserver_events_ingested_total")
                 samples.append((now, new))
                 if new != count:
                     count, last_change = new, time.monotonic()
-                finished = publisher.done() and (count >= expected or time.monotonic() - last_change > IDLE_S)
-                if finished:
+                if publisher.done() and (count >= expected or time.monotonic() - last_change > IDLE_S):
                     break
             if time.monotonic() - t_start > timeout:
+                timed_out = True
                 log(f"{kind}: timed out after {timeout:.0f}s")
                 break
         foreign_cores = foreign.cores()
-        pub = publisher.result()
-        error = None
+        if timed_out and not publisher.done():
+            # Held back by a consumer that stopped draining: there is no publisher report.
+            stop_process(publisher.proc)
+            pub = {"events": expected, "events_per_s": 0.0, "messages_unheard": 0, "backlog_holds": 0}
+        else:
+            pub = publisher.result()
+        error = "timed out" if timed_out else None
         if bare is not None:
-            out, _ = bare.communicate(timeout=30)
-            res = json.loads(out.strip().splitlines()[-1])
+            assert bare.stdout is not None
+            res = json.loads(bare.stdout.readline())
             samples = [tuple(s) for s in res["samples"]]
             count = res["count"]
-            error = res["error"]
-            reconnects = 0
-        else:
-            assert server is not None
+            error = res["error"] or error
+        elif kind == "pushserver":
             reconnects = int(metric_sum(server.metrics(), "pushserver_receiver_reconnects_total") - reconnects0)
             if reconnects:
                 error = f"receiver reconnected {reconnects}x (dropped by Redis?)"
+        disconnects1 = redis_server.outbuf_disconnections()
     finally:
-        if server is not None:
-            server.__exit__(None, None, None)
-        if bare is not None and bare.poll() is None:
-            bare.kill()
-            bare.wait()
+        if isinstance(consumer, ConsumerProcess):
+            consumer.stop(wait=False)
+        elif consumer is not None:
+            stop_soon(consumer)
+        stop_soon(publisher.proc)
     events_per_s, window = steady_rate(samples, count)
     return {
         "consumer": kind,
@@ -203,6 +241,8 @@ def measure(kind: str, redis_server: PrivateRedis, stream: Path, expected: int, 
         "messages_unheard": pub["messages_unheard"],
         "backlog_holds": pub["backlog_holds"],
         "peak_backlog_mb": peak_backlog / 1e6,
+        "redis_outbuf_disconnections": (disconnects1 - disconnects0
+                                        if disconnects0 is not None and disconnects1 is not None else None),
         "foreign_cores": foreign_cores,
         "error": error,
     }
@@ -226,25 +266,27 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def run(redis_server: PrivateRedis, streams: dict[str, dict[str, Any]], runs: int,
-        burst_fraction: float = 0.8, burst: bool = True) -> dict[str, Any]:
-    """Every consumer on every shape, ``runs`` times saturating, then ``runs`` bursts."""
+        burst_fraction: float = 0.8, burst: bool = True,
+        consumers: tuple[str, ...] = CONSUMERS) -> dict[str, Any]:
+    """Every consumer on every shape, ``runs`` times saturating, then ``runs`` bursts (bare and pushserver)."""
     out: dict[str, Any] = {"streams": streams, "saturating": {}, "burst": {}, "burst_fraction": burst_fraction,
                            "max_backlog": MAX_BACKLOG, "sample_s": SAMPLE_S}
     for shape, stream in streams.items():
         path, expected = Path(stream["path"]), stream["events"]
-        sat = out["saturating"][shape] = {k: [] for k in CONSUMERS}
+        sat = out["saturating"][shape] = {k: [] for k in consumers}
         for i in range(runs):
-            for kind in CONSUMERS:
+            for kind in consumers:
                 r = measure(kind, redis_server, path, expected, max_backlog=MAX_BACKLOG)
                 sat[kind].append(r)
                 log(f"ingest {shape} saturating run {i + 1}/{runs}: {describe(r)}")
-        bare_rates = sorted(r["events_per_s"] for r in sat["bare"] if r["events_per_s"])
+        bare_rates = sorted(r["events_per_s"] for r in sat.get("bare", []) if r["events_per_s"])
         if not burst or not bare_rates:
             continue
         burst_rate = burst_fraction * bare_rates[len(bare_rates) // 2]
-        b = out["burst"][shape] = {"offered_per_s": burst_rate, **{k: [] for k in CONSUMERS}}
+        kinds = [k for k in BURST_CONSUMERS if k in consumers]
+        b = out["burst"][shape] = {"offered_per_s": burst_rate, **{k: [] for k in kinds}}
         for i in range(runs):
-            for kind in CONSUMERS:
+            for kind in kinds:
                 r = measure(kind, redis_server, path, expected, rate=burst_rate)
                 b[kind].append(r)
                 log(f"ingest {shape} burst at {burst_rate:,.0f} ev/s run {i + 1}/{runs}: {describe(r)}")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from common import (BENCH_DIR, PYTHON, CpuMeter, ForeignLoad, PrivateRedis, PushServerProcess, log,
-                    metric_sum, rss_bytes, wait_for, wait_quiet)
+                    metric_sum, tree_rss_bytes, wait_for, wait_quiet)
 from ingest import MAX_BACKLOG, Publisher
 from stream import build_streams
 
@@ -128,13 +128,13 @@ class PhasePublisher:
 
 def run_baseline_phase(redis_server: PrivateRedis, plan: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """The same phase into a bare Celery Receiver: what Celery, kombu and Redis cost on their own."""
-    before = redis_server.pattern_subscribers()
+    since = redis_server.last_client_id()
     bare = subprocess.Popen(
         [PYTHON, str(BENCH_DIR / "bare_latency.py"), "--broker", redis_server.url,
          "--expect", str(plan["events"])],
         stdout=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: redis_server.pattern_subscribers() > before, 20, "the bare receiver's subscription")
+        wait_for(lambda: redis_server.pattern_subscribed_since(since), 20, "the bare receiver's subscription")
         publisher = PhasePublisher(redis_server, plan, workdir)
         wait_quiet()
         foreign = ForeignLoad()
@@ -214,7 +214,7 @@ def fill(server: PushServerProcess, redis_server: PrivateRedis, stream: dict[str
     publisher.result()
     tasks = metric_sum(server.metrics(), "pushserver_tasks_in_memory")
     log(f"prefilled the server with {count:,.0f} events, {tasks:,.0f} tasks in memory, "
-        f"RSS {rss_bytes(server.pid) / 1e6:.0f} MB, in {time.monotonic() - t0:.1f}s")
+        f"RSS {tree_rss_bytes(server.pid) / 1e6:.0f} MB, in {time.monotonic() - t0:.1f}s")
 
 
 def run(redis_server: PrivateRedis, n_clients: int, rates: list[float], duration: float, runs: int,
@@ -245,7 +245,8 @@ def run(redis_server: PrivateRedis, n_clients: int, rates: list[float], duration
                     f"p50 {stats['p50_ms']:.2f} p95 {stats['p95_ms']:.2f} p99 {stats['p99_ms']:.2f} "
                     f"max {stats['max_ms']:.1f} ms; {stats['received']}/{stats['events']} events; "
                     f"other processes {stats['foreign_cores']:.2f} cores")
-        with PushServerProcess(redis_server, gc_log=workdir / f"gc-{i}.jsonl", extra_env=env) as server:
+        with PushServerProcess(redis_server, gc_log=workdir / f"gc-{i}.jsonl", extra_env=env,
+                               background_stop=True) as server:
             if prefill_stream is not None:
                 fill(server, redis_server, prefill_stream)
             clients = ClientProcess(server.url, n_clients, ids_file)
@@ -254,7 +255,7 @@ def run(redis_server: PrivateRedis, n_clients: int, rates: list[float], duration
                 subs = metric_sum(server.metrics(), "pushserver_subscriptions")
                 setup = {"connected": ready["connected"], "connect_seconds": ready["connect_seconds"],
                          "failures": ready["failures"], "subscriptions": subs,
-                         "server_rss_mb": rss_bytes(server.pid) / 1e6}
+                         "server_rss_mb": tree_rss_bytes(server.pid) / 1e6}
                 out["setup"].append(setup)
                 log(f"latency run {i + 1}/{runs}: {ready['connected']} clients connected and "
                     f"{subs:.0f} subscriptions in {ready['connect_seconds']:.1f}s"
