@@ -1,16 +1,17 @@
 """Connections: RSS of one ``pushserver serve --insecure`` holding 1 000 and 10 000 idle, subscribed sockets.
 
-    .venv/bin/python bench/connections.py                 # 1 000 then 10 000, 4 client processes
-    .venv/bin/python bench/connections.py --steps 1000 10000 --procs 4
+    .venv/bin/python bench/run.py --only connections          # with the other suites' settings
+    .venv/bin/python bench/connections.py --steps 1000 10000 --procs 4 --hold 0   # experiments: table on stdout
 
 One server on a private Redis; its RSS is read at start-up (ready, no client),
 then clients are added up to each step (raw Engine.IO/Socket.IO websockets
-from raw_clients.py, spread over ``--procs`` processes, each connected and
+from raw_clients.py, spread over ``procs`` processes, each connected and
 subscribed to one task id of its own), and after a settle time the RSS is read
-again. KB per connection = (RSS at the step - RSS with none) / connections.
-The clients answer the server's Engine.IO pings, so the sockets stay open
-as a browser's would. Prints a markdown table, writes
-bench/results/connections-latest.json.
+again. KB per connection = (RSS at the step - RSS with none) / connections; the
+server's RSS is that of its whole process tree. The clients answer the
+server's Engine.IO pings, so the sockets stay open as a browser's would;
+after the last step the sockets are held through a ping round and the RSS
+read once more, which is the run's figure. Each run starts a fresh server.
 """
 
 from __future__ import annotations
@@ -22,16 +23,14 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+import report
+from common import (BENCH_DIR, PYTHON, PrivateRedis, PushServerProcess, log, metric_sum, rss_bytes,
+                    tree_rss_bytes, wait_quiet)
 
-from common import (BENCH_DIR, PYTHON, PrivateRedis, PushServerProcess, dump_json, log, machine_info,  # noqa: E402
-                    metric_sum, rss_bytes, server_code, versions)
-
-TARGET_KB = 30.0
 SETTLE_S = 3.0
 
 
@@ -109,112 +108,103 @@ def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
-def run(steps: list[int], procs: int, hold: float = 30.0) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-conn-"))
-    tasks_file = workdir / "tasks.json"
-    tasks_file.write_text(json.dumps([str(uuid.uuid4()) for _ in range(max(steps))]))
-    out: dict[str, Any] = {"steps": [], "procs": procs, "settle_s": SETTLE_S}
-    with PrivateRedis() as redis_server:
-        out["meta"] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       "machine": machine_info(), "versions": versions(redis_server.version()),
-                       "server_code": server_code(), "command": " ".join(sys.argv)}
-        with PushServerProcess(redis_server) as server:
-            out["server_nofile"] = nofile_limit(server.pid)
-            time.sleep(SETTLE_S)
-            rss0 = rss_bytes(server.pid)
-            out["rss_idle_mb"] = rss0 / 1e6
-            log(f"server pid {server.pid} ready, RSS {rss0 / 1e6:.1f} MB, open files limit {out['server_nofile']}")
-            groups: list[ClientGroup] = []
-            have = 0
-            try:
-                for step in steps:
-                    add = step - have
-                    t0 = time.monotonic()
-                    group = ClientGroup(server.url, "idle", add, procs, tasks_file, offset=have,
-                                        extra=["--concurrency", "100"])
-                    groups.append(group)
-                    have = step
-                    s = group.summary()
-                    time.sleep(SETTLE_S)
-                    m = server.metrics()
-                    rss = rss_bytes(server.pid)
-                    clients_rss = sum(rss_bytes(pid) for g in groups for pid in g.pids)
-                    row = {"clients": step, "added": add, "connected_added": s["connected"],
-                           "subscribed_added": s["subscribed"], "failures": s["failures"], "failed": s["failed"],
-                           "connect_seconds": time.monotonic() - t0,
-                           "server_clients_metric": metric_sum(m, "pushserver_connected_clients"),
-                           "server_subscriptions_metric": metric_sum(m, "pushserver_subscriptions"),
-                           "server_open_fds": open_fds(server.pid),
-                           "rss_mb": rss / 1e6, "delta_mb": (rss - rss0) / 1e6,
-                           "kb_per_connection": (rss - rss0) / 1024 / step,
-                           "client_processes": sum(len(g.procs) for g in groups),
-                           "client_rss_mb": clients_rss / 1e6, "client_nofile": s["client_nofile"]}
-                    if out["steps"]:
-                        prev = out["steps"][-1]
-                        row["marginal_kb_per_connection"] = ((row["rss_mb"] - prev["rss_mb"]) * 1e6 / 1024
-                                                             / (step - prev["clients"]))
-                    out["steps"].append(row)
-                    log(f"{step:,} clients ({row['server_clients_metric']:.0f} on the server, "
-                        f"{row['server_subscriptions_metric']:.0f} subscriptions, {s['failures']} failed to add) "
-                        f"in {row['connect_seconds']:.1f}s: server RSS {row['rss_mb']:.1f} MB, "
-                        f"+{row['delta_mb']:.1f} MB = {row['kb_per_connection']:.1f} KB/connection")
-                # The sockets must stay open through at least one Engine.IO ping round
-                # (pingInterval 25 s): hold, then read the RSS again.
-                if hold:
-                    log(f"holding {hold:.0f}s for the Engine.IO pings")
-                    time.sleep(hold)
-                    rss = rss_bytes(server.pid)
-                    n = steps[-1]
-                    out["after_hold"] = {"seconds": hold, "rss_mb": rss / 1e6, "delta_mb": (rss - rss0) / 1e6,
-                                         "kb_per_connection": (rss - rss0) / 1024 / n,
-                                         "server_clients_metric": metric_sum(server.metrics(),
-                                                                             "pushserver_connected_clients")}
-                stats = [s for g in groups for s in g.ask("stats")]
-                out["client_pings_answered"] = sum(s["pings"] for s in stats)
-                out["client_disconnects"] = sum(s["disconnects"] for s in stats)
-                out["final_server_clients"] = metric_sum(server.metrics(), "pushserver_connected_clients")
-            finally:
-                for g in groups:
-                    g.close()
+def measure(redis_server: PrivateRedis, steps: list[int], procs: int, tasks_file: Path,
+            hold: float, settle: float) -> dict[str, Any]:
+    """One run: a fresh server, its RSS with no client, then with clients added up to each step."""
+    out: dict[str, Any] = {"steps": []}
+    with PushServerProcess(redis_server, background_stop=True) as server:
+        out["server_nofile"] = nofile_limit(server.pid)
+        wait_quiet()  # the previous run's server gone too
+        time.sleep(settle)
+        rss0 = tree_rss_bytes(server.pid)
+        out["rss_idle_mb"] = rss0 / 1e6
+        log(f"server pid {server.pid} ready, RSS {rss0 / 1e6:.1f} MB, open files limit {out['server_nofile']}")
+        groups: list[ClientGroup] = []
+        have = 0
+        try:
+            for step in steps:
+                add = step - have
+                t0 = time.monotonic()
+                group = ClientGroup(server.url, "idle", add, procs, tasks_file, offset=have,
+                                    extra=["--concurrency", "100"])
+                groups.append(group)
+                have = step
+                s = group.summary()
+                time.sleep(settle)
+                m = server.metrics()
+                rss = tree_rss_bytes(server.pid)
+                clients_rss = sum(rss_bytes(pid) for g in groups for pid in g.pids)
+                row = {"clients": step, "added": add, "connected_added": s["connected"],
+                       "subscribed_added": s["subscribed"], "failures": s["failures"], "failed": s["failed"],
+                       "connect_seconds": time.monotonic() - t0,
+                       "server_clients_metric": metric_sum(m, "pushserver_connected_clients"),
+                       "server_subscriptions_metric": metric_sum(m, "pushserver_subscriptions"),
+                       "server_open_fds": open_fds(server.pid),
+                       "rss_mb": rss / 1e6, "delta_mb": (rss - rss0) / 1e6,
+                       "kb_per_connection": (rss - rss0) / 1024 / step,
+                       "client_processes": sum(len(g.procs) for g in groups),
+                       "client_rss_mb": clients_rss / 1e6, "client_nofile": s["client_nofile"]}
+                if out["steps"]:
+                    prev = out["steps"][-1]
+                    row["marginal_kb_per_connection"] = ((row["rss_mb"] - prev["rss_mb"]) * 1e6 / 1024
+                                                         / (step - prev["clients"]))
+                out["steps"].append(row)
+                log(f"{step:,} clients ({row['server_clients_metric']:.0f} on the server, "
+                    f"{row['server_subscriptions_metric']:.0f} subscriptions, {s['failures']} failed to add) "
+                    f"in {row['connect_seconds']:.1f}s: server RSS {row['rss_mb']:.1f} MB, "
+                    f"+{row['delta_mb']:.1f} MB = {row['kb_per_connection']:.1f} KB/connection")
+            # The sockets must stay open through at least one Engine.IO ping round
+            # (pingInterval 25 s) to count as idle connections a server keeps: hold,
+            # then read the RSS again.
+            if hold:
+                log(f"holding {hold:.0f}s for the Engine.IO pings")
+                time.sleep(hold)
+                rss = tree_rss_bytes(server.pid)
+                n = steps[-1]
+                out["after_hold"] = {"seconds": hold, "rss_mb": rss / 1e6, "delta_mb": (rss - rss0) / 1e6,
+                                     "kb_per_connection": (rss - rss0) / 1024 / n,
+                                     "server_clients_metric": metric_sum(server.metrics(),
+                                                                         "pushserver_connected_clients")}
+            stats = [s for g in groups for s in g.ask("stats")]
+            out["client_pings_answered"] = sum(s["pings"] for s in stats)
+            out["client_disconnects"] = sum(s["disconnects"] for s in stats)
+            out["final_server_clients"] = metric_sum(server.metrics(), "pushserver_connected_clients")
+        finally:
+            for g in groups:
+                g.close()
     return out
 
 
-def table(out: dict[str, Any]) -> str:
-    lines = ["| idle subscribed sockets | server RSS | RSS added | per connection | marginal per connection | "
-             "target | connected on server | failures |",
-             "|---:|---:|---:|---:|---:|---|---:|---:|",
-             f"| 0 | {out['rss_idle_mb']:.1f} MB | – | – | – | | 0 | – |"]
-    for row in out["steps"]:
-        ok = "met" if row["kb_per_connection"] <= TARGET_KB else "**missed**"
-        target = f"≤ {TARGET_KB:g} KB: {ok}" if row["clients"] >= 10_000 else ""
-        marginal = row.get("marginal_kb_per_connection")
-        lines.append(f"| {row['clients']:,} | {row['rss_mb']:.1f} MB | {row['delta_mb']:.1f} MB | "
-                     f"{row['kb_per_connection']:.1f} KB | {f'{marginal:.1f} KB' if marginal else '–'} | {target} | "
-                     f"{row['server_clients_metric']:,.0f} | {row['failures']} |")
-    hold = out.get("after_hold")
-    if hold:
-        ok = "met" if hold["kb_per_connection"] <= TARGET_KB else "**missed**"
-        lines.append(f"| {out['steps'][-1]['clients']:,}, after {hold['seconds']:.0f} s (a ping round) | "
-                     f"{hold['rss_mb']:.1f} MB | {hold['delta_mb']:.1f} MB | {hold['kb_per_connection']:.1f} KB | – | "
-                     f"≤ {TARGET_KB:g} KB: {ok} | {hold['server_clients_metric']:,.0f} | – |")
-    return "\n".join(lines)
+def run(redis_server: PrivateRedis, runs: int, steps: list[int], procs: int = 2, hold: float = 30.0,
+        settle: float = SETTLE_S) -> dict[str, Any]:
+    """``runs`` fresh servers, each taken through every step of ``steps``."""
+    steps = sorted(steps)
+    workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-conn-"))
+    tasks_file = workdir / "tasks.json"
+    tasks_file.write_text(json.dumps([str(uuid.uuid4()) for _ in range(steps[-1])]))
+    out: dict[str, Any] = {"steps": steps, "procs": procs, "settle_s": settle, "hold_s": hold, "runs": []}
+    for i in range(runs):
+        r = measure(redis_server, steps, procs, tasks_file, hold, settle)
+        out["runs"].append(r)
+        log(f"connections run {i + 1}/{runs}: {(r.get('after_hold') or r['steps'][-1])['kb_per_connection']:.1f} KB per connection at {steps[-1]:,}"
+            + (f" after {hold:.0f}s" if hold else "") + f"; client disconnects {r['client_disconnects']}")
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=1)
     p.add_argument("--steps", type=int, nargs="+", default=[1000, 10000])
-    p.add_argument("--procs", type=int, default=2, help="client processes per step (2 steps: 4 in all)")
+    p.add_argument("--procs", type=int, default=2, help="client processes per step")
     p.add_argument("--hold", type=float, default=30.0,
                    help="after the last step, keep the sockets this long (>= one 25 s ping round) and read RSS again")
+    p.add_argument("--server-rev", metavar="REV", help="run the server from this git revision (see run.py)")
     args = p.parse_args()
-    t0 = time.time()
-    out = run(sorted(args.steps), args.procs, args.hold)
-    out["seconds"] = time.time() - t0
-    dump_json(BENCH_DIR / "results" / "connections-latest.json", out)
-    print(table(out))
-    print(f"\nserver open-files limit {out['server_nofile']}; client disconnects during the run: "
-          f"{out['client_disconnects']}; Engine.IO pings answered by the clients: "
-          f"{out['client_pings_answered']:,}; {out['seconds']:.0f}s")
+    if args.server_rev:
+        log(f"server code: {args.server_rev} = {common.use_server_snapshot(args.server_rev)}")
+    with PrivateRedis() as redis_server:
+        out = run(redis_server, args.runs, args.steps, args.procs, args.hold)
+    print(report.connections_section(out))
     return 0
 
 

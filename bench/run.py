@@ -1,8 +1,13 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py            # full: 5 runs, 1 000 clients (~10-15 min)
-    .venv/bin/python bench/run.py --quick    # 3 short runs, 100 clients (~3 min)
+    .venv/bin/python bench/run.py            # full: every suite, 5 runs, 1 000 clients (~30 min)
+    .venv/bin/python bench/run.py --quick    # every suite, 3 short runs, small sizes (< 2 min)
     .venv/bin/python bench/run.py --runs 7 --only latency
+
+Suites: ingest (bare Celery Receiver, pushserver and Flower on one recorded
+stream), latency (event timestamp -> client at several rates), connections
+(server RSS per idle subscribed socket), polling (push vs 1 s polling: load
+and notice latency).
 
 Everything runs against a private redis-server on a free port, started here
 and stopped at the end; progress goes to stderr, the summary to stdout, the
@@ -13,11 +18,14 @@ raw results to bench/results/<mode>-latest.json (<mode>-scratch.json for
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import shlex
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,29 +35,64 @@ import ingest  # noqa: E402
 import latency  # noqa: E402
 import report  # noqa: E402
 import common  # noqa: E402
+import connections  # noqa: E402
+import polling  # noqa: E402
 from common import ROOT, PrivateRedis, dump_json, log, machine_info, versions  # noqa: E402
 from stream import build_streams  # noqa: E402
 
-SUITES = ("ingest", "latency")
+SUITES = ("ingest", "latency", "connections", "polling")
+
+
+@dataclass
+class Sizes:
+    """How much each suite does per run; ``FULL`` is what the issue asks for, ``QUICK`` fits in 2 minutes."""
+
+    runs: int
+    tasks: int  # unbatched ingest stream, 7 events each; the batched one has twice as many
+    clients: int  # Socket.IO clients subscribed in the latency runs
+    rates: list[float]
+    duration: float  # seconds per latency rate
+    warmup: float  # seconds of a latency warm-up phase, not reported
+    burst: bool
+    baseline: bool  # the bare Receiver's latency at the same rates
+    steps: list[int]  # idle connections
+    hold: float  # seconds the last step is held (an Engine.IO ping round)
+    settle: float
+    poll: polling.Plan
+
+
+FULL = Sizes(runs=5, tasks=25_000, clients=1_000, rates=[100.0, 1000.0, 5000.0], duration=10.0, warmup=2.0,
+             burst=True, baseline=True, steps=[1_000, 10_000], hold=30.0, settle=3.0,
+             poll=polling.Plan(clients=1_000, rounds=3, round_s=4.0))
+QUICK = Sizes(runs=3, tasks=1_500, clients=100, rates=[1000.0], duration=3.0, warmup=1.0,
+              burst=False, baseline=False, steps=[1_000], hold=0.0, settle=0.5,
+              poll=polling.Plan(clients=300, rounds=1, round_s=1.5))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="3 short runs with 100 clients")
+    p.add_argument("--quick", action="store_true", help="3 short runs of every suite at small sizes (< 2 min)")
     p.add_argument("--runs", type=int, help="runs per figure (default 5; 3 with --quick)")
     p.add_argument("--only", choices=SUITES, action="append",
                    help="run only this suite (repeatable); the other suites' figures in the docs are kept "
                         "from the latest complete run of the same mode")
     p.add_argument("--tasks", type=int, help="tasks in the unbatched ingest stream, 7 events each "
-                                             "(default 25 000; 6 000 with --quick); the batched one has twice as many")
-    p.add_argument("--clients", type=int, help="subscribed Socket.IO clients (default 1 000; 100 with --quick)")
-    p.add_argument("--rates", type=float, nargs="+", default=[100.0, 1000.0], help="latency rates, events/s")
-    p.add_argument("--duration", type=float, help="seconds per latency rate per run (default 10; 4 with --quick)")
+                                             "(default 25 000; 1 500 with --quick); the batched one has twice as many")
+    p.add_argument("--clients", type=int, help="Socket.IO clients for latency, and clients for push vs polling "
+                                               "(default 1 000; 100 and 300 with --quick)")
+    p.add_argument("--rates", type=float, nargs="+",
+                   help="latency rates, events/s (default 100 1000 5000; 1000 with --quick)")
+    p.add_argument("--duration", type=float, help="seconds per latency rate per run (default 10; 3 with --quick)")
+    p.add_argument("--connections", type=int, nargs="+", metavar="N",
+                   help="idle connections to measure the server's RSS at (default 1000 10000; 1000 with --quick)")
+    p.add_argument("--hold", type=float, help="seconds the most idle connections are held before the last "
+                                              "RSS reading, >= one 25 s ping round (default 30; 0 with --quick)")
     p.add_argument("--prefill", type=int, default=0, metavar="TASKS",
                    help="before the latency phases, fill the server's store with this many finished tasks "
                         "(a long-running server holds up to --max-tasks, 100 000 by default)")
-    p.add_argument("--no-burst", action="store_true", help="skip the ingest burst (loss) runs")
-    p.add_argument("--no-baseline", action="store_true", help="skip the bare-Receiver latency baseline")
+    p.add_argument("--no-burst", action="store_true", help="skip the ingest burst (loss) runs (--quick does)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the bare-Receiver latency baseline (--quick does)")
     p.add_argument("--server-rev", metavar="REV",
                    help="run the server from this git revision of pushserver/ (exported to a temp dir) "
                         "instead of the working tree, so that edits made during the run do not mix in")
@@ -64,11 +107,19 @@ def main() -> int:
     args = p.parse_args()
 
     quick = args.quick
-    runs = args.runs or (3 if quick else 5)
-    tasks = args.tasks or (6_000 if quick else 25_000)
-    clients = args.clients or (100 if quick else 1_000)
-    duration = args.duration or (4.0 if quick else 10.0)
+    preset = QUICK if quick else FULL
+    size = dataclasses.replace(
+        preset, runs=args.runs or preset.runs, tasks=args.tasks or preset.tasks,
+        clients=args.clients or preset.clients, rates=args.rates or preset.rates,
+        duration=args.duration or preset.duration, burst=preset.burst and not args.no_burst,
+        baseline=preset.baseline and not args.no_baseline, steps=args.connections or preset.steps,
+        hold=preset.hold if args.hold is None else args.hold)
+    size.poll = dataclasses.replace(preset.poll, clients=args.clients or preset.poll.clients)
+    runs = size.runs
     suites = args.only or list(SUITES)
+    if "ingest" in suites and importlib.util.find_spec("flower") is None:
+        raise SystemExit("bench: the ingest suite compares with Flower, which is not installed: "
+                         ".venv/bin/pip install -e '.[bench]' (make bench does)")
     mode = "quick" if quick else "full"
     command = " ".join([".venv/bin/python bench/run.py", *map(shlex.quote, sys.argv[1:])])
 
@@ -89,15 +140,27 @@ def main() -> int:
                 .split("pubsub ", 1)[1].split()[:3]),
         }
         results["meta"] = meta
-        if "ingest" in suites:
-            workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-ingest-"))
-            streams = build_streams({"unbatched": tasks, "batched": 2 * tasks}, redis_server.url,
-                                    redis_server.client, workdir)
-            results["ingest"] = ingest.run(redis_server, streams, runs, burst=not args.no_burst)
-        if "latency" in suites:
-            results["latency"] = latency.run(redis_server, clients, args.rates, duration, runs,
-                                             baseline=not args.no_baseline, server_gc=args.server_gc,
-                                             prefill=args.prefill)
+        suite_seconds = meta["suite_seconds"] = {}
+        for suite in SUITES:
+            if suite not in suites:
+                continue
+            t_suite = time.time()
+            if suite == "ingest":
+                workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-ingest-"))
+                streams = build_streams({"unbatched": size.tasks, "batched": 2 * size.tasks}, redis_server.url,
+                                        redis_server.client, workdir)
+                results["ingest"] = ingest.run(redis_server, streams, runs, burst=size.burst)
+            elif suite == "latency":
+                results["latency"] = latency.run(redis_server, size.clients, size.rates, size.duration, runs,
+                                                 warmup_s=size.warmup, baseline=size.baseline,
+                                                 server_gc=args.server_gc, prefill=args.prefill)
+            elif suite == "connections":
+                results["connections"] = connections.run(redis_server, runs, size.steps, hold=size.hold,
+                                                         settle=size.settle)
+            elif suite == "polling":
+                results["polling"] = polling.run(redis_server, runs, size.poll)
+            suite_seconds[suite] = time.time() - t_suite
+            log(f"{suite}: {suite_seconds[suite]:.0f}s")
     meta["seconds"] = time.time() - t0
     results_dir = Path(__file__).resolve().parent / "results"
     latest = results_dir / f"{mode}-latest.json"
