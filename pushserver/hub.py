@@ -14,12 +14,12 @@ import time
 from collections import Counter
 from typing import Any, Iterable
 
-import socketio
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
 from .auth import Grant, TokenError, TokenVerifier
 from .backend import ResultBackend
 from .config import Settings
+from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
 from .fanout import Fanout
 from .limits import ConnectionCounter, TokenBucket, client_address
@@ -61,7 +61,8 @@ class Hub:
         self._per_address = ConnectionCounter(settings.max_connections_per_ip)
         self._last_progress_emit: dict[str, float] = {}
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
-        self.sio = socketio.AsyncServer(
+        # python-socketio's AsyncServer with less kept per connection (eioserver.py).
+        self.sio = SocketIOServer(
             async_mode="aiohttp",
             cors_allowed_origins=_cors_setting(settings.cors_origins),
             json=OrjsonCodec,
@@ -92,6 +93,7 @@ class Hub:
                 raise ConnectionRefused(str(exc)) from None
         address = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
                                  self.settings.trust_proxy)
+        trim_environ(environ)  # read: drop the request headers it holds for the connection's lifetime
         if not self._per_address.acquire(address):
             self._grants.pop(sid, None)
             self.metrics.refused.labels("too_many").inc()
