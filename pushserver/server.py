@@ -127,10 +127,12 @@ class PushServer:
 
     def _on_receiver_status(self, status: ReceiverStatus, reconnected: bool) -> None:
         self.metrics.receiver_connected.set(1 if status is ReceiverStatus.CONNECTED else 0)
-        if status is ReceiverStatus.CONNECTED and reconnected:
+        if status is ReceiverStatus.CONNECTED:
             # Redis pub/sub keeps nothing: whatever finished while we were away
-            # is only in the result backend.
-            self.metrics.reconnects.inc()
+            # is only in the result backend. The same holds before the first
+            # connect: a client may subscribe as soon as the port is open.
+            if reconnected:
+                self.metrics.reconnects.inc()
             task = asyncio.get_running_loop().create_task(self.hub.reconcile())
             self._background.add(task)
             task.add_done_callback(self._background.discard)

@@ -64,3 +64,31 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
     log = proc.log()
     assert log.count("reconnecting") >= 1
     assert "Traceback" not in log
+
+
+async def test_a_client_subscribed_before_the_receiver_first_connects_still_hears_the_completion(
+        stack: Stack, server: Server):
+    # The port opens before the receiver is listening (and a receiver process
+    # takes a second to start): a page may subscribe in that window, to a task
+    # whose remaining events nobody is receiving yet.
+    proxy = TcpProxy("127.0.0.1", stack.redis_port).start()
+    proxy.cut()
+    proc, url = start_pushserver("first-connect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
+                                 stack.log_dir, secret=server.secret)
+    try:
+        task = stack.send("demo_progress", 3, 0.05)
+        watcher = await Watcher(url).connect(server.token(task.id))
+        try:
+            assert (await watcher.subscribe(task.id))["ok"] is True
+            assert json.loads(http_get(url + "/readyz")[1])["receiver"] != "connected"
+            assert task.get(timeout=30) == 3
+            proxy.restore()
+            final = await watcher.wait_state(task.id, "SUCCESS", timeout=30)
+            assert final["result"] == "3"
+            assert metric(url, "pushserver_receiver_reconnects_total") == 0  # a first connect, not a reconnect
+        finally:
+            await watcher.close()
+    finally:
+        proc.stop()
+        proxy.close()
+    assert "Traceback" not in proc.log()
