@@ -11,7 +11,8 @@ or ``("malformed", total)``. Pickle because it keeps every value exactly as
 Celery decoded it (integers beyond 64 bits, NaN) and is as fast as orjson
 here; both ends are this module, so it carries nothing untrusted. The child
 stops when its stdin closes (the server stopping, or dying), flushing what it
-holds first; the server restarts a child that exits on its own, with backoff.
+holds first, and ignores SIGINT and SIGTERM sent to the process group; the
+server restarts a child that exits on its own, with backoff.
 """
 
 from __future__ import annotations
@@ -280,8 +281,11 @@ class PipeWriter:
 
 def child_main() -> int:
     """The child process: read the config line, capture until stdin closes, flush, exit."""
-    # Ctrl-C reaches the whole process group; the server decides when we stop.
+    # Ctrl-C, and a SIGTERM sent to the whole process group (systemd, a
+    # container's init), reach us too: the server decides when we stop, by
+    # closing our stdin once it no longer wants events.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     frames_fd = os.dup(1)
     os.dup2(2, 1)  # a stray print must not corrupt the frames
     try:
@@ -304,10 +308,12 @@ def child_main() -> int:
                           lambda status: writer.send("status", status.value), queue=queue,
                           on_malformed=lambda total: writer.send("malformed", total))
     writer.on_broken = capture.stop
-    signal.signal(signal.SIGTERM, lambda *_: capture.stop())
 
     def stop_at_eof() -> None:
-        sys.stdin.buffer.read()
+        # os.read, not sys.stdin: a daemon thread blocked inside a buffered
+        # reader holds its lock, and the interpreter aborts at exit on it.
+        while os.read(0, 4096):
+            pass
         capture.stop()
 
     threading.Thread(target=stop_at_eof, name="stdin-watch", daemon=True).start()
