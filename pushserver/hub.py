@@ -28,6 +28,7 @@ from .policy import ForwardingPolicy
 from .protocol import OrjsonCodec, ProtocolError, error_ack, parse_subscription, room_for
 from .receiver import Batch
 from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
+from .socketlog import library_loggers
 from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver.hub")
@@ -62,13 +63,14 @@ class Hub:
         self._last_progress_emit: dict[str, float] = {}
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
         # python-socketio's AsyncServer with less kept per connection (eioserver.py).
+        socketio_logger, engineio_logger = library_loggers()
         self.sio = SocketIOServer(
             async_mode="aiohttp",
             cors_allowed_origins=_cors_setting(settings.cors_origins),
             json=OrjsonCodec,
             max_http_buffer_size=settings.max_message_bytes,
-            logger=False,
-            engineio_logger=False,
+            logger=socketio_logger,
+            engineio_logger=engineio_logger,
         )
         self.fanout = Fanout(self.sio, metrics, self._visible_state,
                              soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog)
@@ -232,14 +234,14 @@ class Hub:
         return self._view(task) if task is not None else None
 
     async def reconcile(self) -> int:
-        """After a receiver reconnect, correct every watched unfinished task from the result backend."""
+        """Once the receiver (re)connects, correct every watched unfinished task from the result backend."""
         todo = [t for t in self.subscriptions.watched() if not _is_ready(self.store.get(t))]
         events = await asyncio.gather(*(self.backend.lookup(t) for t in todo))
         found = [e for e in events if e is not None]
         changed = self.merge(found)
         self.metrics.reconciled.inc(changed)
         if todo:
-            log.info("reconciled %d watched tasks after reconnect: %d changed", len(todo), changed)
+            log.info("reconciled %d watched tasks from the result backend: %d changed", len(todo), changed)
         return changed
 
     # -- the hot path: merge and emit ----------------------------------------

@@ -43,7 +43,7 @@ class OrjsonCodec:
             text = data if isinstance(data, str) else data.decode("utf-8", "replace")
             name = _EVENT_NAME.match(text)
             if name is None:
-                raise
+                raise ValueError("a Socket.IO payload that is not JSON") from None
             return [name.group(1), UNDECODABLE]
 
 

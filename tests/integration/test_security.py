@@ -201,3 +201,33 @@ async def test_a_client_that_stops_reading_is_shed_then_dropped_without_slowing_
             await healthy.close()
             await slow.close()
         assert http_get(url + "/healthz")[0] == 200
+
+
+async def test_malformed_packets_log_one_counted_line_not_a_traceback_each(stack: Stack, server: Server):
+    """Anyone who can open a WebSocket can send junk: the log must not grow a traceback per frame."""
+    proc, url = start_pushserver(f"security-junk-{time.time_ns()}", stack.broker, stack.backend, stack.log_dir,
+                                 secret=server.secret)
+    junk: list[str | bytes] = ["hello", "4garbage", "9", "4\x00", b"\x00\x01binary", "4" + "[" * 1000]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(5):
+                for frame in junk:
+                    ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+                    async with session.ws_connect(ws_url) as ws:
+                        await ws.receive()  # the Engine.IO open packet
+                        await (ws.send_bytes(frame) if isinstance(frame, bytes) else ws.send_str(frame))
+                        # A Socket.IO connect after it: its answer, or the
+                        # close the junk caused, says the junk was dealt with.
+                        await ws.send_str("40")
+                        reply = await ws.receive(timeout=5)
+                        assert reply.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) or \
+                            reply.data.startswith("4"), (frame, reply)
+        # Still serving everyone else.
+        task = stack.send("demo_progress", 2, 0.01)
+        assert (await final_state(url, server.token(task.id), task.id, "SUCCESS"))["result"] == "2"
+    finally:
+        proc.stop()
+    log = proc.log()
+    assert "Traceback" not in log
+    lines = [line for line in log.splitlines() if "dropped a malformed packet from a client" in line]
+    assert len(lines) == 1 and "1 so far" in lines[0], lines
