@@ -246,6 +246,10 @@ class LeanSocket(async_socket.AsyncSocket):
                 self.server.logger.info('Receive error -- socket is closed')
                 break
             except Exception:
+                # As engineio for an error in receive(), and here also for a
+                # packet that does not parse: engineio parses outside its error
+                # handling, which ends the handler and leaves the socket open
+                # until the ping timeout. Logged (socketlog.py counts these), read on.
                 self.server.logger.exception('Unknown receive error')
         await self.queue.put(None)  # unlock the writer task so it can exit
         await writer_task

@@ -166,6 +166,20 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
         await ws.close()
 
 
+async def test_unparseable_engineio_packets_are_dropped_not_the_connection() -> None:
+    # Stock engineio parses a WebSocket packet outside its error handling: the
+    # exception ends the handler and leaves the socket open until a ping
+    # timeout. The lean socket logs it (socketlog.py counts it) and reads on.
+    async with serving() as server, aiohttp.ClientSession() as session:
+        ws, sid = await raw_connect(session, server.url)
+        for garbage in ("x", "", "9", "\x00"):
+            await ws.send_str(garbage)
+        await ws.send_str('421["echo","still here"]')
+        assert await ws.receive_str(timeout=2) == '431[{"echo":"still here"}]'
+        assert not server.eio_socket(sid).closed
+        await ws.close()
+
+
 async def test_server_disconnect_and_client_close_end_the_session() -> None:
     async with serving() as server, aiohttp.ClientSession() as session:
         ws, sid = await raw_connect(session, server.url)
