@@ -22,6 +22,12 @@ To measure pushserver/eioserver.py's savings one at a time:
   REMOTE_ADDR fix stays);
 - ``stock-socket``: stock engineio sockets on eioserver's SendQueue;
 - ``keep-environ``: the connect handler does not trim the environ.
+
+And one not in the server yet:
+
+- ``lean-middleware``: the HTTP API's middlewares (http.py) hand /socket.io
+  requests on without awaiting them, so their frames do not stay suspended
+  for the life of every WebSocket.
 """
 
 from __future__ import annotations
@@ -70,6 +76,25 @@ def install() -> None:
             eioserver.LeanSocket = async_socket.AsyncSocket  # type: ignore[misc]
         if "keep-environ" in PROBES:
             pushserver.hub.trim_environ = lambda environ: None  # type: ignore[attr-defined]
+    if "lean-middleware" in PROBES:
+        import pushserver.http as http
+
+        plain_json_errors, plain_cors = http._json_errors, http.HttpApi._cors
+
+        def json_errors(request, handler):  # type: ignore[no-untyped-def]
+            if request.path.startswith("/socket.io"):
+                return handler(request)  # awaited by aiohttp; no frame of ours kept
+            return plain_json_errors(request, handler)
+
+        def cors(self, request, handler):  # type: ignore[no-untyped-def]
+            if request.path.startswith("/socket.io"):
+                return handler(request)
+            return plain_cors(self, request, handler)
+
+        json_errors.__middleware_version__ = 1  # type: ignore[attr-defined]
+        cors.__middleware_version__ = 1  # type: ignore[attr-defined]
+        http._json_errors = json_errors  # type: ignore[assignment]
+        http.HttpApi._cors = cors  # type: ignore[assignment]
     if "uvloop" in PROBES:
         import asyncio
 
