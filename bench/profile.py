@@ -50,7 +50,8 @@ def py_spy() -> str:
 
 def start_spy(pid: int, out: Path, fmt: str, rate: int, gil: bool = False) -> subprocess.Popen:
     cmd = [py_spy(), "record", "--pid", str(pid), "--rate", str(rate), "--format", fmt,
-           "-o", str(out), "--threads", "--idle", "--nonblocking"]
+           "-o", str(out), "--threads", "--idle", "--nonblocking",
+           "--subprocesses"]  # the receiver process too (--receiver process, the default)
     if gil:
         cmd.append("--gil")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
