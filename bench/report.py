@@ -182,25 +182,25 @@ def ingest_section(ingest: dict[str, Any]) -> str:
     w("| stream | events in messages | consumer | events/s | CPU % of one core | lost | peak Redis backlog "
       "| other processes' load (cores) |")
     w("|---|---|---|---|---|---|---|---|")
+
+    def row(run_kind: str, messages: str, kind: str, runs: list[dict[str, Any]]) -> None:
+        w(f"| {run_kind} | {messages} | {CONSUMER_NAMES.get(kind, kind)} | "
+          f"{spread(r['events_per_s'] for r in runs).fmt(0)} | "
+          f"{spread(r['cpu_pct'] for r in runs).fmt(0)} | {_lost(runs)} | "
+          f"{spread(r['peak_backlog_mb'] for r in runs).fmt(1, ' MB')} | "
+          f"{spread(r.get('foreign_cores') for r in runs).fmt(2)} |")
+
     for shape, sat in ingest["saturating"].items():
         st = ingest["streams"][shape]
         for kind, runs in sat.items():
-            w(f"| {shape}, saturating | {st['events']:,} in {st['messages']:,} "
-              f"({st['mean_message_bytes']:,} B each) | {CONSUMER_NAMES.get(kind, kind)} | "
-              f"{spread(r['events_per_s'] for r in runs).fmt(0)} | "
-              f"{spread(r['cpu_pct'] for r in runs).fmt(0)} | {_lost(runs)} | "
-              f"{spread(r['peak_backlog_mb'] for r in runs).fmt(1, ' MB')} | "
-              f"{spread(r.get('foreign_cores') for r in runs).fmt(2)} |")
+            row(f"{shape}, saturating",
+                f"{st['events']:,} in {st['messages']:,} ({st['mean_message_bytes']:,} B each)", kind, runs)
     for shape, b in ingest["burst"].items():
         st = ingest["streams"][shape]
         for kind, runs in b.items():
-            if kind == "offered_per_s":
-                continue
-            w(f"| {shape}, burst at {b['offered_per_s']:,.0f} ev/s | {st['events']:,} in "
-              f"{st['messages']:,} | {CONSUMER_NAMES.get(kind, kind)} | {spread(r['events_per_s'] for r in runs).fmt(0)} | "
-              f"{spread(r['cpu_pct'] for r in runs).fmt(0)} | {_lost(runs)} | "
-              f"{spread(r['peak_backlog_mb'] for r in runs).fmt(1, ' MB')} | "
-              f"{spread(r.get('foreign_cores') for r in runs).fmt(2)} |")
+            if kind != "offered_per_s":
+                row(f"{shape}, burst at {b['offered_per_s']:,.0f} ev/s",
+                    f"{st['events']:,} in {st['messages']:,}", kind, runs)
     w("")
     errors = sorted({f"{kind}: {r['error']}" for mode in ("saturating", "burst")
                      for shape in ingest[mode].values() for kind, runs in shape.items()

@@ -11,7 +11,7 @@ import pytest
 
 from pushserver.devstack import http_get, http_status, start_pushserver, wait_until
 from tests.integration.conftest import Server, Stack
-from tests.integration.test_reconnect import metric
+from tests.integration.test_reconnect import assert_live_events_flow, metric
 from tests.support.clients import Watcher
 
 pytestmark = pytest.mark.integration
@@ -59,10 +59,7 @@ async def test_a_killed_receiver_process_is_replaced_and_nothing_finished_meanwh
             assert metric(url, "pushserver_receiver_reconnects_total") >= 1
             readiness = json.loads(http_get(url + "/readyz")[1])
             assert readiness["reconnects"] >= 1 and readiness["receiver"] == "connected"
-
-            after = stack.send("demo_progress", 2, 0.05)
-            assert (await watcher.subscribe(after.id, token=server.token(after.id)))["ok"]
-            await watcher.wait_state(after.id, "SUCCESS", timeout=30)
+            await assert_live_events_flow(stack, server, watcher)
         finally:
             await watcher.close()
     finally:

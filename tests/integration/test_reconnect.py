@@ -21,6 +21,13 @@ def metric(url: str, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+async def assert_live_events_flow(stack: Stack, server: Server, watcher: Watcher) -> None:
+    """After a reconnect: a new task's events reach a client live, to SUCCESS."""
+    after = stack.send("demo_progress", 2, 0.05)
+    assert (await watcher.subscribe(after.id, token=server.token(after.id)))["ok"]
+    await watcher.wait_state(after.id, "SUCCESS", timeout=30)
+
+
 async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(stack: Stack, server: Server):
     # Only the push server's broker connection goes through the proxy: the
     # workers and the result backend keep running, as when a network path or
@@ -52,10 +59,7 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
             assert metric(url, "pushserver_receiver_reconnects_total") >= 1
             assert metric(url, "pushserver_reconciled_total") >= 1
 
-            # And live events flow again after the reconnect.
-            after = stack.send("demo_progress", 2, 0.05)
-            assert (await watcher.subscribe(after.id, token=server.token(after.id)))["ok"]
-            await watcher.wait_state(after.id, "SUCCESS", timeout=30)
+            await assert_live_events_flow(stack, server, watcher)
         finally:
             await watcher.close()
     finally:
