@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .receiver import Backoff, Batch, CaptureLoop, EventQueue, Receiver, ReceiverStatus
+from .state import is_task_event
 
 log = logging.getLogger("pushserver.receiver")
 
@@ -279,6 +280,20 @@ class PipeWriter:
                     self.on_broken()
 
 
+def usable(batch: Batch) -> Batch:
+    """What the server can use of a batch: task events whole, of any other event only its type.
+
+    The server merges task events and only counts the others by type; the
+    rest of a worker heartbeat, or of a forged event with a megabyte task id
+    (which no client could subscribe to), would cross the pipe for nothing.
+    """
+    return [event if is_task_event(event) else {"type": _short_type(event.get("type"))} for event in batch]
+
+
+def _short_type(event_type: Any) -> str | None:
+    return event_type if isinstance(event_type, str) and len(event_type) <= 64 else None
+
+
 def child_main() -> int:
     """The child process: read the config line, capture until stdin closes, flush, exit."""
     # Ctrl-C, and a SIGTERM sent to the whole process group (systemd, a
@@ -304,7 +319,7 @@ def child_main() -> int:
     configure_logging(config["log_level"])
     queue = EventQueue(**config["queue"]) if config["queue"] else None
     writer = PipeWriter(frames_fd)
-    capture = CaptureLoop(make_celery(config["broker_url"]), writer.add_batch,
+    capture = CaptureLoop(make_celery(config["broker_url"]), lambda batch: writer.add_batch(usable(batch)),
                           lambda status: writer.send("status", status.value), queue=queue,
                           on_malformed=lambda total: writer.send("malformed", total))
     writer.on_broken = capture.stop

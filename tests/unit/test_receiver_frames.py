@@ -10,7 +10,7 @@ import time
 from celery import Celery
 
 from pushserver.receiver import CaptureLoop, ReceiverStatus
-from pushserver.receiver_process import FrameReader, PipeWriter, encode_frame
+from pushserver.receiver_process import FrameReader, PipeWriter, encode_frame, usable
 
 
 def test_frames_reassemble_across_every_cut():
@@ -127,3 +127,12 @@ def test_capture_loop_hands_over_batches_in_order_after_it_reports_connected():
     batches = [b for kind, b in heard if kind == "batch"]
     assert [e["i"] for b in batches for e in b if e["type"] == "task-progress"] == list(range(2500))
     assert all(len(b) <= CaptureLoop.MAX_BATCH for b in batches)
+
+
+def test_only_task_events_cross_the_pipe_whole():
+    task = {"type": "task-started", "uuid": "t1", "hostname": "w@h", "timestamp": 1.0}
+    heartbeat = {"type": "worker-heartbeat", "hostname": "w@h", "active": 3, "loadavg": [0.1, 0.2, 0.3]}
+    huge_id = {"type": "task-started", "uuid": "u" * (1 << 20)}
+    forged = {"type": "x" * 1000, "uuid": "t2"}
+    assert usable([task, heartbeat, huge_id, forged]) == [
+        task, {"type": "worker-heartbeat"}, {"type": "task-started"}, {"type": None}]
