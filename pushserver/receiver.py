@@ -235,10 +235,6 @@ class Receiver:
         self.malformed = 0
         self._ever_connected = False
 
-    @property
-    def connected(self) -> bool:
-        return self.status is ReceiverStatus.CONNECTED
-
     def _status_changed(self, status: ReceiverStatus) -> None:
         """Record a status heard from the capturing side; a second CONNECTED is a reconnect."""
         if status is self.status:
