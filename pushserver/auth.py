@@ -10,6 +10,8 @@ from typing import Iterable, Sequence
 import jwt
 import jwt.warnings
 
+from .errors import PushserverError
+
 ALGORITHM = "HS256"
 WILDCARD = "*"
 #: RFC 7518 § 3.2: an HS256 key should have at least as many bits as the hash.
@@ -19,7 +21,7 @@ MIN_SECRET_BYTES = 32
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 
-class TokenError(Exception):
+class TokenError(PushserverError):
     """A token that cannot be used; the message says why without echoing the token."""
 
 

@@ -251,7 +251,7 @@ class LeanSocket(async_socket.AsyncSocket):
                 # As engineio for an error in receive(), and here also for a
                 # packet that does not parse: engineio parses outside its error
                 # handling, which ends the handler and leaves the socket open
-                # until the ping timeout. Logged (socketlog.py counts these), read on.
+                # until the ping timeout. Logged (logs.py counts these), read on.
                 self.server.logger.exception('Unknown receive error')
         await self.queue.put(None)  # unlock the writer task so it can exit
         await writer_task

@@ -23,12 +23,12 @@ from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
 from .fanout import Fanout
 from .limits import ConnectionCounter, TokenBucket, client_address
+from .logs import library_loggers
 from .metrics import Metrics
 from .policy import ForwardingPolicy
 from .protocol import OrjsonCodec, ProtocolError, error_ack, parse_subscription, room_for
 from .receiver import Batch
 from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
-from .socketlog import library_loggers
 from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver.hub")

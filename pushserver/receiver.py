@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable
 
 from celery import Celery
+
+from .backoff import Backoff
 
 log = logging.getLogger("pushserver.receiver")
 
@@ -36,24 +37,6 @@ class ReceiverStatus(str, Enum):
     CONNECTED = "connected"
     RECONNECTING = "reconnecting"
     STOPPED = "stopped"
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter (the AWS architecture blog's variant)."""
-
-    def __init__(self, base: float = 0.5, cap: float = 15.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        """The wait before the next attempt; grows with each call until ``reset``."""
-        ceiling = min(self.cap, self.base * 2 ** self.attempt)
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(frozen=True)

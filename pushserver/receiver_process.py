@@ -30,7 +30,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .receiver import Backoff, Batch, CaptureLoop, EventQueue, Receiver, ReceiverStatus
+from .backoff import Backoff
+from .receiver import Batch, CaptureLoop, EventQueue, Receiver, ReceiverStatus
 from .state import is_task_event
 
 log = logging.getLogger("pushserver.receiver")
@@ -314,7 +315,7 @@ def child_main() -> int:
     config = json.loads(line)
 
     from .celeryapp import make_celery
-    from .cli import configure_logging
+    from .logs import configure_logging
 
     configure_logging(config["log_level"])
     queue = EventQueue(**config["queue"]) if config["queue"] else None

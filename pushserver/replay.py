@@ -23,6 +23,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import orjson
 
+from .errors import PushserverError
 from .eventlog import COLLECTION, document_to_event
 
 Event = dict[str, Any]
@@ -41,7 +42,7 @@ _PASSWORD = re.compile(r"(//[^/:@]*:)[^/@]*@")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-class ReplayError(Exception):
+class ReplayError(PushserverError):
     """A replay cannot start or go on; the message is one line for the user."""
 
 
