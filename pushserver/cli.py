@@ -42,7 +42,7 @@ def click_option(*decls: str, **attrs: Any) -> Callable[[F], F]:
     return click.option(*decls, show_envvar=True, **attrs)
 
 
-def settings_option(setting: Field[Any], param: str | None = None) -> Callable[[F], F]:
+def settings_option(setting: Field[Any]) -> Callable[[F], F]:
     """The click option of one Settings field: its flag, env var(s), default, type and help, all from the field."""
     opt = option_of(setting)
     kind = get_type_hints(Settings)[setting.name]
@@ -57,7 +57,7 @@ def settings_option(setting: Field[Any], param: str | None = None) -> Callable[[
         attrs["type"] = click.IntRange(*opt.range)
     elif kind in (int, float):
         attrs["type"] = kind
-    return click_option(opt.flag, param or setting.name, **attrs)
+    return click_option(opt.flag, **attrs)
 
 
 def settings_options(command: F) -> F:
@@ -70,8 +70,8 @@ def settings_options(command: F) -> F:
 def broker_options(command: F) -> F:
     """The --broker/--backend pair of ``serve``, for the other commands that talk to Celery."""
     by_name = {setting.name: setting for setting in fields(Settings)}
-    command = settings_option(by_name["result_backend"], "backend")(command)
-    return settings_option(by_name["broker_url"], "broker")(command)
+    command = settings_option(by_name["result_backend"])(command)
+    return settings_option(by_name["broker_url"])(command)
 
 
 @main.command()

@@ -54,6 +54,11 @@ class Option:
     range: tuple[int, int] | None = None
     convert: Callable[[Any], Any] | None = None  # the flag's parsed value -> the setting's value
 
+    @property
+    def param(self) -> str:
+        """The name click gives the flag's value (``--max-backlog``: ``max_backlog``)."""
+        return self.flag.split("/")[0].removeprefix("--").replace("-", "_")
+
 
 def option(flag: str, env: str | tuple[str, ...], help: str, **details: Any) -> dict[str, Option]:
     """The metadata of a Settings field: ``field(default=..., metadata=option("--x", "PUSHSERVER_X", "..."))``."""
@@ -176,12 +181,12 @@ class Settings:
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any]) -> Settings:
-        """Settings from the flags' values as click parsed them (keyed by field name), each converted."""
+        """Settings from the flags' values as click parsed them (keyed by ``Option.param``), each converted."""
         kwargs = {}
         for setting in fields(cls):
-            convert = option_of(setting).convert
-            value = values[setting.name]
-            kwargs[setting.name] = convert(value) if convert is not None else value
+            opt = option_of(setting)
+            value = values[opt.param]
+            kwargs[setting.name] = opt.convert(value) if opt.convert is not None else value
         return cls(**kwargs)
 
     def validate(self) -> "Settings":

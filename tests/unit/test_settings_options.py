@@ -49,7 +49,7 @@ def test_flags_and_env_vars_are_unique() -> None:
 
 def test_serve_has_one_option_per_setting_in_field_order() -> None:
     options = [p for p in serve.params if isinstance(p, click.Option) and p.name != "help"]
-    assert [p.name for p in options] == [s.name for s in SETTINGS]
+    assert [p.name for p in options] == [option_of(s).param for s in SETTINGS]
     for param, setting in zip(options, SETTINGS):
         opt = option_of(setting)
         assert param.opts[0] == opt.flag.split("/")[0]
