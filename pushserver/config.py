@@ -9,7 +9,7 @@ and flags win over environment variables.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 

@@ -24,7 +24,7 @@ UPDATE_EVENT = "task:update"
 
 
 class OrjsonCodec:
-    """The ``json`` module interface python-socketio expects, backed by orjson (3-5x faster)."""
+    """The ``json`` module interface python-socketio expects, backed by orjson (faster: docs/benchmarks.md)."""
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:

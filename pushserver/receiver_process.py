@@ -1,8 +1,8 @@
 """Where events enter, on a core of their own: Celery's receiver in a child process, piping decoded batches to the loop.
 
 In one process, Celery's decoding and the loop's merge share one GIL and
-take turns: with ``task.multi`` batches the process ingested only 0.40x of
-what a bare Receiver does (docs/benchmarks.md). Here the child decodes on one
+take turns: with ``task.multi`` batches the process ingested less than half
+of what a bare Receiver does (docs/benchmarks.md). Here the child decodes on one
 core while the server merges and emits on the other.
 
 The pipe carries frames: a 4-byte big-endian length, then a pickle of
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .backoff import Backoff
-from .receiver import Batch, CaptureLoop, EventQueue, Receiver, ReceiverStatus
+from .receiver import Batch, CaptureLoop, EventQueueOptions, Receiver, ReceiverStatus
 from .state import is_task_event
 
 log = logging.getLogger("pushserver.receiver")
@@ -81,7 +81,7 @@ class ReceiverProcess(Receiver):
         broker_url: str,
         on_batch: Callable[[Batch], None],
         on_status: Callable[[ReceiverStatus, bool], None] | None = None,
-        queue: EventQueue | None = None,
+        queue: EventQueueOptions | None = None,
         log_level: str = "INFO",
         backoff: Backoff | None = None,
     ) -> None:
@@ -281,7 +281,7 @@ class PipeWriter:
                     self.on_broken()
 
 
-def usable(batch: Batch) -> Batch:
+def strip_non_task_events(batch: Batch) -> Batch:
     """What the server can use of a batch: task events whole, of any other event only its type.
 
     The server merges task events and only counts the others by type; the
@@ -318,9 +318,10 @@ def child_main() -> int:
     from .logs import configure_logging
 
     configure_logging(config["log_level"])
-    queue = EventQueue(**config["queue"]) if config["queue"] else None
+    queue = EventQueueOptions(**config["queue"]) if config["queue"] else None
     writer = PipeWriter(frames_fd)
-    capture = CaptureLoop(make_celery(config["broker_url"]), lambda batch: writer.add_batch(usable(batch)),
+    capture = CaptureLoop(make_celery(config["broker_url"]),
+                          lambda batch: writer.add_batch(strip_non_task_events(batch)),
                           lambda status: writer.send("status", status.value), queue=queue,
                           on_malformed=lambda total: writer.send("malformed", total))
     writer.on_broken = capture.stop

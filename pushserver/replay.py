@@ -335,7 +335,8 @@ class MongoSource:
             raise ReplayError(f"cannot reach MongoDB at {_redact(self.url)} "
                               f"(no server answered within {self.timeout_ms / 1000:g} s)") from None
         except OperationFailure as exc:
-            raise ReplayError(f"MongoDB refused the query: {exc.details.get('errmsg') if exc.details else exc}") from None
+            reason = exc.details.get("errmsg") if exc.details else exc
+            raise ReplayError(f"MongoDB refused the query: {reason}") from None
         except PyMongoError as exc:
             raise ReplayError(f"MongoDB failed: {type(exc).__name__}: {exc}") from None
 
