@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, Field, fields
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, NoReturn, TypeVar, get_type_hints
 
 import click
 
@@ -20,7 +20,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CONFIG = 2
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one clear line on stderr and exit with the configuration error code."""
     click.echo(f"pushserver: error: {message}", err=True)
     sys.exit(EXIT_CONFIG)

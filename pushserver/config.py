@@ -189,7 +189,7 @@ class Settings:
             kwargs[setting.name] = opt.convert(value) if opt.convert is not None else value
         return cls(**kwargs)
 
-    def validate(self) -> "Settings":
+    def validate(self) -> Settings:
         """Raise ConfigError for the first setting that cannot work; return self otherwise."""
         check_url("--broker", self.broker_url, BROKER_SCHEMES)
         check_url("--backend", self.result_backend, BACKEND_SCHEMES, allow_plus=True)
@@ -239,7 +239,7 @@ def check_url(flag: str, url: str, schemes: set[str], allow_plus: bool = False) 
     """Raise ConfigError unless ``url`` parses and uses one of ``schemes``."""
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError for a non-numeric port
+        _ = parts.port  # raises ValueError for a non-numeric port
     except ValueError as exc:
         raise ConfigError(f"{flag}: {url!r} is not a valid URL ({exc})") from None
     scheme = parts.scheme.split("+")[0] if allow_plus else parts.scheme

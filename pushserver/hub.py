@@ -171,6 +171,7 @@ class Hub:
         """Raise ProtocolError unless the call's token (else the connect token) names every task."""
         if self.verifier is None:
             return
+        grant: Grant | None
         if token is not None:
             try:
                 grant = self.verifier.verify(token)
@@ -315,7 +316,7 @@ _WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline
 def _type_label(event_type: object) -> str:
     """A metrics label for an event type; anything unknown shares one, so forged types cannot grow /metrics."""
     if isinstance(event_type, str) and (event_type in EVENT_TO_STATE or event_type in _WORKER_EVENTS):
-        return event_type  # type: ignore[return-value]
+        return event_type
     return "other"
 
 

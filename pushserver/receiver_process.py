@@ -18,6 +18,7 @@ server restarts a child that exits on its own, with backoff.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -73,6 +74,13 @@ class FrameReader:
 # -- the server's side ---------------------------------------------------------
 
 
+def _stdin(transport: asyncio.SubprocessTransport) -> asyncio.WriteTransport:
+    """The child's stdin: always a pipe here (``stdin=subprocess.PIPE``)."""
+    pipe = transport.get_pipe_transport(0)
+    assert isinstance(pipe, asyncio.WriteTransport)
+    return pipe
+
+
 class ReceiverProcess(Receiver):
     """Runs a ``CaptureLoop`` in a child process and feeds its batches to the loop (``--receiver process``)."""
 
@@ -106,7 +114,7 @@ class ReceiverProcess(Receiver):
         """Close the child's stdin, take in what it flushes, and wait for it to exit (killed after ``timeout``)."""
         self._stopping.set()
         if self._transport is not None:
-            self._transport.get_pipe_transport(0).close()
+            _stdin(self._transport).close()
         if self._supervisor is None:
             return
         try:
@@ -128,7 +136,7 @@ class ReceiverProcess(Receiver):
             exited: asyncio.Future[int | None] = loop.create_future()
             try:
                 transport, _ = await loop.subprocess_exec(
-                    lambda: _ChildPipe(self, exited), sys.executable, "-m", __name__,
+                    functools.partial(_ChildPipe, self, exited), sys.executable, "-m", __name__,
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env)
             except OSError as exc:
                 exited.set_result(None)
@@ -137,9 +145,9 @@ class ReceiverProcess(Receiver):
                 self._transport = transport
                 self.pid = transport.get_pid()
                 # On stdin rather than argv: the broker URL may hold a password.
-                transport.get_pipe_transport(0).write(json.dumps(self.config).encode() + b"\n")
+                _stdin(transport).write(json.dumps(self.config).encode() + b"\n")
                 if self._stopping.is_set():  # stop() came while we were starting it
-                    transport.get_pipe_transport(0).close()
+                    _stdin(transport).close()
             code = await exited
             self._transport = None
             self._malformed_before = self.malformed

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol, TypeGuard
 
 import orjson
 
@@ -93,7 +93,7 @@ def parse_speed(text: str) -> float | None:
 # -- what an event is ------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
