@@ -54,7 +54,8 @@ def settings_option(setting: Field[Any]) -> Callable[[F], F]:
     elif opt.choices is not None:
         attrs["type"] = click.Choice(opt.choices, case_sensitive=opt.case_sensitive)
     elif opt.range is not None:
-        attrs["type"] = click.IntRange(*opt.range)
+        low, high = opt.range
+        attrs["type"] = click.FloatRange(low, high) if kind is float else click.IntRange(int(low), int(high))
     elif kind in (int, float):
         attrs["type"] = kind
     return click_option(opt.flag, **attrs)

@@ -4,6 +4,11 @@ Each field of ``Settings`` carries, in its metadata, the flag, the
 environment variable(s), the help text and how the flag's text becomes the
 field's value (``Option``); the command line is built from them (cli.py),
 and flags win over environment variables.
+
+A new setting is one field, ``name: type = field(default=..., metadata=option(
+"--flag", "PUSHSERVER_FLAG", "Help text."))``, placed where it should appear in
+``--help``; its check in ``Settings.validate``; and its row in README's
+configuration table (a unit test holds the three together).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class Option:
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
     case_sensitive: bool = True
-    range: tuple[int, int] | None = None
+    range: tuple[float, float] | None = None  # inclusive bounds, checked by click
     convert: Callable[[Any], Any] | None = None  # the flag's parsed value -> the setting's value
 
     @property
