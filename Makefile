@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test test-python test-unit test-examples examples-build rabbitmq soak bench bench-quick system-deps clean
+.PHONY: demo test lint test-python test-unit test-examples examples-build rabbitmq soak bench bench-quick system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,14 +32,20 @@ examples-build:
 demo: $(STAMP) system-deps examples-build
 	$(BIN)/pushserver demo
 
-test: $(STAMP) system-deps rabbitmq test-examples test-python
+test: $(STAMP) lint system-deps rabbitmq test-examples test-python
+
+## Lint and types, as pyproject.toml's [tool.ruff] and [tool.mypy] say: ruff's rules (import order
+## included), ruff's formatting (checked, never rewritten here), then mypy over pushserver/.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## RabbitMQ for the fault suite's broker tests: started (and installed from Debian) when missing.
 rabbitmq:
 	tests/faults/ensure_rabbitmq.sh
 
 test-python: $(STAMP)
-	$(BIN)/ruff check --quiet --select F pushserver workers tests bench
 	PUSHSERVER_REQUIRE_RABBITMQ=1 $(BIN)/pytest -p no:cacheprovider
 
 ## The long runs: 100 000-event soak and a worker death with no restart (~4 min).

@@ -5,10 +5,15 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import jwt
 import jwt.warnings
+
+from .errors import PushserverError
+
+if TYPE_CHECKING:
+    from jwt.types import Options  # PyJWT >= 2.10; only read by type checkers
 
 ALGORITHM = "HS256"
 WILDCARD = "*"
@@ -19,7 +24,7 @@ MIN_SECRET_BYTES = 32
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 
-class TokenError(Exception):
+class TokenError(PushserverError):
     """A token that cannot be used; the message says why without echoing the token."""
 
 
@@ -79,8 +84,8 @@ class TokenVerifier:
             raise TokenError("token claim 'exp' is not a usable time")
         return Grant(frozenset(tasks), sub if isinstance(sub, str) else None, expires_at)
 
-    def _decode(self, token: str) -> dict:
-        options = {"require": ["exp"], "verify_aud": self.audience is not None}
+    def _decode(self, token: str) -> dict[str, Any]:
+        options: Options = {"require": ["exp"], "verify_aud": self.audience is not None}
         error: TokenError | None = None
         for secret in self.secrets:
             try:

@@ -104,7 +104,6 @@ class ResultBackend:
     def __init__(self, app: Celery, workers: int = 4) -> None:
         self.app = app
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-backend")
-        self.errors = 0
 
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
         """The task's state as an event, or None when the backend knows nothing (or cannot be reached)."""
@@ -112,7 +111,6 @@ class ResultBackend:
         try:
             meta = await loop.run_in_executor(self._pool, self._get_meta, task_id)
         except Exception as exc:  # noqa: BLE001 - a backend outage degrades snapshots, never fails them
-            self.errors += 1
             log.warning("result backend lookup failed for a task (%s: %s)", type(exc).__name__, exc)
             return None
         return meta_to_event(task_id, meta) if meta else None

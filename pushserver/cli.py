@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sys
-from typing import Any
+from collections.abc import Callable
+from dataclasses import MISSING, Field, fields
+from typing import Any, NoReturn, TypeVar, get_type_hints
 
 import click
 
-# Every flag has an environment variable (DESIGN.md): show it in --help.
-click_option = functools.partial(click.option, show_envvar=True)
-
 from .auth import mint_token
-from .config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, Settings, check_url, split_list
+from .config import DEFAULT_BROKER, ConfigError, Settings, check_url, option_of, split_list
+from .logs import configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CONFIG = 2
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one clear line on stderr and exit with the configuration error code."""
     click.echo(f"pushserver: error: {message}", err=True)
     sys.exit(EXIT_CONFIG)
@@ -36,117 +37,49 @@ def main() -> None:
     """
 
 
-def broker_options(func: Any) -> Any:
-    """The --broker/--backend pair shared by the commands that talk to Celery."""
-    func = click_option("--backend", envvar=["PUSHSERVER_RESULT_BACKEND", "CELERY_RESULT_BACKEND"],
-                        default=DEFAULT_BACKEND, show_default=True, metavar="URL",
-                        help="Celery result backend, read for snapshots of tasks not in memory"
-                             ".")(func)
-    func = click_option("--broker", envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"],
-                        default=DEFAULT_BROKER, show_default=True, metavar="URL",
-                        help="Celery broker whose event exchange to consume; use the same Redis "
-                             "DB number as the workers.")(func)
-    return func
+def click_option(*decls: str, **attrs: Any) -> Callable[[F], F]:
+    """``click.option`` that shows the environment variable in ``--help``: every flag has one."""
+    return click.option(*decls, show_envvar=True, **attrs)
+
+
+def settings_option(setting: Field[Any]) -> Callable[[F], F]:
+    """The click option of one Settings field: its flag, env var(s), default, type and help, all from the field."""
+    opt = option_of(setting)
+    kind = get_type_hints(Settings)[setting.name]
+    attrs: dict[str, Any] = {"help": opt.help, "show_default": True, "metavar": opt.metavar,
+                             "envvar": list(opt.env) if len(opt.env) > 1 else opt.env[0],
+                             "default": None if setting.default is MISSING else setting.default}
+    if kind is bool and "/" not in opt.flag:
+        attrs.update(is_flag=True, show_default=False)  # a switch, off unless given
+    elif opt.choices is not None:
+        attrs["type"] = click.Choice(opt.choices, case_sensitive=opt.case_sensitive)
+    elif opt.range is not None:
+        low, high = opt.range
+        attrs["type"] = click.FloatRange(low, high) if kind is float else click.IntRange(int(low), int(high))
+    elif kind in (int, float):
+        attrs["type"] = kind
+    return click_option(opt.flag, **attrs)
+
+
+def settings_options(command: F) -> F:
+    """One click option per Settings field, listed in ``--help`` in the fields' order."""
+    for setting in reversed(fields(Settings)):
+        command = settings_option(setting)(command)
+    return command
+
+
+def broker_options(command: F) -> F:
+    """The --broker/--backend pair of ``serve``, for the other commands that talk to Celery."""
+    by_name = {setting.name: setting for setting in fields(Settings)}
+    command = settings_option(by_name["result_backend"])(command)
+    return settings_option(by_name["broker_url"])(command)
 
 
 @main.command()
-@broker_options
-@click_option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
-              help="MongoDB for the event log (unset: no log).")
-@click_option("--mongo-db", envvar="PUSHSERVER_MONGO_DB", default="pushserver", show_default=True,
-              help="MongoDB database name.")
-@click_option("--retention-days", envvar="PUSHSERVER_RETENTION_DAYS", default=7.0, show_default=True,
-              type=float, help="Days the event log keeps events (a MongoDB TTL index).")
-@click_option("--host", envvar="PUSHSERVER_HOST", default="127.0.0.1", show_default=True,
-              help="Address to listen on.")
-@click_option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
-              help="Port to listen on; 0 picks a free one.")
-@click_option("--secret", envvar="PUSHSERVER_SECRET", metavar="S[,S...]",
-              help="Shared HS256 secret(s) tokens are signed with; a comma list accepts each, "
-                   "for rotation.")
-@click_option("--insecure", is_flag=True, envvar="PUSHSERVER_INSECURE",
-              help="Allow every subscription without a token (local development only).")
-@click_option("--cors", envvar="PUSHSERVER_CORS_ORIGINS", metavar="ORIGINS",
-              help="Comma list of browser origins allowed to connect; default same origin only "
-                   ".")
-@click_option("--max-tasks", envvar="PUSHSERVER_MAX_TASKS", default=100_000, show_default=True,
-              type=int, help="Tasks kept in memory; the least recently updated are evicted.")
-@click_option("--progress-hz", envvar="PUSHSERVER_PROGRESS_HZ", default=10.0, show_default=True,
-              type=float, help="Most progress updates per second sent for one task (the newest wins).")
-@click_option("--token-audience", envvar="PUSHSERVER_TOKEN_AUDIENCE", metavar="AUD",
-              help="Require this 'aud' claim in tokens.")
-@click_option("--token-issuer", envvar="PUSHSERVER_TOKEN_ISSUER", metavar="ISS",
-              help="Require this 'iss' claim in tokens.")
-@click_option("--token-leeway", envvar="PUSHSERVER_TOKEN_LEEWAY", default=5.0, show_default=True,
-              type=float, help="Seconds of clock skew allowed on 'exp'.")
-@click_option("--forward-results", envvar="PUSHSERVER_FORWARD_RESULTS", default="repr",
-              show_default=True, type=click.Choice(["repr", "none"]),
-              help="Send task results to clients (Celery's repr: 1 024 characters by default,"
-                   " never more than 4 096 here) or not.")
-@click_option("--forward-tracebacks/--no-forward-tracebacks", envvar="PUSHSERVER_FORWARD_TRACEBACKS",
-              default=False, show_default=True,
-              help="Send tracebacks to clients (off: exception type and message only).")
-@click_option("--forward-args/--no-forward-args", envvar="PUSHSERVER_FORWARD_ARGS", default=False,
-              show_default=True, help="Send task args/kwargs (reprs) to clients.")
-@click_option("--max-message-bytes", envvar="PUSHSERVER_MAX_MESSAGE_BYTES", default=64 * 1024,
-              show_default=True, type=int, help="Largest message a client may send.")
-@click_option("--subscribe-rate", envvar="PUSHSERVER_SUBSCRIBE_RATE", default=10.0, show_default=True,
-              type=float, help="Subscribe calls per second per connection, after a burst of"
-                                 " max(100, 5 x rate) (a reconnect re-subscribes every task at once).")
-@click_option("--max-connections-per-ip", envvar="PUSHSERVER_MAX_CONNECTIONS_PER_IP", default=0,
-              show_default=True, type=int, help="Connections per client address; 0 is no limit.")
-@click_option("--max-backlog", envvar="PUSHSERVER_MAX_BACKLOG", default=1024, show_default=True,
-              type=click.IntRange(16, 1_000_000),
-              help="Updates a client may leave unread before it is disconnected (progress is shed"
-                   " from 1/16 of that).")
-@click_option("--trust-proxy", is_flag=True, envvar="PUSHSERVER_TRUST_PROXY",
-              help="Take the client address from X-Forwarded-For (only behind a proxy you run).")
-@click_option("--event-queue", envvar="PUSHSERVER_EVENT_QUEUE", metavar="NAME",
-              help="RabbitMQ: consume events from this durable queue, one name per replica, so a"
-                   " restarted replica catches up on what it missed (default: Celery's temporary"
-                   " queue; no effect on Redis).")
-@click_option("--event-queue-ttl", envvar="PUSHSERVER_EVENT_QUEUE_TTL", default=3600.0,
-              show_default=True, type=float,
-              help="Seconds an event waits in the --event-queue before RabbitMQ drops it.")
-@click_option("--event-queue-expires", envvar="PUSHSERVER_EVENT_QUEUE_EXPIRES", default=86400.0,
-              show_default=True, type=float,
-              help="Seconds the --event-queue outlives its last consumer before RabbitMQ deletes it.")
-@click_option("--receiver", envvar="PUSHSERVER_RECEIVER", default="process", show_default=True,
-              type=click.Choice(["process", "thread"]),
-              help="Where Celery's event receiver decodes: a child process (a core of its own; about"
-                   " twice the ingest rate) or a thread of the server (one process, for small hosts).")
-@click_option("--shutdown-timeout", envvar="PUSHSERVER_SHUTDOWN_TIMEOUT", default=15.0,
-              show_default=True, type=float,
-              help="Seconds SIGTERM may take: clients are dropped (they reconnect elsewhere) and the"
-                   " event log is written out; keep it below your orchestrator's kill timeout.")
-@click_option("--log-level", envvar="PUSHSERVER_LOG_LEVEL", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention_days: float,
-          host: str, port: int, secret: str | None, insecure: bool, cors: str | None,
-          max_tasks: int, progress_hz: float, token_audience: str | None, token_issuer: str | None,
-          token_leeway: float, forward_results: str, forward_tracebacks: bool, forward_args: bool,
-          max_message_bytes: int, subscribe_rate: float, max_connections_per_ip: int,
-          max_backlog: int, trust_proxy: bool, event_queue: str | None, event_queue_ttl: float,
-          event_queue_expires: float, receiver: str, shutdown_timeout: float,
-          log_level: str) -> None:
+@settings_options
+def serve(**options: Any) -> None:
     """Run the push server until SIGTERM or Ctrl-C."""
-    settings = Settings(
-        broker_url=broker, result_backend=backend, mongo_url=mongo or None, mongo_db=mongo_db,
-        retention_days=retention_days,
-        host=host, port=port, secrets=split_list(secret), insecure=insecure,
-        cors_origins=split_list(cors), max_tasks=max_tasks, progress_hz=progress_hz,
-        token_audience=token_audience, token_issuer=token_issuer, token_leeway=token_leeway,
-        forward_results=forward_results, forward_tracebacks=forward_tracebacks,
-        forward_args=forward_args, max_message_bytes=max_message_bytes,
-        # A reconnecting page re-subscribes each watched task with its own
-        # token at once: the burst lets 100 of them through.
-        subscribe_rate=subscribe_rate, subscribe_burst=max(100.0, 5 * subscribe_rate),
-        max_connections_per_ip=max_connections_per_ip, trust_proxy=trust_proxy,
-        hard_backlog=max_backlog, soft_backlog=max(8, max_backlog // 16),
-        event_queue=event_queue or None, event_queue_ttl=event_queue_ttl,
-        event_queue_expires=event_queue_expires, receiver=receiver,
-        shutdown_timeout=shutdown_timeout, log_level=log_level.upper(),
-    )
+    settings = Settings.from_options(options)
     try:
         settings.validate()
     except ConfigError as exc:
@@ -177,15 +110,6 @@ def token(tasks: tuple[str, ...], sub: str | None, ttl: int, secret: str) -> Non
     if not secrets:
         fail("--secret: empty secret")
     click.echo(mint_token(secrets[0], tasks, ttl=ttl, sub=sub))
-
-
-def configure_logging(level: str) -> None:
-    """One line per state change, with a timestamp, on stderr."""
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    # kombu and celery log every reconnect attempt themselves; ours says it once.
-    logging.getLogger("kombu").setLevel(logging.ERROR)
-    logging.getLogger("celery").setLevel(logging.WARNING)
 
 
 @main.command()

@@ -1,60 +1,200 @@
-"""Server settings: one dataclass, filled from CLI flags and environment variables (flags win)."""
+"""Server settings: one dataclass, the single declaration of every ``pushserver serve`` flag.
+
+Each field of ``Settings`` carries, in its metadata, the flag, the
+environment variable(s), the help text and how the flag's text becomes the
+field's value (``Option``); the command line is built from them (cli.py),
+and flags win over environment variables.
+
+A new setting is one field, ``name: type = field(default=..., metadata=option(
+"--flag", "PUSHSERVER_FLAG", "Help text."))``, placed where it should appear in
+``--help``; its check in ``Settings.validate``; and its row in README's
+configuration table (a unit test holds the three together).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
+
+from .errors import PushserverError
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
 
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "memory"}
 BACKEND_SCHEMES = {"redis", "rediss", "rpc", "db", "mongodb", "disabled", "cache", "memory"}
+BACKLOG_RANGE = (16, 1_000_000)
 
 
-class ConfigError(Exception):
+class ConfigError(PushserverError):
     """A setting that cannot work; the message is one line meant for the person starting the server."""
+
+
+def split_list(value: str | None) -> list[str]:
+    """Split a comma list from an environment variable or flag, dropping blanks."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def none_if_empty(value: str | None) -> str | None:
+    """An environment variable set to the empty string means: not set."""
+    return value or None
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one setting is given: its flag, environment variable(s) and ``--help`` line, and how its text is read.
+
+    ``flag`` is ``--name``, or ``--name/--no-name`` for an on/off pair; a
+    boolean setting with a single flag is a switch that is off by default.
+    """
+
+    flag: str
+    env: tuple[str, ...]
+    help: str
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    case_sensitive: bool = True
+    range: tuple[float, float] | None = None  # inclusive bounds, checked by click
+    convert: Callable[[Any], Any] | None = None  # the flag's parsed value -> the setting's value
+
+    @property
+    def param(self) -> str:
+        """The name click gives the flag's value (``--max-backlog``: ``max_backlog``)."""
+        return self.flag.split("/")[0].removeprefix("--").replace("-", "_")
+
+
+def option(flag: str, env: str | tuple[str, ...], help: str, **details: Any) -> dict[str, Option]:
+    """The metadata of a Settings field: ``field(default=..., metadata=option("--x", "PUSHSERVER_X", "..."))``."""
+    return {"option": Option(flag, (env,) if isinstance(env, str) else env, help, **details)}
+
+
+def option_of(setting: Field[Any]) -> Option:
+    """The ``Option`` declared on a Settings field."""
+    found = setting.metadata.get("option")
+    if not isinstance(found, Option):
+        raise TypeError(f"Settings.{setting.name} declares no option")
+    return found
 
 
 @dataclass
 class Settings:
-    """Everything ``pushserver serve`` needs to run (DESIGN.md § Environment and CLI)."""
+    """Everything ``pushserver serve`` needs to run; the fields are in ``--help`` order."""
 
-    broker_url: str = DEFAULT_BROKER
-    result_backend: str = DEFAULT_BACKEND
-    mongo_url: str | None = None
-    mongo_db: str = "pushserver"
-    retention_days: float = 7.0
-    host: str = "127.0.0.1"
-    port: int = 8000
-    secrets: list[str] = field(default_factory=list)
-    insecure: bool = False
-    cors_origins: list[str] = field(default_factory=list)
-    max_tasks: int = 100_000
-    progress_hz: float = 10.0
-    max_subscriptions: int = 1000
-    max_ids_per_call: int = 100
-    token_leeway: float = 5.0
-    token_audience: str | None = None
-    token_issuer: str | None = None
-    forward_results: str = "repr"
-    forward_tracebacks: bool = False
-    forward_args: bool = False
-    max_message_bytes: int = 64 * 1024
-    subscribe_rate: float = 10.0
-    subscribe_burst: float = 100.0
-    max_connections_per_ip: int = 0
-    trust_proxy: bool = False
-    soft_backlog: int = 64
-    hard_backlog: int = 1024
-    event_queue: str | None = None
-    event_queue_ttl: float = 3600.0
-    event_queue_expires: float = 86400.0
-    shutdown_timeout: float = 15.0
-    receiver: str = "process"
-    log_level: str = "INFO"
+    broker_url: str = field(default=DEFAULT_BROKER, metadata=option(
+        "--broker", ("PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"),
+        "Celery broker whose event exchange to consume; use the same Redis DB number as the workers.",
+        metavar="URL"))
+    result_backend: str = field(default=DEFAULT_BACKEND, metadata=option(
+        "--backend", ("PUSHSERVER_RESULT_BACKEND", "CELERY_RESULT_BACKEND"),
+        "Celery result backend, read for snapshots of tasks not in memory.", metavar="URL"))
+    mongo_url: str | None = field(default=None, metadata=option(
+        "--mongo", "PUSHSERVER_MONGO_URL", "MongoDB for the event log (unset: no log).",
+        metavar="URL", convert=none_if_empty))
+    mongo_db: str = field(default="pushserver", metadata=option(
+        "--mongo-db", "PUSHSERVER_MONGO_DB", "MongoDB database name."))
+    retention_days: float = field(default=7.0, metadata=option(
+        "--retention-days", "PUSHSERVER_RETENTION_DAYS", "Days the event log keeps events (a MongoDB TTL index)."))
+    host: str = field(default="127.0.0.1", metadata=option(
+        "--host", "PUSHSERVER_HOST", "Address to listen on."))
+    port: int = field(default=8000, metadata=option(
+        "--port", "PUSHSERVER_PORT", "Port to listen on; 0 picks a free one."))
+    secrets: list[str] = field(default_factory=list, metadata=option(
+        "--secret", "PUSHSERVER_SECRET",
+        "Shared HS256 secret(s) tokens are signed with; a comma list accepts each, for rotation.",
+        metavar="S[,S...]", convert=split_list))
+    insecure: bool = field(default=False, metadata=option(
+        "--insecure", "PUSHSERVER_INSECURE", "Allow every subscription without a token (local development only)."))
+    cors_origins: list[str] = field(default_factory=list, metadata=option(
+        "--cors", "PUSHSERVER_CORS_ORIGINS",
+        "Comma list of browser origins allowed to connect; default same origin only.",
+        metavar="ORIGINS", convert=split_list))
+    max_tasks: int = field(default=100_000, metadata=option(
+        "--max-tasks", "PUSHSERVER_MAX_TASKS", "Tasks kept in memory; the least recently updated are evicted."))
+    progress_hz: float = field(default=10.0, metadata=option(
+        "--progress-hz", "PUSHSERVER_PROGRESS_HZ",
+        "Most progress updates per second sent for one task (the newest wins)."))
+    token_audience: str | None = field(default=None, metadata=option(
+        "--token-audience", "PUSHSERVER_TOKEN_AUDIENCE", "Require this 'aud' claim in tokens.", metavar="AUD"))
+    token_issuer: str | None = field(default=None, metadata=option(
+        "--token-issuer", "PUSHSERVER_TOKEN_ISSUER", "Require this 'iss' claim in tokens.", metavar="ISS"))
+    token_leeway: float = field(default=5.0, metadata=option(
+        "--token-leeway", "PUSHSERVER_TOKEN_LEEWAY", "Seconds of clock skew allowed on 'exp'."))
+    forward_results: str = field(default="repr", metadata=option(
+        "--forward-results", "PUSHSERVER_FORWARD_RESULTS",
+        "Send task results to clients (Celery's repr: 1 024 characters by default, never more than 4 096 here)"
+        " or not.", choices=("repr", "none")))
+    forward_tracebacks: bool = field(default=False, metadata=option(
+        "--forward-tracebacks/--no-forward-tracebacks", "PUSHSERVER_FORWARD_TRACEBACKS",
+        "Send tracebacks to clients (off: exception type and message only)."))
+    forward_args: bool = field(default=False, metadata=option(
+        "--forward-args/--no-forward-args", "PUSHSERVER_FORWARD_ARGS", "Send task args/kwargs (reprs) to clients."))
+    max_message_bytes: int = field(default=64 * 1024, metadata=option(
+        "--max-message-bytes", "PUSHSERVER_MAX_MESSAGE_BYTES", "Largest message a client may send."))
+    subscribe_rate: float = field(default=10.0, metadata=option(
+        "--subscribe-rate", "PUSHSERVER_SUBSCRIBE_RATE",
+        "Subscribe calls per second per connection, after a burst of max(100, 5 x rate) (a reconnect"
+        " re-subscribes every task at once)."))
+    max_connections_per_ip: int = field(default=0, metadata=option(
+        "--max-connections-per-ip", "PUSHSERVER_MAX_CONNECTIONS_PER_IP",
+        "Connections per client address; 0 is no limit."))
+    hard_backlog: int = field(default=1024, metadata=option(
+        "--max-backlog", "PUSHSERVER_MAX_BACKLOG",
+        "Updates a client may leave unread before it is disconnected (progress is shed from 1/16 of that).",
+        range=BACKLOG_RANGE))
+    trust_proxy: bool = field(default=False, metadata=option(
+        "--trust-proxy", "PUSHSERVER_TRUST_PROXY",
+        "Take the client address from X-Forwarded-For (only behind a proxy you run)."))
+    event_queue: str | None = field(default=None, metadata=option(
+        "--event-queue", "PUSHSERVER_EVENT_QUEUE",
+        "RabbitMQ: consume events from this durable queue, one name per replica, so a restarted replica"
+        " catches up on what it missed (default: Celery's temporary queue; no effect on Redis).",
+        metavar="NAME", convert=none_if_empty))
+    event_queue_ttl: float = field(default=3600.0, metadata=option(
+        "--event-queue-ttl", "PUSHSERVER_EVENT_QUEUE_TTL",
+        "Seconds an event waits in the --event-queue before RabbitMQ drops it."))
+    event_queue_expires: float = field(default=86400.0, metadata=option(
+        "--event-queue-expires", "PUSHSERVER_EVENT_QUEUE_EXPIRES",
+        "Seconds the --event-queue outlives its last consumer before RabbitMQ deletes it."))
+    receiver: str = field(default="process", metadata=option(
+        "--receiver", "PUSHSERVER_RECEIVER",
+        "Where Celery's event receiver decodes: a child process (a core of its own; about twice the ingest"
+        " rate) or a thread of the server (one process, for small hosts).", choices=("process", "thread")))
+    shutdown_timeout: float = field(default=15.0, metadata=option(
+        "--shutdown-timeout", "PUSHSERVER_SHUTDOWN_TIMEOUT",
+        "Seconds SIGTERM may take: clients are dropped (they reconnect elsewhere) and the event log is written"
+        " out; keep it below your orchestrator's kill timeout."))
+    log_level: str = field(default="INFO", metadata=option(
+        "--log-level", "PUSHSERVER_LOG_LEVEL", "How much the server logs.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"), case_sensitive=False, convert=str.upper))
 
-    def validate(self) -> "Settings":
+    #: Fixed by the protocol (docs/protocol.md), not settings.
+    max_subscriptions: ClassVar[int] = 1000
+    max_ids_per_call: ClassVar[int] = 100
+
+    @property
+    def subscribe_burst(self) -> float:
+        """Subscribe calls a connection may make at once: a reconnecting page re-subscribes each watched task
+        with its own token at once, and the burst lets 100 of them through."""
+        return max(100.0, 5 * self.subscribe_rate)
+
+    @property
+    def soft_backlog(self) -> int:
+        """Unread updates from which a client's progress updates are shed (1/16 of ``--max-backlog``)."""
+        return max(8, self.hard_backlog // 16)
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> Settings:
+        """Settings from the flags' values as click parsed them (keyed by ``Option.param``), each converted."""
+        kwargs = {}
+        for setting in fields(cls):
+            opt = option_of(setting)
+            value = values[opt.param]
+            kwargs[setting.name] = opt.convert(value) if opt.convert is not None else value
+        return cls(**kwargs)
+
+    def validate(self) -> Settings:
         """Raise ConfigError for the first setting that cannot work; return self otherwise."""
         check_url("--broker", self.broker_url, BROKER_SCHEMES)
         check_url("--backend", self.result_backend, BACKEND_SCHEMES, allow_plus=True)
@@ -83,8 +223,8 @@ class Settings:
             raise ConfigError("--subscribe-rate must be greater than 0")
         if self.max_connections_per_ip < 0:
             raise ConfigError("--max-connections-per-ip must be 0 (no limit) or more")
-        if not 0 < self.soft_backlog < self.hard_backlog:
-            raise ConfigError("the slow-client backlogs need 0 < soft < hard")
+        if not BACKLOG_RANGE[0] <= self.hard_backlog <= BACKLOG_RANGE[1]:
+            raise ConfigError(f"--max-backlog must be {BACKLOG_RANGE[0]} to {BACKLOG_RANGE[1]}")
         if self.event_queue is not None and (
                 not self.event_queue.strip() or len(self.event_queue.encode()) > 255):
             raise ConfigError("--event-queue: a queue name of 1 to 255 bytes, one per replica")
@@ -104,7 +244,7 @@ def check_url(flag: str, url: str, schemes: set[str], allow_plus: bool = False) 
     """Raise ConfigError unless ``url`` parses and uses one of ``schemes``."""
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError for a non-numeric port
+        _ = parts.port  # raises ValueError for a non-numeric port
     except ValueError as exc:
         raise ConfigError(f"{flag}: {url!r} is not a valid URL ({exc})") from None
     scheme = parts.scheme.split("+")[0] if allow_plus else parts.scheme
@@ -114,7 +254,3 @@ def check_url(flag: str, url: str, schemes: set[str], allow_plus: bool = False) 
             f" (expected one of {', '.join(sorted(schemes))})"
         )
 
-
-def split_list(value: str | None) -> list[str]:
-    """Split a comma list from an environment variable or flag, dropping blanks."""
-    return [item.strip() for item in (value or "").split(",") if item.strip()]

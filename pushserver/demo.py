@@ -135,8 +135,8 @@ class Demo:
             "PUSHSERVER_PUBLIC_URL": self.url, "CELERY_BROKER_URL": self.broker,
             "CELERY_RESULT_BACKEND": self.backend})
         self.procs.append(web)
-        self.web_url = f"http://127.0.0.1:{self.web_port}"
-        wait_until(lambda: http_status(self.web_url + "/healthz") == 200 or not web.alive(), 30,
+        self.web_url = web_url = f"http://127.0.0.1:{self.web_port}"
+        wait_until(lambda: http_status(web_url + "/healthz") == 200 or not web.alive(), 30,
                    "the Express app")
         if not web.alive():
             raise RuntimeError(f"the Express app exited:\n{web.log()}")

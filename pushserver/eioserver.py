@@ -176,6 +176,9 @@ class LeanSocket(async_socket.AsyncSocket):
     # Set on the instance once a ping is scheduled; a class attribute because
     # the server turns stock AsyncSocket instances into LeanSockets (no __init__).
     _ping_timer: asyncio.TimerHandle | None = None
+    # Attributes of the stock AsyncSocket (untyped), as this class uses them.
+    last_ping: float | None
+    connected: bool
 
     async def poll(self) -> list[packet.Packet]:
         """Wait for packets to send to the client (stock behaviour, without a wait_for task)."""
@@ -183,7 +186,7 @@ class LeanSocket(async_socket.AsyncSocket):
             first = await self.queue.get(timeout=self.server.ping_interval + self.server.ping_timeout)
             self.queue.task_done()
         except (asyncio.TimeoutError, asyncio.CancelledError):
-            raise exceptions.QueueEmpty()
+            raise exceptions.QueueEmpty() from None
         if first is None:
             return []
         packets = [first]
@@ -251,7 +254,7 @@ class LeanSocket(async_socket.AsyncSocket):
                 # As engineio for an error in receive(), and here also for a
                 # packet that does not parse: engineio parses outside its error
                 # handling, which ends the handler and leaves the socket open
-                # until the ping timeout. Logged (socketlog.py counts these), read on.
+                # until the ping timeout. Logged (logs.py counts these), read on.
                 self.server.logger.exception('Unknown receive error')
         await self.queue.put(None)  # unlock the writer task so it can exit
         await writer_task
@@ -315,6 +318,8 @@ def trim_environ(environ: dict[str, Any]) -> None:
 
 class EngineIOServer(engineio.AsyncServer):
     """engineio's AsyncServer; on aiohttp, with lean sockets (LEAN_ENGINEIO) and the peer's REMOTE_ADDR."""
+
+    _async: dict[str, Any]  # engineio's driver table (untyped)
 
     def __init__(self, *args: Any, websocket_compression: bool = False, lean: bool = True,
                  **kwargs: Any) -> None:

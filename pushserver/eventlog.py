@@ -23,7 +23,7 @@ from pymongo import ASCENDING, AsyncMongoClient
 from bson.errors import InvalidDocument
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from .receiver import Backoff
+from .backoff import Backoff
 
 log = logging.getLogger("pushserver.eventlog")
 

@@ -73,7 +73,7 @@ class Fanout:
         # A Socket.IO v5 EVENT for namespace "/" with no ack is "2" + the JSON
         # array; built directly, once per update whatever the number of
         # recipients (python-socketio's Packet rescans the payload for binary
-        # data on every encode, 22% of the emit path at 1 000 clients).
+        # data on every encode, a large share of the emit path: docs/benchmarks.md).
         return eio_packet.Packet(eio_packet.MESSAGE, "2" + OrjsonCodec.dumps([UPDATE_EVENT, payload]))
 
     def forget(self, sid: str) -> None:

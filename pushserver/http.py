@@ -6,12 +6,12 @@ from typing import Any, Callable
 
 import orjson
 from aiohttp import web
-
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pymongo.errors import PyMongoError
 
 from .eventlog import EventLog, document_to_event
 from .hub import Hub
-from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .metrics import Metrics
 from .protocol import ProtocolError, validate_task_id
 
 STATUS_FOR_CODE = {

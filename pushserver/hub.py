@@ -23,12 +23,12 @@ from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
 from .fanout import Fanout
 from .limits import ConnectionCounter, TokenBucket, client_address
+from .logs import library_loggers
 from .metrics import Metrics
 from .policy import ForwardingPolicy
 from .protocol import OrjsonCodec, ProtocolError, error_ack, parse_subscription, room_for
 from .receiver import Batch
 from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
-from .socketlog import library_loggers
 from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver.hub")
@@ -171,6 +171,7 @@ class Hub:
         """Raise ProtocolError unless the call's token (else the connect token) names every task."""
         if self.verifier is None:
             return
+        grant: Grant | None
         if token is not None:
             try:
                 grant = self.verifier.verify(token)
@@ -248,7 +249,8 @@ class Hub:
 
     def ingest(self, batch: Batch) -> None:
         """Merge a batch of decoded Celery events and emit what changed for watched tasks."""
-        # One counter update per event type and batch, not per event (~1.4 µs each).
+        # One counter update per event type and batch, not per event: a Prometheus update
+        # per event costs a good share of the merge (docs/benchmarks.md).
         by_type = Counter(event.get("type") for event in batch)
         for event_type, n in by_type.items():
             self.metrics.events.labels(_type_label(event_type)).inc(n)
@@ -314,7 +316,7 @@ _WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline
 def _type_label(event_type: object) -> str:
     """A metrics label for an event type; anything unknown shares one, so forged types cannot grow /metrics."""
     if isinstance(event_type, str) and (event_type in EVENT_TO_STATE or event_type in _WORKER_EVENTS):
-        return event_type  # type: ignore[return-value]
+        return event_type
     return "other"
 
 
@@ -330,5 +332,3 @@ def _cors_setting(origins: list[str] | None) -> Any:
         return "*"
     return origins
 
-
-__all__ = ["Hub", "OrjsonCodec", "error_ack"]

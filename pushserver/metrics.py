@@ -5,9 +5,6 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-__all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
 
 
 class Metrics:

@@ -14,6 +14,8 @@ import re
 
 import orjson
 
+from .errors import PushserverError
+
 MAX_TASK_ID_LENGTH = 255
 MAX_IDS_PER_CALL = 100
 
@@ -22,7 +24,7 @@ UPDATE_EVENT = "task:update"
 
 
 class OrjsonCodec:
-    """The ``json`` module interface python-socketio expects, backed by orjson (3-5x faster)."""
+    """The ``json`` module interface python-socketio expects, backed by orjson (faster: docs/benchmarks.md)."""
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
@@ -58,7 +60,7 @@ UNDECODABLE = _Undecodable()
 _EVENT_NAME = re.compile(r'\s*\[\s*"([A-Za-z:_-]{1,64})"')
 
 
-class ProtocolError(Exception):
+class ProtocolError(PushserverError):
     """A request the server refuses; ``code`` is one of the protocol's error codes."""
 
     def __init__(self, code: str, message: str) -> None:

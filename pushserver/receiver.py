@@ -4,7 +4,7 @@
 with reconnects, backoff and per-event tolerant decoding. It runs either in a
 child process (``receiver_process.ReceiverProcess``, the default: decoding
 gets a core of its own instead of sharing the loop's GIL) or in a thread of
-the server (``ThreadReceiver``, ``--receiver thread``).
+the server (``ReceiverThread``, ``--receiver thread``).
 
 Redis disconnects a pub/sub subscriber that falls 32 MB behind, so the
 capturing side does nothing but decode and hand over: each event is appended
@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable
 
 from celery import Celery
+
+from .backoff import Backoff
 
 log = logging.getLogger("pushserver.receiver")
 
@@ -38,26 +39,8 @@ class ReceiverStatus(str, Enum):
     STOPPED = "stopped"
 
 
-class Backoff:
-    """Capped exponential backoff with full jitter (the AWS architecture blog's variant)."""
-
-    def __init__(self, base: float = 0.5, cap: float = 15.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        """The wait before the next attempt; grows with each call until ``reset``."""
-        ceiling = min(self.cap, self.base * 2 ** self.attempt)
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 @dataclass(frozen=True)
-class EventQueue:
+class EventQueueOptions:
     """A named, durable event queue for AMQP brokers: a restarted replica finds what it missed waiting in it.
 
     Celery's own event queue is ``celeryev.<uuid>``, new on every start, whose
@@ -97,7 +80,7 @@ class CaptureLoop:
         on_batch: Callable[[Batch], None],
         on_status: Callable[[ReceiverStatus], None],
         backoff: Backoff | None = None,
-        queue: EventQueue | None = None,
+        queue: EventQueueOptions | None = None,
         on_malformed: Callable[[int], None] | None = None,
     ) -> None:
         self.app = app
@@ -247,8 +230,16 @@ class Receiver:
         if self.on_status is not None:
             self.on_status(status, reconnected)
 
+    def start(self) -> None:
+        """Start receiving; called on the event loop, which gets the batches."""
+        raise NotImplementedError
 
-class ThreadReceiver(Receiver):
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop receiving, and hand over what was decoded before stopping."""
+        raise NotImplementedError
+
+
+class ReceiverThread(Receiver):
     """Runs a ``CaptureLoop`` in a daemon thread of the server (``--receiver thread``).
 
     Decoding then shares the event loop's GIL: simpler, one process less, and
@@ -258,14 +249,13 @@ class ThreadReceiver(Receiver):
     def __init__(
         self,
         app: Celery,
-        loop: asyncio.AbstractEventLoop,
         on_batch: Callable[[Batch], None],
         on_status: Callable[[ReceiverStatus, bool], None] | None = None,
+        queue: EventQueueOptions | None = None,
         backoff: Backoff | None = None,
-        queue: EventQueue | None = None,
     ) -> None:
         super().__init__(on_batch, on_status)
-        self.loop = loop
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.capture = CaptureLoop(app, self._on_batch, self._on_capture_status, backoff, queue,
                                    on_malformed=self._on_malformed)
         self._buffer: Batch = []
@@ -274,13 +264,14 @@ class ThreadReceiver(Receiver):
                                         daemon=True)
 
     def start(self) -> None:
-        """Start the receiver thread."""
+        """Start the receiver thread, which hands its batches to the running loop."""
+        self.loop = asyncio.get_running_loop()
         self._thread.start()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop capturing, wait for the thread, and hand over what it still held."""
         self.capture.stop()
-        await self.loop.run_in_executor(None, self._thread.join, timeout)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, timeout)
         self._drain()
         self._status_changed(ReceiverStatus.STOPPED)
 
@@ -300,6 +291,7 @@ class ThreadReceiver(Receiver):
         self._call_soon(self._status_changed, status)
 
     def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self.loop is not None  # the thread runs only after start()
         try:
             self.loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # loop closed during shutdown

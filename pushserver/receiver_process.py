@@ -1,8 +1,8 @@
 """Where events enter, on a core of their own: Celery's receiver in a child process, piping decoded batches to the loop.
 
 In one process, Celery's decoding and the loop's merge share one GIL and
-take turns: with ``task.multi`` batches the process ingested only 0.40x of
-what a bare Receiver does (docs/benchmarks.md). Here the child decodes on one
+take turns: with ``task.multi`` batches the process ingested less than half
+of what a bare Receiver does (docs/benchmarks.md). Here the child decodes on one
 core while the server merges and emits on the other.
 
 The pipe carries frames: a 4-byte big-endian length, then a pickle of
@@ -18,6 +18,7 @@ server restarts a child that exits on its own, with backoff.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -30,7 +31,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .receiver import Backoff, Batch, CaptureLoop, EventQueue, Receiver, ReceiverStatus
+from .backoff import Backoff
+from .receiver import Batch, CaptureLoop, EventQueueOptions, Receiver, ReceiverStatus
 from .state import is_task_event
 
 log = logging.getLogger("pushserver.receiver")
@@ -72,6 +74,13 @@ class FrameReader:
 # -- the server's side ---------------------------------------------------------
 
 
+def _stdin(transport: asyncio.SubprocessTransport) -> asyncio.WriteTransport:
+    """The child's stdin: always a pipe here (``stdin=subprocess.PIPE``)."""
+    pipe = transport.get_pipe_transport(0)
+    assert isinstance(pipe, asyncio.WriteTransport)
+    return pipe
+
+
 class ReceiverProcess(Receiver):
     """Runs a ``CaptureLoop`` in a child process and feeds its batches to the loop (``--receiver process``)."""
 
@@ -80,7 +89,7 @@ class ReceiverProcess(Receiver):
         broker_url: str,
         on_batch: Callable[[Batch], None],
         on_status: Callable[[ReceiverStatus, bool], None] | None = None,
-        queue: EventQueue | None = None,
+        queue: EventQueueOptions | None = None,
         log_level: str = "INFO",
         backoff: Backoff | None = None,
     ) -> None:
@@ -105,7 +114,7 @@ class ReceiverProcess(Receiver):
         """Close the child's stdin, take in what it flushes, and wait for it to exit (killed after ``timeout``)."""
         self._stopping.set()
         if self._transport is not None:
-            self._transport.get_pipe_transport(0).close()
+            _stdin(self._transport).close()
         if self._supervisor is None:
             return
         try:
@@ -127,7 +136,7 @@ class ReceiverProcess(Receiver):
             exited: asyncio.Future[int | None] = loop.create_future()
             try:
                 transport, _ = await loop.subprocess_exec(
-                    lambda: _ChildPipe(self, exited), sys.executable, "-m", __name__,
+                    functools.partial(_ChildPipe, self, exited), sys.executable, "-m", __name__,
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env)
             except OSError as exc:
                 exited.set_result(None)
@@ -136,9 +145,9 @@ class ReceiverProcess(Receiver):
                 self._transport = transport
                 self.pid = transport.get_pid()
                 # On stdin rather than argv: the broker URL may hold a password.
-                transport.get_pipe_transport(0).write(json.dumps(self.config).encode() + b"\n")
+                _stdin(transport).write(json.dumps(self.config).encode() + b"\n")
                 if self._stopping.is_set():  # stop() came while we were starting it
-                    transport.get_pipe_transport(0).close()
+                    _stdin(transport).close()
             code = await exited
             self._transport = None
             self._malformed_before = self.malformed
@@ -280,7 +289,7 @@ class PipeWriter:
                     self.on_broken()
 
 
-def usable(batch: Batch) -> Batch:
+def strip_non_task_events(batch: Batch) -> Batch:
     """What the server can use of a batch: task events whole, of any other event only its type.
 
     The server merges task events and only counts the others by type; the
@@ -314,12 +323,13 @@ def child_main() -> int:
     config = json.loads(line)
 
     from .celeryapp import make_celery
-    from .cli import configure_logging
+    from .logs import configure_logging
 
     configure_logging(config["log_level"])
-    queue = EventQueue(**config["queue"]) if config["queue"] else None
+    queue = EventQueueOptions(**config["queue"]) if config["queue"] else None
     writer = PipeWriter(frames_fd)
-    capture = CaptureLoop(make_celery(config["broker_url"]), lambda batch: writer.add_batch(usable(batch)),
+    capture = CaptureLoop(make_celery(config["broker_url"]),
+                          lambda batch: writer.add_batch(strip_non_task_events(batch)),
                           lambda status: writer.send("status", status.value), queue=queue,
                           on_malformed=lambda total: writer.send("malformed", total))
     writer.on_broken = capture.stop

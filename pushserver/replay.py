@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol, TypeGuard
 
 import orjson
 
+from .errors import PushserverError
 from .eventlog import COLLECTION, document_to_event
 
 Event = dict[str, Any]
@@ -41,7 +42,7 @@ _PASSWORD = re.compile(r"(//[^/:@]*:)[^/@]*@")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-class ReplayError(Exception):
+class ReplayError(PushserverError):
     """A replay cannot start or go on; the message is one line for the user."""
 
 
@@ -92,7 +93,7 @@ def parse_speed(text: str) -> float | None:
 # -- what an event is ------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -334,7 +335,8 @@ class MongoSource:
             raise ReplayError(f"cannot reach MongoDB at {_redact(self.url)} "
                               f"(no server answered within {self.timeout_ms / 1000:g} s)") from None
         except OperationFailure as exc:
-            raise ReplayError(f"MongoDB refused the query: {exc.details.get('errmsg') if exc.details else exc}") from None
+            reason = exc.details.get("errmsg") if exc.details else exc
+            raise ReplayError(f"MongoDB refused the query: {reason}") from None
         except PyMongoError as exc:
             raise ReplayError(f"MongoDB failed: {type(exc).__name__}: {exc}") from None
 

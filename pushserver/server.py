@@ -22,7 +22,7 @@ from .gctune import freeze_startup, maintain
 from .http import HttpApi
 from .hub import Hub
 from .metrics import Metrics
-from .receiver import EventQueue, Receiver, ReceiverStatus, ThreadReceiver
+from .receiver import EventQueueOptions, Receiver, ReceiverStatus, ReceiverThread
 from .receiver_process import ReceiverProcess
 from .state import TaskStore
 
@@ -93,19 +93,18 @@ class PushServer:
                 ) from None
             raise ConfigError(f"--host/--port: cannot listen on "
                               f"{self.settings.host}:{self.settings.port} ({exc.strerror})") from None
-        loop = asyncio.get_running_loop()
         if self.eventlog is not None:
             self.eventlog.start()
         queue = None
         if self.settings.event_queue:
-            queue = EventQueue(self.settings.event_queue, self.settings.event_queue_ttl,
-                               self.settings.event_queue_expires)
+            queue = EventQueueOptions(self.settings.event_queue, self.settings.event_queue_ttl,
+                                      self.settings.event_queue_expires)
             if self.settings.broker_url.startswith(("redis", "rediss")):
                 log.warning("--event-queue has no effect on Redis: events are pub/sub messages that"
                             " no queue keeps (gaps are reconciled from the result backend)")
+        receiver: Receiver
         if self.settings.receiver == "thread":
-            receiver: ThreadReceiver | ReceiverProcess = ThreadReceiver(
-                self.celery, loop, self.hub.ingest, self._on_receiver_status, queue=queue)
+            receiver = ReceiverThread(self.celery, self.hub.ingest, self._on_receiver_status, queue=queue)
         else:
             receiver = ReceiverProcess(self.settings.broker_url, self.hub.ingest,
                                        self._on_receiver_status, queue=queue,

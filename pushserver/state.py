@@ -28,9 +28,6 @@ FAILURE = "FAILURE"
 REVOKED = "REVOKED"
 REJECTED = "REJECTED"
 
-ALL_STATES = frozenset(
-    {PENDING, SENT, RECEIVED, STARTED, PROGRESS, RETRY, SUCCESS, FAILURE, REVOKED, REJECTED}
-)
 #: States after which a task does nothing more: Celery's READY_STATES, plus
 #: REJECTED, which we only announce for a rejection without requeue (a
 #: requeued rejection re-opens the task like RETRY).

@@ -79,7 +79,7 @@ def send_welcome_email(self: Task, user_id: str, email: str | None = None) -> di
         except OSError as exc:
             if not _is_transient_smtp_error(exc):
                 raise
-            raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=MAX_RETRIES)
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=MAX_RETRIES) from exc
         delivered_to = "smtp"
     else:
         stem = f"welcome-{safe_token(user_id)}-{_file_stem(self)}"
@@ -154,7 +154,7 @@ def deliver_webhook(self: Task, url: str, payload: dict[str, Any]) -> int:
     try:
         return post_json(url, body)
     except OSError as exc:  # refused, reset, DNS failure, timeout; HTTP answers are returned
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=MAX_RETRIES)
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries), max_retries=MAX_RETRIES) from exc
 
 
 @app.task(bind=True, name="workers.tasks.fanout_webhooks")

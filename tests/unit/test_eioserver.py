@@ -169,7 +169,7 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
 async def test_unparseable_engineio_packets_are_dropped_not_the_connection() -> None:
     # Stock engineio parses a WebSocket packet outside its error handling: the
     # exception ends the handler and leaves the socket open until a ping
-    # timeout. The lean socket logs it (socketlog.py counts it) and reads on.
+    # timeout. The lean socket logs it (logs.py counts it) and reads on.
     async with serving() as server, aiohttp.ClientSession() as session:
         ws, sid = await raw_connect(session, server.url)
         for garbage in ("x", "", "9", "\x00"):

@@ -10,7 +10,7 @@ import time
 from celery import Celery
 
 from pushserver.receiver import CaptureLoop, ReceiverStatus
-from pushserver.receiver_process import FrameReader, PipeWriter, encode_frame, usable
+from pushserver.receiver_process import FrameReader, PipeWriter, encode_frame, strip_non_task_events
 
 
 def test_frames_reassemble_across_every_cut():
@@ -134,5 +134,5 @@ def test_only_task_events_cross_the_pipe_whole():
     heartbeat = {"type": "worker-heartbeat", "hostname": "w@h", "active": 3, "loadavg": [0.1, 0.2, 0.3]}
     huge_id = {"type": "task-started", "uuid": "u" * (1 << 20)}
     forged = {"type": "x" * 1000, "uuid": "t2"}
-    assert usable([task, heartbeat, huge_id, forged]) == [
+    assert strip_non_task_events([task, heartbeat, huge_id, forged]) == [
         task, {"type": "worker-heartbeat"}, {"type": "task-started"}, {"type": None}]
