@@ -13,7 +13,7 @@ import click
 # Every flag has an environment variable (DESIGN.md): show it in --help.
 click_option = functools.partial(click.option, show_envvar=True)
 
-from .auth import mint_token
+from .auth import WILDCARD, mint_token, secret_problem
 from .config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, Settings, check_url, split_list
 
 EXIT_CONFIG = 2
@@ -62,8 +62,8 @@ def broker_options(func: Any) -> Any:
 @click_option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
               help="Port to listen on; 0 picks a free one.")
 @click_option("--secret", envvar="PUSHSERVER_SECRET", metavar="S[,S...]",
-              help="Shared HS256 secret(s) tokens are signed with; a comma list accepts each, "
-                   "for rotation.")
+              help="Shared HS256 secret(s) tokens are signed with, each at least 32 bytes; a comma list"
+                   " accepts each, for rotation.")
 @click_option("--insecure", is_flag=True, envvar="PUSHSERVER_INSECURE",
               help="Allow every subscription without a token (local development only).")
 @click_option("--cors", envvar="PUSHSERVER_CORS_ORIGINS", metavar="ORIGINS",
@@ -78,7 +78,7 @@ def broker_options(func: Any) -> Any:
 @click_option("--token-issuer", envvar="PUSHSERVER_TOKEN_ISSUER", metavar="ISS",
               help="Require this 'iss' claim in tokens.")
 @click_option("--token-leeway", envvar="PUSHSERVER_TOKEN_LEEWAY", default=5.0, show_default=True,
-              type=float, help="Seconds of clock skew allowed on 'exp'.")
+              type=float, help="Seconds of clock skew allowed on 'exp' (0-300).")
 @click_option("--forward-results", envvar="PUSHSERVER_FORWARD_RESULTS", default="repr",
               show_default=True, type=click.Choice(["repr", "none"]),
               help="Send task results to clients (Celery's repr: 1 024 characters by default,"
@@ -174,8 +174,11 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
 def token(tasks: tuple[str, ...], sub: str | None, ttl: int, secret: str) -> None:
     """Print a signed subscription token (for development and tests)."""
     secrets = split_list(secret)
-    if not secrets:
-        fail("--secret: empty secret")
+    problem = secret_problem(secrets[:1])
+    if problem is not None:
+        fail(f"--secret: {problem}")
+    if WILDCARD in tasks and len(tasks) > 1:
+        fail("--task: '*' grants every task only by itself (the server refuses it among other ids)")
     click.echo(mint_token(secrets[0], tasks, ttl=ttl, sub=sub))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .auth import MAX_LEEWAY, secret_problem
+
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
 
@@ -65,8 +67,12 @@ class Settings:
                 "no secret: set PUSHSERVER_SECRET (or --secret) to the key Express signs tokens with,"
                 " or pass --insecure for local development"
             )
-        if any(not s for s in self.secrets):
-            raise ConfigError("--secret: empty secret in the list")
+        if self.secrets:
+            problem = secret_problem(self.secrets)
+            if problem is not None:
+                raise ConfigError(f"--secret: {problem}")
+        if not 0 <= self.token_leeway <= MAX_LEEWAY:
+            raise ConfigError(f"--token-leeway must be between 0 and {MAX_LEEWAY:g} seconds")
         if not self.retention_days > 0:
             raise ConfigError("--retention-days must be greater than 0")
         if not 0 <= self.port <= 65535:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import MIN_SECRET_BYTES, TokenVerifier
+from .auth import TokenVerifier
 from .backend import ResultBackend
 from .celeryapp import make_celery
 from .config import ConfigError, Settings
@@ -47,9 +47,6 @@ class PushServer:
         if settings.secrets:
             verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway,
                                      audience=settings.token_audience, issuer=settings.token_issuer)
-            if verifier.weak_secrets:
-                log.warning("%d secret(s) shorter than %d bytes: use a long random secret "
-                            "(e.g. `openssl rand -hex 32`)", verifier.weak_secrets, MIN_SECRET_BYTES)
         self.hub = Hub(settings, self.store, self.backend, self.metrics, verifier, self.eventlog)
         self.app = web.Application()
         self.hub.sio.attach(self.app)
