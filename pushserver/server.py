@@ -22,6 +22,7 @@ from .gctune import freeze_startup, maintain
 from .http import HttpApi
 from .hub import Hub
 from .metrics import Metrics
+from .policy import ForwardingPolicy
 from .receiver import EventQueue, Receiver, ReceiverStatus, ThreadReceiver
 from .receiver_process import ReceiverProcess
 from .state import TaskStore
@@ -36,7 +37,9 @@ class PushServer:
         self.settings = settings
         self.celery = make_celery(settings.broker_url, settings.result_backend)
         self.metrics = Metrics()
-        self.store = TaskStore(settings.max_tasks)
+        # What no client is ever sent is not kept either (bounded memory per task).
+        policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
+        self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
         self.backend = ResultBackend(self.celery)
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
