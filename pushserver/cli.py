@@ -57,6 +57,10 @@ def broker_options(func: Any) -> Any:
               help="MongoDB database name.")
 @click_option("--retention-days", envvar="PUSHSERVER_RETENTION_DAYS", default=7.0, show_default=True,
               type=float, help="Days the event log keeps events (a MongoDB TTL index).")
+@click_option("--event-log-queue-bytes", envvar="PUSHSERVER_EVENT_LOG_QUEUE_BYTES", default=64 * 1024 * 1024,
+              show_default=True, type=int,
+              help="Most bytes of events held for MongoDB while it is slow or away (at least 4 MiB);"
+                   " past it the oldest progress, then the oldest transitions, are dropped (counted).")
 @click_option("--host", envvar="PUSHSERVER_HOST", default="127.0.0.1", show_default=True,
               help="Address to listen on.")
 @click_option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
@@ -122,7 +126,7 @@ def broker_options(func: Any) -> Any:
 @click_option("--log-level", envvar="PUSHSERVER_LOG_LEVEL", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention_days: float,
-          host: str, port: int, secret: str | None, insecure: bool, cors: str | None,
+          event_log_queue_bytes: int, host: str, port: int, secret: str | None, insecure: bool, cors: str | None,
           max_tasks: int, progress_hz: float, token_audience: str | None, token_issuer: str | None,
           token_leeway: float, forward_results: str, forward_tracebacks: bool, forward_args: bool,
           max_message_bytes: int, subscribe_rate: float, max_connections_per_ip: int,
@@ -132,7 +136,7 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
     """Run the push server until SIGTERM or Ctrl-C."""
     settings = Settings(
         broker_url=broker, result_backend=backend, mongo_url=mongo or None, mongo_db=mongo_db,
-        retention_days=retention_days,
+        retention_days=retention_days, event_log_queue_bytes=event_log_queue_bytes,
         host=host, port=port, secrets=split_list(secret), insecure=insecure,
         cors_origins=split_list(cors), max_tasks=max_tasks, progress_hz=progress_hz,
         token_audience=token_audience, token_issuer=token_issuer, token_leeway=token_leeway,

@@ -10,6 +10,9 @@ from .auth import MAX_LEEWAY, secret_problem
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
 
+#: Room for a few events of the largest size the event log keeps whole (eventlog.MAX_EVENT_BYTES).
+MIN_EVENT_LOG_QUEUE_BYTES = 4 * 1024 * 1024
+
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "memory"}
 BACKEND_SCHEMES = {"redis", "rediss", "rpc", "db", "mongodb", "disabled", "cache", "memory"}
 
@@ -27,6 +30,7 @@ class Settings:
     mongo_url: str | None = None
     mongo_db: str = "pushserver"
     retention_days: float = 7.0
+    event_log_queue_bytes: int = 64 * 1024 * 1024
     host: str = "127.0.0.1"
     port: int = 8000
     secrets: list[str] = field(default_factory=list)
@@ -75,6 +79,9 @@ class Settings:
             raise ConfigError(f"--token-leeway must be between 0 and {MAX_LEEWAY:g} seconds")
         if not self.retention_days > 0:
             raise ConfigError("--retention-days must be greater than 0")
+        if self.event_log_queue_bytes < MIN_EVENT_LOG_QUEUE_BYTES:
+            raise ConfigError("--event-log-queue-bytes must be at least 4194304 (4 MiB: an event is kept whole"
+                              " up to 1 MiB)")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: {self.port} is not a TCP port (0-65535)")
         if self.max_tasks < 1:

@@ -44,8 +44,10 @@ class PushServer:
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
             self.eventlog = EventLog(settings.mongo_url, settings.mongo_db,
-                                     retention_days=settings.retention_days, metrics=self.metrics)
-            self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0)
+                                     retention_days=settings.retention_days,
+                                     max_queue_bytes=settings.event_log_queue_bytes, metrics=self.metrics)
+            self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0,
+                                        lambda: self.eventlog.queued_bytes if self.eventlog else 0)
         verifier = None
         if settings.secrets:
             verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway,
