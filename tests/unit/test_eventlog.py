@@ -158,3 +158,23 @@ async def test_closing_is_not_a_stopped_writer() -> None:
                                    {1}, 2 ** 64, "\udfff", object()])
 def test_every_odd_value_can_be_encoded(value: Any) -> None:
     bson.encode(event_to_document(storable(task_event(value=value, nested={"v": [value]})).event))
+
+
+async def test_readyz_and_metrics_of_a_server_show_a_stopped_writer() -> None:
+    from pushserver.config import Settings
+    from pushserver.server import PushServer
+
+    server = PushServer(Settings(secrets=["s" * 32], mongo_url=NOWHERE).validate())
+    assert server.eventlog is not None
+    server.eventlog.start()
+    try:
+        assert server.readiness()["event_log"] == "ok"
+        assert server.eventlog._writer is not None
+        server.eventlog._writer.cancel()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert server.readiness()["event_log"] == "stopped"
+        assert b"pushserver_eventlog_writer_running 0.0" in server.metrics.render()
+    finally:
+        await server.eventlog.close()
+        server.backend.close()
