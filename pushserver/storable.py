@@ -58,7 +58,7 @@ _STRICT = orjson.OPT_STRICT_INTEGER | orjson.OPT_PASSTHROUGH_DATETIME
 class Storable:
     """An event ready for MongoDB: the (possibly rewritten) fields, their approximate size, and what changed."""
 
-    __slots__ = ("event", "size", "changed")
+    __slots__ = ("changed", "event", "size")
 
     def __init__(self, event: Mapping[str, Any], size: int, changed: int) -> None:
         self.event = event
@@ -90,7 +90,7 @@ def storable(event: Mapping[str, Any]) -> Storable:
 def finite_only(value: Any) -> Any:
     """A copy of a storable value with NaN and infinities as strings, for servers that refuse them."""
     if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
         return {k: finite_only(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -101,7 +101,7 @@ def finite_only(value: Any) -> Any:
 class _Walker:
     """One pass over an event: rewrites, counts rewrites, and adds up sizes."""
 
-    __slots__ = ("size", "changed")
+    __slots__ = ("changed", "size")
 
     def __init__(self) -> None:
         self.size = 0

@@ -20,7 +20,7 @@ BATCH = 50
 
 def ingested(url: str, event_type: str) -> float:
     body = http_get(url + "/metrics")[1].decode()
-    match = re.search(rf'^pushserver_events_ingested_total{{type="{event_type}"}} ([0-9.e+]+)$', body, re.M)
+    match = re.search(rf'^pushserver_events_ingested_total{{type="{event_type}"}} ([0-9.e+]+)$', body, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
 
@@ -45,7 +45,8 @@ def grow_with_forged_failures(stack: Stack, server: Server, name: str, extra: li
                                      kwargs=f"{i}" + "k" * 2_000, result=f"{i}" + "r" * 5_000, name="forged")
                 for i in range(start, start + BATCH)])
             # Paced like a busy worker, so transient buffers do not pile up and blur the measurement.
-            wait_until(lambda: ingested(url, "task-failed") >= BATCH + start + BATCH, 20, "the events ingested")
+            wait_until(lambda wanted=BATCH + start + BATCH: ingested(url, "task-failed") >= wanted, 20,
+                       "the events ingested")
         after = rss_bytes(proc.pid)
         ready = json.loads(http_get(url + "/readyz")[1])
         assert ready["tasks_in_memory"] >= TASKS
