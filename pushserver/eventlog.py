@@ -154,6 +154,15 @@ class EventLog:
                     self._count_drop("invalid")
                     continue
             item = Storable(event, size, UNPREPARED)
+            if size > MAX_EVENT_BYTES:
+                # Cut down now, so that one huge event cannot push every other out of the queue.
+                try:
+                    self._prepare(item)
+                except Exception:  # the hot path must go on; the event is lost, and counted
+                    log.exception("event log: cannot prepare a %r event; dropped", event.get("type"))
+                    self._count_drop("invalid")
+                    continue
+                item.size = storable(item.event).size
             if event.get("type") == "task-progress":
                 self._progress.append(item)
             else:
