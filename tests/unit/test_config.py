@@ -135,3 +135,9 @@ def test_token_leeway_must_be_0_to_300_seconds(leeway: float) -> None:
 @pytest.mark.parametrize("leeway", [0, 5, 300])
 def test_token_leeway_edges_are_valid(leeway: float) -> None:
     settings(token_leeway=leeway).validate()
+
+
+def test_the_event_log_queue_needs_room_for_a_few_whole_events() -> None:
+    assert refused(event_log_queue_bytes=4 * 1024 * 1024 - 1).startswith("--event-log-queue-bytes must be at least")
+    settings(event_log_queue_bytes=4 * 1024 * 1024).validate()
+    assert Settings().event_log_queue_bytes == 64 * 1024 * 1024
