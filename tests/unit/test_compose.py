@@ -41,7 +41,7 @@ THIRD_PARTY_ENV = {
     "nginx": set(),
 }
 # Programs of those images a service may run instead of the image's own command.
-THIRD_PARTY_PROGRAMS = {"redis": {"redis-server"}}
+THIRD_PARTY_PROGRAMS = {"redis": {"redis-server", "sh"}}
 INITDB = "/docker-entrypoint-initdb.d"
 # Flower reads any of its options as FLOWER_<OPTION> (flower docs, "Configuration").
 FLOWER_OPTIONS = {
@@ -703,11 +703,18 @@ def check_hardening(stack: Stack) -> Iterator[str]:
     redis = stack.services.get("redis")
     password = ""
     if redis is not None:
-        command = [interpolate(a, stack.values) for a in redis.command]
-        if "--requirepass" in command and command.index("--requirepass") + 1 < len(command):
-            password = command[command.index("--requirepass") + 1]
+        script = " ".join(interpolate(a, stack.values) for a in redis.command)
+        # `requirepass "$VAR"` written to a config file (out of `ps`), or --requirepass on the command line.
+        from_env = re.search(r"requirepass\b[^$&|;]*\$\{?(\w+)", script)
+        on_command_line = re.search(r"--requirepass\s+(\S+)", script)
+        if from_env:
+            password = redis.env.get(from_env.group(1), "")
+        elif on_command_line:
+            password = on_command_line.group(1).strip("'\"")
         if not password:
-            yield "redis: runs without --requirepass: any container on the network can read and forge events"
+            yield "redis: runs without requirepass: any container on the network can read and forge events"
+        elif "--requirepass" in script:
+            yield "redis: --requirepass puts the password on the command line, which `ps` shows"
     for service in stack.services.values():
         for name, value in service.env.items():
             for url in re.findall(r"rediss?://[^\s,]+", value):
@@ -853,8 +860,11 @@ BROKEN = [
     ("docker/mongo-init/pushserver-user.js", 'role: "readWrite"', 'role: "dbOwner"', "not readWrite alone"),
     ("docker/mongo-init/pushserver-user.js", 'db: dbName }', 'db: "admin" }', "not readWrite alone"),
     ("docker-compose.yml", '      - "./docker/mongo-init:/docker-entrypoint-initdb.d:ro"\n', "", "not readWrite alone"),
-    ("docker-compose.yml", 'command: ["redis-server", "--requirepass", "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}"]',
-     "", "redis: runs without --requirepass"),
+    ("docker-compose.yml", "printf 'requirepass %s", "printf 'port %s", "redis: runs without requirepass"),
+    ("docker-compose.yml", "REDISCLI_AUTH: ${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}",
+     "REDISCLI_AUTH: ${REDIS_PASSWORD:-}", "REDISCLI_AUTH does not require its secret"),
+    ("docker-compose.yml", 'command: ["sh", "-c", "umask', 'command: ["redis-server", "--requirepass", "x"]\n    x: ["sh", "-c", "umask',
+     "puts the password on the command line"),
     ("docker-compose.yml", "redis://:${REDIS_PASSWORD}@redis:6379/0}\n      CELERY_RESULT",
      "redis://redis:6379/0}\n      CELERY_RESULT", "reaches Redis without its password"),
     (".env.example", "CELERY_BROKER_URL=redis://:${REDIS_PASSWORD}@redis", "CELERY_BROKER_URL=redis://redis",
