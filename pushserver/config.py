@@ -18,10 +18,14 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from .auth import MAX_LEEWAY, secret_problem
 from .errors import PushserverError
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
+
+#: Room for a few events of the largest size the event log keeps whole (eventlog.MAX_EVENT_BYTES).
+MIN_EVENT_LOG_QUEUE_BYTES = 4 * 1024 * 1024
 
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "memory"}
 BACKEND_SCHEMES = {"redis", "rediss", "rpc", "db", "mongodb", "disabled", "cache", "memory"}
@@ -96,13 +100,18 @@ class Settings:
         "--mongo-db", "PUSHSERVER_MONGO_DB", "MongoDB database name."))
     retention_days: float = field(default=7.0, metadata=option(
         "--retention-days", "PUSHSERVER_RETENTION_DAYS", "Days the event log keeps events (a MongoDB TTL index)."))
+    event_log_queue_bytes: int = field(default=64 * 1024 * 1024, metadata=option(
+        "--event-log-queue-bytes", "PUSHSERVER_EVENT_LOG_QUEUE_BYTES",
+        "Most bytes of events held for MongoDB while it is slow or away (at least 4 MiB); past it the oldest"
+        " progress, then the oldest transitions, are dropped (counted)."))
     host: str = field(default="127.0.0.1", metadata=option(
         "--host", "PUSHSERVER_HOST", "Address to listen on."))
     port: int = field(default=8000, metadata=option(
         "--port", "PUSHSERVER_PORT", "Port to listen on; 0 picks a free one."))
     secrets: list[str] = field(default_factory=list, metadata=option(
         "--secret", "PUSHSERVER_SECRET",
-        "Shared HS256 secret(s) tokens are signed with; a comma list accepts each, for rotation.",
+        "Shared HS256 secret(s) tokens are signed with, each at least 32 bytes; a comma list accepts each, for"
+        " rotation.",
         metavar="S[,S...]", convert=split_list))
     insecure: bool = field(default=False, metadata=option(
         "--insecure", "PUSHSERVER_INSECURE", "Allow every subscription without a token (local development only)."))
@@ -120,7 +129,7 @@ class Settings:
     token_issuer: str | None = field(default=None, metadata=option(
         "--token-issuer", "PUSHSERVER_TOKEN_ISSUER", "Require this 'iss' claim in tokens.", metavar="ISS"))
     token_leeway: float = field(default=5.0, metadata=option(
-        "--token-leeway", "PUSHSERVER_TOKEN_LEEWAY", "Seconds of clock skew allowed on 'exp'."))
+        "--token-leeway", "PUSHSERVER_TOKEN_LEEWAY", "Seconds of clock skew allowed on 'exp' (0-300)."))
     forward_results: str = field(default="repr", metadata=option(
         "--forward-results", "PUSHSERVER_FORWARD_RESULTS",
         "Send task results to clients (Celery's repr: 1 024 characters by default, never more than 4 096 here)"
@@ -205,10 +214,17 @@ class Settings:
                 "no secret: set PUSHSERVER_SECRET (or --secret) to the key Express signs tokens with,"
                 " or pass --insecure for local development"
             )
-        if any(not s for s in self.secrets):
-            raise ConfigError("--secret: empty secret in the list")
+        if self.secrets:
+            problem = secret_problem(self.secrets)
+            if problem is not None:
+                raise ConfigError(f"--secret: {problem}")
+        if not 0 <= self.token_leeway <= MAX_LEEWAY:
+            raise ConfigError(f"--token-leeway must be between 0 and {MAX_LEEWAY:g} seconds")
         if not self.retention_days > 0:
             raise ConfigError("--retention-days must be greater than 0")
+        if self.event_log_queue_bytes < MIN_EVENT_LOG_QUEUE_BYTES:
+            raise ConfigError("--event-log-queue-bytes must be at least 4194304 (4 MiB: an event is kept whole"
+                              " up to 1 MiB)")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: {self.port} is not a TCP port (0-65535)")
         if self.max_tasks < 1:

@@ -55,7 +55,7 @@ class Metrics:
                       registry=self.registry)
         gauge.set_function(malformed)
 
-    def watch_eventlog(self, queued: Callable[[], float]) -> None:
+    def watch_eventlog(self, queued: Callable[[], float], queued_bytes: Callable[[], float] | None = None) -> None:
         """Add the event log's metrics (only when the log is on)."""
         r = self.registry
         self.eventlog_written = Counter("pushserver_eventlog_written_total",
@@ -64,13 +64,26 @@ class Metrics:
                                            "Events already in the log (another replica or a replay)",
                                            registry=r)
         self.eventlog_dropped = Counter("pushserver_eventlog_dropped_total",
-                                        "Events dropped from a full event-log queue, by kind", ["kind"],
-                                        registry=r)
+                                        "Events not logged, by kind: progress and transition (shed from a"
+                                        " full queue), refused (MongoDB refused the document), invalid"
+                                        " (it could not be encoded)", ["kind"], registry=r)
+        self.eventlog_sanitised = Counter("pushserver_eventlog_sanitised_total",
+                                          "Events logged with values MongoDB cannot hold rewritten, or"
+                                          " texts cut", registry=r)
         self.eventlog_up = Gauge("pushserver_eventlog_up", "1 while MongoDB takes event-log writes",
                                  registry=r)
         self.eventlog_up.set(1)
+        self.eventlog_writer_running = Gauge("pushserver_eventlog_writer_running",
+                                             "1 while the event log's writer runs (0: stopped, nothing more"
+                                             " is written until a restart)", registry=r)
+        self.eventlog_writer_running.set(1)
         queue = Gauge("pushserver_eventlog_queued", "Events waiting to be written to MongoDB", registry=r)
         queue.set_function(queued)
+        if queued_bytes is not None:
+            size = Gauge("pushserver_eventlog_queued_bytes",
+                         "Approximate bytes of the events waiting to be written (bounded by"
+                         " --event-log-queue-bytes)", registry=r)
+            size.set_function(queued_bytes)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import MIN_SECRET_BYTES, TokenVerifier
+from .auth import TokenVerifier
 from .backend import ResultBackend
 from .celeryapp import make_celery
 from .config import ConfigError, Settings
@@ -22,6 +22,7 @@ from .gctune import freeze_startup, maintain
 from .http import HttpApi
 from .hub import Hub
 from .metrics import Metrics
+from .policy import ForwardingPolicy
 from .receiver import EventQueueOptions, Receiver, ReceiverStatus, ReceiverThread
 from .receiver_process import ReceiverProcess
 from .state import TaskStore
@@ -36,20 +37,21 @@ class PushServer:
         self.settings = settings
         self.celery = make_celery(settings.broker_url, settings.result_backend)
         self.metrics = Metrics()
-        self.store = TaskStore(settings.max_tasks)
+        # What no client is ever sent is not kept either (bounded memory per task).
+        policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
+        self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
         self.backend = ResultBackend(self.celery)
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
             self.eventlog = EventLog(settings.mongo_url, settings.mongo_db,
-                                     retention_days=settings.retention_days, metrics=self.metrics)
-            self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0)
+                                     retention_days=settings.retention_days,
+                                     max_queue_bytes=settings.event_log_queue_bytes, metrics=self.metrics)
+            self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0,
+                                        lambda: self.eventlog.queued_bytes if self.eventlog else 0)
         verifier = None
         if settings.secrets:
             verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway,
                                      audience=settings.token_audience, issuer=settings.token_issuer)
-            if verifier.weak_secrets:
-                log.warning("%d secret(s) shorter than %d bytes: use a long random secret "
-                            "(e.g. `openssl rand -hex 32`)", verifier.weak_secrets, MIN_SECRET_BYTES)
         self.hub = Hub(settings, self.store, self.backend, self.metrics, verifier, self.eventlog)
         self.app = web.Application()
         self.hub.sio.attach(self.app)
