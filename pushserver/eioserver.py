@@ -1,12 +1,12 @@
 """python-socketio / python-engineio servers that keep less per idle connection, through the libraries' hooks.
 
 An idle, subscribed browser costs ~34 KB of server memory with stock
-python-engineio on aiohttp (docs/benchmarks.md, "Idle connections"). What is
-changed here, and through which hook:
+python-engineio on aiohttp (docs/benchmarks.md, "Idle connections"). The
+sockets are engineio's own; what is changed, and through which hook:
 
-- **Send queue** (``AsyncServer.create_queue``, engineio's documented factory
-  for the queues it uses): each connection's ``asyncio.Queue`` holds four
-  empty ``collections.deque`` (its items, getters, putters and its ``join``
+- **Send queue** (``AsyncServer.create_queue``, engineio's factory for the
+  queues it uses): each connection's ``asyncio.Queue`` holds four empty
+  ``collections.deque`` (its items, getters, putters and its ``join``
   event's waiters), 760 bytes each even when empty. ``SendQueue`` is the part
   of that interface engineio and pushserver use (unbounded FIFO,
   ``task_done``/``join``), on a list, with the rest made only when used.
@@ -14,34 +14,40 @@ changed here, and through which hook:
   builds from the request headers stays referenced for the connection's
   lifetime; ``trim_environ`` reduces it to what pushserver reads once the
   Socket.IO connect handler has run.
-- **WebSocket compression is off** (``websocket_compression=False``;
-  ``AsyncServer.handle_request``, engineio's request entry point, is handed
-  the request without its ``Sec-WebSocket-Extensions`` header, using aiohttp's
-  ``Request.clone``): a browser offers permessage-deflate and aiohttp accepts
-  it, after which every connection that sent or received a message holds zlib
-  streams: ~140 KB per idle connection instead of ~34 KB. Socket.IO's small
-  JSON packets gain little from it.
 - **REMOTE_ADDR** (``AsyncServer.on``, engineio's handler registration: the
   ``connect`` handler is wrapped): engineio's aiohttp driver sets it to
   "127.0.0.1" for every request; here it is the peer's address
   (``request.remote``), which ``--max-connections-per-ip`` counts by when
   there is no trusted proxy.
 
-Where no public hook exists, this module relies on python-engineio's and
+Where there is no public hook, this module relies on python-engineio's and
 python-socketio's internals, in the releases ``pushserver/dependencies.py``
-declares (pyproject.toml pins the same ranges):
+declares (pyproject.toml pins the same ranges; tests/unit/test_eioserver.py
+runs real sessions through each):
 
-- a WebSocket packet engineio cannot parse is logged and skipped: engineio
-  parses outside its error handling, which ends the reader and leaves the
-  socket open until the ping timeout. ``SkippingWebSocket`` replaces the
-  ``websocket`` entry of the server's (per-server copy of the) aiohttp driver
-  table, overriding only the wrapper's ``wait()``;
-- ``SocketIOServer`` overrides ``_engineio_server_class`` (python-socketio's
-  only way to choose the engineio server class);
-- ``EngineIOServer.send_queue`` and ``close_transports`` read the server's
-  ``sockets`` table and a socket's ``queue``, ``closed`` and ``close()``: the
-  fanout's per-connection backlog and the graceful shutdown need them;
+- ``AiohttpWebSocket`` replaces the ``websocket`` entry of the server's copy
+  of engineio's aiohttp driver table. **WebSocket compression is off**
+  (``websocket_compression=False``): a browser offers permessage-deflate and
+  aiohttp accepts it, after which every connection that sent or received a
+  message holds zlib streams, ~140 KB per idle connection instead of ~34 KB,
+  for little gain on Socket.IO's small JSON packets. (Handing engineio a
+  clone of the request without the offer would need no internals, but the
+  clone stays referenced for the connection's life: ~3 KB per browser.) And
+  **a packet engineio cannot parse is logged and skipped**: engineio parses
+  outside its error handling, which ends the reader and leaves the socket
+  open until the ping timeout.
+- ``SocketIOServer`` overrides ``_engineio_server_class``, python-socketio's
+  only way to choose the engineio server class.
+- ``EngineIOServer.send_queue``, ``abort`` and ``close_transports`` read the
+  server's ``sockets`` table and a socket's ``queue``, ``closed`` and
+  ``close()``: the fanout's per-connection backlog (fanout.py) and the
+  graceful shutdown need them.
 - pushserver/socketlog.py recognises engineio's packet parsers by file name.
+
+Given up for good: the lean socket that re-implemented engineio's ``poll``,
+``schedule_ping`` and WebSocket loop (a timer per ping instead of a sleeping
+task, no task per received message or queue wait) and was swapped in for
+engineio's socket class; docs/benchmarks.md has what that costs.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from typing import Any, Callable
 
 import engineio
 import socketio
-from aiohttp import hdrs
+from aiohttp.web import WebSocketResponse
 from engineio import packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
@@ -69,8 +75,7 @@ class SendQueue:
     """An unbounded FIFO with the part of ``asyncio.Queue``'s interface engineio and pushserver use.
 
     ``put``/``put_nowait``, ``get``/``get_nowait``, ``qsize``/``empty``,
-    ``task_done``/``join``; ``get`` also takes a ``timeout`` (raising
-    ``asyncio.TimeoutError``). Idle, it is one small list: getters and the
+    ``task_done``/``join``. Idle, it is one small list: getters and the
     ``join`` event are made on first use.
     """
 
@@ -80,7 +85,7 @@ class SendQueue:
 
     def __init__(self) -> None:
         self._items: list[Any] = []
-        self._getters: list[asyncio.Future[None]] | None = None
+        self._getters: list[asyncio.Future[Any]] | None = None
         self._unfinished = 0
         self._finished: asyncio.Event | None = None
 
@@ -108,20 +113,16 @@ class SendQueue:
             raise asyncio.QueueEmpty
         return self._items.pop(0)
 
-    async def get(self, timeout: float | None = None) -> Any:
-        """The next item, waiting for one; ``asyncio.TimeoutError`` after ``timeout`` seconds without."""
+    async def get(self) -> Any:
+        """The next item, waiting for one."""
         while not self._items:
-            loop = asyncio.get_running_loop()
-            getter = loop.create_future()
+            getter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             if self._getters is None:
                 self._getters = []
             self._getters.append(getter)
-            timer = loop.call_later(timeout, _expire, getter) if timeout is not None else None
             try:
                 await getter
             except BaseException:
-                # As asyncio.Queue.get: a getter woken and then cancelled
-                # passes the wake-up on to the next one.
                 getter.cancel()
                 try:
                     self._getters.remove(getter)
@@ -130,9 +131,6 @@ class SendQueue:
                 if self._items and not getter.cancelled():
                     self._wakeup_next()
                 raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
         return self._items.pop(0)
 
     def task_done(self) -> None:
@@ -157,17 +155,26 @@ class SendQueue:
                 break
 
 
-def _expire(getter: asyncio.Future[None]) -> None:
-    if not getter.done():
-        getter.set_exception(asyncio.TimeoutError())
+class AiohttpWebSocket(eio_aiohttp.WebSocket):
+    """engineio's aiohttp WebSocket wrapper, with compression as configured and unparseable packets skipped."""
 
-
-class SkippingWebSocket(eio_aiohttp.WebSocket):
-    """engineio's aiohttp WebSocket wrapper; a packet engineio cannot parse is logged and skipped, not fatal."""
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        # engineio's, but for WebSocketResponse's compress (aiohttp's default: on).
+        self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
+                                       compress=self.server.websocket_compression)
+        await self._sock.prepare(environ["aiohttp.request"])
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
 
     async def wait(self) -> Any:
+        """The next message's data, skipping (and logging) any that engineio could not parse."""
         while True:
-            data = await super().wait()
+            # engineio's wait(), inlined rather than called: a frame less held by every idle connection.
+            msg = await self._sock.receive()
+            data = msg.data
+            if not isinstance(data, (bytes, str)):
+                raise OSError()
             try:
                 packet.Packet(encoded_packet=data)
             except Exception:
@@ -222,7 +229,8 @@ class EngineIOServer(engineio.AsyncServer):
         self.websocket_compression = websocket_compression
         if self.async_mode == "aiohttp":
             # A per-server copy of the driver table (engineio's is module-wide).
-            self._async = dict(self._async, websocket=SkippingWebSocket)
+            driver: dict[str, Any] = self._async  # type: ignore[has-type]
+            self._async = dict(driver, websocket=AiohttpWebSocket)
 
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """A ``SendQueue`` for each connection (engineio calls this without arguments); else asyncio's."""
@@ -241,16 +249,6 @@ class EngineIOServer(engineio.AsyncServer):
 
             return register
         return super().on(event, _with_peer_address(handler))
-
-    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
-        """engineio's request entry point; without compression, a WebSocket upgrade is not offered any extension."""
-        request = args[0] if args else None
-        if (not self.websocket_compression and self.async_mode == "aiohttp"
-                and hdrs.SEC_WEBSOCKET_EXTENSIONS in getattr(request, "headers", ())):
-            headers = request.headers.copy()
-            del headers[hdrs.SEC_WEBSOCKET_EXTENSIONS]
-            args = (request.clone(headers=headers), *args[1:])
-        return await super().handle_request(*args, **kwargs)
 
     def send_queue(self, sid: str) -> SendQueue | None:
         """The send queue of Engine.IO session ``sid``, or None once it is closed or gone."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
+import logging
+from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -12,7 +15,8 @@ import pytest
 import socketio
 from aiohttp import web
 
-from pushserver.eioserver import SendQueue, SocketIOServer, trim_environ
+from pushserver import eioserver
+from pushserver.eioserver import EngineIOServer, SendQueue, SocketIOServer, trim_environ
 
 # -- SendQueue -------------------------------------------------------------------
 
@@ -43,11 +47,13 @@ async def test_send_queue_get_waits_for_a_put_and_times_out() -> None:
     await asyncio.sleep(0)
     q.put_nowait("x")
     assert await asyncio.wait_for(waiter, 1) == "x"
-    with pytest.raises(asyncio.TimeoutError):
-        await q.get(timeout=0.01)
-    assert not q._getters  # the timed-out getter is gone
+    for _ in range(3):  # as engineio's poll() when nothing is sent
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(q.get(), 0.01)
+    assert not q._getters  # the timed-out getters are gone
     q.put_nowait("y")
-    assert await q.get(timeout=0.01) == "y"
+    assert await asyncio.wait_for(q.get(), 0.01) == "y"
+    assert q.empty()
 
 
 async def test_send_queue_cancelled_getter_passes_its_wakeup_on() -> None:
@@ -61,12 +67,53 @@ async def test_send_queue_cancelled_getter_passes_its_wakeup_on() -> None:
     assert first.cancelled()
 
 
+async def test_send_queue_getter_cancelled_as_an_item_arrives_loses_nothing() -> None:
+    q = SendQueue()
+    consumer = asyncio.ensure_future(asyncio.wait_for(q.get(), 5))
+    await asyncio.sleep(0)
+    q.put_nowait("item")
+    consumer.cancel()
+    try:
+        got = await consumer
+    except asyncio.CancelledError:
+        got = q.get_nowait()  # not taken: still queued
+    assert got == "item"
+
+
 def test_trim_environ_keeps_only_what_pushserver_reads() -> None:
     environ = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4", "HTTP_COOKIE": "secret",
                "aiohttp.request": object(), "QUERY_STRING": "EIO=4"}
     same = environ
     trim_environ(environ)
     assert same == {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}
+
+
+def test_connect_handlers_see_the_peer_address_whichever_way_registered() -> None:
+    eio = EngineIOServer(async_mode="aiohttp")
+
+    @eio.on("connect")
+    def plain(sid: str, environ: dict[str, Any]) -> str:
+        return environ["REMOTE_ADDR"]
+
+    environ = {"REMOTE_ADDR": "127.0.0.1", "aiohttp.request": SimpleNamespace(remote="10.1.2.3")}
+    assert eio.handlers["connect"]("sid", environ) == "10.1.2.3"
+
+    async def coroutine(sid: str, environ: dict[str, Any]) -> None:
+        pass
+
+    eio.on("connect", coroutine)
+    # engineio awaits a handler only if it is a coroutine function.
+    assert inspect.iscoroutinefunction(eio.handlers["connect"])
+
+
+def test_an_unvetted_library_is_logged_at_start(monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(eioserver, "unvetted", lambda: ["python-engineio 4.99.0 is outside the vetted range"])
+    with caplog.at_level(logging.WARNING, logger="pushserver.eioserver"):
+        SocketIOServer(async_mode="aiohttp")
+    assert [r.getMessage() for r in caplog.records] == [
+        "python-engineio 4.99.0 is outside the vetted range: pushserver relies on its internals"
+        " (pushserver/dependencies.py)"]
 
 
 # -- sessions against a real server ---------------------------------------------
@@ -214,6 +261,16 @@ async def test_remote_addr_is_the_peer() -> None:
             ws, sid = await raw_connect(session, server.url)
             assert server.environs[sid]["REMOTE_ADDR"] == "127.0.0.2"
             await ws.close()
+
+            # Long-polling: the Socket.IO connect rides on the session's second request.
+            polling = server.url + "/socket.io/?EIO=4&transport=polling"
+            async with session.get(polling) as opened:
+                eio_sid = json.loads((await opened.text())[1:])["sid"]
+            async with session.post(f"{polling}&sid={eio_sid}", data="40") as posted:
+                assert posted.status == 200
+            async with session.get(f"{polling}&sid={eio_sid}") as answer:
+                sid = json.loads((await answer.text())[2:])["sid"]
+            assert server.environs[sid]["REMOTE_ADDR"] == "127.0.0.2"
 
 
 async def test_polling_then_upgrade_with_python_socketio_client() -> None:
