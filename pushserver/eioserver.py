@@ -55,7 +55,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import engineio
 import socketio
@@ -79,7 +80,7 @@ class SendQueue:
     ``join`` event are made on first use.
     """
 
-    __slots__ = ("_items", "_getters", "_unfinished", "_finished")
+    __slots__ = ("_finished", "_getters", "_items", "_unfinished")
 
     maxsize = 0
 

@@ -5,17 +5,19 @@ python-socketio's room emit creates one asyncio task per recipient.
 ``FanoutManager`` is python-socketio's client manager (the ``client_manager=``
 extension point, which keeps the rooms) with one more way to send: the packet
 is encoded once and put straight on each member's send queue
-(``EngineIOServer.send_queue``), and the queue length is checked first: a connection that stops reading gets no more
-*progress* (the newest is sent once it catches up), and one that falls
-``hard_backlog`` packets behind is told why and disconnected, so a single
-slow browser can neither grow server memory without bound nor delay anyone.
+(``EngineIOServer.send_queue``), and the queue length is checked first: a
+connection that stops reading gets no more *progress* (the newest is sent
+once it catches up), and one that falls ``hard_backlog`` packets behind is
+told why and disconnected, so a single slow browser can neither grow server
+memory without bound nor delay anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import socketio
 from engineio import packet as eio_packet

@@ -1,6 +1,6 @@
 """Where events enter: Celery's own event receiver, kept connected, handing batches to the asyncio loop.
 
-``CaptureLoop`` is the receiving itself: ``app.events.Receiver.capture()``
+``CaptureLoop`` is the receiving itself: Celery's ``EventReceiver.capture()``
 with reconnects, backoff and per-event tolerant decoding. It runs either in a
 child process (``receiver_process.ReceiverProcess``, the default: decoding
 gets a core of its own instead of sharing the loop's GIL) or in a thread of
@@ -18,9 +18,10 @@ import asyncio
 import logging
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from celery import Celery
 from celery.events.receiver import EventReceiver
@@ -118,7 +119,7 @@ class TolerantEventReceiver(EventReceiver):
 
 
 class CaptureLoop:
-    """Keeps ``app.events.Receiver.capture()`` running: connect, capture, back off and reconnect until stopped.
+    """Keeps ``TolerantEventReceiver.capture()`` running: connect, capture, back off and reconnect until stopped.
 
     ``run()`` blocks. ``on_batch`` gets the decoded events, ``on_status``
     each change of status, in the order they happened, both on the capturing

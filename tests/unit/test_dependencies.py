@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from pushserver import dependencies
 from pushserver.dependencies import VETTED, parse_version, unvetted

@@ -7,8 +7,9 @@ import contextlib
 import inspect
 import json
 import logging
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -112,8 +113,8 @@ def test_an_unvetted_library_is_logged_at_start(monkeypatch: pytest.MonkeyPatch,
     with caplog.at_level(logging.WARNING, logger="pushserver.eioserver"):
         SocketIOServer(async_mode="aiohttp")
     assert [r.getMessage() for r in caplog.records] == [
-        "python-engineio 4.99.0 is outside the vetted range: pushserver relies on its internals"
-        " (pushserver/dependencies.py)"]
+        ("python-engineio 4.99.0 is outside the vetted range: pushserver relies on its internals"
+         " (pushserver/dependencies.py)")]
 
 
 # -- sessions against a real server ---------------------------------------------
