@@ -124,6 +124,8 @@ class SendQueue:
             try:
                 await getter
             except BaseException:
+                # As asyncio.Queue.get: a getter woken and then cancelled
+                # passes the wake-up on to the next one.
                 getter.cancel()
                 try:
                     self._getters.remove(getter)
