@@ -21,7 +21,7 @@ from .backend import ResultBackend
 from .config import Settings
 from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
-from .fanout import Fanout
+from .fanout import FanoutManager
 from .limits import ConnectionCounter, TokenBucket, client_address
 from .logs import library_loggers
 from .metrics import Metrics
@@ -62,9 +62,13 @@ class Hub:
         self._per_address = ConnectionCounter(settings.max_connections_per_ip)
         self._last_progress_emit: dict[str, float] = {}
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
-        # python-socketio's AsyncServer with less kept per connection (eioserver.py).
+        # python-socketio's AsyncServer with less kept per connection (eioserver.py),
+        # its rooms kept by a manager that sends with backlog limits (fanout.py).
+        self.fanout = FanoutManager(metrics, self._visible_state,
+                                    soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog)
         socketio_logger, engineio_logger = library_loggers()
         self.sio = SocketIOServer(
+            client_manager=self.fanout,
             async_mode="aiohttp",
             cors_allowed_origins=_cors_setting(settings.cors_origins),
             json=OrjsonCodec,
@@ -72,8 +76,6 @@ class Hub:
             logger=socketio_logger,
             engineio_logger=engineio_logger,
         )
-        self.fanout = Fanout(self.sio, metrics, self._visible_state,
-                             soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("subscribe", self._on_subscribe)

@@ -120,10 +120,9 @@ class PushServer:
     def bound_port(self) -> int:
         """The port actually bound (useful with --port 0)."""
         assert self._runner is not None
-        for site in self._runner.sites:
-            server = getattr(site, "_server", None)
-            if server and server.sockets:
-                return server.sockets[0].getsockname()[1]
+        for address in self._runner.addresses:
+            port: int = address[1]
+            return port
         return self.settings.port
 
     def _on_receiver_status(self, status: ReceiverStatus, reconnected: bool) -> None:
@@ -173,26 +172,9 @@ class PushServer:
         log.info("pushserver stopped")
 
     async def _close_connections(self, timeout: float) -> int:
-        """End every client's transport and wait (up to ``timeout``) until each is closed.
-
-        Not Socket.IO's disconnect: a client told "io server disconnect" does
-        not reconnect by itself (socket.io-client, python-socketio), and the
-        point of stopping gracefully is that clients move on at once, rather
-        than after a ping timeout (45 s) or when the process dies. Ending the
-        send queue makes python-engineio's writer close the WebSocket, which
-        clients see as a lost transport and reconnect.
-        """
-        sockets = list(self.hub.sio.eio.sockets.values())
-        for sock in sockets:
-            sock.queue.put_nowait(None)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline and not all(s.closed for s in sockets):
-            await asyncio.sleep(0.02)
-        for sock in sockets:
-            if not sock.closed:  # a long-polling session: nothing more will reach it
-                await sock.close(wait=False, abort=True)
-        return len(sockets)
+        """End every client's transport, so that clients reconnect at once (EngineIOServer.close_transports)."""
+        closed: int = await self.hub.sio.eio.close_transports(timeout)
+        return closed
 
     async def run_forever(self) -> None:
         """Start, then serve until SIGTERM or SIGINT, then stop cleanly."""

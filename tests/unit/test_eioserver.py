@@ -1,11 +1,15 @@
-"""The lean Engine.IO server (pushserver/eioserver.py): its send queue, and real sessions against it in-process."""
+"""The Engine.IO server of pushserver/eioserver.py: its send queue, and real sessions against it in-process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
-from typing import Any, AsyncIterator
+import logging
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,7 +17,7 @@ import socketio
 from aiohttp import web
 
 from pushserver import eioserver
-from pushserver.eioserver import LeanSocket, SendQueue, SocketIOServer, trim_environ
+from pushserver.eioserver import EngineIOServer, SendQueue, SocketIOServer, trim_environ
 
 # -- SendQueue -------------------------------------------------------------------
 
@@ -44,11 +48,13 @@ async def test_send_queue_get_waits_for_a_put_and_times_out() -> None:
     await asyncio.sleep(0)
     q.put_nowait("x")
     assert await asyncio.wait_for(waiter, 1) == "x"
-    with pytest.raises(asyncio.TimeoutError):
-        await q.get(timeout=0.01)
-    assert not q._getters  # the timed-out getter is gone
+    for _ in range(3):  # as engineio's poll() when nothing is sent
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(q.get(), 0.01)
+    assert not q._getters  # the timed-out getters are gone
     q.put_nowait("y")
-    assert await q.get(timeout=0.01) == "y"
+    assert await asyncio.wait_for(q.get(), 0.01) == "y"
+    assert q.empty()
 
 
 async def test_send_queue_cancelled_getter_passes_its_wakeup_on() -> None:
@@ -62,6 +68,19 @@ async def test_send_queue_cancelled_getter_passes_its_wakeup_on() -> None:
     assert first.cancelled()
 
 
+async def test_send_queue_getter_cancelled_as_an_item_arrives_loses_nothing() -> None:
+    q = SendQueue()
+    consumer = asyncio.ensure_future(asyncio.wait_for(q.get(), 5))
+    await asyncio.sleep(0)
+    q.put_nowait("item")
+    consumer.cancel()
+    try:
+        got = await consumer
+    except asyncio.CancelledError:
+        got = q.get_nowait()  # not taken: still queued
+    assert got == "item"
+
+
 def test_trim_environ_keeps_only_what_pushserver_reads() -> None:
     environ = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4", "HTTP_COOKIE": "secret",
                "aiohttp.request": object(), "QUERY_STRING": "EIO=4"}
@@ -70,10 +89,32 @@ def test_trim_environ_keeps_only_what_pushserver_reads() -> None:
     assert same == {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}
 
 
-def test_lean_sockets_are_on_for_the_installed_engineio() -> None:
-    # Off for an engineio the lean socket was not checked against (VETTED_ENGINEIO):
-    # then review pushserver/eioserver.py against it and widen the range.
-    assert eioserver.LEAN_ENGINEIO, f"python-engineio {eioserver._version('python-engineio')} not vetted"
+def test_connect_handlers_see_the_peer_address_whichever_way_registered() -> None:
+    eio = EngineIOServer(async_mode="aiohttp")
+
+    @eio.on("connect")
+    def plain(sid: str, environ: dict[str, Any]) -> str:
+        return environ["REMOTE_ADDR"]
+
+    environ = {"REMOTE_ADDR": "127.0.0.1", "aiohttp.request": SimpleNamespace(remote="10.1.2.3")}
+    assert eio.handlers["connect"]("sid", environ) == "10.1.2.3"
+
+    async def coroutine(sid: str, environ: dict[str, Any]) -> None:
+        pass
+
+    eio.on("connect", coroutine)
+    # engineio awaits a handler only if it is a coroutine function.
+    assert inspect.iscoroutinefunction(eio.handlers["connect"])
+
+
+def test_an_unvetted_library_is_logged_at_start(monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(eioserver, "unvetted", lambda: ["python-engineio 4.99.0 is outside the vetted range"])
+    with caplog.at_level(logging.WARNING, logger="pushserver.eioserver"):
+        SocketIOServer(async_mode="aiohttp")
+    assert [r.getMessage() for r in caplog.records] == [
+        ("python-engineio 4.99.0 is outside the vetted range: pushserver relies on its internals"
+         " (pushserver/dependencies.py)")]
 
 
 # -- sessions against a real server ---------------------------------------------
@@ -103,7 +144,7 @@ async def serving(**options: Any) -> AsyncIterator[Server]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     server = Server(sio, f"http://127.0.0.1:{port}")
 
     @sio.on("connect")
@@ -138,7 +179,7 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
     async with serving() as server, aiohttp.ClientSession() as session:
         ws, sid = await raw_connect(session, server.url)
         sock = server.eio_socket(sid)
-        assert type(sock) is LeanSocket and type(sock.queue) is SendQueue
+        assert type(sock.queue) is SendQueue
         # The environ the handler saw had the request in it; trimmed afterwards.
         assert "HTTP_HOST" in server.environs[sid]
         assert server.sio.environ[sock.sid] == {"REMOTE_ADDR": "127.0.0.1"}
@@ -150,8 +191,7 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
         for _ in range(3):  # the server keeps pinging while we answer
             assert await ws.receive_str(timeout=PING_INTERVAL + 1) == "2"
             await ws.send_str("3")
-        await asyncio.sleep(0.1)  # our last pong read: the next ping is a timer, not a task
-        assert not sock.closed and sock._ping_timer is not None
+        assert not sock.closed
 
         # Stop answering: the server drops us after ping interval + timeout.
         assert await ws.receive_str(timeout=PING_INTERVAL + 1) == "2"
@@ -162,14 +202,13 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
                 break
             await asyncio.sleep(0.05)
         assert sock.closed
-        assert sock._ping_timer is None
         await ws.close()
 
 
 async def test_unparseable_engineio_packets_are_dropped_not_the_connection() -> None:
     # Stock engineio parses a WebSocket packet outside its error handling: the
     # exception ends the handler and leaves the socket open until a ping
-    # timeout. The lean socket logs it (logs.py counts it) and reads on.
+    # timeout. Here it is logged (logs.py counts it) and the reader reads on.
     async with serving() as server, aiohttp.ClientSession() as session:
         ws, sid = await raw_connect(session, server.url)
         for garbage in ("x", "", "9", "\x00"):
@@ -224,6 +263,16 @@ async def test_remote_addr_is_the_peer() -> None:
             assert server.environs[sid]["REMOTE_ADDR"] == "127.0.0.2"
             await ws.close()
 
+            # Long-polling: the Socket.IO connect rides on the session's second request.
+            polling = server.url + "/socket.io/?EIO=4&transport=polling"
+            async with session.get(polling) as opened:
+                eio_sid = json.loads((await opened.text())[1:])["sid"]
+            async with session.post(f"{polling}&sid={eio_sid}", data="40") as posted:
+                assert posted.status == 200
+            async with session.get(f"{polling}&sid={eio_sid}") as answer:
+                sid = json.loads((await answer.text())[2:])["sid"]
+            assert server.environs[sid]["REMOTE_ADDR"] == "127.0.0.2"
+
 
 async def test_polling_then_upgrade_with_python_socketio_client() -> None:
     async with serving() as server:
@@ -236,7 +285,7 @@ async def test_polling_then_upgrade_with_python_socketio_client() -> None:
                 await asyncio.sleep(0.05)
             assert client.transport() == "websocket"
             sock = server.eio_socket(client.get_sid())
-            assert type(sock) is LeanSocket and sock.upgraded
+            assert sock.upgraded and type(sock.queue) is SendQueue
             assert await client.call("echo", [1, 2], timeout=2) == {"echo": [1, 2]}
             await asyncio.sleep(PING_INTERVAL * 3)  # pings are answered across the upgrade
             assert client.connected and not sock.closed
