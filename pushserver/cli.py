@@ -94,7 +94,21 @@ def broker_options(func: Any) -> Any:
               type=float, help="Subscribe calls per second per connection, after a burst of"
                                  " max(100, 5 x rate) (a reconnect re-subscribes every task at once).")
 @click_option("--max-connections-per-ip", envvar="PUSHSERVER_MAX_CONNECTIONS_PER_IP", default=0,
-              show_default=True, type=int, help="Connections per client address; 0 is no limit.")
+              show_default=True, type=int,
+              help="Connections (WebSocket or long-polling sessions, counted at the Engine.IO handshake)"
+                   " per client address; 0 is no limit.")
+@click_option("--message-rate", envvar="PUSHSERVER_MESSAGE_RATE", default=50.0, show_default=True,
+              type=float, help="Messages per second one connection may send, after a burst of"
+                               " max(250, 5 x rate); over it calls get too_many, and a client that"
+                               " sends 100 more within 10 s is disconnected.")
+@click_option("--max-connection-bytes", envvar="PUSHSERVER_MAX_CONNECTION_BYTES", default=1024 * 1024,
+              show_default=True, type=int,
+              help="Bytes of one connection's messages the server handles at once (each counted at its"
+                   " size + 1 KiB); more calls get too_many until acks go out.")
+@click_option("--transports", envvar="PUSHSERVER_TRANSPORTS", default="polling,websocket",
+              show_default=True, type=click.Choice(["polling,websocket", "websocket"]),
+              help="Engine.IO transports accepted: 'websocket' refuses long-polling (clients must"
+                   " connect with transports: ['websocket']).")
 @click_option("--max-backlog", envvar="PUSHSERVER_MAX_BACKLOG", default=1024, show_default=True,
               type=click.IntRange(16, 1_000_000),
               help="Updates a client may leave unread before it is disconnected (progress is shed"
@@ -126,6 +140,7 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
           max_tasks: int, progress_hz: float, token_audience: str | None, token_issuer: str | None,
           token_leeway: float, forward_results: str, forward_tracebacks: bool, forward_args: bool,
           max_message_bytes: int, subscribe_rate: float, max_connections_per_ip: int,
+          message_rate: float, max_connection_bytes: int, transports: str,
           max_backlog: int, trust_proxy: bool, event_queue: str | None, event_queue_ttl: float,
           event_queue_expires: float, receiver: str, shutdown_timeout: float,
           log_level: str) -> None:
@@ -142,6 +157,8 @@ def serve(broker: str, backend: str, mongo: str | None, mongo_db: str, retention
         # token at once: the burst lets 100 of them through.
         subscribe_rate=subscribe_rate, subscribe_burst=max(100.0, 5 * subscribe_rate),
         max_connections_per_ip=max_connections_per_ip, trust_proxy=trust_proxy,
+        message_rate=message_rate, message_burst=max(250.0, 5 * message_rate),
+        max_connection_bytes=max_connection_bytes, transports=tuple(split_list(transports)),
         hard_backlog=max_backlog, soft_backlog=max(8, max_backlog // 16),
         event_queue=event_queue or None, event_queue_ttl=event_queue_ttl,
         event_queue_expires=event_queue_expires, receiver=receiver,

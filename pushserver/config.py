@@ -44,6 +44,10 @@ class Settings:
     subscribe_rate: float = 10.0
     subscribe_burst: float = 100.0
     max_connections_per_ip: int = 0
+    message_rate: float = 50.0
+    message_burst: float = 250.0
+    max_connection_bytes: int = 1024 * 1024
+    transports: tuple[str, ...] = ("polling", "websocket")
     trust_proxy: bool = False
     soft_backlog: int = 64
     hard_backlog: int = 1024
@@ -81,6 +85,14 @@ class Settings:
             raise ConfigError("--max-message-bytes must be at least 1024")
         if not self.subscribe_rate > 0:
             raise ConfigError("--subscribe-rate must be greater than 0")
+        if not self.message_rate > 0 or self.message_burst < 1:
+            raise ConfigError("--message-rate must be greater than 0")
+        if self.max_connection_bytes < self.max_message_bytes + 1024:
+            raise ConfigError("--max-connection-bytes must be at least --max-message-bytes + 1024"
+                              " (one message and its handler)")
+        if not self.transports or not set(self.transports) <= {"polling", "websocket"} \
+                or "websocket" not in self.transports:
+            raise ConfigError("--transports must be 'websocket' or 'polling,websocket'")
         if self.max_connections_per_ip < 0:
             raise ConfigError("--max-connections-per-ip must be 0 (no limit) or more")
         if not 0 < self.soft_backlog < self.hard_backlog:

@@ -23,13 +23,21 @@ from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
 from .expiry import ExpiryWheel
 from .fanout import Fanout
-from .limits import ConnectionCounter, TokenBucket, client_address
+from .inbound import Inbound
+from .limits import TokenBucket, client_address
 from .metrics import Metrics
 from .policy import ForwardingPolicy
-from .protocol import ERROR_EVENT, OrjsonCodec, ProtocolError, error_ack, parse_subscription, room_for
+from .protocol import (
+    ERROR_EVENT,
+    OrjsonCodec,
+    ProtocolError,
+    error_ack,
+    parse_subscription,
+    room_for,
+)
 from .receiver import Batch
-from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
 from .socketlog import library_loggers
+from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
 from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver.hub")
@@ -62,13 +70,20 @@ class Hub:
         self.progress_interval = 1.0 / settings.progress_hz
         self._grants: dict[str, Grant] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._addresses: dict[str, str] = {}
-        self._per_address = ConnectionCounter(settings.max_connections_per_ip)
+        self._connected: set[str] = set()
         self._last_progress_emit: dict[str, float] = {}
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
         # python-socketio's AsyncServer with less kept per connection (eioserver.py).
         socketio_logger, engineio_logger = library_loggers()
+        # Every Engine.IO session and client packet passes these limits first (inbound.py).
+        self.inbound = Inbound(
+            rate=settings.message_rate, burst=settings.message_burst,
+            max_in_flight_bytes=settings.max_connection_bytes,
+            max_per_address=settings.max_connections_per_ip,
+            address_of=self._address_of, on_refused=self._count_refused_message)
         self.sio = SocketIOServer(
+            inbound=self.inbound, max_unread=settings.hard_backlog,
+            transports=list(settings.transports),
             async_mode="aiohttp",
             cors_allowed_origins=_cors_setting(settings.cors_origins),
             json=OrjsonCodec,
@@ -85,7 +100,19 @@ class Hub:
 
     # -- connections ---------------------------------------------------------
 
+    def _address_of(self, environ: dict) -> str:
+        """The client's address, as --max-connections-per-ip counts it."""
+        return client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
+                              self.settings.trust_proxy)
+
+    def _count_refused_message(self, reason: str) -> None:
+        self.metrics.messages_refused.labels(reason).inc()
+        if reason == "connections_per_address":
+            self.metrics.refused.labels("too_many").inc()
+
     async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        if sid in self._connected:
+            return  # lifecycle handlers run once per connection; a repeat changes nothing
         token = None
         if auth is not None:
             if not isinstance(auth, dict):
@@ -97,24 +124,18 @@ class Hub:
             except TokenError as exc:
                 self.metrics.refused.labels("unauthorized").inc()
                 raise ConnectionRefused(str(exc)) from None
-        address = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
-                                 self.settings.trust_proxy)
+        # The address has been counted at the Engine.IO handshake (Inbound.open).
         trim_environ(environ)  # read: drop the request headers it holds for the connection's lifetime
-        if not self._per_address.acquire(address):
-            self._grants.pop(sid, None)
-            self.metrics.refused.labels("too_many").inc()
-            raise ConnectionRefused(
-                f"too many connections from your address (at most {self._per_address.limit})")
-        self._addresses[sid] = address
+        self._connected.add(sid)
         self._buckets[sid] = TokenBucket(self.settings.subscribe_rate, self.settings.subscribe_burst)
         self.metrics.clients.inc()
 
     async def _on_disconnect(self, sid: str, *_: Any) -> None:
+        # Idempotent: everything below is a pop or a discard, the gauge moves only once.
         self._grants.pop(sid, None)
         self._buckets.pop(sid, None)
-        address = self._addresses.pop(sid, None)
-        if address is not None:
-            self._per_address.release(address)
+        if sid in self._connected:
+            self._connected.discard(sid)
             self.metrics.clients.dec()
         self.fanout.forget(sid)
         self.expiry.drop(sid)
@@ -204,6 +225,7 @@ class Hub:
         """The grant naming every task (the call's token, else the connect token); ProtocolError if none does."""
         if self.verifier is None:
             return None
+        grant: Grant | None
         if token is not None:
             try:
                 grant = self.verifier.verify(token)
