@@ -11,7 +11,7 @@ import logging
 import math
 import numbers
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import celery
 from celery import bootsteps
@@ -90,13 +90,14 @@ class BoundTask(Protocol):
 
 def _check_count(name: str, value: Any) -> int | float:
     """Return ``value`` if it is a finite, non-negative real number; raise otherwise."""
+    plain = type(value) in (int, float)
     # bool is an int subclass, but True/False as a step count is always a bug.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     # numpy scalars are Real but not JSON serialisable by kombu's encoder.
-    return value if type(value) in (int, float) else float(value)
+    return cast("int | float", value) if plain else float(value)
 
 
 def progress_fields(

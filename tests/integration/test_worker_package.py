@@ -24,6 +24,7 @@ from celery import Celery
 from pushserver.auth import mint_token
 from pushserver.devstack import BIN, Proc, start_pushserver, start_redis, wait_until
 from pushserver.worker import enable_events
+from tests.support.celery_client import close_client
 from tests.support.clients import Watcher
 
 pytestmark = pytest.mark.integration
@@ -113,7 +114,7 @@ def user_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserStack]:
         yield UserStack(broker, backend, url, client)
     finally:
         if client is not None:
-            client.close()
+            close_client(client)
         for proc in reversed(procs):
             proc.stop()
 
