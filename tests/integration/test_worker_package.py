@@ -22,7 +22,7 @@ import pytest
 from celery import Celery
 
 from pushserver.auth import mint_token
-from pushserver.devstack import BIN, Proc, start_pushserver, start_redis, wait_until
+from pushserver.devstack import BIN, Proc, http_status, start_pushserver, start_redis, wait_until
 from pushserver.worker import enable_events
 from tests.support.celery_client import close_client
 from tests.support.clients import Watcher
@@ -111,6 +111,8 @@ def user_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserStack]:
         server, url = start_pushserver("acme-pushserver", broker, backend, log_dir, secret=SECRET)
         procs.append(server)
         wait_until(lambda: len(client.control.ping(timeout=0.5)) >= 2, 60, "both user workers to answer ping")
+        # /readyz: the server's receiver is connected, so no event of the tests' tasks is missed.
+        wait_until(lambda: http_status(url + "/readyz") == 200, 30, "pushserver /readyz")
         yield UserStack(broker, backend, url, client)
     finally:
         if client is not None:
