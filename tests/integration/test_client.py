@@ -109,7 +109,7 @@ async def test_it_resubscribes_after_the_server_restarts(stack: Stack, server: S
     watcher = TaskWatcher(f"http://127.0.0.1:{port}", reconnection_delay=0.2, reconnection_delay_max=0.5)
     try:
         await watcher.connect()
-        running = stack.send("demo_progress", 16, 0.5)  # ~8 s: runs across the restart
+        running = stack.send("demo_progress", 30, 0.4)  # ~12 s: runs across the restart
         seen: list[dict] = []
 
         async def follow() -> None:
@@ -138,6 +138,6 @@ async def test_it_resubscribes_after_the_server_restarts(stack: Stack, server: S
         await asyncio.to_thread(proc.stop)
     assert watcher.connects >= 2
     assert done["state"] == "SUCCESS" and done["task_id"] == finished_while_down
-    assert seen[-1]["state"] == "SUCCESS" and seen[-1]["progress"]["current"] == 16
+    assert seen[-1]["state"] == "SUCCESS" and seen[-1]["progress"]["current"] == 30
     steps = [s["progress"]["current"] for s in seen if s["progress"]]
     assert steps == sorted(steps)  # never backwards across the restart
