@@ -29,8 +29,9 @@ examples-build:
 	  (cd examples/express-dispatch && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error --omit=dev); \
 	else echo "npm not found: the demo runs without the web page"; fi
 
+## The demo runs from the checkout (dev/ is not part of the installed package); DEMO_ARGS=--once for one round.
 demo: $(STAMP) system-deps examples-build
-	$(BIN)/pushserver demo
+	$(BIN)/python -m dev.demo $(DEMO_ARGS)
 
 test: $(STAMP) system-deps rabbitmq test-examples test-python
 
@@ -39,7 +40,7 @@ rabbitmq:
 	tests/faults/ensure_rabbitmq.sh
 
 test-python: $(STAMP)
-	$(BIN)/ruff check --quiet --select F pushserver workers tests bench
+	$(BIN)/ruff check --quiet --select F pushserver workers dev tests bench
 	PUSHSERVER_REQUIRE_RABBITMQ=1 $(BIN)/pytest -p no:cacheprovider
 
 ## The long runs: 100 000-event soak and a worker death with no restart (~4 min).
@@ -59,10 +60,10 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) system-deps
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 bench-quick: $(BENCH_STAMP) system-deps
-	$(BIN)/python bench/run.py --quick
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

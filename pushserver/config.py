@@ -18,7 +18,7 @@ class ConfigError(Exception):
 
 @dataclass
 class Settings:
-    """Everything ``pushserver serve`` needs to run (DESIGN.md § Environment and CLI)."""
+    """Everything ``pushserver serve`` needs to run (README, Configuration)."""
 
     broker_url: str = DEFAULT_BROKER
     result_backend: str = DEFAULT_BACKEND

@@ -23,7 +23,7 @@ import pytest
 from celery import Celery
 
 from pushserver.auth import mint_token
-from pushserver.devstack import (
+from dev.stack import (
     Proc,
     http_get,
     http_status,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pushserver.devstack import ROOT
+from dev.stack import ROOT
 
 BENCH = ROOT / "bench"
 #: sent, received, started, 3 x progress, succeeded

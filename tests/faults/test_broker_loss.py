@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from pushserver.devstack import Proc, free_port, http_status, redis_ping, wait_until
+from dev.stack import Proc, free_port, http_status, redis_ping, wait_until
 from tests.faults.conftest import FaultStack, delivered, env_number, metric, readyz, until
 
 OUTAGE = env_number("PUSHSERVER_FAULT_OUTAGE_SECONDS", 4)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from kombu import Connection
 
-from pushserver.devstack import http_get, start_redis
+from dev.stack import http_get, start_redis
 from tests.faults.conftest import RUN_ID, FaultStack, delivered, metric, token, until
 from tests.support.tcpproxy import TcpProxy
 

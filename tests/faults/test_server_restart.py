@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from pushserver.devstack import free_port
+from dev.stack import free_port
 from tests.faults.conftest import FaultStack, delivered
 
 CLIENTS = 3

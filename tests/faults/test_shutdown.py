@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 from pymongo import MongoClient
 
-from pushserver.devstack import start_mongo
+from dev.stack import start_mongo
 from tests.faults.conftest import FaultStack, metric, token, until
 from tests.faults.load import Publisher, record_stream
 from tests.support.clients import Watcher

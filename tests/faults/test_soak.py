@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pushserver.devstack import ROOT, wait_until
-from pushserver.devstack import rss_bytes
+from dev.stack import ROOT, wait_until
+from dev.stack import rss_bytes
 from tests.faults.conftest import FaultStack, env_number, metric, readyz, token
 from tests.faults.load import Publisher, record_stream
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from pushserver.devstack import Proc
+from dev.stack import Proc
 from tests.faults.conftest import FaultStack, delivered, redis_stack
 from tests.support.clients import Watcher
 

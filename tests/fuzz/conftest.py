@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 from celery import Celery
 
-from pushserver.devstack import start_pushserver, start_redis, start_worker, wait_until
+from dev.stack import start_pushserver, start_redis, start_worker, wait_until
 from tests.support.celery_client import close_client
 
 from . import support

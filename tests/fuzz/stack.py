@@ -23,7 +23,7 @@ from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
-from pushserver.devstack import Proc, http_get
+from dev.stack import Proc, http_get
 
 from .oracle import Expectations
 

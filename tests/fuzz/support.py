@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import socketio
 
-from pushserver.devstack import rss_bytes
+from dev.stack import rss_bytes
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from .model import STATES, TASK_STATE_FIELDS
 from .stack import EventPublisher, FuzzStack, Server, metrics_text
 from .strategies import TASK_EVENT_TYPES, celery_events, undecodable_events
-from pushserver.devstack import wait_until
+from dev.stack import wait_until
 
 from .support import LoopThread, SocketClient, count_case, fill, fuzz_settings, rss_mib
 

@@ -25,7 +25,7 @@ from collections import Counter
 import pytest
 
 from .stack import FuzzStack, Server, metric_value, metrics_text
-from pushserver.devstack import wait_until
+from dev.stack import wait_until
 
 from .support import CONNECT_TIMES, count_case, is_slow, rss_mib
 

@@ -12,7 +12,7 @@ import pytest
 from celery import Celery
 
 from pushserver.auth import mint_token
-from pushserver.devstack import (
+from dev.stack import (
     Proc,
     start_mongo,
     start_pushserver,
@@ -88,7 +88,7 @@ def server(stack: Stack) -> Iterator[Server]:
 
 
 def _ready(url: str) -> bool:
-    from pushserver.devstack import http_status
+    from dev.stack import http_status
 
     return http_status(url + "/readyz") == 200
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pushserver.devstack import http_get, http_status, start_pushserver, wait_until
+from dev.stack import http_get, http_status, start_pushserver, wait_until
 from tests.integration.conftest import Server, Stack
 from tests.integration.test_reconnect import assert_live_events_flow, metric
 from tests.support.clients import Watcher

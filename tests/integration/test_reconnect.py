@@ -9,7 +9,7 @@ import pytest
 
 from tests.integration.conftest import Server, Stack
 from tests.support.clients import Watcher
-from pushserver.devstack import http_get, http_status, start_pushserver, wait_until
+from dev.stack import http_get, http_status, start_pushserver, wait_until
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import pytest
 from celery import Celery
 from pymongo import AsyncMongoClient, MongoClient
 
-from pushserver.devstack import BIN, free_port, http_get, http_status, start_pushserver, wait_until
+from dev.stack import BIN, free_port, http_get, http_status, start_pushserver, wait_until
 from pushserver.eventlog import COLLECTION, document_to_event, ensure_indexes, event_id, event_to_document
 from pushserver import replay as replay_module
 from pushserver.replay import EventFilter, MongoSource, Rejects, to_json_line

@@ -14,7 +14,7 @@ import pytest
 import socketio
 
 from pushserver.auth import mint_token
-from pushserver.devstack import http_get, start_pushserver, wait_until
+from dev.stack import http_get, start_pushserver, wait_until
 from tests.integration.conftest import Server, Stack
 from tests.integration.test_reconnect import metric
 from tests.support.clients import Watcher
