@@ -27,8 +27,19 @@ from celery import Celery
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from dev.stack import (BIN, ROOT, Proc, free_port, http_status, redis_ping, start_mongo, start_pushserver, start_redis,
-                       start_worker, wait_until)
+from dev.stack import (
+    BIN,
+    ROOT,
+    Proc,
+    free_port,
+    http_status,
+    redis_ping,
+    start_mongo,
+    start_pushserver,
+    start_redis,
+    start_worker,
+    wait_until,
+)
 from pushserver.auth import mint_token
 from pushserver.config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, check_url
 from pushserver.state import READY_STATES

@@ -6,13 +6,13 @@ group), so stopping the stack never touches anything it did not start.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import json
 import time
 import urllib.error
 import urllib.request

@@ -11,7 +11,7 @@ import pytest
 import socketio
 
 from pushserver.auth import mint_token
-from tests.integration.conftest import Server, Stack
+from tests.support.stack import Server, Stack
 from tests.support.clients import Watcher
 from dev.stack import http_get
 

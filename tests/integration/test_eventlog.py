@@ -10,7 +10,7 @@ from pymongo import MongoClient
 
 from dev.stack import Proc, http_get, start_mongo, start_pushserver, wait_until
 from pushserver.eventlog import COLLECTION, event_to_document
-from tests.integration.conftest import Server, Stack
+from tests.support.stack import Server, Stack
 from tests.support.clients import Watcher
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import PREFORK_QUEUE, Server, Stack
+from tests.support.stack import PREFORK_QUEUE, Server, Stack
 from tests.support.clients import Watcher
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from dev.metrics import metric
 from dev.stack import http_get, http_status, start_pushserver, wait_until
-from tests.integration.conftest import Server, Stack
-from tests.integration.test_reconnect import assert_live_events_flow, metric
 from tests.support.clients import Watcher
+from tests.support.stack import Server, Stack, assert_live_events_flow
 
 pytestmark = pytest.mark.integration
 

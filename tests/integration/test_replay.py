@@ -21,7 +21,7 @@ from dev.stack import BIN, free_port, http_get, http_status, start_pushserver, w
 from pushserver.eventlog import COLLECTION, document_to_event, ensure_indexes, event_id, event_to_document
 from pushserver import replay as replay_module
 from pushserver.replay import EventFilter, MongoSource, Rejects, to_json_line
-from tests.integration.conftest import PREFORK_QUEUE, Server, Stack
+from tests.support.stack import PREFORK_QUEUE, Server, Stack
 from tests.support.clients import Watcher
 
 pytestmark = pytest.mark.integration

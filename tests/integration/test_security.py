@@ -15,8 +15,8 @@ import socketio
 
 from pushserver.auth import mint_token
 from dev.stack import http_get, start_pushserver, wait_until
-from tests.integration.conftest import Server, Stack
-from tests.integration.test_reconnect import metric
+from tests.support.stack import Server, Stack
+from dev.metrics import metric
 from tests.support.clients import Watcher
 
 pytestmark = pytest.mark.integration
