@@ -21,7 +21,7 @@ from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
-from dev.stack import Proc, http_get, readyz
+from dev.stack import Proc, http_get, is_ready, readyz
 
 from .oracle import Expectations
 
@@ -65,6 +65,10 @@ class Server:
     def readyz(self) -> dict[str, Any]:
         """What /readyz answers now."""
         return readyz(self.url)
+
+    def is_ready(self) -> bool:
+        """Whether /readyz answers 200."""
+        return is_ready(self.url)
 
     def healthy(self) -> bool:
         try:
