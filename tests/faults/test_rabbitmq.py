@@ -138,7 +138,7 @@ async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(ra
     try:
         for proxy in proxies:
             proxy.cut()
-        for _, url in (named, default):
+        for url in (named.url, default.url):
             await until(lambda: metric(url, "pushserver_receiver_connected") == 0, 20, "the receiver to notice")
         results = [rabbit.send("demo_progress", 3, 0.1, task_id=t) for t in ids]
         for r in results:
@@ -150,7 +150,7 @@ async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(ra
                 await w.wait_state(t, "SUCCESS", timeout=60)
 
         def histories_kept() -> bool:
-            for name, (_, url) in (("named", named), ("default", default)):
+            for name, url in (("named", named.url), ("default", default.url)):
                 histories[name] = sum(whole_history(snapshot(url, t), 3) for t in ids)
             return histories["named"] == len(ids)
 
