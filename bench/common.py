@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import redis
 
 from dev.metrics import Sample, metric_sum, parse
-from dev.stack import Proc, free_port, rss_bytes, start_redis, wait_until
+from dev.stack import Proc, free_port, is_ready, rss_bytes, start_redis, wait_until
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -303,21 +303,14 @@ class PushServerProcess(ConsumerProcess):
         self._log = open(self.log_path, "wb")
         since = self.redis.last_client_id()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise RuntimeError(f"pushserver exited with {self.proc.returncode} at start: "
-                                   + " / ".join(tail))
-            try:
-                if self.get("/readyz")[0] == 200:
-                    break
-            except (OSError, http.client.HTTPException):
-                pass
-            if time.monotonic() > deadline:
-                stop_process(self.proc)
-                raise TimeoutError(f"pushserver not ready after 30s; see {self.log_path}")
-            time.sleep(0.05)
+        try:
+            wait_until(lambda: self.proc.poll() is not None or is_ready(self.url), 30, "pushserver /readyz")
+        except AssertionError:
+            stop_process(self.proc)
+            raise TimeoutError(f"pushserver not ready after 30s; see {self.log_path}") from None
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"pushserver exited with {self.proc.returncode} at start: " + " / ".join(tail))
         wait_for(lambda: self.redis.pattern_subscribed_since(since), 10, "pushserver's event subscription")
         return self
 

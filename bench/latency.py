@@ -36,7 +36,7 @@ from bench.common import (
 )
 from bench.ingest import MAX_BACKLOG, Publisher
 from bench.stream import build_streams
-from dev.metrics import metric_sum
+from dev.metrics import Sample, metric_sum
 
 SPACING_S = 0.25  # two events of one task are at least this far apart (> 1 / progress-hz)
 EVENTS_PER_TASK = 7
@@ -76,14 +76,14 @@ class ClientProcess:
                 self.proc.wait()
 
 
-def emit_latency(m0: dict[str, float], m1: dict[str, float]) -> dict[str, float]:
+def emit_latency(m0: list[Sample], m1: list[Sample]) -> dict[str, float]:
     """The server's own event->emit histogram over the phase: share of emits within each bucket bound (ms)."""
     name = "pushserver_event_to_emit_seconds_bucket"
     buckets = {}
-    for key, value in m1.items():
-        if key.startswith(name + "{"):
-            le = key.split('le="', 1)[1].split('"', 1)[0]
-            buckets[le] = value - m0.get(key, 0.0)
+    for sample in m1:
+        if sample.name == name:
+            le = sample.labels["le"]
+            buckets[le] = sample.value - metric_sum(m0, name, le=le)
     total = buckets.get("+Inf", 0.0)
     if not total:
         return {}

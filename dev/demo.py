@@ -125,9 +125,8 @@ class Demo:
         web_origins = f"http://127.0.0.1:{self.web_port},http://localhost:{self.web_port}"
         server, self.url = start_pushserver(
             "pushserver", self.broker, self.backend, self.log_dir, secret=self.secret, port=self.port,
-            log_level="INFO", extra=["--mongo", self.mongo_url, "--cors", web_origins])
+            log_level="INFO", extra=["--mongo", self.mongo_url, "--cors", web_origins], ready=30)
         self.procs.append(server)
-        wait_until(lambda: http_status(self.url + "/readyz") == 200, 30, "pushserver to be ready")
         say(f"started pushserver at [bold]{self.url}[/] [dim](pid {server.pid})[/]")
         self._start_web(say)
         say(f"[dim]logs in {self.log_dir}[/]")

@@ -131,14 +131,18 @@ def start_pushserver(name: str, broker: str, backend: str, log_dir: Path, *, sec
     proc = Proc(name, args + (extra or []), log_dir,
                 env={"PUSHSERVER_SECRET": "", "PUSHSERVER_MONGO_URL": ""})
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_status(url + "/healthz") == 200 or not proc.alive(), 20,
-               f"{name} to answer /healthz")
-    if not proc.alive():
-        raise RuntimeError(f"{name} exited early:\n{proc.log()}")
-    if ready:
-        wait_until(lambda: is_ready(url) or not proc.alive(), ready, f"{name} /readyz")
+    try:
+        wait_until(lambda: http_status(url + "/healthz") == 200 or not proc.alive(), 20,
+                   f"{name} to answer /healthz")
         if not proc.alive():
-            raise RuntimeError(f"{name} exited before it was ready:\n{proc.log()}")
+            raise RuntimeError(f"{name} exited early:\n{proc.log()}")
+        if ready:
+            wait_until(lambda: is_ready(url) or not proc.alive(), ready, f"{name} /readyz")
+            if not proc.alive():
+                raise RuntimeError(f"{name} exited before it was ready:\n{proc.log()}")
+    except BaseException:
+        proc.stop()  # a server that never became usable is not left running
+        raise
     return proc, url
 
 

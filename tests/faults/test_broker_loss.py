@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from dev.metrics import metric
-from dev.stack import Proc, free_port, http_status, readyz, redis_ping, wait_until
+from dev.stack import Proc, free_port, http_status, is_ready, readyz, redis_ping, wait_until
 from tests.support.faults import delivered, env_number, until
 from tests.support.stack import Stack
 
@@ -77,7 +77,7 @@ async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_sta
     await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))  # the outage's chosen length
     s.redis = await asyncio.to_thread(start_persistent_redis, s.log_dir, s.redis_port)
     up_at = time.monotonic()
-    await until(lambda: http_status(url + "/readyz") == 200, 60, "the receiver to reconnect")
+    await until(lambda: is_ready(url), 60, "the receiver to reconnect")
     ready_after = time.monotonic() - up_at
 
     try:

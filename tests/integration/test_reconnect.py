@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dev.metrics import metric
-from dev.stack import http_get, http_status, start_pushserver, wait_until
+from dev.stack import http_get, http_status, is_ready, start_pushserver, wait_until
 from tests.support.clients import Watcher
 from tests.support.stack import Server, Stack, assert_live_events_flow
 from tests.support.tcpproxy import TcpProxy
@@ -23,7 +23,7 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
     proc, url = start_pushserver("reconnect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
                                  stack.log_dir, secret=server.secret)
     try:
-        wait_until(lambda: http_status(url + "/readyz") == 200, 20, "the server to be ready")
+        wait_until(lambda: is_ready(url), 20, "the server to be ready")
         during_gap = stack.send("demo_progress", 3, 0.05)
         watcher = await Watcher(url).connect(server.token(during_gap.id))
         try:
@@ -40,7 +40,7 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
             assert proc.alive()
 
             proxy.restore()
-            wait_until(lambda: http_status(url + "/readyz") == 200, 30, "the receiver to reconnect")
+            wait_until(lambda: is_ready(url), 30, "the receiver to reconnect")
             final = await watcher.wait_state(during_gap.id, "SUCCESS", timeout=15)
             assert final["result"] == "3"
             assert metric(url, "pushserver_receiver_reconnects_total") >= 1
