@@ -381,7 +381,7 @@ def check_entry_points(stack: Stack) -> Iterator[str]:
                 from celery import Celery
                 from celery.app.utils import find_app
 
-                # What `celery -A workers` loads must be the app of the module DESIGN.md names.
+                # What `celery -A workers` loads must be the app workers/app.py defines.
                 app = find_app(app_name)
                 if not isinstance(app, Celery) or app is not importlib.import_module("workers.app").app:
                     yield f"{service.name}: `-A workers` does not find the Celery app workers.app"
