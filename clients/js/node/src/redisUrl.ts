@@ -43,7 +43,8 @@ export function parseRedisUrl(raw: string, { connectTimeoutMs }: FailFastOptions
   try {
     url = new URL(raw);
   } catch {
-    throw new UnsupportedUrlError(`not a URL: ${JSON.stringify(redactUrl(String(raw)))}`);
+    // Not echoed: an unparseable URL may still hold a password.
+    throw new UnsupportedUrlError('the broker URL is not a URL (e.g. redis://127.0.0.1:6379/0)');
   }
   const scheme = url.protocol.slice(0, -1).toLowerCase();
   if (scheme !== 'redis' && scheme !== 'rediss') {
