@@ -1,5 +1,6 @@
 // Turning a Celery-style redis:// or rediss:// broker URL into ioredis options, with fail-fast defaults.
 import fs from 'node:fs';
+import net from 'node:net';
 import { UnsupportedUrlError } from './errors.js';
 
 /** The ioredis options both Node Celery clients end up connecting with. */
@@ -9,7 +10,7 @@ export interface RedisConnectionOptions {
   db: number;
   username?: string;
   password?: string;
-  tls?: { servername: string; rejectUnauthorized: boolean; ca?: string };
+  tls?: { servername?: string; rejectUnauthorized: boolean; ca?: string };
   connectTimeout: number;
   enableOfflineQueue: boolean;
   maxRetriesPerRequest: number;
@@ -91,7 +92,8 @@ export function parseRedisUrl(raw: string, { connectTimeoutMs }: FailFastOptions
       throw new UnsupportedUrlError(`ssl_cert_reqs must be required, optional or none, got '${certReqs}'`);
     }
   }
-  options.tls = { servername: hostname, rejectUnauthorized };
+  // SNI carries host names only (RFC 6066); for an IP the certificate is checked against the IP.
+  options.tls = net.isIP(hostname) ? { rejectUnauthorized } : { servername: hostname, rejectUnauthorized };
   if (caFile !== null) {
     try {
       options.tls.ca = fs.readFileSync(caFile, 'utf8');

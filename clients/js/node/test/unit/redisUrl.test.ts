@@ -22,6 +22,7 @@ describe('parseRedisUrl', () => {
 
   test('rediss:// gets TLS with the host as SNI, verified unless ssl_cert_reqs=none', () => {
     expect(parseRedisUrl('rediss://cache.example:6380/0').tls).toEqual({ servername: 'cache.example', rejectUnauthorized: true });
+    expect(parseRedisUrl('rediss://10.0.0.5/0').tls).toEqual({ rejectUnauthorized: true });
     expect(parseRedisUrl('rediss://h/0?ssl_cert_reqs=CERT_REQUIRED').tls?.rejectUnauthorized).toBe(true);
     expect(parseRedisUrl('rediss://h/0?ssl_cert_reqs=none').tls?.rejectUnauthorized).toBe(false);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ca-'));
