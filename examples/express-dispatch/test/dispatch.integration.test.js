@@ -244,6 +244,27 @@ describe('express-dispatch against Redis and a Celery worker', () => {
     }
   });
 
+  test('CELERY_NODE_CLIENT picks the Node Celery client: celery-ts by default, celery-node on request', async () => {
+    const readyz = await (await fetch(`${express.url}/readyz`)).json();
+    assert.deepEqual(readyz, { ok: true, broker: 'ready', client: 'celery-ts' });
+    const other = await startExpress({
+      name: 'express-celery-node',
+      env: { ...env, CELERY_NODE_CLIENT: 'celery-node', STATIC_DIR: staticDir },
+    });
+    try {
+      assert.equal((await (await fetch(`${other.url}/readyz`)).json()).client, 'celery-node');
+      const bob = await register('bob', 'a long enough password', other);
+      const res = await post('demo-progress', { steps: 2, delay: 0 }, { as: bob, app: other });
+      assert.equal(res.status, 202, res.text);
+      const meta = await resultOf(res.json.task_id);
+      assert.equal(meta.status, 'SUCCESS');
+      assert.equal(meta.result, 2);
+      assert.equal(verifyToken(SECRET, res.json.token).sub, bob.user.id);
+    } finally {
+      await other.stop();
+    }
+  });
+
   test('a failing task ends in FAILURE with its error in the backend', async () => {
     const { task_id: taskId } = await dispatchThroughHttp('fail', { message: 'deliberate failure' });
     const meta = await resultOf(taskId);

@@ -86,7 +86,7 @@ describe('@celery-pushserver/node with a real Redis, Celery worker and pushserve
     redis = await startRedis();
     const env = { CELERY_BROKER_URL: redis.url(0), CELERY_RESULT_BACKEND: redis.url(1) };
     [worker, pushserver] = await Promise.all([
-      startWorker({ env, queue: 'celery' }),
+      startWorker({ env, queue: 'celery', extraArgs: ['-I', 'celery_node_probe'], pythonPath: [path.join(here, 'fixtures')] }),
       startPushserver({ env, secret: SECRET }),
     ]);
     db = createClient({ url: redis.url(0) });
@@ -158,6 +158,55 @@ describe('@celery-pushserver/node with a real Redis, Celery worker and pushserve
     });
   }
 
+  test("what the worker makes of each client's message (request fields, events)", async () => {
+    const backend = createClient({ url: redis.url(1) });
+    await backend.connect();
+    const seen = {};
+    try {
+      for (const client of CLIENTS) {
+        const dispatcher = await createDispatcher({ brokerUrl: redis.url(0), client, logger: quiet });
+        try {
+          const { taskId } = await dispatcher.dispatch('probe.request_fields', [1, 'two'], { three: 3 });
+          const meta = await waitFor(async () => {
+            const raw = await backend.get(`celery-task-meta-${taskId}`);
+            const parsed = raw && JSON.parse(raw);
+            return parsed && TERMINAL.has(parsed.status) ? parsed : null;
+          }, { timeoutMs: 30_000, message: `probe task of ${client}` });
+          assert.equal(meta.status, 'SUCCESS', meta.traceback);
+          seen[client] = { taskId, fields: meta.result };
+        } finally {
+          await dispatcher.close();
+        }
+      }
+    } finally {
+      await backend.close();
+    }
+    for (const client of CLIENTS) {
+      const { taskId, fields } = seen[client];
+      assert.equal(fields.id, taskId);
+      assert.equal(fields.task, 'probe.request_fields');
+      assert.deepEqual(fields.args, [1, 'two']);
+      assert.deepEqual(fields.kwargs, { three: 3 });
+      assert.equal(fields.retries, 0);
+    }
+    // celery-ts sends the headers a Python client sends.
+    const ts = seen['celery-ts'];
+    assert.equal(ts.fields.lang, 'py');
+    assert.equal(ts.fields.root_id, ts.taskId);
+    assert.equal(ts.fields.correlation_id, ts.taskId);
+    assert.equal(ts.fields.argsrepr, "[1,\"two\"]");
+    // celery-node sends only lang/task/id, with camelCase properties the worker never maps.
+    const node = seen['celery-node'];
+    assert.equal(node.fields.lang, 'js');
+    assert.equal(node.fields.root_id, null, 'root_id is None (a Python client sets it to the task id)');
+    assert.equal(node.fields.parent_id, null);
+    assert.equal(node.fields.origin, null);
+    assert.equal(node.fields.argsrepr, '<missing>', 'argsrepr is not even an attribute of the request');
+    assert.equal(node.fields.correlation_id, null);
+    assert.equal(node.fields.properties.correlationId, node.taskId);
+    assert.doesNotMatch(worker.proc.output, /Received (invalid|unregistered) task/);
+  });
+
   test("celery-ts: the message is the one celery-ts's own applyAsync() sends (same headers and properties)", async () => {
     const { createClient: createCeleryTs } = (await import('celery-ts')).default;
     const queue = `compare-${process.pid}`;
@@ -205,12 +254,12 @@ describe('@celery-pushserver/node with a real Redis, Celery worker and pushserve
       await dispatcher.close();
     }
     // The measure can see one: celery-ts's own client with a result backend psubscribes celery-task-meta-*.
-    const { createClient: createCeleryTs } = (await import('celery-ts')).default;
-    const own = createCeleryTs({ brokerUrl: redis.url(0), resultBackend: redis.url(1) });
+    // (In a child process: its connections are not all closed by its own disconnect().)
+    const child = spawn(process.execPath, [path.join(here, 'fixtures', 'celery-ts-with-backend.mjs'), redis.url(0), redis.url(1)], { stdio: 'ignore' });
     try {
-      await waitFor(async () => (await numpat()) > baseline, { timeoutMs: 5000, message: "celery-ts's psubscribe" });
+      await waitFor(async () => (await numpat()) > baseline, { timeoutMs: 10_000, message: "celery-ts's psubscribe" });
     } finally {
-      await own.disconnect().catch(() => {});
+      child.kill('SIGKILL');
     }
   });
 
