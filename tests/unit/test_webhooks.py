@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from workers import tasks
-from workers.webhooks import WebhookAddressError, allowed_networks, check_address, post_json
+from workers.webhooks import (
+    WebhookAddressError,
+    allowed_networks,
+    check_address,
+    post_json,
+)
 
 LOOPBACK_ONLY = allowed_networks("127.0.0.1/32")
 
