@@ -7,8 +7,10 @@ import { buildTaskCall, TASKS, ValidationError } from './tasks.js';
 import { AccountError, UserStore, validateCredentials } from './users.js';
 import { SessionStore } from './sessions.js';
 import { TaskOwners } from './owners.js';
+import { WindowLimiter } from './ratelimit.js';
 
 const JSON_LIMIT = '15mb'; // an uploaded image travels base64 in the body
+const ACCOUNT_ERROR_STATUS = { bad_request: 400, conflict: 409, registration_full: 503 };
 
 function sendError(res, status, code, message) {
   res.status(status).json({ error: { code, message } });
@@ -23,6 +25,7 @@ export function createApp({
   users = new UserStore(),
   sessions = new SessionStore({ ttlSeconds: config.sessionTtl, secureCookie: config.secureCookie }),
   owners = new TaskOwners(),
+  signInLimiter = new WindowLimiter({ limit: config.authRateLimit }),
 }) {
   const app = express();
   app.disable('x-powered-by');
@@ -58,16 +61,20 @@ export function createApp({
   const api = express.Router();
   api.use(express.json({ limit: JSON_LIMIT }));
 
+  // Each sign-in attempt costs a deliberately slow hash: limit them per address.
   const accountRoute = (status, action) => async (req, res) => {
-    let credentials;
+    const retryAfter = signInLimiter.take(req.ip);
+    if (retryAfter) {
+      res.set('Retry-After', String(retryAfter));
+      return sendError(res, 429, 'too_many', `too many sign-in attempts from your address; try again in ${retryAfter} s`);
+    }
     try {
-      credentials = validateCredentials(req.body ?? null);
-      const user = await action(credentials);
+      const user = await action(validateCredentials(req.body ?? null));
       if (!user) return sendError(res, 401, 'unauthorized', 'wrong username or password');
       sessions.start(res, user.id);
       return res.status(status).json({ user });
     } catch (err) {
-      if (err instanceof AccountError) return sendError(res, err.code === 'conflict' ? 409 : 400, err.code, err.message);
+      if (err instanceof AccountError) return sendError(res, ACCOUNT_ERROR_STATUS[err.code] ?? 400, err.code, err.message);
       throw err;
     }
   };

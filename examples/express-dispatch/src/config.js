@@ -13,6 +13,7 @@ export const DEFAULTS = Object.freeze({
   client: 'celery-ts',
   tokenTtl: 900,
   sessionTtl: 8 * 3600,
+  authRateLimit: 20,
   pushserverPublicUrl: 'http://127.0.0.1:8000',
   readyTimeoutMs: 3000,
   publishTimeoutMs: 3000,
@@ -71,6 +72,8 @@ export function readConfig(env = process.env) {
     // TOKEN_TTL is the older name of TOKEN_TTL_SECONDS.
     tokenTtl: integer(env, 'TOKEN_TTL_SECONDS', integer(env, 'TOKEN_TTL', DEFAULTS.tokenTtl, ttlLimits), ttlLimits),
     sessionTtl: integer(env, 'SESSION_TTL_SECONDS', DEFAULTS.sessionTtl, ttlLimits),
+    // Register/login calls per client address per minute.
+    authRateLimit: integer(env, 'AUTH_RATE_LIMIT', DEFAULTS.authRateLimit, { min: 1 }),
     // Set COOKIE_SECURE=1 behind HTTPS so the session cookie never travels in clear.
     secureCookie: text(env, 'COOKIE_SECURE', '0') === '1',
     pushserverPublicUrl: text(env, 'PUSHSERVER_PUBLIC_URL', DEFAULTS.pushserverPublicUrl),

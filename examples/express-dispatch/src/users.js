@@ -53,7 +53,9 @@ export function validateCredentials(body) {
 
 /** The registered users of this process. */
 export class UserStore {
-  constructor() {
+  /** At most `maxUsers` accounts (memory stays bounded until the MongoDB store arrives). */
+  constructor({ maxUsers = 10_000 } = {}) {
+    this.maxUsers = maxUsers;
     this.byName = new Map(); // lower-cased username → {id, username, passwordHash}
     this.byIdMap = new Map();
     // Unknown usernames are checked against this, so a login takes as long
@@ -65,9 +67,15 @@ export class UserStore {
   async register(username, password) {
     const key = username.toLowerCase();
     if (this.byName.has(key)) throw new AccountError('conflict', `username '${username}' is taken`);
+    if (this.byName.size >= this.maxUsers) {
+      throw new AccountError('registration_full', `this demo holds at most ${this.maxUsers} accounts`);
+    }
     const passwordHash = await hashPassword(password);
     // Two registrations of one name can race across the await: first wins.
     if (this.byName.has(key)) throw new AccountError('conflict', `username '${username}' is taken`);
+    if (this.byName.size >= this.maxUsers) {
+      throw new AccountError('registration_full', `this demo holds at most ${this.maxUsers} accounts`);
+    }
     const user = { id: randomUUID(), username, passwordHash };
     this.byName.set(key, user);
     this.byIdMap.set(user.id, user);

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { AccountError, UserStore, validateCredentials } from '../src/users.js';
 import { SessionStore, readCookie } from '../src/sessions.js';
 import { TaskOwners } from '../src/owners.js';
+import { WindowLimiter } from '../src/ratelimit.js';
 
 test('passwords are stored as salted scrypt hashes and checked by them', async () => {
   const users = new UserStore();
@@ -84,4 +85,28 @@ test('task owners: only the dispatching user, bounded', () => {
   owners.add('t3', 'u1');
   assert.ok(!owners.owns('u1', 't1'), 'forgotten beyond maxTasks');
   assert.ok(owners.owns('u1', 't3'));
+});
+
+test('the account store is bounded', async () => {
+  const users = new UserStore({ maxUsers: 2 });
+  await users.register('one', 'password-1');
+  await users.register('two', 'password-2');
+  await assert.rejects(users.register('three', 'password-3'), (err) => err.code === 'registration_full');
+  assert.equal(users.byName.size, 2);
+});
+
+test('sign-in limiter: a fixed window per address, bounded in addresses', () => {
+  let now = 0;
+  const limiter = new WindowLimiter({ limit: 2, windowMs: 60_000, maxKeys: 2, now: () => now });
+  assert.equal(limiter.take('a'), 0);
+  assert.equal(limiter.take('a'), 0);
+  assert.equal(limiter.take('a'), 60, 'third call in the window: retry after the rest of it');
+  now = 30_000;
+  assert.equal(limiter.take('a'), 30);
+  assert.equal(limiter.take('b'), 0, 'another address has its own window');
+  now = 60_000;
+  assert.equal(limiter.take('a'), 0, 'a new window');
+  limiter.take('c');
+  limiter.take('d');
+  assert.equal(limiter.windows.size, 2);
 });

@@ -152,6 +152,26 @@ describe('express-dispatch against Redis and a Celery worker', () => {
     assert.equal((await call('GET', '/api/me', { cookie })).status, 200, 'the other session lives on');
   });
 
+  test('sign-in attempts are limited per address: 429 with Retry-After', async () => {
+    const limited = await startExpress({ name: 'express-limited', env: { ...env, AUTH_RATE_LIMIT: '3', STATIC_DIR: staticDir } });
+    try {
+      const statuses = [];
+      for (let i = 0; i < 5; i += 1) {
+        const res = await call('POST', '/api/login', { body: { username: 'nobody', password: 'wrong password' }, app: limited });
+        statuses.push(res.status);
+        if (res.status === 429) {
+          assert.equal(res.json.error.code, 'too_many');
+          assert.ok(Number(res.headers.get('retry-after')) >= 1);
+        }
+      }
+      assert.deepEqual(statuses, [401, 401, 401, 429, 429]);
+      const register = await call('POST', '/api/register', { body: { username: 'late', password: 'long enough' }, app: limited });
+      assert.equal(register.status, 429, 'registration shares the limit');
+    } finally {
+      await limited.stop();
+    }
+  });
+
   test('dispatch needs a session: 401 JSON without one, X-User-Id is ignored, nothing is queued', async () => {
     const queuedBefore = await brokerDb.lLen(QUEUE);
     for (const [as, headers] of [[null, {}], [null, { 'x-user-id': alice.user.id }], [{ cookie: 'sid=forged' }, {}]]) {

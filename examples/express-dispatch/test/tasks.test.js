@@ -92,6 +92,7 @@ test('config: secret required and >= 32 bytes, defaults, bad values named', () =
   assert.equal(config.client, 'celery-ts', "the article's client is the default");
   assert.equal(config.tokenTtl, 900);
   assert.equal(config.sessionTtl, 8 * 3600);
+  assert.equal(config.authRateLimit, 20);
   assert.equal(config.secureCookie, false);
   assert.equal(config.pushserverPublicUrl, 'http://127.0.0.1:8000');
   assert.equal(readConfig({ PUSHSERVER_SECRET: secret, CELERY_NODE_CLIENT: 'celery-node' }).client, 'celery-node');
