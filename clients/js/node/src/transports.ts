@@ -22,7 +22,9 @@ async function load(name: 'celery-ts' | 'celery-node'): Promise<Record<string, u
     const mod = (await import(name)) as Record<string, unknown>;
     return (mod.default ?? mod) as Record<string, unknown>;
   } catch (err) {
-    throw new ClientNotInstalledError(name, { cause: err });
+    const code = (err as { code?: string }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') throw new ClientNotInstalledError(name, { cause: err });
+    throw err;
   }
 }
 
