@@ -24,9 +24,10 @@ system-deps:
 	  echo "installing redis-server (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-## The Node examples the demo serves: Express and the built React page (skipped without npm).
+## The Node examples the demo serves: Express (on the built @celery-pushserver/node) and the built React page (skipped without npm).
 examples-build:
 	@if command -v npm >/dev/null; then \
+	  (cd clients/js && [ -f node/dist/index.js ] || { npm ci --no-audit --no-fund --loglevel=error && npm run build --silent --workspaces --if-present; }) && \
 	  (cd examples/react-client && [ -f dist/index.html ] || { npm ci --no-audit --no-fund --loglevel=error && npm run build --silent; }) && \
 	  (cd examples/express-dispatch && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error --omit=dev); \
 	else echo "npm not found: the demo runs without the web page"; fi

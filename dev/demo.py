@@ -110,8 +110,11 @@ class Demo:
             mongo, self.mongo_url = start_mongo(self.log_dir)
             self.procs.append(mongo)
             say(f"started nx-27017 (MongoDB wire protocol) at {self.mongo_url} [dim](pid {mongo.pid})[/]")
+        # The page's webhook demo posts to the local Express app's sink, on loopback,
+        # which the webhook task refuses unless the network is allowed explicitly.
         worker = start_worker("demo-worker", self.broker, self.backend, self.log_dir,
-                              concurrency=4, log_level="warning")
+                              concurrency=4, log_level="warning",
+                              extra_env={"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"})
         self.procs.append(worker)
         say(f"started a Celery worker [dim](pid {worker.pid}, events on: -E)[/]")
         beat = Proc("beat", [str(BIN / "celery"), "-A", "workers", "beat", "-l", "warning",

@@ -107,11 +107,12 @@ def redis_ping(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def start_worker(name: str, broker: str, backend: str, log_dir: Path, *, pool: str = "threads",
-                 concurrency: int = 4, queues: str = "celery", log_level: str = "info") -> Proc:
+                 concurrency: int = 4, queues: str = "celery", log_level: str = "info",
+                 extra_env: dict[str, str] | None = None) -> Proc:
     """``celery -A workers worker -E`` with the given pool, consuming ``queues``."""
     env = {"CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": backend,
            "OUTBOX_DIR": str(log_dir / "outbox"), "MEDIA_DIR": str(log_dir / "media"),
-           "REPORTS_DIR": str(log_dir / "reports")}
+           "REPORTS_DIR": str(log_dir / "reports"), **(extra_env or {})}
     return Proc(name, [str(BIN / "celery"), "-A", "workers", "worker", "-E", "-P", pool,
                        "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h",
                        "--without-mingle", "--without-gossip", "-l", log_level], log_dir, env)
