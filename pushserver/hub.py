@@ -21,11 +21,12 @@ from .backend import ResultBackend
 from .config import Settings
 from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
+from .expiry import ExpiryWheel
 from .fanout import Fanout
 from .limits import ConnectionCounter, TokenBucket, client_address
 from .metrics import Metrics
 from .policy import ForwardingPolicy
-from .protocol import OrjsonCodec, ProtocolError, error_ack, parse_subscription, room_for
+from .protocol import ERROR_EVENT, OrjsonCodec, ProtocolError, error_ack, parse_subscription, room_for
 from .receiver import Batch
 from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
 from .socketlog import library_loggers
@@ -55,6 +56,9 @@ class Hub:
         self.policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks,
                                        settings.forward_args)
         self.subscriptions = Subscriptions(settings.max_subscriptions)
+        # When each (connection, task) subscription's token runs out: one timer for the server.
+        self.expiry = ExpiryWheel(self._on_tokens_expired)
+        self._expiring: set[asyncio.Task[None]] = set()
         self.progress_interval = 1.0 / settings.progress_hz
         self._grants: dict[str, Grant] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -113,6 +117,7 @@ class Hub:
             self._per_address.release(address)
             self.metrics.clients.dec()
         self.fanout.forget(sid)
+        self.expiry.drop(sid)
         self._forget(self.subscriptions.drop(sid))
         self.metrics.subscriptions.set(len(self.subscriptions))
 
@@ -134,11 +139,13 @@ class Hub:
                 raise ProtocolError("too_many", f"rate limit: at most {self.settings.subscribe_rate:g}"
                                                 " subscribe calls per second")
             request = parse_subscription(payload, self.settings.max_ids_per_call)
-            self._authorize(sid, request.task_ids, request.token)
+            grant = self._authorize(sid, request.task_ids, request.token)
             self.subscriptions.add(sid, request.task_ids)
         except ProtocolError as exc:
             self.metrics.refused.labels(exc.code).inc()
             return exc.ack()
+        if grant is not None:
+            self.expiry.set(sid, request.task_ids, grant.expires_at)
         self.metrics.subscriptions.set(len(self.subscriptions))
         # Join the rooms before reading the snapshots: an update merged while
         # we await the result backend is then either in the snapshot or
@@ -163,14 +170,40 @@ class Hub:
         for task_id in request.task_ids:
             if task_id in mine:
                 await self.sio.leave_room(sid, room_for(task_id))
+        self.expiry.remove(sid, request.task_ids)
         self._forget(self.subscriptions.remove(sid, request.task_ids))
         self.metrics.subscriptions.set(len(self.subscriptions))
         return {"ok": True}
 
-    def _authorize(self, sid: str, task_ids: Iterable[str], token: str | None) -> None:
-        """Raise ProtocolError unless the call's token (else the connect token) names every task."""
+    def _on_tokens_expired(self, expired: dict[str, list[str]]) -> None:
+        """The expiry wheel's callback: end these subscriptions, in one task for the whole batch."""
+        task = asyncio.get_running_loop().create_task(self._end_expired(expired))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _end_expired(self, expired: dict[str, list[str]]) -> None:
+        """Take each connection out of the rooms its tokens no longer grant, then tell it which."""
+        for sid, task_ids in expired.items():
+            mine = self.subscriptions.tasks_of(sid)
+            # Not one renewed (subscribed again with a fresh token) since the wheel fired.
+            ended = [t for t in task_ids if t in mine and self.expiry.deadline(sid, t) is None]
+            if not ended:
+                continue
+            for task_id in ended:
+                await self.sio.leave_room(sid, room_for(task_id))
+            self._forget(self.subscriptions.remove(sid, ended))
+            self.metrics.expired.inc(len(ended))
+            # After leaving the rooms: no update for these tasks follows the notice.
+            await self.sio.emit(ERROR_EVENT, {
+                "code": "token_expired", "task_ids": ended,
+                "message": "the token for these tasks has expired: subscribe again with a fresh token",
+            }, to=sid)
+        self.metrics.subscriptions.set(len(self.subscriptions))
+
+    def _authorize(self, sid: str, task_ids: Iterable[str], token: str | None) -> Grant | None:
+        """The grant naming every task (the call's token, else the connect token); ProtocolError if none does."""
         if self.verifier is None:
-            return
+            return None
         if token is not None:
             try:
                 grant = self.verifier.verify(token)
@@ -186,6 +219,7 @@ class Hub:
         for task_id in task_ids:
             if not grant.allows(task_id, now):
                 raise ProtocolError("forbidden", f"the token does not grant task {task_id[:64]!r}")
+        return grant
 
     def authorize_token(self, token: str | None, task_id: str) -> None:
         """The HTTP API's check: raise ProtocolError unless ``token`` grants ``task_id``."""

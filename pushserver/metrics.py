@@ -37,6 +37,8 @@ class Metrics:
         self.refused = Counter("pushserver_requests_refused_total",
                                "Subscribe calls and HTTP requests refused, by error code",
                                ["code"], registry=r)
+        self.expired = Counter("pushserver_subscriptions_expired_total",
+                               "Subscriptions ended because their token expired (exp + leeway)", registry=r)
         self.snapshots = Counter("pushserver_snapshots_total",
                                  "Snapshots served, by where they came from", ["source"], registry=r)
         self.progress_shed = Counter("pushserver_progress_shed_total",
