@@ -77,6 +77,10 @@ step "npm ci in clients/js (workspace: ${PACKAGES[*]})"
 for pkg in "${PACKAGES[@]}"; do
   step "build clients/js/$pkg"
   (cd "$CLIENTS/$pkg" && npm run build) || fail "build failed in clients/js/$pkg"
+  if (cd "$CLIENTS/$pkg" && npm pkg get scripts.typecheck | grep -q tsc); then
+    step "typecheck clients/js/$pkg (sources and tests)"
+    (cd "$CLIENTS/$pkg" && npm run typecheck) || fail "typecheck failed in clients/js/$pkg"
+  fi
 done
 
 for pkg in react-client express-dispatch e2e; do
