@@ -95,6 +95,8 @@ interface Entry {
   fresh: boolean;
   /** Bumped by every subscribe; answers to older ones are ignored. */
   generation: number;
+  /** Delay before asking again after `too_many`, doubled each time (reset by a success). */
+  backoff: number;
 }
 
 interface SubscribeAck {
@@ -104,6 +106,10 @@ interface SubscribeAck {
 }
 
 const RETRY_DELAY_MS = 1000;
+const MAX_BACKOFF_MS = 30_000;
+
+/** Problems that end a `wait`: asking again as is cannot help. (`too_many` is retried with backoff.) */
+const FINAL_PROBLEMS = new Set(['forbidden', 'unauthorized', 'token_expired', 'bad_request']);
 
 function browserOffline(): boolean {
   return typeof navigator !== 'undefined' && (navigator as { onLine?: boolean }).onLine === false;
@@ -204,6 +210,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
       }
       if (ack?.ok) {
         entry.fresh = false;
+        entry.backoff = RETRY_DELAY_MS;
         store.setError(taskId, null);
         for (const task of ack.tasks ?? []) store.apply(task);
         return;
@@ -212,6 +219,20 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
       if (problem.code === 'unauthorized' && getToken && !wasFresh) {
         void subscribeTask(taskId, entry, true); // the token we held expired: get a new one
         return;
+      }
+      if (problem.code === 'unauthorized' && getToken) {
+        // Even a fresh token was refused: final for now, but the next connect asks getToken again.
+        entry.token = undefined;
+        entry.fresh = false;
+      }
+      if (problem.code === 'too_many') {
+        // The server's subscribe rate limit (a reconnect re-subscribes every
+        // task at once) or its subscription cap: ask again later, backing off.
+        const delay = entry.backoff;
+        entry.backoff = Math.min(entry.backoff * 2, MAX_BACKOFF_MS);
+        later(() => {
+          if (current(taskId, entry, generation) && socket.connected) void subscribeTask(taskId, entry);
+        }, delay);
       }
       store.setError(taskId, problem);
     });
@@ -307,7 +328,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
 
     let entry = watched.get(taskId);
     if (!entry) {
-      entry = { refs: 0, given: token, token, fresh: false, generation: 0 };
+      entry = { refs: 0, given: token, token, fresh: false, generation: 0, backoff: RETRY_DELAY_MS };
       watched.set(taskId, entry);
       store.setError(taskId, null); // a problem from an earlier watch is not this one's
       last = store.get(taskId);
@@ -372,7 +393,12 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
       }
       unwatch = watch(taskId, (task) => {
         if (isTerminal(task.state)) finish(() => resolve(task));
-      }, { token, onError: (problem) => finish(() => reject(errorFromProblem(problem, taskId))) });
+      }, {
+        token,
+        onError: (problem) => {
+          if (FINAL_PROBLEMS.has(problem.code)) finish(() => reject(errorFromProblem(problem, taskId)));
+        },
+      });
       if (done) unwatch();
     });
   }

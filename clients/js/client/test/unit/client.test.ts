@@ -407,3 +407,45 @@ describe('watch onChange', () => {
     expect(records[1]).toBe(client.record('t1'));
   });
 });
+
+describe('refusals that time can fix', () => {
+  it('too_many: asks again with growing delays, shows the error meanwhile, and wait keeps waiting', async () => {
+    vi.useFakeTimers();
+    const { client, socket } = setup();
+    let settled = false;
+    const result = client.wait('t1', { token: 'tok' }).finally(() => { settled = true; });
+    const tooMany = { ok: false, error: { code: 'too_many', message: 'rate limit: 10 subscribe calls/s' } };
+    socket.takeEmits('subscribe')[0]!.ack(tooMany);
+    expect(client.record('t1').error?.code).toBe('too_many');
+    vi.advanceTimersByTime(999);
+    expect(socket.takeEmits('subscribe')).toHaveLength(0);
+    vi.advanceTimersByTime(1);
+    socket.takeEmits('subscribe')[0]!.ack(tooMany);
+    vi.advanceTimersByTime(1999);
+    expect(socket.takeEmits('subscribe')).toHaveLength(0); // doubled
+    vi.advanceTimersByTime(1);
+    const [third] = socket.takeEmits('subscribe');
+    await Promise.resolve();
+    expect(settled).toBe(false);
+    third!.ack({ ok: true, tasks: [taskState('t1', 'SUCCESS', 4)] });
+    expect((await result).state).toBe('SUCCESS');
+    expect(client.record('t1').error).toBeNull();
+  });
+
+  it('a fresh token refused: the error stands, and the next connect asks getToken again', async () => {
+    let n = 0;
+    const getToken = vi.fn(() => `tok-${(n += 1)}`);
+    const { client, socket } = setup({ getToken });
+    client.watch('t1');
+    await flush();
+    socket.takeEmits('subscribe')[0]!.ack({ ok: false, error: { code: 'unauthorized', message: 'token signature is invalid' } });
+    await flush();
+    expect(socket.takeEmits('subscribe')).toHaveLength(0); // no loop
+    expect(client.record('t1').error?.code).toBe('unauthorized');
+    socket.serverDisconnect();
+    socket.serverConnect();
+    await flush();
+    expect(socket.takeEmits('subscribe').map((e) => e.payload)).toEqual([{ task_id: 't1', token: 'tok-2' }]);
+    expect(getToken).toHaveBeenCalledTimes(2);
+  });
+});
