@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTaskClient, ForbiddenError, PRECEDENCE, UnauthorizedError } from '../../src/index.js';
 import type { ConnectionStatus, TaskClient, TaskState } from '../../src/index.js';
-import { dispatch, mintToken, SECRET, startPushserver, startRedis, startWorker, waitFor } from './stack.js';
+import { dispatch, dispatchMany, mintToken, SECRET, startPushserver, startRedis, startWorker, waitFor } from './stack.js';
 
 let redis: any;
 let worker: any;
@@ -132,5 +132,17 @@ describe('against a real pushserver', () => {
     expect(results.map((t) => t.state)).toEqual(['SUCCESS', 'SUCCESS']);
     expect(c.socket.id).not.toBe(firstSid);
     expect(statuses).toEqual(['connected', 'connecting', 'connected']);
+  });
+
+  it('more tasks than the server subscribe burst: the refused ones are asked again and every wait resolves', async () => {
+    const c = client();
+    const ids = await dispatchMany(env, 'workers.tasks.sleep', [0.01], 150);
+    let refused = 0;
+    const results = await Promise.all(ids.map((id) => {
+      c.watch(id, undefined, { token: mintToken([id]), onError: (p) => { if (p.code === 'too_many') refused += 1; } });
+      return c.wait(id, { timeout: 60_000 });
+    }));
+    expect(results.every((t) => t.state === 'SUCCESS')).toBe(true);
+    expect(refused).toBeGreaterThan(0); // the burst was really exceeded
   });
 });

@@ -39,3 +39,21 @@ export async function dispatch(env: Record<string, string>, task: string, args: 
   if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`celery call printed no task id: ${stdout}`);
   return id;
 }
+
+/** Send `count` calls of `task` with `args` in one Python process; returns their task ids. */
+export async function dispatchMany(env: Record<string, string>, task: string, args: unknown[], count: number): Promise<string[]> {
+  const script = [
+    'import json, sys',
+    'from workers.app import app',
+    'task, args, count = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])',
+    'print("\\n".join(app.send_task(task, args=args).id for _ in range(count)))',
+  ].join('\n');
+  const { stdout } = await run(path.join(VENV_BIN, 'python'), ['-c', script, task, JSON.stringify(args), String(count)], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env, PYTHONPATH: REPO_ROOT },
+    timeout: 60_000,
+  });
+  const ids = stdout.trim().split('\n');
+  if (ids.length !== count) throw new Error(`expected ${count} task ids, got: ${stdout}`);
+  return ids;
+}
