@@ -278,6 +278,23 @@ describe('task console in Chromium', () => {
     );
   });
 
+  test('sign out, then sign in again: the session API works from the form and the list is still there', async () => {
+    const count = await page.locator('[data-testid="task-card"]').count();
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByTestId('sign-in').waitFor({ timeout: 10_000 });
+    const me = await page.evaluate(async () => (await fetch('/api/me')).status);
+    assert.equal(me, 401, 'the session cookie is gone');
+    await page.getByLabel('Username').fill(USER.username);
+    await page.getByLabel('Password').fill('not-the-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: /wrong username or password/ }).waitFor({ timeout: 10_000 });
+    await page.getByLabel('Password').fill(USER.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('signed-in-as').waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('[data-testid="task-card"]').count(), count);
+    await page.locator('[data-testid="connection"][data-status="connected"]').waitFor({ timeout: 20_000 });
+  });
+
   test('a screenshot of the finished page is saved', async () => {
     fs.mkdirSync(OUTPUT_DIR, { recursive: true });
     const file = path.join(OUTPUT_DIR, 'task-console.png');
