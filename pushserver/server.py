@@ -35,8 +35,9 @@ class PushServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.celery = make_celery(settings.broker_url, settings.result_backend)
-        self.metrics = Metrics()
+        self.metrics = Metrics(max_tasks=settings.max_tasks, max_task_names=settings.metrics_task_names)
         self.store = TaskStore(settings.max_tasks)
+        self.metrics.watch_store(lambda: self.store.evicted)
         self.backend = ResultBackend(self.celery)
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
