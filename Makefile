@@ -57,7 +57,7 @@ soak: $(STAMP) system-deps rabbitmq
 	PUSHSERVER_SOAK_EVENTS=100000 PUSHSERVER_FAULTS_LONG=1 PUSHSERVER_REQUIRE_RABBITMQ=1 \
 	  $(BIN)/pytest -p no:cacheprovider tests/faults -m soak
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) system-deps
 	$(BIN)/pytest -p no:cacheprovider tests/unit
 
 test-examples:

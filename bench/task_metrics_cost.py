@@ -28,19 +28,56 @@ def stream(tasks: int) -> list[dict[str, Any]]:
     t = time.time()
     for i in range(tasks):
         task_id, host, name = str(uuid.uuid4()), f"w{i % 4}@host", f"app.tasks.job{i % 20}"
-        events.append({"type": "task-sent", "uuid": task_id, "name": name, "args": "()", "kwargs": "{}",
-                       "retries": 0, "timestamp": t, "hostname": "client@host"})
-        events.append({"type": "task-received", "uuid": task_id, "name": name, "args": "()", "kwargs": "{}",
-                       "retries": 0, "timestamp": t + 0.001, "hostname": host})
+        events.append(
+            {
+                "type": "task-sent",
+                "uuid": task_id,
+                "name": name,
+                "args": "()",
+                "kwargs": "{}",
+                "retries": 0,
+                "timestamp": t,
+                "hostname": "client@host",
+            }
+        )
+        events.append(
+            {
+                "type": "task-received",
+                "uuid": task_id,
+                "name": name,
+                "args": "()",
+                "kwargs": "{}",
+                "retries": 0,
+                "timestamp": t + 0.001,
+                "hostname": host,
+            }
+        )
         events.append({"type": "task-started", "uuid": task_id, "timestamp": t + 0.002, "hostname": host})
         for step in range(3):
-            events.append({"type": "task-progress", "uuid": task_id, "timestamp": t + 0.003 + step / 1000,
-                           "hostname": host, "current": step, "total": 3})
-        events.append({"type": "task-succeeded", "uuid": task_id, "result": "42", "runtime": 0.01 * (i % 50),
-                       "timestamp": t + 0.01, "hostname": host})
+            events.append(
+                {
+                    "type": "task-progress",
+                    "uuid": task_id,
+                    "timestamp": t + 0.003 + step / 1000,
+                    "hostname": host,
+                    "current": step,
+                    "total": 3,
+                }
+            )
+        events.append(
+            {
+                "type": "task-succeeded",
+                "uuid": task_id,
+                "result": "42",
+                "runtime": 0.01 * (i % 50),
+                "timestamp": t + 0.01,
+                "hostname": host,
+            }
+        )
         if i % 14 == 0:
-            events.append({"type": "worker-heartbeat", "hostname": host, "freq": 2.0, "active": 1,
-                           "processed": i, "timestamp": t})
+            events.append(
+                {"type": "worker-heartbeat", "hostname": host, "freq": 2.0, "active": 1, "processed": i, "timestamp": t}
+            )
         t += 0.001
     return events
 
@@ -51,7 +88,7 @@ def run(events: list[dict[str, Any]], batch: int, with_task_metrics: bool) -> fl
     if not with_task_metrics:
         metrics.task_level.observe = lambda batch, tasks: None  # type: ignore[method-assign]
     hub = Hub(settings, TaskStore(settings.max_tasks), None, metrics, None)  # type: ignore[arg-type]
-    batches = [events[i:i + batch] for i in range(0, len(events), batch)]
+    batches = [events[i : i + batch] for i in range(0, len(events), batch)]
     gc.collect()
     t0 = time.perf_counter()
     for b in batches:

@@ -38,7 +38,7 @@ def host_path(service: Service, root: Path, container_path: str) -> Path | None:
     path = PurePosixPath(container_path)
     for target, source in sorted(mounts(service, root).items(), key=lambda m: -len(m[0].parts)):
         if path == target or target in path.parents:
-            return source.joinpath(*path.parts[len(target.parts):])
+            return source.joinpath(*path.parts[len(target.parts) :])
     return None
 
 
@@ -85,8 +85,9 @@ def check_prometheus(stack: Stack) -> Iterator[str]:
     for token in service.command:
         if token.startswith("--") and token[2:].split("=")[0] not in prometheus_flags():
             yield f"prometheus: has no flag {token.split('=')[0]}"
-    config_path = host_path(service, stack.root, flag_value(service.command, "--config.file",
-                                                            "/etc/prometheus/prometheus.yml") or "")
+    config_path = host_path(
+        service, stack.root, flag_value(service.command, "--config.file", "/etc/prometheus/prometheus.yml") or ""
+    )
     if config_path is None or not config_path.is_file():
         yield f"prometheus: --config.file is not a mounted file of this repository ({config_path})"
         return
@@ -94,8 +95,9 @@ def check_prometheus(stack: Stack) -> Iterator[str]:
     jobs = {job["job_name"]: job for job in config.get("scrape_configs") or []}
     want = {
         "pushserver": {f"{s.name}:{params['port']}" for s, params in pushservers(stack)},
-        "flower": {f"{s.name}:{flag_value(s.command, '--port', '5555')}" for s in stack.runs("celery")
-                   if "flower" in s.command},
+        "flower": {
+            f"{s.name}:{flag_value(s.command, '--port', '5555')}" for s in stack.runs("celery") if "flower" in s.command
+        },
     }
     for job_name, expected in want.items():
         job = jobs.get(job_name)
@@ -129,7 +131,10 @@ def check_grafana(stack: Stack) -> Iterator[str]:
     for path in sorted((provisioning / "datasources").glob("*.y*ml")):
         for source in yaml.safe_load(path.read_text()).get("datasources") or []:
             uids.add(source.get("uid"))
-            if source.get("type") == "prometheus" and source.get("url") != f"http://prometheus:{address.split(':')[-1]}":
+            if (
+                source.get("type") == "prometheus"
+                and source.get("url") != f"http://prometheus:{address.split(':')[-1]}"
+            ):
                 yield f"grafana: datasource {source.get('name')} points at {source.get('url')}, not this stack's Prometheus"
     dashboards: list[Path] = []
     for path in sorted((provisioning / "dashboards").glob("*.y*ml")):
@@ -179,24 +184,57 @@ def broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Stack:
 
 
 BROKEN = [
-    ("docker-compose.yml", "profiles: [monitoring]\n    restart: unless-stopped\n    command",
-     "restart: unless-stopped\n    command", "prometheus: profiles None"),
-    ("docker-compose.yml", '"--storage.tsdb.retention.time=15d"', '"--storage.retention=15d"', "no flag --storage.retention"),
-    ("docker-compose.yml", "./deploy/prometheus:/etc/prometheus:ro", "./deploy/prom:/etc/prometheus:ro",
-     "--config.file is not a mounted file"),
+    (
+        "docker-compose.yml",
+        "profiles: [monitoring]\n    restart: unless-stopped\n    command",
+        "restart: unless-stopped\n    command",
+        "prometheus: profiles None",
+    ),
+    (
+        "docker-compose.yml",
+        '"--storage.tsdb.retention.time=15d"',
+        '"--storage.retention=15d"',
+        "no flag --storage.retention",
+    ),
+    (
+        "docker-compose.yml",
+        "./deploy/prometheus:/etc/prometheus:ro",
+        "./deploy/prom:/etc/prometheus:ro",
+        "--config.file is not a mounted file",
+    ),
     ("docker-compose.yml", '"127.0.0.1:9090:9090"', '"9090:9090"', "beyond this machine"),
-    ("deploy/prometheus/targets/pushserver.yml", "- pushserver-2:8000", "- pushserver-2:8001",
-     "job pushserver scrapes"),
+    (
+        "deploy/prometheus/targets/pushserver.yml",
+        "- pushserver-2:8000",
+        "- pushserver-2:8001",
+        "job pushserver scrapes",
+    ),
     ("deploy/prometheus/targets/flower.yml", "- flower:5555", "- flower:5556", "job flower scrapes"),
     ("deploy/prometheus/prometheus.yml", "job_name: pushserver", "job_name: push", "no job pushserver"),
-    ("deploy/grafana/provisioning/datasources/prometheus.yml", "http://prometheus:9090", "http://localhost:9090",
-     "not this stack's Prometheus"),
-    ("deploy/grafana/provisioning/datasources/prometheus.yml", "uid: prometheus", "uid: prom",
-     "which is not provisioned"),
-    ("deploy/grafana/provisioning/dashboards/pushserver.yml", "path: /etc/grafana/dashboards",
-     "path: /var/lib/grafana/dashboards", "reads a folder that is not mounted"),
-    ("docker-compose.yml", "./deploy/grafana/provisioning:", "./deploy/grafana/provision:",
-     "/etc/grafana/provisioning is not a mounted folder"),
+    (
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+        "http://prometheus:9090",
+        "http://localhost:9090",
+        "not this stack's Prometheus",
+    ),
+    (
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+        "uid: prometheus",
+        "uid: prom",
+        "which is not provisioned",
+    ),
+    (
+        "deploy/grafana/provisioning/dashboards/pushserver.yml",
+        "path: /etc/grafana/dashboards",
+        "path: /var/lib/grafana/dashboards",
+        "reads a folder that is not mounted",
+    ),
+    (
+        "docker-compose.yml",
+        "./deploy/grafana/provisioning:",
+        "./deploy/grafana/provision:",
+        "/etc/grafana/provisioning is not a mounted folder",
+    ),
 ]
 
 

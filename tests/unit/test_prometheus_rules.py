@@ -21,7 +21,9 @@ ALERT_TESTS = PROMETHEUS_DIR / "alerts.test.yml"
 
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("promtool")
-    assert exe, "promtool is not installed: `make test` installs Debian's prometheus package (apt-get install prometheus)"
+    assert exe, (
+        "promtool is not installed: `make test` installs Debian's prometheus package (apt-get install prometheus)"
+    )
     return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
