@@ -23,6 +23,8 @@ from prometheus_client.registry import Collector
 
 #: Upper bounds (seconds) of the runtime histogram: from a quick task to an hour-long job.
 RUNTIME_BUCKETS = (0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+#: Longest hostname label (task names are already cut to this length by the store).
+MAX_LABEL_LENGTH = 255
 #: The label a name or hostname gets once the cap is reached.
 OTHER = "other"
 #: The name label of a task whose task-sent / task-received this server never saw.
@@ -119,6 +121,7 @@ class TaskMetrics(Collector):
     def _host_label(self, raw: Any) -> str:
         if not isinstance(raw, str) or not raw:
             return UNKNOWN
+        raw = raw[:MAX_LABEL_LENGTH]  # a forged megabyte hostname must not become a megabyte label
         label = self._hosts.get(raw)
         if label is None:
             if len(self._hosts) >= self.max_names:

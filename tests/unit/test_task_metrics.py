@@ -169,3 +169,9 @@ def test_events_of_other_kinds_or_malformed_ones_change_nothing() -> None:
     ]
     feed(metrics, store, [{"type": "worker-heartbeat", "hostname": "w@h", "freq": "x"}])  # Celery's default freq
     assert samples(metrics)[("pushserver_worker_online", (("worker", "w@h"),))] == 1
+
+
+def test_a_huge_hostname_is_cut() -> None:
+    store, metrics = TaskStore(), TaskMetrics()
+    feed(metrics, store, [{"type": "worker-heartbeat", "hostname": "w" * 1_000_000, "freq": 2.0}])
+    assert [len(dict(k[1])["worker"]) for k in samples(metrics) if k[0] == "pushserver_worker_online"] == [255]
