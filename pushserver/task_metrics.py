@@ -148,6 +148,9 @@ class TaskMetrics(Collector):
         if kind == "worker-offline":
             self._worker_expires[host] = now
             return
+        if kind == "worker-online":  # a (re)started worker runs nothing from before: tasks lost to a crash end here
+            for task_id in [t for t, (_, h) in self._running.items() if h == host]:
+                del self._running[task_id]
         freq = event.get("freq")
         if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not 0.1 <= freq <= 3600:
             freq = DEFAULT_HEARTBEAT_FREQ

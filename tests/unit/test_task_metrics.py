@@ -175,3 +175,11 @@ def test_a_huge_hostname_is_cut() -> None:
     store, metrics = TaskStore(), TaskMetrics()
     feed(metrics, store, [{"type": "worker-heartbeat", "hostname": "w" * 1_000_000, "freq": 2.0}])
     assert [len(dict(k[1])["worker"]) for k in samples(metrics) if k[0] == "pushserver_worker_online"] == [255]
+
+
+def test_a_restarted_worker_runs_none_of_its_earlier_tasks() -> None:
+    store, metrics = TaskStore(), TaskMetrics()
+    feed(metrics, store, task("a", "app.x", host="w1@h")[:2] + task("b", "app.x", host="w2@h")[:2])
+    assert samples(metrics)[("pushserver_tasks_running", (("name", "app.x"),))] == 2
+    feed(metrics, store, [{"type": "worker-online", "hostname": "w1@h", "freq": 2.0}])  # killed, started again
+    assert samples(metrics)[("pushserver_tasks_running", (("name", "app.x"),))] == 1
