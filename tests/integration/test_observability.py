@@ -111,14 +111,14 @@ def observed(stack: Stack, mongo: str, tmp_path_factory: pytest.TempPathFactory)
     procs: list[Proc] = []
     try:
         replicas = []
-        for i in (1, 2):
+        for i, receiver in ((1, "process"), (2, "thread")):  # both ways events reach the loop
             proc, url = start_pushserver(
                 f"pushserver-obs-{i}",
                 stack.broker,
                 stack.backend,
                 tmp,
                 secret=SECRET,
-                extra=["--mongo", mongo, "--mongo-db", f"obs_{secrets.token_hex(4)}", "--receiver", "thread"],
+                extra=["--mongo", mongo, "--mongo-db", f"obs_{secrets.token_hex(4)}", "--receiver", receiver],
                 log_level="INFO",
             )
             procs.append(proc)
@@ -282,7 +282,10 @@ def test_task_level_metrics_count_what_ran(observed: Observed, workload: dict[st
     # Three runs of 4 steps of 0.05 s and one of 2: the workers' runtimes add up to at least 0.7 s.
     total = observed.values('max(pushserver_task_runtime_seconds_sum{name="workers.tasks.demo_progress"})')
     assert list(total.values())[0] >= 0.7
-    workers = observed.values('max by (worker) (pushserver_worker_online{job="pushserver"})')
-    online = {json.loads(k)["worker"].split("@")[0]: v for k, v in workers.items()}
-    assert online["threads"] == online["prefork"] == 1.0, online
+    # Each replica, whichever way its receiver runs, hears both workers' heartbeats.
+    workers = observed.values('pushserver_worker_online{job="pushserver"}')
+    online = {(json.loads(k)["instance"], json.loads(k)["worker"].split("@")[0]): v for k, v in workers.items()}
+    for url in observed.replicas:
+        instance = urllib.parse.urlsplit(url).netloc
+        assert online.get((instance, "threads")) == online.get((instance, "prefork")) == 1.0, online
     assert observed.values('max(pushserver_task_metric_labels_folded_total{label="name"})') == {"{}": 0.0}
