@@ -89,7 +89,8 @@ class TaskMetrics(Collector):
                 started = running.pop(task_id, None) if isinstance(task_id, str) else None
                 if kind == "task-retried" or (kind == "task-rejected" and event.get("requeue")):
                     continue  # the task goes back to the queue: not finished
-                name = started[0] if started is not None else self._name_of(task_id, tasks)
+                # Known at start, unless task-started overtook task-received: then ask the store again.
+                name = started[0] if started is not None and started[0] != UNKNOWN else self._name_of(task_id, tasks)
                 key = (name, _FINISHED[kind])
                 self._finished[key] = self._finished.get(key, 0) + 1
                 if kind == "task-succeeded":

@@ -183,3 +183,15 @@ def test_a_restarted_worker_runs_none_of_its_earlier_tasks() -> None:
     assert samples(metrics)[("pushserver_tasks_running", (("name", "app.x"),))] == 2
     feed(metrics, store, [{"type": "worker-online", "hostname": "w1@h", "freq": 2.0}])  # killed, started again
     assert samples(metrics)[("pushserver_tasks_running", (("name", "app.x"),))] == 1
+
+
+def test_a_start_that_overtook_its_received_event_is_named_at_the_finish() -> None:
+    store, metrics = TaskStore(), TaskMetrics()
+    received, started, succeeded = task("a", "app.x")
+    feed(metrics, store, [started])
+    assert samples(metrics)[("pushserver_tasks_running", (("name", "unknown"),))] == 1
+    feed(metrics, store, [received])
+    feed(metrics, store, [succeeded])
+    s = samples(metrics)
+    assert s[("pushserver_tasks_finished_total", (("name", "app.x"), ("state", "SUCCESS")))] == 1
+    assert s.get(("pushserver_tasks_running", (("name", "unknown"),)), 0) == 0
