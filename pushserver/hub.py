@@ -313,6 +313,7 @@ class Hub:
             self.metrics.events.labels(_type_label(event_type)).inc(n)
         task_events = [event for event in batch if is_task_event(event)]
         self._merge_task_events(task_events)
+        self.metrics.task_level.observe(batch, self.store)
         if self.eventlog is not None:
             self.eventlog.record(task_events)
 

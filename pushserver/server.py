@@ -34,10 +34,11 @@ class PushServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.celery = make_celery(settings.broker_url, settings.result_backend)
-        self.metrics = Metrics()
+        self.metrics = Metrics(max_tasks=settings.max_tasks, max_task_names=settings.metrics_task_names)
         # What no client is ever sent is not kept either (bounded memory per task).
         policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
         self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
+        self.metrics.watch_store(lambda: self.store.evicted)
         self.backend = ResultBackend(self.celery)
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
