@@ -178,7 +178,9 @@ def nightly_report(self: Task, archive_after_days: float | None = None) -> dict[
         "archived": archived,
         "archive_cutoff": cutoff,
     }
-    db.reports().insert_one(dict(report))
+    reports = db.reports()
+    reports.create_index("generated_at")  # Express reads the newest; idempotent, so every run may ask
+    reports.insert_one(dict(report))
     report_progress(self, 100, 100, f"report saved; archived {archived} records")
     return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in report.items()}
 

@@ -247,7 +247,6 @@ export async function startWorker({ env, queue = 'celery', concurrency = 2, extr
       // Task outputs go to a temp dir, never into the work tree.
       MEDIA_DIR: path.join(workDir, 'media'),
       OUTBOX_DIR: path.join(workDir, 'outbox'),
-      REPORTS_DIR: path.join(workDir, 'reports'),
       ...env,
     },
     graceMs: 10_000,

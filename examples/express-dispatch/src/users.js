@@ -80,8 +80,10 @@ export class UserStore {
   /** The user if `password` is theirs, else null (same work either way). */
   async authenticate(username, password) {
     const user = await this.users.findOne({ username_lower: username.toLowerCase() });
-    const matches = await passwordMatches(password, user ? user.password_hash : await this.dummyHash);
-    return user && matches ? publicUser(user) : null;
+    // An account without a password (the demo's seeded user) cannot sign in.
+    const usable = typeof user?.password_hash === 'string' && user.password_hash.startsWith('scrypt$');
+    const matches = await passwordMatches(password, usable ? user.password_hash : await this.dummyHash);
+    return usable && matches ? publicUser(user) : null;
   }
 
   /** The public part of user `id`, or undefined. */
