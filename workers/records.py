@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from celery.signals import task_postrun, task_prerun
@@ -39,14 +40,31 @@ def set_fields(task_id: str, fields: dict[str, Any], stamp: str | None = None) -
     return result.matched_count > 0
 
 
+# After a failed write, states are not recorded for this long: during a MongoDB outage each
+# attempt would hold the task up to the server-selection timeout.
+PAUSE_AFTER_FAILURE = 30.0
+_paused_until = 0.0
+skipped = 0  # states not recorded during pauses (logged when recording resumes)
+
+
 def _record_state(task_id: str | None, state: str, stamp: str) -> None:
+    global _paused_until, skipped
     if not task_id or not _tracking():
+        return
+    if time.monotonic() < _paused_until:
+        skipped += 1
         return
     try:
         set_fields(task_id, {"state": state}, stamp)
     except PyMongoError as exc:
         # The task itself must not fail because its bookkeeping could not be written.
-        logger.warning("could not record state %s of task %s in MongoDB: %s", state, task_id, exc)
+        _paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
+        logger.warning("could not record state %s of task %s in MongoDB (%s); not recording states for %.0f s",
+                       state, task_id, exc, PAUSE_AFTER_FAILURE)
+        return
+    if skipped:
+        logger.warning("recording task states in MongoDB again; %d were not recorded meanwhile", skipped)
+        skipped = 0
 
 
 @task_prerun.connect

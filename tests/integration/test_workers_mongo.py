@@ -8,6 +8,7 @@ reads back what they wrote.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -287,3 +288,25 @@ def test_workers_without_mongo_url_say_so(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("MONGO_URL", raising=False)
     with pytest.raises(RuntimeError, match="MONGO_URL is not set"):
         tasks.send_welcome_email("u1")
+
+
+def test_a_mongodb_outage_pauses_state_recording_instead_of_holding_every_task(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dev.stack import free_port
+    from workers import records
+
+    monkeypatch.setenv("MONGO_URL", f"mongodb://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("MONGO_TIMEOUT_MS", "300")
+    monkeypatch.setattr(records, "_paused_until", 0.0)
+    monkeypatch.setattr(records, "skipped", 0)
+    started = time.monotonic()
+    records._record_state("t-1", "STARTED", "started_at")
+    first = time.monotonic() - started
+    assert first >= 0.25, "the first attempt waited for server selection"
+    assert "not recording states for 30 s" in caplog.text
+    started = time.monotonic()
+    for _ in range(20):
+        records._record_state("t-2", "SUCCESS", "finished_at")
+    assert time.monotonic() - started < 0.1, "later tasks are not held up"
+    assert records.skipped == 20
