@@ -116,6 +116,9 @@ def test_welcome_email_reads_the_user_document(clean: MongoStack, queue: str) ->
         assert result.result["username"] == "ada"
         eml = Path(result.result["delivered_to"]).read_text()
         assert "Hello ada," in eml, "greeted by the username read from MongoDB"
+    # Each pool process made its own client after the fork (pymongo warns when one crosses a fork).
+    logs = "".join(proc.log() for proc in clean.stack.procs if proc.name.startswith("mongo-"))
+    assert "MongoClient opened before fork" not in logs
 
 
 def test_welcome_email_for_a_missing_user_fails_clearly_and_is_not_retried(clean: MongoStack) -> None:
