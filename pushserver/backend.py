@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 from celery import Celery
+from celery.backends.base import BaseKeyValueStoreBackend
 from celery.utils.saferepr import saferepr
 
 from .state import normalize_progress
@@ -98,12 +100,62 @@ def _exception_repr(result: Any) -> str | None:
     return saferepr(result, RESULT_REPR_MAXLEN)
 
 
+#: Keys per batched read: one MGET round trip each.
+MAX_KEYS_PER_READ = 1000
+
+
 class ResultBackend:
     """Reads task states from the Celery result backend without blocking the event loop."""
 
-    def __init__(self, app: Celery, workers: int = 4) -> None:
+    def __init__(self, app: Celery, workers: int = 4, on_read: Callable[[str, int], None] | None = None) -> None:
         self.app = app
+        self.on_read = on_read  # (how, keys): counted per round trip, "batch" or "single"
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-backend")
+
+    @property
+    def batched(self) -> bool:
+        """True when one round trip reads many tasks (key-value backends: Redis, rediss, Sentinel, memcached)."""
+        return _mget_supported(self.app.backend)
+
+    async def lookup_many(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each task's state as an event, for those the backend knows; one round trip per 1 000 on key-value
+        backends, one per task on the others. A backend outage gives an empty answer, never an error."""
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return {}
+        loop = asyncio.get_running_loop()
+        try:
+            metas = await loop.run_in_executor(self._pool, self._get_metas, ids)
+        except Exception as exc:  # noqa: BLE001 - a backend outage delays reconciliation, never fails it
+            log.warning("result backend read of %d tasks failed (%s: %s)", len(ids), type(exc).__name__, exc)
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for task_id, meta in metas.items():
+            event = meta_to_event(task_id, meta) if meta else None
+            if event is not None:
+                found[task_id] = event
+        return found
+
+    def _get_metas(self, task_ids: list[str]) -> dict[str, Mapping[str, Any] | None]:
+        backend = self.app.backend
+        if not _mget_supported(backend):
+            metas = {}
+            for task_id in task_ids:
+                metas[task_id] = backend.get_task_meta(task_id)
+                self._count("single", 1)
+            return metas
+        found: dict[str, Mapping[str, Any] | None] = {}
+        for start in range(0, len(task_ids), MAX_KEYS_PER_READ):
+            chunk = task_ids[start:start + MAX_KEYS_PER_READ]
+            values = backend.mget([backend.get_key_for_task(t) for t in chunk])
+            self._count("batch", len(chunk))
+            for task_id, value in zip(chunk, values):
+                found[task_id] = backend.decode_result(value) if value else None
+        return found
+
+    def _count(self, how: str, keys: int) -> None:
+        if self.on_read is not None:
+            self.on_read(how, keys)
 
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
         """The task's state as an event, or None when the backend knows nothing (or cannot be reached)."""
@@ -117,7 +169,13 @@ class ResultBackend:
 
     def _get_meta(self, task_id: str) -> Mapping[str, Any] | None:
         backend = self.app.backend
+        self._count("single", 1)
         return backend.get_task_meta(task_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _mget_supported(backend: Any) -> bool:
+    """Whether the backend implements Celery's ``mget`` (the base class only raises NotImplementedError)."""
+    return isinstance(backend, BaseKeyValueStoreBackend) and type(backend).mget is not BaseKeyValueStoreBackend.mget

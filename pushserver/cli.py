@@ -79,9 +79,8 @@ def broker_options(command: F) -> F:
 @settings_options
 def serve(**options: Any) -> None:
     """Run the push server until SIGTERM or Ctrl-C."""
-    settings = Settings.from_options(options)
     try:
-        settings.validate()
+        settings = Settings.from_options(options).validate()
     except ConfigError as exc:
         fail(str(exc))
     configure_logging(settings.log_level)
