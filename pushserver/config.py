@@ -210,7 +210,7 @@ class Settings:
     reconcile_max_interval: float = field(default=60.0, metadata=option(
         "--reconcile-max-interval", "PUSHSERVER_RECONCILE_MAX_INTERVAL",
         "Longest wait between two result-backend reads of a quiet task: a finished task whose events were"
-        " lost is delivered within this (plus a second).", range=(1, 86400)))
+        " lost is delivered within this (plus two seconds).", range=(1, 86400)))
     reconcile_batch: int = field(default=1000, metadata=option(
         "--reconcile-batch", "PUSHSERVER_RECONCILE_BATCH",
         "Most quiet tasks read per second, in one round trip on Redis (MGET); other backends read"
