@@ -16,11 +16,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,workers]'
 	touch $(STAMP)
 
-## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI).
+## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI);
+## redis-sentinel and openssl are for the fault suite's Sentinel failover and TLS scenarios.
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 ## The Node examples the demo serves: Express and the built React page (skipped without npm).
 examples-build:

@@ -182,14 +182,9 @@ class SentinelSet:
     def current_master(self) -> int | None:
         """The port the sentinels now name for the master (None when no sentinel answers)."""
         for port in self.sentinel_ports:
-            client = redis.Redis(port=port, socket_timeout=1)
-            try:
-                _, master_port = client.sentinel_get_master_addr_by_name(self.master_name)
-                return int(master_port)
-            except (redis.RedisError, TypeError):
-                continue
-            finally:
-                client.close()
+            master = sentinel_view(port, self.master_name)
+            if master is not None:
+                return int(str(master["address"]).rsplit(":", 1)[1])
         return None
 
     def procs(self) -> list[Proc]:
@@ -223,19 +218,28 @@ def start_sentinel_set(
 
     def agreed() -> bool:
         for port in ports:
-            client = redis.Redis(port=port, socket_timeout=1)
-            try:
-                info = client.sentinel_master(master_name)
-                if int(info.get("num-other-sentinels", 0)) < 2 or int(info.get("num-slaves", 0)) < 1:
-                    return False
-            except redis.RedisError:
+            master = sentinel_view(port, master_name)
+            if master is None or int(master.get("sentinels", 0)) < 3 or int(master.get("slaves", 0)) < 1:
                 return False
-            finally:
-                client.close()
         return True
 
     wait_until(agreed, 30, "the three sentinels to see each other and the replica", interval=0.2)
     return s
+
+
+def sentinel_view(port: int, master_name: str) -> dict[str, object] | None:
+    """What one sentinel says of the master (``INFO sentinel``: address, slaves, sentinels), or None."""
+    client = redis.Redis(port=port, socket_timeout=1)
+    try:
+        info = client.info("sentinel")
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    for key, value in info.items():
+        if key.startswith("master") and isinstance(value, dict) and value.get("name") == master_name:
+            return value
+    return None
 
 
 def _replica_synced(port: int) -> bool:
