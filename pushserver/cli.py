@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar, get_type_hints
 import click
 
 from .auth import mint_token
-from .config import DEFAULT_BROKER, ConfigError, Settings, check_url, option_of, split_list
+from .config import DEFAULT_BROKER, ConfigError, Settings, check_redis_tls, check_url, option_of, split_list
 from .logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -130,11 +130,12 @@ def demo(broker: str, backend: str, port: int, web_port: int, mongo: str | None,
     """
     from .demo import run_demo
 
-    for flag, url, schemes in (("--broker", broker, {"redis"}), ("--backend", backend, {"redis"})):
+    for flag, url in (("--broker", broker), ("--backend", backend)):
         try:
-            check_url(flag, url, schemes)
+            check_url(flag, url, {"redis", "rediss"})
+            check_redis_tls(flag, url)
         except ConfigError as exc:
-            fail(f"{exc} (the demo runs on Redis)")
+            fail(f"{exc} (the demo runs on Redis, with or without TLS)")
     try:
         sys.exit(run_demo(broker, backend, port, once, web_port, mongo or None))
     except RuntimeError as exc:

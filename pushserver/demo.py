@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from .auth import mint_token
+from .config import redact_url
 from .devstack import (ROOT, Proc, free_port, http_status, redis_ping, start_mongo, start_pushserver,
                        start_redis, start_worker, wait_until)
 from .state import READY_STATES
@@ -85,16 +86,17 @@ class Demo:
         say = self.console.print
         parts = urlsplit(self.broker)
         host, port = parts.hostname or "127.0.0.1", parts.port or 6379
-        if redis_ping(port, host):
-            say(f"[dim]using the Redis already running at {host}:{port}[/]")
+        if redis_answers(self.broker):
+            say(f"[dim]using the Redis already running at {host}:{port}"
+                f"{' (TLS)' if parts.scheme == 'rediss' else ''}[/]")
         elif parts.scheme == "redis" and host in ("127.0.0.1", "localhost"):
             redis, _ = start_redis(self.log_dir, port=port)
             self.procs.append(redis)
             say(f"started redis-server on {host}:{port} [dim](pid {redis.pid})[/]")
         else:
-            raise RuntimeError(f"no Redis answers at {host}:{port} (from the broker URL {self.broker})")
+            raise RuntimeError(f"no Redis answers at {host}:{port} (from the broker URL {redact_url(self.broker)})")
         if self.mongo_url:
-            say(f"[dim]event log in the MongoDB at {self.mongo_url}[/]")
+            say(f"[dim]event log in the MongoDB at {redact_url(self.mongo_url)}[/]")
         else:
             mongo, self.mongo_url = start_mongo(self.log_dir)
             self.procs.append(mongo)
@@ -211,6 +213,23 @@ class Demo:
         self.console.print(f"{len(finals)} tasks finished in {time.monotonic() - started:.1f}s "
                            f"({ok} succeeded), every update pushed — no polling.")
         return finals
+
+
+def redis_answers(url: str) -> bool:
+    """Tell whether the Redis of a redis:// or rediss:// URL answers PING (TLS, certificates and password as the
+    URL says)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    except ValueError:
+        return False
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def _port_or_free(port: int, say: Any, what: str) -> int:

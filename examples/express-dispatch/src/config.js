@@ -1,6 +1,7 @@
 // Settings for the dispatch app, read once from the environment.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isRedisFamily, redisConnection, RedisUrlError } from './redisConnection.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -29,6 +30,21 @@ function integer(env, name, fallback, { min = 0, max = Number.MAX_SAFE_INTEGER }
   return value;
 }
 
+function jsonObject(env, name) {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return {};
+  let value;
+  try {
+    value = JSON.parse(raw);
+  } catch (err) {
+    throw new ConfigError(`${name} must be a JSON object, e.g. {"master_name": "mymaster"} (${err.message})`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(`${name} must be a JSON object, e.g. {"master_name": "mymaster"}`);
+  }
+  return value;
+}
+
 function text(env, name, fallback) {
   const raw = env[name];
   return raw === undefined || raw.trim() === '' ? fallback : raw.trim();
@@ -47,9 +63,25 @@ export function readConfig(env = process.env) {
     // the pushserver: better to stop here than serve a page that never updates.
     throw new ConfigError('PUSHSERVER_SECRET is required (the same secret the pushserver verifies tokens with)');
   }
+  const brokerUrl = text(env, 'CELERY_BROKER_URL', DEFAULTS.brokerUrl);
+  const resultBackend = text(env, 'CELERY_RESULT_BACKEND', DEFAULTS.resultBackend);
+  const brokerTransportOptions = jsonObject(env, 'CELERY_BROKER_TRANSPORT_OPTIONS');
+  const backendTransportOptions = jsonObject(env, 'CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS');
+  // A rediss:// URL without ssl_cert_reqs, or a sentinel:// one without master_name, fails here, not later.
+  for (const [name, url, options] of [['CELERY_BROKER_URL', brokerUrl, brokerTransportOptions],
+    ['CELERY_RESULT_BACKEND', resultBackend, backendTransportOptions]]) {
+    try {
+      if (isRedisFamily(url)) redisConnection(url, options, name);
+    } catch (err) {
+      if (err instanceof RedisUrlError) throw new ConfigError(err.message);
+      throw new ConfigError(`${name} is not a valid URL`);
+    }
+  }
   return {
-    brokerUrl: text(env, 'CELERY_BROKER_URL', DEFAULTS.brokerUrl),
-    resultBackend: text(env, 'CELERY_RESULT_BACKEND', DEFAULTS.resultBackend),
+    brokerUrl,
+    resultBackend,
+    brokerTransportOptions,
+    backendTransportOptions,
     queue: text(env, 'CELERY_QUEUE', DEFAULTS.queue),
     host: text(env, 'HOST', DEFAULTS.host),
     port: integer(env, 'PORT', DEFAULTS.port, { max: 65535 }),

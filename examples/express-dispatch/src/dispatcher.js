@@ -9,6 +9,7 @@
 // what `sendTask` would have sent.
 import { randomUUID } from 'node:crypto';
 import celery from 'celery-node';
+import { isRedisFamily, redisConnection } from './redisConnection.js';
 
 export class BrokerUnavailableError extends Error {
   constructor(message, options) {
@@ -27,10 +28,6 @@ const REDIS_OPTIONS = Object.freeze({
   retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
 });
 
-function isRedisUrl(url) {
-  return /^rediss?:/i.test(url);
-}
-
 function withTimeout(promise, ms, what) {
   let timer;
   const timeout = new Promise((_, reject) => {
@@ -41,9 +38,16 @@ function withTimeout(promise, ms, what) {
 
 /** Dispatches task messages to Celery through one celery-node client per queue. */
 export class CeleryDispatcher {
-  constructor({ brokerUrl, resultBackend, queue = 'celery', readyTimeoutMs = 3000, publishTimeoutMs = 3000, logger = console }) {
+  constructor({
+    brokerUrl, resultBackend, brokerTransportOptions = {}, backendTransportOptions = {}, queue = 'celery',
+    readyTimeoutMs = 3000, publishTimeoutMs = 3000, logger = console,
+  }) {
     this.brokerUrl = brokerUrl;
     this.resultBackend = resultBackend;
+    // TLS, passwords and Sentinel, from the same URLs and transport options Celery takes (redisConnection.js).
+    this.brokerConnection = isRedisFamily(brokerUrl) ? redisConnection(brokerUrl, brokerTransportOptions, 'CELERY_BROKER_URL') : null;
+    this.backendConnection = isRedisFamily(resultBackend)
+      ? redisConnection(resultBackend, backendTransportOptions, 'CELERY_RESULT_BACKEND') : null;
     this.defaultQueue = queue;
     this.readyTimeoutMs = readyTimeoutMs;
     this.publishTimeoutMs = publishTimeoutMs;
@@ -58,9 +62,9 @@ export class CeleryDispatcher {
     let client = this.clients.get(queue);
     if (!client) {
       if (this.closed) throw new BrokerUnavailableError('dispatcher is closed');
-      client = celery.createClient(this.brokerUrl, this.resultBackend, queue);
-      if (isRedisUrl(this.brokerUrl)) client.conf.CELERY_BROKER_OPTIONS = { ...REDIS_OPTIONS };
-      if (isRedisUrl(this.resultBackend)) client.conf.CELERY_BACKEND_OPTIONS = { ...REDIS_OPTIONS };
+      client = celery.createClient(this.brokerConnection?.url ?? this.brokerUrl, this.backendConnection?.url ?? this.resultBackend, queue);
+      if (this.brokerConnection) client.conf.CELERY_BROKER_OPTIONS = { ...REDIS_OPTIONS, ...this.brokerConnection.options };
+      if (this.backendConnection) client.conf.CELERY_BACKEND_OPTIONS = { ...REDIS_OPTIONS, ...this.backendConnection.options };
       this.watchConnection(client.broker, `broker (queue ${queue})`);
       this.watchConnection(client.backend, 'result backend');
       this.clients.set(queue, client);
