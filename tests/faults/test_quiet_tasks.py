@@ -14,6 +14,7 @@ doubling schedule allows, counted by Redis itself (``INFO commandstats``).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ import pytest
 import redis
 
 from pushserver.devstack import BIN, Proc
-from tests.faults.conftest import HOSTNAME, FaultStack, delivered, metric, redis_stack
+from tests.faults.conftest import HOSTNAME, FaultStack, delivered, env_number, metric, redis_stack, token
+from tests.support.clients import Watcher
 
 AFTER = 5.0  # --reconcile-after's default
 SLACK = 2.0  # the tick (1 s) and a loaded 2-core machine
@@ -192,3 +194,47 @@ async def test_a_long_silent_task_is_not_hammered(quiet: FaultStack, watchers, r
     assert final["result"] == str(seconds)
     assert 3 <= reads <= allowed, (reads, allowed)
     assert metric(url, "pushserver_backend_reads_total", kind="batch") >= reads
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_ten_thousand_quiet_tasks_cost_at_most_one_backend_round_trip_a_second(quiet: FaultStack, report):
+    """10 000 watched tasks that never run (10 clients x 1 000): Redis counts the server's MGETs."""
+    seconds = env_number("PUSHSERVER_QUIET_SECONDS", 60)
+    proc, url = quiet.server("quiet-ten-thousand")
+    clients = [Watcher(url) for _ in range(10)]
+    for w in clients:
+        await w.connect(token())
+    ids = [str(uuid.uuid4()) for _ in range(10_000)]
+    try:
+        for i, w in enumerate(clients):
+            mine = ids[i * 1000 : (i + 1) * 1000]
+            for start in range(0, len(mine), 100):
+                assert (await w.subscribe(mine[start : start + 100]))["ok"]
+        assert quiet.redis_port is not None
+        assert metric(url, "pushserver_subscriptions") == len(ids)
+        calls_before = redis_calls(quiet.redis_port, "mget")
+        keys_before = metric(url, "pushserver_quiet_tasks_checked_total")
+        cpu_before, started = cpu_seconds(proc.pid), time.monotonic()
+        await asyncio.sleep(seconds)
+        elapsed = time.monotonic() - started
+        calls = redis_calls(quiet.redis_port, "mget") - calls_before
+        keys = metric(url, "pushserver_quiet_tasks_checked_total") - keys_before
+        cpu = cpu_seconds(proc.pid) - cpu_before
+    finally:
+        for w in clients:
+            await w.close()
+    report(
+        f"9d 10 000 quiet watched tasks for {seconds:.0f} s: backend cost",
+        0,
+        0,
+        mget_per_s=round(calls / elapsed, 2),
+        keys_read_per_s=round(keys / elapsed),
+        server_cpu_pct=round(100 * cpu / elapsed, 1),
+    )
+    assert calls / elapsed <= 1.0, (calls, elapsed)
+    assert keys >= len(ids)  # every task was read at least once in the window
