@@ -1,4 +1,4 @@
-"""Scenario 9: task events lost while every process stays connected; the quiet-task reconciler delivers anyway.
+"""Scenario 10: task events lost while every process stays connected; the quiet-task reconciler delivers anyway.
 
 Real Celery workers started without task events (no ``-E``, and
 ``worker_send_task_events`` off), one of them switched on with ``celery
@@ -112,7 +112,7 @@ async def test_worker_with_events_off_clients_still_get_success_and_result(quiet
                 delays.append(time.time() - final["finished_at"])
     finally:
         report(
-            "9a worker with task events off (2 clients x 5 tasks)",
+            "10a worker with task events off (2 clients x 5 tasks)",
             len(clients) * len(ids),
             delivered(clients, ids),
             worst_delay_s=round(max(delays, default=-1), 1),
@@ -149,7 +149,7 @@ async def test_events_switched_off_mid_task_the_lost_success_is_delivered(quiet:
     finally:
         set_events(quiet, "quiet-on", on=True)
         report(
-            "9b task events switched off mid-task (2 clients x 4 tasks)",
+            "10b task events switched off mid-task (2 clients x 4 tasks)",
             len(clients) * len(ids),
             delivered(clients, ids),
             worst_delay_s=round(max(delays, default=-1), 1),
@@ -183,7 +183,7 @@ async def test_a_long_silent_task_is_not_hammered(quiet: FaultStack, watchers, r
     schedule = [1.0, 2.0, 4.0, 8.0] + [8.0 * k for k in range(2, int(ran // longest) + 2)]
     allowed = sum(1 for age in schedule if age <= ran + 1)
     report(
-        "9c long silent task: backend reads (one MGET each)",
+        "10c long silent task: backend reads (one MGET each)",
         1,
         delivered([w], [task_id]),
         task_seconds=round(ran, 1),
@@ -229,7 +229,7 @@ async def test_ten_thousand_quiet_tasks_cost_at_most_one_backend_round_trip_a_se
         for w in clients:
             await w.close()
     report(
-        f"9d 10 000 quiet watched tasks for {seconds:.0f} s: backend cost",
+        f"10d 10 000 quiet watched tasks for {seconds:.0f} s: backend cost",
         0,
         0,
         mget_per_s=round(calls / elapsed, 2),

@@ -1,4 +1,4 @@
-"""Scenario 12: RabbitMQ restarts while tasks run; several pushserver replicas, each with its own durable
+"""Scenario 13: RabbitMQ restarts while tasks run; several pushserver replicas, each with its own durable
 ``--event-queue``, all catch up once it is back.
 
 The broker is a private RabbitMQ node of this test (``tests/support/rabbitmq_node.py``):
@@ -117,7 +117,7 @@ async def test_rabbitmq_restart_every_replica_catches_up_from_its_event_queue(
         whole = caught_up()
     finally:
         report(
-            f"12 RabbitMQ restarted mid-task, {REPLICAS} replicas with --event-queue (6 tasks)",
+            f"13 RabbitMQ restarted mid-task, {REPLICAS} replicas with --event-queue (6 tasks)",
             len(clients) * len(ids),
             delivered(clients, ids),
             **figures,

@@ -1,4 +1,4 @@
-"""Scenario 10: Redis as production runs it: TLS with certificate verification, passwords and ACL users.
+"""Scenario 11: Redis as production runs it: TLS with certificate verification, passwords and ACL users.
 
 A real ``redis-server --tls-port`` with a CA and a server certificate made
 here with openssl; a real ``redis-server`` with ``requirepass`` and an ACL
@@ -64,7 +64,7 @@ async def test_rediss_broker_and_backend_with_certificate_verification(
         ack = await clients[0].subscribe([late.id])
     finally:
         report(
-            "10a Redis TLS (rediss://, certificate verified; 2 clients x 4 tasks)",
+            "11a Redis TLS (rediss://, certificate verified; 2 clients x 4 tasks)",
             len(clients) * len(ids),
             delivered(clients, ids),
         )
@@ -168,7 +168,7 @@ async def test_passwords_and_acl_users_work_and_never_show(fault_dir: Path, watc
                     await w.wait_state(t, "SUCCESS", timeout=60)
         finally:
             report(
-                "10b passwords and an ACL user (2 clients x 3 tasks)", len(clients) * len(ids), delivered(clients, ids)
+                "11b passwords and an ACL user (2 clients x 3 tasks)", len(clients) * len(ids), delivered(clients, ids)
             )
         # The wrong password is refused, says so, and the server stays up and not ready.
         await until(

@@ -1,4 +1,4 @@
-"""Scenario 11: Redis Sentinel: the master is killed while tasks run, Sentinel promotes the replica.
+"""Scenario 12: Redis Sentinel: the master is killed while tasks run, Sentinel promotes the replica.
 
 Real Debian ``redis-server`` (a master and its replica) and three
 ``redis-sentinel`` processes (quorum 2) on loopback ports; workers,
@@ -96,7 +96,7 @@ async def test_sentinel_failover_mid_task_every_completion_is_delivered(
         figures["all_delivered_s"] = round(time.monotonic() - killed_at, 1)
     finally:
         report(
-            "11 Redis Sentinel: master killed mid-task, replica promoted (2 clients x 8 tasks)",
+            "12 Redis Sentinel: master killed mid-task, replica promoted (2 clients x 8 tasks)",
             len(clients) * len(ids),
             delivered(clients, ids),
             **figures,
