@@ -147,8 +147,11 @@ class ResultBackend:
         found: dict[str, Mapping[str, Any] | None] = {}
         for start in range(0, len(task_ids), MAX_KEYS_PER_READ):
             chunk = task_ids[start:start + MAX_KEYS_PER_READ]
-            values = backend.mget([backend.get_key_for_task(t) for t in chunk])
+            keys = [backend.get_key_for_task(t) for t in chunk]
+            values = backend.mget(keys)
             self._count("batch", len(chunk))
+            if hasattr(values, "get"):  # memcached-style clients answer a mapping, Redis a list
+                values = [values.get(key) for key in keys]
             for task_id, value in zip(chunk, values):
                 found[task_id] = backend.decode_result(value) if value else None
         return found
