@@ -79,7 +79,7 @@ def make_certificates(directory: Path, name: str = "ca") -> Certificates:
     return Certificates(ca, cert, key)
 
 
-def start_tls_redis(log_dir: Path, certs: Certificates, *extra: str) -> tuple[Proc, int]:
+def start_tls_redis(log_dir: Path, certs: Certificates, *extra: str, password: str | None = None) -> tuple[Proc, int]:
     """redis-server answering TLS only (``--port 0 --tls-port P``), with the given server certificate."""
     port = free_port()
     proc = Proc(
@@ -112,7 +112,7 @@ def start_tls_redis(log_dir: Path, certs: Certificates, *extra: str) -> tuple[Pr
     )
 
     def answers() -> bool:
-        client = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(certs.ca), socket_timeout=1)
+        client = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(certs.ca), socket_timeout=1, password=password)
         try:
             return bool(client.ping())
         except redis.RedisError:
