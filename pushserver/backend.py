@@ -110,6 +110,7 @@ class ResultBackend:
     def __init__(self, app: Celery, workers: int = 4, on_read: Callable[[str, int], None] | None = None) -> None:
         self.app = app
         self.on_read = on_read  # (how, keys): counted per round trip, "batch" or "single"
+        self.failing = False  # the last read failed: logged once per outage, not once per read
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-backend")
 
     @property
@@ -127,8 +128,9 @@ class ResultBackend:
         try:
             metas = await loop.run_in_executor(self._pool, self._get_metas, ids)
         except Exception as exc:  # noqa: BLE001 - a backend outage delays reconciliation, never fails it
-            log.warning("result backend read of %d tasks failed (%s: %s)", len(ids), type(exc).__name__, exc)
+            self._failed(exc)
             return {}
+        self._answered()
         found: dict[str, dict[str, Any]] = {}
         for task_id, meta in metas.items():
             event = meta_to_event(task_id, meta) if meta else None
@@ -156,6 +158,17 @@ class ResultBackend:
                 found[task_id] = backend.decode_result(value) if value else None
         return found
 
+    def _failed(self, exc: BaseException) -> None:
+        if not self.failing:
+            self.failing = True
+            log.warning("result backend unreachable (%s: %s); snapshots and reconciliation wait for it",
+                        type(exc).__name__, exc)
+
+    def _answered(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.info("result backend answers again")
+
     def _count(self, how: str, keys: int) -> None:
         if self.on_read is not None:
             self.on_read(how, keys)
@@ -166,8 +179,9 @@ class ResultBackend:
         try:
             meta = await loop.run_in_executor(self._pool, self._get_meta, task_id)
         except Exception as exc:  # noqa: BLE001 - a backend outage degrades snapshots, never fails them
-            log.warning("result backend lookup failed for a task (%s: %s)", type(exc).__name__, exc)
+            self._failed(exc)
             return None
+        self._answered()
         return meta_to_event(task_id, meta) if meta else None
 
     def _get_meta(self, task_id: str) -> Mapping[str, Any] | None:

@@ -27,6 +27,9 @@ from typing import Any
 
 log = logging.getLogger("pushserver.reconciler")
 
+#: Seconds between two log lines about quiet tasks found changed (a worker without events finds some every tick).
+LOG_EVERY = 60.0
+
 #: What ``marker_of`` returns for a task that needs no more reading (finished, or no longer watched).
 SETTLED = object()
 
@@ -76,6 +79,8 @@ class QuietReconciler:
         self.on_checked = on_checked  # (tasks read, tasks changed), after each read
         self._quiet: dict[str, _Quiet] = {}
         self._task: asyncio.Task[None] | None = None
+        self._unlogged = 0  # changes found since the last log line (at most one a minute)
+        self._logged_at = float("-inf")
 
     def interval(self, quiet_for: float) -> float:
         """Seconds until the next read of a task quiet for ``quiet_for`` seconds: the silence doubles."""
@@ -123,8 +128,14 @@ class QuietReconciler:
             entry.due = after_read + self.interval(after_read - entry.since)
         if self.on_checked is not None:
             self.on_checked(len(ids), changed)
-        if changed:
-            log.info("reconciled %d quiet task(s) from the result backend (%d read)", changed, len(ids))
+        self._unlogged += changed
+        if self._unlogged and after_read - self._logged_at >= LOG_EVERY:
+            log.info(
+                "reconciled %d quiet task(s) from the result backend: their events were lost (a worker"
+                " without -E, or events switched off?)",
+                self._unlogged,
+            )
+            self._unlogged, self._logged_at = 0, after_read
         return changed
 
     def start(self) -> None:

@@ -54,7 +54,12 @@ async def test_a_backend_without_mget_is_read_task_by_task(monkeypatch: pytest.M
     backend.close()
 
 
-async def test_a_backend_outage_gives_an_empty_answer_not_an_error() -> None:
+async def test_a_backend_outage_gives_an_empty_answer_and_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     backend, _ = backend_with_reads("redis://127.0.0.1:1/0")  # nothing listens on port 1
     assert await backend.lookup_many(["x"]) == {}
+    assert await backend.lookup_many(["y"]) == {}
+    assert await backend.lookup("z") is None
+    warnings = [r for r in caplog.records if r.name == "pushserver.backend"]
+    assert len(warnings) == 1 and "result backend unreachable" in warnings[0].getMessage()
+    assert backend.failing
     backend.close()
