@@ -128,11 +128,12 @@ class Settings:
         "--backend", ("PUSHSERVER_RESULT_BACKEND", "CELERY_RESULT_BACKEND"),
         "Celery result backend, read for snapshots of tasks not in memory.", metavar="URL"))
     broker_transport_options: dict[str, Any] = field(default_factory=dict, metadata=option(
-        "--broker-transport-options", "PUSHSERVER_BROKER_TRANSPORT_OPTIONS",
+        "--broker-transport-options", ("PUSHSERVER_BROKER_TRANSPORT_OPTIONS", "CELERY_BROKER_TRANSPORT_OPTIONS"),
         "Celery's broker_transport_options as a JSON object, e.g. {\"master_name\": \"mymaster\"} for a"
         " sentinel:// broker.", metavar="JSON", convert=json_object))
     backend_transport_options: dict[str, Any] = field(default_factory=dict, metadata=option(
-        "--backend-transport-options", "PUSHSERVER_BACKEND_TRANSPORT_OPTIONS",
+        "--backend-transport-options",
+        ("PUSHSERVER_BACKEND_TRANSPORT_OPTIONS", "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"),
         "Celery's result_backend_transport_options as a JSON object, e.g. {\"master_name\": \"mymaster\"} for"
         " a sentinel:// backend.", metavar="JSON", convert=json_object))
     mongo_url: str | None = field(default=None, metadata=option(
