@@ -148,7 +148,7 @@ class ResultBackend:
             return metas
         found: dict[str, Mapping[str, Any] | None] = {}
         for start in range(0, len(task_ids), MAX_KEYS_PER_READ):
-            chunk = task_ids[start:start + MAX_KEYS_PER_READ]
+            chunk = task_ids[start : start + MAX_KEYS_PER_READ]
             keys = [backend.get_key_for_task(t) for t in chunk]
             values = backend.mget(keys)
             self._count("batch", len(chunk))
@@ -161,8 +161,9 @@ class ResultBackend:
     def _failed(self, exc: BaseException) -> None:
         if not self.failing:
             self.failing = True
-            log.warning("result backend unreachable (%s: %s); snapshots and reconciliation wait for it",
-                        type(exc).__name__, exc)
+            log.warning(
+                "result backend unreachable (%s: %s); snapshots and reconciliation wait for it", type(exc).__name__, exc
+            )
 
     def _answered(self) -> None:
         if self.failing:
