@@ -1,6 +1,6 @@
 """Run ``pushserver`` with memory experiments switched on, alone or under bench/connections.py.
 
-    PUSHSERVER_PROBE=stock-eio .venv/bin/python bench/mem_probe.py connections --steps 1000 10000
+    PUSHSERVER_PROBE=stock-queue .venv/bin/python bench/mem_probe.py connections --steps 1000 10000
     PUSHSERVER_PROBE=tracemalloc .venv/bin/python bench/mem_probe.py serve --insecure ...
 
 ``connections`` runs bench/connections.py (its arguments follow) with the
@@ -18,9 +18,8 @@ is otherwise untouched:
 
 To measure pushserver/eioserver.py's savings one at a time:
 
-- ``stock-eio``: stock python-engineio sockets and send queues (the
-  REMOTE_ADDR fix stays);
-- ``stock-socket``: stock engineio sockets on eioserver's SendQueue;
+- ``stock-queue``: engineio's ``asyncio.Queue`` as each connection's send
+  queue instead of eioserver's SendQueue;
 - ``keep-environ``: the connect handler does not trim the environ.
 
 And one not in the server yet:
@@ -64,16 +63,14 @@ def install() -> None:
         signal.signal(signal.SIGUSR1, dump)
     if "malloc-trim" in PROBES:
         signal.signal(signal.SIGUSR2, lambda *_: _libc().malloc_trim(0))
-    if PROBES & {"stock-eio", "stock-socket", "keep-environ"}:
-        from engineio import async_socket
+    if PROBES & {"stock-queue", "keep-environ"}:
+        import asyncio
 
         import pushserver.hub
         from pushserver import eioserver
 
-        if "stock-eio" in PROBES:
-            eioserver.LEAN_ENGINEIO = False
-        if "stock-socket" in PROBES:
-            eioserver.LeanSocket = async_socket.AsyncSocket  # type: ignore[misc]
+        if "stock-queue" in PROBES:
+            eioserver.EngineIOServer.create_queue = lambda self, *a, **k: asyncio.Queue(*a, **k)  # type: ignore[method-assign]
         if "keep-environ" in PROBES:
             pushserver.hub.trim_environ = lambda environ: None  # type: ignore[attr-defined]
     if "lean-middleware" in PROBES:

@@ -16,12 +16,30 @@ if TYPE_CHECKING:
     from jwt.types import Options  # PyJWT >= 2.10; only read by type checkers
 
 ALGORITHM = "HS256"
+#: ``tasks: ["*"]`` grants every task; "*" among other ids is refused, never a wildcard.
 WILDCARD = "*"
-#: RFC 7518 § 3.2: an HS256 key should have at least as many bits as the hash.
+#: RFC 7518 § 3.2: an HS256 key must have at least as many bits as the hash; shorter ones are refused.
 MIN_SECRET_BYTES = 32
+#: Most clock skew ``--token-leeway`` may allow, in seconds: more would keep expired tokens alive.
+MAX_LEEWAY = 300.0
 
-# PyJWT warns about short keys on every call; the server warns once at start-up instead.
+# Short keys never reach PyJWT in the server; `mint_token` callers (tests) get no warning noise either.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
+
+
+def secret_problem(secrets: Sequence[str]) -> str | None:
+    """Why these secrets cannot sign tokens (empty, or shorter than MIN_SECRET_BYTES), or None when they can."""
+    if not secrets:
+        return "at least one secret is required"
+    if not all(secrets):
+        return "empty secret in the list"
+    for i, secret in enumerate(secrets, 1):
+        size = len(secret.encode())
+        if size < MIN_SECRET_BYTES:
+            which = f"secret {i} of {len(secrets)}" if len(secrets) > 1 else "the secret"
+            return (f"{which} is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES}"
+                    " (make one with `openssl rand -hex 32`)")
+    return None
 
 
 class TokenError(PushserverError):
@@ -40,7 +58,10 @@ class Grant:
         """Tell whether this grant covers ``task_id`` right now."""
         if (now if now is not None else time.time()) >= self.expires_at:
             return False
-        return WILDCARD in self.tasks or task_id in self.tasks
+        return task_id in self.tasks or self.tasks == _EVERY_TASK
+
+
+_EVERY_TASK = frozenset({WILDCARD})
 
 
 class TokenVerifier:
@@ -48,10 +69,12 @@ class TokenVerifier:
 
     def __init__(self, secrets: Sequence[str], *, leeway: float = 5.0,
                  audience: str | None = None, issuer: str | None = None) -> None:
-        if not secrets or not all(secrets):
-            raise ValueError("at least one non-empty secret is required")
+        problem = secret_problem(secrets)
+        if problem is not None:
+            raise ValueError(problem)
+        if not 0 <= leeway <= MAX_LEEWAY:
+            raise ValueError(f"leeway must be between 0 and {MAX_LEEWAY:g} seconds")
         self.secrets = list(secrets)
-        self.weak_secrets = sum(len(s.encode()) < MIN_SECRET_BYTES for s in self.secrets)
         self.leeway = leeway
         self.audience = audience
         self.issuer = issuer
@@ -74,6 +97,8 @@ class TokenVerifier:
         tasks = claims.get("tasks")
         if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
             raise TokenError("token claim 'tasks' must be a list of task ids")
+        if WILDCARD in tasks and len(tasks) > 1:
+            raise TokenError("token claim 'tasks': '*' grants every task only as the whole claim (tasks: ['*'])")
         sub = claims.get("sub")
         try:
             # The leeway that let the token in at verify time holds afterwards too.

@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar, get_type_hints
 
 import click
 
-from .auth import mint_token
+from .auth import WILDCARD, mint_token, secret_problem
 from .config import DEFAULT_BROKER, ConfigError, Settings, check_redis_tls, check_url, option_of, split_list
 from .logs import configure_logging
 
@@ -106,8 +106,11 @@ def serve(**options: Any) -> None:
 def token(tasks: tuple[str, ...], sub: str | None, ttl: int, secret: str) -> None:
     """Print a signed subscription token (for development and tests)."""
     secrets = split_list(secret)
-    if not secrets:
-        fail("--secret: empty secret")
+    problem = secret_problem(secrets[:1])
+    if problem is not None:
+        fail(f"--secret: {problem}")
+    if WILDCARD in tasks and len(tasks) > 1:
+        fail("--task: '*' grants every task only by itself (the server refuses it among other ids)")
     click.echo(mint_token(secrets[0], tasks, ttl=ttl, sub=sub))
 
 

@@ -19,10 +19,14 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+from .auth import MAX_LEEWAY, secret_problem
 from .errors import PushserverError
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
+
+#: Room for a few events of the largest size the event log keeps whole (eventlog.MAX_EVENT_BYTES).
+MIN_EVENT_LOG_QUEUE_BYTES = 4 * 1024 * 1024
 
 BROKER_SCHEMES = {"redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "memory"}
 BACKEND_SCHEMES = {"redis", "rediss", "sentinel", "rpc", "db", "mongodb", "disabled", "cache", "memory"}
@@ -143,13 +147,18 @@ class Settings:
         "--mongo-db", "PUSHSERVER_MONGO_DB", "MongoDB database name."))
     retention_days: float = field(default=7.0, metadata=option(
         "--retention-days", "PUSHSERVER_RETENTION_DAYS", "Days the event log keeps events (a MongoDB TTL index)."))
+    event_log_queue_bytes: int = field(default=64 * 1024 * 1024, metadata=option(
+        "--event-log-queue-bytes", "PUSHSERVER_EVENT_LOG_QUEUE_BYTES",
+        "Most bytes of events held for MongoDB while it is slow or away (at least 4 MiB); past it the oldest"
+        " progress, then the oldest transitions, are dropped (counted)."))
     host: str = field(default="127.0.0.1", metadata=option(
         "--host", "PUSHSERVER_HOST", "Address to listen on."))
     port: int = field(default=8000, metadata=option(
         "--port", "PUSHSERVER_PORT", "Port to listen on; 0 picks a free one."))
     secrets: list[str] = field(default_factory=list, metadata=option(
         "--secret", "PUSHSERVER_SECRET",
-        "Shared HS256 secret(s) tokens are signed with; a comma list accepts each, for rotation.",
+        "Shared HS256 secret(s) tokens are signed with, each at least 32 bytes; a comma list accepts each, for"
+        " rotation.",
         metavar="S[,S...]", convert=split_list))
     insecure: bool = field(default=False, metadata=option(
         "--insecure", "PUSHSERVER_INSECURE", "Allow every subscription without a token (local development only)."))
@@ -167,7 +176,7 @@ class Settings:
     token_issuer: str | None = field(default=None, metadata=option(
         "--token-issuer", "PUSHSERVER_TOKEN_ISSUER", "Require this 'iss' claim in tokens.", metavar="ISS"))
     token_leeway: float = field(default=5.0, metadata=option(
-        "--token-leeway", "PUSHSERVER_TOKEN_LEEWAY", "Seconds of clock skew allowed on 'exp'."))
+        "--token-leeway", "PUSHSERVER_TOKEN_LEEWAY", "Seconds of clock skew allowed on 'exp' (0-300)."))
     forward_results: str = field(default="repr", metadata=option(
         "--forward-results", "PUSHSERVER_FORWARD_RESULTS",
         "Send task results to clients (Celery's repr: 1 024 characters by default, never more than 4 096 here)"
@@ -185,7 +194,20 @@ class Settings:
         " re-subscribes every task at once)."))
     max_connections_per_ip: int = field(default=0, metadata=option(
         "--max-connections-per-ip", "PUSHSERVER_MAX_CONNECTIONS_PER_IP",
-        "Connections per client address; 0 is no limit."))
+        "Connections (WebSocket or long-polling sessions, counted at the Engine.IO handshake) per client address;"
+        " 0 is no limit."))
+    message_rate: float = field(default=50.0, metadata=option(
+        "--message-rate", "PUSHSERVER_MESSAGE_RATE",
+        "Messages per second one connection may send, after a burst of max(250, 5 x rate); over it calls get"
+        " too_many, and a client that sends 100 more within 10 s is disconnected."))
+    max_connection_bytes: int = field(default=1024 * 1024, metadata=option(
+        "--max-connection-bytes", "PUSHSERVER_MAX_CONNECTION_BYTES",
+        "Bytes of one connection's messages the server handles at once (each counted at its size + 1 KiB);"
+        " more calls get too_many until acks go out."))
+    transports: str = field(default="polling,websocket", metadata=option(
+        "--transports", "PUSHSERVER_TRANSPORTS",
+        "Engine.IO transports accepted: 'websocket' refuses long-polling (clients must connect with"
+        " transports: ['websocket']).", choices=("polling,websocket", "websocket")))
     hard_backlog: int = field(default=1024, metadata=option(
         "--max-backlog", "PUSHSERVER_MAX_BACKLOG",
         "Updates a client may leave unread before it is disconnected (progress is shed from 1/16 of that).",
@@ -239,6 +261,11 @@ class Settings:
         return max(100.0, 5 * self.subscribe_rate)
 
     @property
+    def message_burst(self) -> float:
+        """Messages a connection may send at once, before ``--message-rate`` applies."""
+        return max(250.0, 5 * self.message_rate)
+
+    @property
     def soft_backlog(self) -> int:
         """Unread updates from which a client's progress updates are shed (1/16 of ``--max-backlog``)."""
         return max(8, self.hard_backlog // 16)
@@ -275,10 +302,17 @@ class Settings:
                 "no secret: set PUSHSERVER_SECRET (or --secret) to the key Express signs tokens with,"
                 " or pass --insecure for local development"
             )
-        if any(not s for s in self.secrets):
-            raise ConfigError("--secret: empty secret in the list")
+        if self.secrets:
+            problem = secret_problem(self.secrets)
+            if problem is not None:
+                raise ConfigError(f"--secret: {problem}")
+        if not 0 <= self.token_leeway <= MAX_LEEWAY:
+            raise ConfigError(f"--token-leeway must be between 0 and {MAX_LEEWAY:g} seconds")
         if not self.retention_days > 0:
             raise ConfigError("--retention-days must be greater than 0")
+        if self.event_log_queue_bytes < MIN_EVENT_LOG_QUEUE_BYTES:
+            raise ConfigError("--event-log-queue-bytes must be at least 4194304 (4 MiB: an event is kept whole"
+                              " up to 1 MiB)")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: {self.port} is not a TCP port (0-65535)")
         if self.max_tasks < 1:
@@ -291,6 +325,13 @@ class Settings:
             raise ConfigError("--max-message-bytes must be at least 1024")
         if not self.subscribe_rate > 0:
             raise ConfigError("--subscribe-rate must be greater than 0")
+        if not self.message_rate > 0:
+            raise ConfigError("--message-rate must be greater than 0")
+        if self.max_connection_bytes < self.max_message_bytes + 1024:
+            raise ConfigError("--max-connection-bytes must be at least --max-message-bytes + 1024"
+                              " (one message and its handler)")
+        if self.transports not in ("polling,websocket", "websocket"):
+            raise ConfigError("--transports must be 'websocket' or 'polling,websocket'")
         if self.max_connections_per_ip < 0:
             raise ConfigError("--max-connections-per-ip must be 0 (no limit) or more")
         if not BACKLOG_RANGE[0] <= self.hard_backlog <= BACKLOG_RANGE[1]:

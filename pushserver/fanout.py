@@ -1,19 +1,23 @@
 """Delivery of one update to every connection in a room, with a bounded backlog per connection.
 
 python-engineio gives each connection an unbounded send queue, and
-python-socketio's room emit creates one asyncio task per recipient. Here the
-packet is encoded once and put straight on each connection's queue, and the
-queue length is checked first: a connection that stops reading gets no more
-*progress* (the newest is sent once it catches up), and one that falls
-``hard_backlog`` packets behind is told why and disconnected, so a single
-slow browser can neither grow server memory without bound nor delay anyone.
+python-socketio's room emit creates one asyncio task per recipient.
+``FanoutManager`` is python-socketio's client manager (the ``client_manager=``
+extension point, which keeps the rooms) with one more way to send: the packet
+is encoded once and put straight on each member's send queue
+(``EngineIOServer.send_queue``), and the queue length is checked first: a
+connection that stops reading gets no more *progress* (the newest is sent
+once it catches up), and one that falls ``hard_backlog`` packets behind is
+told why and disconnected, so a single slow browser can neither grow server
+memory without bound nor delay anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import socketio
 from engineio import packet as eio_packet
@@ -28,13 +32,17 @@ NAMESPACE = "/"
 SLOW_CONSUMER_EVENT = "pushserver:error"
 
 
-class Fanout:
-    """Puts encoded updates on connections' send queues, shedding progress for laggards and dropping the hopeless."""
+class FanoutManager(socketio.AsyncManager):
+    """python-socketio's client manager; ``send`` puts an update on each room member's send queue, with backlog limits.
 
-    def __init__(self, sio: socketio.AsyncServer, metrics: Metrics,
-                 snapshot_of: Callable[[str], dict[str, Any] | None], *,
+    Progress is shed for laggards and the hopeless are dropped. Pass it to
+    ``SocketIOServer(client_manager=...)``: it sends through that server's
+    ``EngineIOServer``.
+    """
+
+    def __init__(self, metrics: Metrics, snapshot_of: Callable[[str], dict[str, Any] | None], *,
                  soft_backlog: int = 64, hard_backlog: int = 1024) -> None:
-        self.sio = sio
+        super().__init__()
         self.metrics = metrics
         self.snapshot_of = snapshot_of
         self.soft_backlog = soft_backlog
@@ -46,17 +54,17 @@ class Fanout:
 
     def send(self, task_id: str, payload: dict[str, Any], progress: bool) -> int:
         """Queue one ``task:update`` for every member of the task's room; return how many got it."""
-        members = list(self.sio.manager.get_participants(NAMESPACE, ROOM_PREFIX + task_id))
+        members = list(self.get_participants(NAMESPACE, ROOM_PREFIX + task_id))
         if not members:
             return 0
         pkt = self._encode(payload)
-        sockets = self.sio.eio.sockets
+        eio = self.server.eio
         sent = 0
         for sid, eio_sid in members:
-            sock = sockets.get(eio_sid)
-            if sock is None or sock.closed or sid in self._dropping:
+            queue = eio.send_queue(eio_sid)
+            if queue is None or sid in self._dropping:
                 continue
-            backlog = sock.queue.qsize()
+            backlog = queue.qsize()
             if backlog >= self.hard_backlog:
                 self._drop(sid, backlog)
                 continue
@@ -65,7 +73,7 @@ class Fanout:
                 self.metrics.progress_shed.inc()
                 self._schedule_sweep()
                 continue
-            sock.queue.put_nowait(pkt)
+            queue.put_nowait(pkt)
             sent += 1
         return sent
 
@@ -90,21 +98,21 @@ class Fanout:
     def _sweep(self) -> None:
         """Send the newest progress to connections that have drained their backlog."""
         self._sweeper = None
-        sockets = self.sio.eio.sockets
+        eio = self.server.eio
         for sid in list(self._owed):
-            eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-            sock = sockets.get(eio_sid) if eio_sid else None
-            if sock is None or sock.closed:
+            eio_sid = self.eio_sid_from_sid(sid, NAMESPACE)
+            queue = eio.send_queue(eio_sid) if eio_sid else None
+            if queue is None:
                 self._owed.pop(sid, None)
                 continue
-            if sock.queue.qsize() >= self.soft_backlog // 2:
+            if queue.qsize() >= self.soft_backlog // 2:
                 continue
-            rooms = set(self.sio.manager.get_rooms(sid, NAMESPACE))
+            rooms = set(self.get_rooms(sid, NAMESPACE))
             for task_id in self._owed.pop(sid):
                 if ROOM_PREFIX + task_id in rooms:
                     payload = self.snapshot_of(task_id)
                     if payload is not None:
-                        sock.queue.put_nowait(self._encode(payload))
+                        queue.put_nowait(self._encode(payload))
         if self._owed:
             self._schedule_sweep()
 
@@ -118,16 +126,15 @@ class Fanout:
 
     async def _disconnect(self, sid: str) -> None:
         try:
-            await self.sio.emit(SLOW_CONSUMER_EVENT, {
+            await self.server.emit(SLOW_CONSUMER_EVENT, {
                 "code": "slow_consumer",
                 "message": f"disconnected: more than {self.hard_backlog} updates were waiting to be read",
             }, to=sid)
-            await asyncio.wait_for(self.sio.disconnect(sid), timeout=5)
+            await asyncio.wait_for(self.server.disconnect(sid), timeout=5)
         except Exception:  # noqa: BLE001 - a client that cannot even be told is closed hard
-            eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-            sock = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
-            if sock is not None:
-                await sock.close(wait=False, abort=True)
+            eio_sid = self.eio_sid_from_sid(sid, NAMESPACE)
+            if eio_sid:
+                await self.server.eio.abort(eio_sid)
         finally:
             self._dropping.discard(sid)
 

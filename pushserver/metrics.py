@@ -43,6 +43,12 @@ class Metrics:
         self.refused = Counter("pushserver_requests_refused_total",
                                "Subscribe calls and HTTP requests refused, by error code",
                                ["code"], registry=r)
+        self.messages_refused = Counter(
+            "pushserver_client_messages_refused_total",
+            "Client packets and sessions refused before any handler ran, by reason (event_name, binary, rate,"
+            " flood, in_flight, unread, connections_per_address)", ["reason"], registry=r)
+        self.expired = Counter("pushserver_subscriptions_expired_total",
+                               "Subscriptions ended because their token expired (exp + leeway)", registry=r)
         self.snapshots = Counter("pushserver_snapshots_total",
                                  "Snapshots served, by where they came from", ["source"], registry=r)
         self.progress_shed = Counter("pushserver_progress_shed_total",
@@ -64,7 +70,7 @@ class Metrics:
                       registry=self.registry)
         gauge.set_function(malformed)
 
-    def watch_eventlog(self, queued: Callable[[], float]) -> None:
+    def watch_eventlog(self, queued: Callable[[], float], queued_bytes: Callable[[], float] | None = None) -> None:
         """Add the event log's metrics (only when the log is on)."""
         r = self.registry
         self.eventlog_written = Counter("pushserver_eventlog_written_total",
@@ -73,13 +79,26 @@ class Metrics:
                                            "Events already in the log (another replica or a replay)",
                                            registry=r)
         self.eventlog_dropped = Counter("pushserver_eventlog_dropped_total",
-                                        "Events dropped from a full event-log queue, by kind", ["kind"],
-                                        registry=r)
+                                        "Events not logged, by kind: progress and transition (shed from a"
+                                        " full queue), refused (MongoDB refused the document), invalid"
+                                        " (it could not be encoded)", ["kind"], registry=r)
+        self.eventlog_sanitised = Counter("pushserver_eventlog_sanitised_total",
+                                          "Events logged with values MongoDB cannot hold rewritten, or"
+                                          " texts cut", registry=r)
         self.eventlog_up = Gauge("pushserver_eventlog_up", "1 while MongoDB takes event-log writes",
                                  registry=r)
         self.eventlog_up.set(1)
+        self.eventlog_writer_running = Gauge("pushserver_eventlog_writer_running",
+                                             "1 while the event log's writer runs (0: stopped, nothing more"
+                                             " is written until a restart)", registry=r)
+        self.eventlog_writer_running.set(1)
         queue = Gauge("pushserver_eventlog_queued", "Events waiting to be written to MongoDB", registry=r)
         queue.set_function(queued)
+        if queued_bytes is not None:
+            size = Gauge("pushserver_eventlog_queued_bytes",
+                         "Approximate bytes of the events waiting to be written (bounded by"
+                         " --event-log-queue-bytes)", registry=r)
+            size.set_function(queued_bytes)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -25,6 +25,17 @@ class ForwardingPolicy:
         if self.results not in RESULT_MODES:
             raise ValueError(f"results must be one of {', '.join(RESULT_MODES)}")
 
+    def never_forwarded(self) -> frozenset[str]:
+        """The TaskState fields no client ever gets under this policy: not worth keeping in memory."""
+        fields: set[str] = set()
+        if self.results == "none":
+            fields.add("result")
+        if not self.tracebacks:
+            fields.add("traceback")
+        if not self.args:
+            fields |= {"args", "kwargs"}
+        return frozenset(fields)
+
     def task(self, state: dict[str, Any]) -> dict[str, Any]:
         """Apply the policy to a TaskState dict (in place; it is always a fresh dict)."""
         if self.results == "none":

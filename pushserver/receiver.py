@@ -1,6 +1,6 @@
 """Where events enter: Celery's own event receiver, kept connected, handing batches to the asyncio loop.
 
-``CaptureLoop`` is the receiving itself: ``app.events.Receiver.capture()``
+``CaptureLoop`` is the receiving itself: Celery's ``EventReceiver.capture()``
 with reconnects, backoff and per-event tolerant decoding. It runs either in a
 child process (``receiver_process.ReceiverProcess``, the default: decoding
 gets a core of its own instead of sharing the loop's GIL) or in a thread of
@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from celery import Celery
+from celery.events.receiver import EventReceiver
 
 from .backoff import Backoff
 
@@ -57,13 +59,50 @@ class EventQueueOptions:
     expires: float = 86400.0  # seconds the queue outlives its last consumer (x-expires)
 
     def receiver_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``app.events.Receiver``."""
+        """Keyword arguments for Celery's ``EventReceiver``."""
         return {"queue_durable": True, "queue_exclusive": False,
                 "queue_ttl": self.ttl, "queue_expires": self.expires}
 
 
+class TolerantEventReceiver(EventReceiver):
+    """Celery's event receiver, except that an event that cannot be decoded is dropped (``on_malformed``), not fatal.
+
+    Celery's own message callback decodes a message's events in one go: one
+    malformed event raises out of ``capture()`` and costs a reconnect, and
+    pub/sub keeps nothing of the gap. Here each event is decoded on its own.
+    ``before_drain`` is called before each drain of the connection.
+    """
+
+    #: Fail fast and let CaptureLoop back off: kombu's default retries forever
+    #: inside ensure_connection, where stop() cannot reach it.
+    connect_max_retries = 1
+
+    def __init__(self, *args: Any, on_malformed: Callable[[Exception], None],
+                 before_drain: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_malformed = on_malformed
+        self.before_drain = before_drain
+
+    def on_iteration(self) -> None:
+        """kombu's ConsumerMixin hook, called before each drain."""
+        self.before_drain()
+
+    def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:
+        """As Celery's receiver (kombu's ConsumerMixin hook), with ``receive`` as the message callback."""
+        return [Consumer(queues=[self.queue], callbacks=[self.receive], no_ack=True, accept=self.accept)]
+
+    def receive(self, body: Any, message: Any) -> None:
+        """Decode and dispatch each event of a message (a list of events since Celery 4, or one)."""
+        decode, process = self.event_from_message, self.process
+        for one in body if isinstance(body, list) else (body,):
+            try:
+                process(*decode(one))
+            except Exception as exc:  # noqa: BLE001 - anything on the exchange may be junk
+                self.on_malformed(exc)
+
+
 class CaptureLoop:
-    """Keeps ``app.events.Receiver.capture()`` running: connect, capture, back off and reconnect until stopped.
+    """Keeps ``TolerantEventReceiver.capture()`` running: connect, capture, back off and reconnect until stopped.
 
     ``run()`` blocks. ``on_batch`` gets the decoded events, ``on_status``
     each change of status, in the order they happened, both on the capturing
@@ -115,19 +154,9 @@ class CaptureLoop:
                     # retries forever inside ensure_connection, where stop()
                     # cannot reach it.
                     conn.ensure_connection(max_retries=1)
-                    receiver = self.app.events.Receiver(
-                        conn, handlers={"*": self._on_event}, routing_key="#",
-                        **(self.queue.receiver_options() if self.queue else {}),
-                    )
-                    if self.queue is not None:
-                        # Celery would name it <prefix>.<node_id>; the
-                        # operator's name is used exactly as given.
-                        receiver.queue.name = self.queue.name
-                    receiver.connect_max_retries = 1
-                    self._receiver = receiver
                     iterations = 0
 
-                    def on_iteration() -> None:
+                    def before_drain() -> None:
                         # Called before each drain: hand over what the last one decoded.
                         self._flush()
                         # The subscription is made inside the first drain;
@@ -137,11 +166,16 @@ class CaptureLoop:
                         if iterations == 2 and not self.connected:
                             self._mark_connected()
 
-                    receiver.on_iteration = on_iteration
-                    # Celery's _receive decodes a message's events in one go:
-                    # one malformed event raises out of capture() and costs a
-                    # reconnect, and pub/sub keeps nothing of the gap.
-                    receiver._receive = self._tolerant_receive(receiver)
+                    receiver = TolerantEventReceiver(
+                        conn, app=self.app, handlers={"*": self._on_event}, routing_key="#",
+                        on_malformed=self._dropped_malformed, before_drain=before_drain,
+                        **(self.queue.receiver_options() if self.queue else {}),
+                    )
+                    if self.queue is not None:
+                        # Celery would name it <prefix>.<node_id>; the
+                        # operator's name is used exactly as given.
+                        receiver.queue.name = self.queue.name
+                    self._receiver = receiver
                     if self._stopping.is_set():
                         break
                     receiver.capture(limit=None, timeout=None, wakeup=False)
@@ -161,22 +195,12 @@ class CaptureLoop:
                 self._flush()  # what was decoded before the connection failed is good
         self._set_status(ReceiverStatus.STOPPED)
 
-    def _tolerant_receive(self, receiver: Any) -> Callable[[Any, Any], None]:
-        decode, process = receiver.event_from_message, receiver.process
-
-        def receive(body: Any, message: Any) -> None:
-            for one in body if isinstance(body, list) else (body,):
-                try:
-                    process(*decode(one))
-                except Exception as exc:  # noqa: BLE001 - anything on the exchange may be junk
-                    self.malformed += 1
-                    if self.malformed == 1 or self.malformed % 1000 == 0:
-                        log.warning("dropped a malformed event (%s; %d so far)",
-                                    type(exc).__name__, self.malformed)
-                    if self.on_malformed is not None:
-                        self.on_malformed(self.malformed)
-
-        return receive
+    def _dropped_malformed(self, exc: Exception) -> None:
+        self.malformed += 1
+        if self.malformed == 1 or self.malformed % 1000 == 0:
+            log.warning("dropped a malformed event (%s; %d so far)", type(exc).__name__, self.malformed)
+        if self.on_malformed is not None:
+            self.on_malformed(self.malformed)
 
     def _mark_connected(self) -> None:
         reconnected = self._ever_connected

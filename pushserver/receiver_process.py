@@ -8,8 +8,11 @@ core while the server merges and emits on the other.
 The pipe carries frames: a 4-byte big-endian length, then a pickle of
 ``(kind, payload)``: ``("events", [event, ...])``, ``("status", "connected")``
 or ``("malformed", total)``. Pickle because it keeps every value exactly as
-Celery decoded it (integers beyond 64 bits, NaN) and is as fast as orjson
-here; both ends are this module, so it carries nothing untrusted. The child
+Celery decoded it (integers beyond 64 bits, NaN, and the types kombu's JSON
+decoder builds: UUID, Decimal, dates, bytes) and is as fast as orjson here.
+The server decodes frames with a restricted unpickler that finds only those
+few classes, so a frame cannot name a callable (``os.system``, say) and run
+it: such a frame is refused with a log line, and the frames around it go on. The child
 stops when its stdin closes (the server stopping, or dying), flushing what it
 holds first, and ignores SIGINT and SIGTERM sent to the process group; the
 server restarts a child that exits on its own, with backoff.
@@ -18,7 +21,10 @@ server restarts a child that exits on its own, with backoff.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
 import functools
+import io
 import json
 import logging
 import os
@@ -28,6 +34,7 @@ import struct
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,11 +54,47 @@ def encode_frame(kind: str, payload: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+#: The only globals a frame may name: the classes kombu's JSON decoder builds
+#: (``kombu.utils.json``). Containers, strings, numbers and bytes need none.
+FRAME_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    ("uuid", "UUID"), ("decimal", "Decimal"), ("datetime", "datetime"), ("datetime", "date"),
+    ("datetime", "time"), ("datetime", "timedelta"), ("datetime", "timezone"),
+})
+_FRAME_CLASSES = {"uuid": uuid, "decimal": decimal, "datetime": datetime}
+
+
+class FrameRefused(pickle.UnpicklingError):
+    """A frame that names a global outside FRAME_GLOBALS (or is not a pickle at all)."""
+
+
+class _FrameUnpickler(pickle.Unpickler):
+    """An unpickler that can build event values and nothing else: ``find_class`` is its only door to code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in FRAME_GLOBALS:
+            return getattr(_FRAME_CLASSES[module], name)
+        raise FrameRefused(f"the frame names {module[:80]}.{name[:80]}, which events never hold")
+
+
+def decode_frame(body: bytes) -> tuple[str, Any]:
+    """The ``(kind, payload)`` of one frame body; raise FrameRefused for anything else."""
+    try:
+        message = _FrameUnpickler(io.BytesIO(body)).load()
+    except FrameRefused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any way a pickle can be broken
+        raise FrameRefused(f"the frame is not a valid pickle ({type(exc).__name__}: {str(exc)[:100]})") from None
+    if not (isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], str)):
+        raise FrameRefused(f"the frame holds a {type(message).__name__}, not a (kind, payload) pair")
+    return message
+
+
 class FrameReader:
-    """Reassembles the child's frames from pipe reads, which cut them anywhere."""
+    """Reassembles the child's frames from pipe reads, which cut them anywhere; refuses frames that are not data."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self.refused = 0
 
     def feed(self, data: bytes) -> list[tuple[str, Any]]:
         """Append what was read; return every message now complete, in order."""
@@ -65,7 +108,13 @@ class FrameReader:
                 if end - pos - HEADER.size < size:
                     break
                 start = pos + HEADER.size
-                messages.append(pickle.loads(view[start:start + size]))
+                try:
+                    # bytes, not a view: an exception must not pin the buffer (BytesIO copies a view anyway).
+                    messages.append(decode_frame(bytes(view[start:start + size])))
+                except FrameRefused as exc:
+                    # Only a broken or subverted child writes such a frame: say so, lose only it.
+                    self.refused += 1
+                    log.error("event receiver process: refused a frame of %d bytes: %s", size, str(exc))
                 pos = start + size
         del buffer[:pos]
         return messages
@@ -169,22 +218,25 @@ class ReceiverProcess(Receiver):
         # message keeps its place between them.
         batch: Batch = []
         for kind, payload in messages:
-            if kind == "events":
-                batch.extend(payload)
+            if kind == "events" and isinstance(payload, list):
+                batch.extend(e for e in payload if isinstance(e, dict))
                 continue
             if batch:
                 self.on_batch(batch)
                 batch = []
-            if kind == "status":
+            if kind == "status" and payload in _STATUS_VALUES:
                 status = ReceiverStatus(payload)
                 if status is ReceiverStatus.CONNECTED:
                     self.backoff.reset()
                 if status is not ReceiverStatus.STOPPED:  # the server decides when it is stopped
                     self._status_changed(status)
-            elif kind == "malformed":
+            elif kind == "malformed" and isinstance(payload, int):
                 self.malformed = self._malformed_before + payload
         if batch:
             self.on_batch(batch)
+
+
+_STATUS_VALUES = frozenset(status.value for status in ReceiverStatus)
 
 
 class _ChildPipe(asyncio.SubprocessProtocol):

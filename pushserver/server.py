@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import MIN_SECRET_BYTES, TokenVerifier
+from .auth import TokenVerifier
 from .backend import ResultBackend
 from .celeryapp import make_celery
 from .config import ConfigError, Settings, redact_url
@@ -22,6 +22,7 @@ from .gctune import freeze_startup, maintain
 from .http import HttpApi
 from .hub import Hub
 from .metrics import Metrics
+from .policy import ForwardingPolicy
 from .receiver import EventQueueOptions, Receiver, ReceiverStatus, ReceiverThread
 from .receiver_process import ReceiverProcess
 from .reconciler import SETTLED, QuietReconciler
@@ -45,20 +46,21 @@ class PushServer:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"--backend {redact_url(settings.result_backend)}: {first_line}") from None
         self.metrics = Metrics()
-        self.store = TaskStore(settings.max_tasks)
+        # What no client is ever sent is not kept either (bounded memory per task).
+        policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
+        self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
         self.backend = ResultBackend(self.celery, on_read=self._count_backend_read)
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
             self.eventlog = EventLog(settings.mongo_url, settings.mongo_db,
-                                     retention_days=settings.retention_days, metrics=self.metrics)
-            self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0)
+                                     retention_days=settings.retention_days,
+                                     max_queue_bytes=settings.event_log_queue_bytes, metrics=self.metrics)
+            self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0,
+                                        lambda: self.eventlog.queued_bytes if self.eventlog else 0)
         verifier = None
         if settings.secrets:
             verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway,
                                      audience=settings.token_audience, issuer=settings.token_issuer)
-            if verifier.weak_secrets:
-                log.warning("%d secret(s) shorter than %d bytes: use a long random secret "
-                            "(e.g. `openssl rand -hex 32`)", verifier.weak_secrets, MIN_SECRET_BYTES)
         self.hub = Hub(settings, self.store, self.backend, self.metrics, verifier, self.eventlog)
         self.reconciler: QuietReconciler | None = None
         if settings.reconcile_after > 0:
@@ -164,10 +166,9 @@ class PushServer:
     def bound_port(self) -> int:
         """The port actually bound (useful with --port 0)."""
         assert self._runner is not None
-        for site in self._runner.sites:
-            server = getattr(site, "_server", None)
-            if server and server.sockets:
-                return server.sockets[0].getsockname()[1]
+        for address in self._runner.addresses:
+            port: int = address[1]
+            return port
         return self.settings.port
 
     def _on_receiver_status(self, status: ReceiverStatus, reconnected: bool) -> None:
@@ -199,6 +200,7 @@ class PushServer:
         log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
         if self.reconciler is not None:
             await self.reconciler.stop()
+        self.hub.expiry.close()
         if self.receiver is not None:
             await self.receiver.stop()
         try:
@@ -219,26 +221,9 @@ class PushServer:
         log.info("pushserver stopped")
 
     async def _close_connections(self, timeout: float) -> int:
-        """End every client's transport and wait (up to ``timeout``) until each is closed.
-
-        Not Socket.IO's disconnect: a client told "io server disconnect" does
-        not reconnect by itself (socket.io-client, python-socketio), and the
-        point of stopping gracefully is that clients move on at once, rather
-        than after a ping timeout (45 s) or when the process dies. Ending the
-        send queue makes python-engineio's writer close the WebSocket, which
-        clients see as a lost transport and reconnect.
-        """
-        sockets = list(self.hub.sio.eio.sockets.values())
-        for sock in sockets:
-            sock.queue.put_nowait(None)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline and not all(s.closed for s in sockets):
-            await asyncio.sleep(0.02)
-        for sock in sockets:
-            if not sock.closed:  # a long-polling session: nothing more will reach it
-                await sock.close(wait=False, abort=True)
-        return len(sockets)
+        """End every client's transport, so that clients reconnect at once (EngineIOServer.close_transports)."""
+        closed: int = await self.hub.sio.eio.close_transports(timeout)
+        return closed
 
     async def run_forever(self) -> None:
         """Start, then serve until SIGTERM or SIGINT, then stop cleanly."""

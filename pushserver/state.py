@@ -81,9 +81,11 @@ _FIELD_SOURCES: dict[str, tuple[str, ...]] = {
     "task-rejected": ("hostname",),
 }
 
-#: Longest text kept per field (Celery itself caps results at 1 024 characters).
-_TEXT_LIMITS = {"name": 255, "hostname": 255, "args": 1024, "kwargs": 1024, "result": 4096,
-                "exception": 4096, "traceback": 16384}
+#: Longest text kept per field, which is all a client is ever sent of it (Celery itself caps
+#: results at 1 024 characters). With the progress message (1 024) this bounds what one task holds.
+TEXT_LIMITS = {"name": 255, "hostname": 255, "args": 1024, "kwargs": 1024, "result": 4096,
+               "exception": 4096, "traceback": 16384}
+PROGRESS_MESSAGE_LIMIT = 1024
 
 
 def is_task_event(event: Mapping[str, Any]) -> bool:
@@ -102,7 +104,7 @@ def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
         percent = _number(round(100.0 * current / total, 2))  # inf when total is tiny
     message = event.get("message")
     if isinstance(message, str):
-        message = message[:1024]
+        message = message[:PROGRESS_MESSAGE_LIMIT]
     return {
         "current": current,
         "total": total,
@@ -247,11 +249,13 @@ def pending_dict(task_id: str) -> dict[str, Any]:
     return TaskState(task_id).to_dict()
 
 
-def event_values(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Pick, from a decoded Celery event, the fields its type contributes to TaskState."""
+def event_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Pick, from a decoded Celery event, the fields its type contributes to TaskState (except ``unkept``)."""
     event_type = event["type"]
     values: dict[str, Any] = {}
     for name in _FIELD_SOURCES.get(event_type, ()):
+        if name in unkept:
+            continue
         if name == "progress":
             values["progress"] = normalize_progress(event)
         elif name == "exception" and event_type == "task-revoked":
@@ -267,13 +271,13 @@ def event_values(event: Mapping[str, Any]) -> dict[str, Any]:
                 runtime = _number(value)
                 if runtime is not None:
                     values[name] = runtime
-            elif name in _TEXT_LIMITS:
+            elif name in TEXT_LIMITS:
                 if name in ("result", "exception") and not isinstance(value, str):
-                    value = saferepr(value, _TEXT_LIMITS[name])
+                    value = saferepr(value, TEXT_LIMITS[name])
                 if isinstance(value, str):
                     # Celery truncates results; a forged or odd event must not
                     # push megabytes to every subscriber.
-                    values[name] = value[:_TEXT_LIMITS[name]]
+                    values[name] = value[:TEXT_LIMITS[name]]
     return values
 
 
@@ -286,12 +290,18 @@ class Change:
 
 
 class TaskStore:
-    """A bounded in-memory map of task id -> TaskState, evicting the least recently updated."""
+    """A bounded in-memory map of task id -> TaskState, evicting the least recently updated.
 
-    def __init__(self, max_tasks: int = 100_000) -> None:
+    Each task is bounded too: texts are cut to what clients are ever sent
+    (TEXT_LIMITS), and the fields in ``unkept`` — those the forwarding policy
+    never sends (``ForwardingPolicy.never_forwarded``) — are not kept at all.
+    """
+
+    def __init__(self, max_tasks: int = 100_000, unkept: frozenset[str] = frozenset()) -> None:
         if max_tasks < 1:
             raise ValueError("max_tasks must be at least 1")
         self.max_tasks = max_tasks
+        self.unkept = frozenset(unkept)
         self._tasks: OrderedDict[str, TaskState] = OrderedDict()
         self.evicted = 0
 
@@ -332,7 +342,7 @@ class TaskStore:
         if timestamp is None:
             timestamp = _number(event.get("local_received")) or 0.0
         event_type = event["type"]
-        values = event_values(event)
+        values = event_values(event, self.unkept)
         if event_type == "task-rejected" and event.get("requeue"):
             # The message goes back to the queue: another attempt follows.
             event_type = "task-retried"

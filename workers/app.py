@@ -11,7 +11,9 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
-from .threads_pool import ThreadsPoolFixes
+from pushserver.worker import enable_events
+
+from .threads_pool import ThreadsPoolWakeup
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
@@ -80,18 +82,17 @@ def build_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     # --broker-transport-options / --backend-transport-options; TLS and passwords are in the URLs.
     broker_options = transport_options | _json_object(env, "CELERY_BROKER_TRANSPORT_OPTIONS")
     backend_options = transport_options | _json_object(env, "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS")
-    return {
+    # CELERY_WORKER_SEND_TASK_EVENTS=0 makes a worker like one without -E (enable_events leaves an
+    # explicit setting alone): pushserver then learns outcomes from the result backend, seconds later.
+    events: dict[str, Any] = {}
+    if env.get("CELERY_WORKER_SEND_TASK_EVENTS", "").strip():
+        events["worker_send_task_events"] = _switch(env, "CELERY_WORKER_SEND_TASK_EVENTS", True)
+    return events | {
         "broker_url": env.get("CELERY_BROKER_URL") or DEFAULT_BROKER_URL,
         "result_backend": env.get("CELERY_RESULT_BACKEND") or DEFAULT_RESULT_BACKEND,
         "broker_transport_options": broker_options,
         "result_backend_transport_options": backend_options,
         "broker_connection_retry_on_startup": True,
-        # The push server lives on these events; without them it sees nothing.
-        # (CELERY_WORKER_SEND_TASK_EVENTS=0 turns them off, as a worker without -E would
-        # be: pushserver then learns outcomes from the result backend, seconds later.)
-        "worker_send_task_events": _switch(env, "CELERY_WORKER_SEND_TASK_EVENTS", True),
-        "task_send_sent_event": True,
-        "task_track_started": True,
         # A task is acknowledged only once it has run, and a worker killed
         # mid-task gives it back, so a crash never silently loses work.
         "task_acks_late": True,
@@ -115,5 +116,8 @@ def build_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
 
 app = Celery("workers", include=["workers.tasks"])
 app.conf.update(build_config())
-# Without it, `-P threads` loses task events and idles between tasks (threads_pool.py).
-app.steps["consumer"].add(ThreadsPoolFixes)
+# The push server lives on task events: enable_events turns on what it needs
+# (and, on Celery < 5.7, keeps the threads pool from losing events).
+enable_events(app)
+# Without it, `-P threads` idles up to ~2 s between tasks (threads_pool.py).
+app.steps["consumer"].add(ThreadsPoolWakeup)

@@ -168,6 +168,8 @@ def judge_token(token: Any, expect: Expectations, now: float | None = None) -> t
     tasks = claims.get("tasks")
     if not isinstance(tasks, list) or not all(isinstance(t, str) and t for t in tasks):
         return INVALID, claims  # pushserver.auth: a list of non-empty task ids ([] grants nothing)
+    if "*" in tasks and len(tasks) > 1:
+        return INVALID, claims  # "*" is a wildcard only as the whole claim, and refused among other ids
     return (UNSURE if unsure else VALID), claims
 
 
@@ -188,4 +190,4 @@ def names(token: Any, task_id: str, expect: Expectations) -> bool:
     if found is None or not isinstance(found[1], dict):
         return False
     tasks = found[1].get("tasks")
-    return isinstance(tasks, list) and ("*" in tasks or task_id in tasks)
+    return isinstance(tasks, list) and (tasks == ["*"] or ("*" not in tasks and task_id in tasks))

@@ -49,7 +49,9 @@ def right_claims(task: str, now: int) -> dict[str, Any]:
 def fill_claims(claims: dict[str, Any], task: str, data: st.DataObject) -> dict[str, Any]:
     now = int(time.time())
     right = right_claims(task, now)
-    right["tasks"] = data.draw(st.sampled_from([[task], ["*"], ["other", task], [task, task]]), label="tasks")
+    # "*" among other ids is refused (a wildcard only as the whole claim): the oracle says so.
+    right["tasks"] = data.draw(st.sampled_from([[task], ["*"], ["other", task], [task, task], ["*", task],
+                                                ["other", "*"]]), label="tasks")
     out = {}
     for key, value in claims.items():
         if isinstance(value, str) and value.startswith("\x00<right:"):

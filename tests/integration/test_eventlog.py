@@ -10,6 +10,7 @@ from pymongo import MongoClient
 
 from pushserver.devstack import Proc, http_get, start_mongo, start_pushserver, wait_until
 from pushserver.eventlog import COLLECTION, event_to_document
+from tests.fuzz.stack import EventPublisher
 from tests.integration.conftest import Server, Stack
 from tests.support.clients import Watcher
 
@@ -182,6 +183,124 @@ async def test_mongodb_outage_degrades_history_never_delivery(stack: Stack, serv
         metrics = http_get(url + "/metrics")[1].decode()
         assert "pushserver_eventlog_dropped_total" in metrics
     finally:
+        proc.stop()
+        mongo_proc.stop()
+    assert "Traceback" not in proc.log()
+
+
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples in /metrics, optionally only those with these labels."""
+    total = 0.0
+    for line in http_get(url + "/metrics")[1].decode().splitlines():
+        if not line.startswith(name) or line[len(name)] not in " {":
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+#: Events whose values MongoDB cannot store as kombu's JSON decoder hands them over, as JSON on the
+#: wire: {"__type__": ...} objects become uuid.UUID, Decimal, date, time, datetime and bytes.
+ODD_VALUES: dict[str, object] = {
+    "uuid": {"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}},
+    "decimal": {"__type__": "decimal", "__value__": "3.14159265358979323846264338327950288"},
+    "date": {"__type__": "date", "__value__": "2026-01-01"},
+    "time": {"__type__": "time", "__value__": "10:00:00"},
+    "datetime": {"__type__": "datetime", "__value__": "2026-01-01T10:00:00+05:30"},
+    "bytes": {"__type__": "base64", "__value__": "AP8="},
+    "bigint": 2 ** 70,
+    "nan": float("nan"),
+    "surrogate": "\ud800",
+    "nul-key": {"a\x00b": 1},
+    "deep": json.loads("[" * 150 + "]" * 150),
+    "huge": "h" * (2 << 20),
+}
+
+
+async def test_values_mongodb_cannot_store_neither_stop_nor_block_the_log(
+        stack: Stack, server: Server, mongo: str, mongo_db: str):
+    """Each odd value is logged rewritten (or its event alone dropped, counted); the good events after
+    them are all written, and the writer keeps running."""
+    proc, url = serve_with_log(stack, server.secret, mongo, mongo_db, "log-odd-values")
+    publisher = EventPublisher(stack.broker)
+    run = f"odd-{time.time_ns()}"
+    try:
+        wait_until(lambda: ready(url).get("ready"), 20, "ready")
+        for name, value in ODD_VALUES.items():
+            publisher.publish(publisher.task_event("task-succeeded", f"{run}-{name}", result="'ok'", value=value),
+                              routing_key="task.succeeded")
+        good = [publisher.task_event("task-succeeded", f"{run}-good-{i}", result=f"'{i}'") for i in range(20)]
+        publisher.publish(good)
+
+        def logged(prefix: str) -> list[dict]:
+            with MongoClient(mongo, serverSelectionTimeoutMS=3000) as client:
+                return list(client[mongo_db][COLLECTION].find({"task_id": {"$regex": f"^{prefix}"}}))
+
+        wait_until(lambda: len(logged(f"{run}-good-")) == 20, 20, "every good event after the odd ones written")
+        stored = {d["task_id"][len(run) + 1:]: d["event"].get("value") for d in logged(run)}
+        # Nothing was lost: every odd event is in the log too, rewritten.
+        assert set(ODD_VALUES) <= set(stored), sorted(set(ODD_VALUES) - set(stored))
+        assert stored["uuid"] == "12345678-1234-5678-1234-567812345678"
+        assert stored["decimal"] == "3.14159265358979323846264338327950288"
+        assert stored["date"] == "2026-01-01" and stored["datetime"] == "2026-01-01T10:00:00+05:30"
+        assert stored["bytes"] == {"__type__": "base64", "__value__": "AP8="}
+        assert stored["bigint"] == str(2 ** 70)
+        assert stored["surrogate"] == "\\ud800"
+        assert stored["nan"] == "NaN" or stored["nan"] != stored["nan"]  # nx-27017 keeps JSON; mongod a double
+        assert len(stored["huge"]) == 16 * 1024
+        assert ready(url)["event_log"] == "ok"
+        rewritten = metric_sum(url, "pushserver_eventlog_sanitised_total")
+        assert rewritten >= len(ODD_VALUES) - 1, rewritten  # the NaN one only where the server refused NaN
+        assert metric_sum(url, "pushserver_eventlog_writer_running") == 1
+        assert metric_sum(url, "pushserver_eventlog_dropped_total") == 0
+        # The history endpoint serves them as JSON.
+        status, body = http_get(f"{url}/tasks/{run}-uuid/events", {"Authorization": f"Bearer {server.token(f'{run}-uuid')}"})
+        assert status == 200, body
+    finally:
+        publisher.close()
+        proc.stop()
+    assert "Traceback" not in proc.log()
+
+
+async def test_the_queue_held_during_an_outage_is_bounded_in_bytes(stack: Stack, server: Server, mongo_db: str):
+    """MongoDB away, 32 MB of progress events arrive: the queue holds at most --event-log-queue-bytes,
+    shedding the oldest progress (counted); the transitions are all written once MongoDB is back."""
+    mongo_proc, mongo_url = start_mongo(stack.log_dir)
+    port = int(mongo_url.rsplit(":", 1)[1])
+    bound = 4 * 1024 * 1024
+    proc, url = serve_with_log(stack, server.secret, mongo_url, mongo_db, "log-bounded",
+                               ["--event-log-queue-bytes", str(bound)])
+    publisher = EventPublisher(stack.broker)
+    run = f"bounded-{time.time_ns()}"
+    try:
+        wait_until(lambda: ready(url).get("ready"), 20, "ready")
+        mongo_proc.stop()
+        for batch in range(16):  # 16 x 128 events x ~16 KB = 32 MB
+            publisher.publish([publisher.task_event("task-progress", f"{run}-p", current=batch * 128 + i, total=2048,
+                                                    message="m" * 16_000) for i in range(128)])
+        transitions = [publisher.task_event("task-succeeded", f"{run}-t{i}", result="'ok'") for i in range(50)]
+        publisher.publish(transitions)
+        wait_until(lambda: metric_sum(url, "pushserver_events_ingested_total", type="task-progress") == 2048
+                   and metric_sum(url, "pushserver_events_ingested_total", type="task-succeeded") == 50, 30,
+                   "every event received")
+        assert metric_sum(url, "pushserver_eventlog_queued_bytes") <= bound
+        assert metric_sum(url, "pushserver_eventlog_dropped_total", kind="transition") == 0
+        shed = metric_sum(url, "pushserver_eventlog_dropped_total", kind="progress")
+        assert shed >= 2048 - bound / 16_000, shed
+
+        mongo_proc, _ = start_mongo(stack.log_dir, port=port)
+        wait_until(lambda: ready(url).get("event_log") == "ok" and metric_sum(url, "pushserver_eventlog_queued") == 0,
+                   60, "the queue written out")
+        with MongoClient(mongo_url, serverSelectionTimeoutMS=3000) as client:
+            docs = list(client[mongo_db][COLLECTION].find({"task_id": {"$regex": f"^{run}"}}, {"type": 1}))
+        written = {"task-progress": 0, "task-succeeded": 0}
+        for d in docs:
+            written[d["type"]] += 1
+        assert written["task-succeeded"] == 50
+        # Every progress event is either written or counted as shed.
+        assert written["task-progress"] + shed == 2048, (written, shed)
+    finally:
+        publisher.close()
         proc.stop()
         mongo_proc.stop()
     assert "Traceback" not in proc.log()

@@ -12,7 +12,7 @@ from typing import Any
 import jwt
 import pytest
 
-from pushserver.auth import Grant, TokenError, TokenVerifier, mint_token
+from pushserver.auth import Grant, TokenError, TokenVerifier, mint_token, secret_problem
 
 SECRET = "a-shared-secret-long-enough-for-hs256-and-even-for-hs512-64-bytes"
 OLD_SECRET = "the-previous-secret-still-accepted-for-now"
@@ -168,9 +168,35 @@ def test_verifier_needs_a_secret() -> None:
         TokenVerifier([SECRET, ""])
 
 
-def test_short_secrets_are_counted_as_weak() -> None:
-    assert TokenVerifier([SECRET]).weak_secrets == 0
-    assert TokenVerifier(["short", SECRET, "also-short"]).weak_secrets == 2
+def test_short_secrets_are_refused() -> None:
+    TokenVerifier(["k" * 32])  # exactly 32 bytes is enough
+    with pytest.raises(ValueError, match="31 bytes; HS256 needs at least 32"):
+        TokenVerifier(["k" * 31])
+    with pytest.raises(ValueError, match="secret 2 of 3 is 9 bytes"):
+        TokenVerifier([SECRET, "change-me", OLD_SECRET])
+    # Bytes, not characters: 11 three-byte characters are 33 bytes.
+    TokenVerifier(["€" * 11])
+    assert secret_problem(["€" * 10]) is not None
+
+
+@pytest.mark.parametrize("leeway", [-1, 300.5, float("inf"), float("nan")])
+def test_leeway_outside_0_to_300_seconds_is_refused(leeway: float) -> None:
+    with pytest.raises(ValueError, match="leeway"):
+        TokenVerifier([SECRET], leeway=leeway)
+
+
+@pytest.mark.parametrize("leeway", [0, 300])
+def test_leeway_edges_are_accepted(leeway: float) -> None:
+    assert TokenVerifier([SECRET], leeway=leeway).leeway == leeway
+
+
+def test_the_wildcard_grants_every_task_only_as_the_whole_claim(verifier: TokenVerifier) -> None:
+    assert verifier.verify(mint_token(SECRET, ["*"])).allows("any-task")
+    for tasks in (["*", "t"], ["t", "*"], ["*", "*"]):
+        assert "'*' grants every task only as the whole claim" in refusal(verifier, mint_token(SECRET, tasks))
+    # A grant built by hand that holds "*" among ids names those ids, no more.
+    grant = Grant(frozenset({"*", "t"}), None, time.time() + 60)
+    assert grant.allows("t") and grant.allows("*") and not grant.allows("other")
 
 
 @pytest.mark.parametrize("token", [None, "", 42, b"abc", ["a.b.c"], "not-a-jwt", "a.b.c", "x" * 9000])

@@ -35,11 +35,14 @@ EXPRESS_SRC = Path("examples/express-dispatch/src")
 
 # Images we do not build: the variables their entry points document.
 THIRD_PARTY_ENV = {
-    "redis": set(),
+    "redis": {"REDISCLI_AUTH"},  # redis-cli's password (the healthcheck's)
     "mongo": {"MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD"},
     "rabbitmq": {"RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"},
     "nginx": set(),
 }
+# Programs of those images a service may run instead of the image's own command.
+THIRD_PARTY_PROGRAMS = {"redis": {"redis-server", "sh"}}
+INITDB = "/docker-entrypoint-initdb.d"
 # Flower reads any of its options as FLOWER_<OPTION> (flower docs, "Configuration").
 FLOWER_OPTIONS = {
     "address", "auth", "auto_refresh", "basic_auth", "broker_api", "ca_certs", "certfile",
@@ -127,31 +130,56 @@ def click_flags(command: click.Command) -> set[str]:
 
 # --- reading the stack ------------------------------------------------------------
 
-INTERPOLATION = re.compile(
-    r"\$(?:\$|\{(?P<braced>[A-Za-z_]\w*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_]\w*))"
-)
+#: A variable reference: $X or ${X...}; $$ is an escaped dollar.
+VARIABLE = re.compile(r"\$(?:\$|\{(?P<braced>[A-Za-z_]\w*)|(?P<bare>[A-Za-z_]\w*))")
+OPERATORS = (":-", ":?", "-", "?")
+
+
+def variables_used(text: str) -> set[str]:
+    """Every variable ``text`` refers to, nested defaults included."""
+    return {m.group("braced") or m.group("bare") for m in VARIABLE.finditer(text) if m.group(0) != "$$"}
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Compose's variable substitution: $X, ${X}, ${X:-default}, ${X-default}, ${X:?err}, $$."""
-
-    def substitute(m: re.Match[str]) -> str:
+    """Compose's variable substitution: $X, ${X}, ${X:-default}, ${X-default}, ${X:?err}, $$, and defaults
+    that hold references themselves (``${URL:-redis://:${PASSWORD}@redis}``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        m = VARIABLE.match(text, i) if text[i] == "$" else None
+        if m is None:
+            out.append(text[i])
+            i += 1
+            continue
         if m.group(0) == "$$":
-            return "$"
-        name = m.group("braced") or m.group("bare")
-        op, arg = m.group("op"), m.group("arg") or ""
+            out.append("$")
+            i = m.end()
+            continue
+        if m.group("bare"):
+            out.append(env.get(m.group("bare")) or "")
+            i = m.end()
+            continue
+        name, j = m.group("braced"), m.end()
+        op = next((o for o in OPERATORS if text.startswith(o, j)), None)
+        j += len(op or "")
+        depth, k = 0, j  # the argument runs to the matching brace
+        while k < len(text) and (text[k] != "}" or depth):
+            if text.startswith("${", k):
+                depth += 1
+                k += 1
+            elif text[k] == "}":
+                depth -= 1
+            k += 1
+        arg, i = text[j:k], k + 1
         value = env.get(name)
-        if op in (":-", ":?"):
-            unset = not value
-        else:
-            unset = value is None
+        unset = not value if op in (":-", ":?") else value is None
         if unset and op in (":-", "-"):
-            return arg
-        if unset and op in (":?", "?"):
+            out.append(interpolate(arg, env))
+        elif unset and op in (":?", "?"):
             raise KeyError(f"${{{name}}} is required: {arg}")
-        return value or ""
-
-    return INTERPOLATION.sub(substitute, text)
+        else:
+            out.append(value or "")
+    return "".join(out)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -234,8 +262,10 @@ class Stack:
 
     @cached_property
     def values(self) -> dict[str, str]:
-        """.env.example with its empty secrets filled in, as a user's .env would be."""
-        return {k: v or f"filled-{k.lower()}" for k, v in self.env_example.items() if not (self.defaults and v)}
+        """.env.example with its empty secrets filled in, as a user's .env would be (compose interpolates
+        ${X} in .env values too)."""
+        filled = {k: v or f"filled-{k.lower()}" for k, v in self.env_example.items() if not (self.defaults and v)}
+        return {k: interpolate(v, filled) for k, v in filled.items()}
 
     @cached_property
     def services(self) -> dict[str, Service]:
@@ -325,6 +355,8 @@ def check_entry_points(stack: Stack) -> Iterator[str]:
         if not command:
             continue  # the image's own CMD (check_node_image checks ours)
         program = command[0]
+        if program in THIRD_PARTY_PROGRAMS.get(service.image.split("/")[-1].split(":")[0], ()):
+            continue
         if program == "pushserver":
             if scripts.get("pushserver") != "pushserver.cli:main":
                 yield "pyproject.toml [project.scripts] has no pushserver = pushserver.cli:main"
@@ -385,7 +417,20 @@ def env_read_by(stack: Stack, service: Service) -> set[str] | None:
     if "build" in service.spec and "node.Dockerfile" in service.spec["build"].get("dockerfile", ""):
         return js_env_reads(sorted((stack.code / EXPRESS_SRC).glob("*.js")))
     base = service.image.split("/")[-1].split(":")[0]
-    return THIRD_PARTY_ENV.get(base)
+    reads = THIRD_PARTY_ENV.get(base)
+    if base == "mongo" and reads is not None:
+        reads = reads | js_env_reads(mongo_init_scripts(stack, service))
+    return reads
+
+
+def mongo_init_scripts(stack: Stack, service: Service) -> list[Path]:
+    """The scripts the mongo image runs when its volume is first initialised (mounted on INITDB)."""
+    scripts: list[Path] = []
+    for volume in service.spec.get("volumes") or []:
+        source, _, target = str(volume).partition(":")
+        if target.split(":")[0].rstrip("/") == INITDB and source.startswith("."):
+            scripts += sorted((stack.root / source).glob("*.js"))
+    return scripts
 
 
 def check_env_is_read(stack: Stack) -> Iterator[str]:
@@ -404,7 +449,7 @@ def check_env_is_read(stack: Stack) -> Iterator[str]:
 def check_interpolation(stack: Stack) -> Iterator[str]:
     """Every ${X} is defined in .env.example, and every setting there is used."""
     text = "\n".join(line for line in stack.compose_text.splitlines() if not line.lstrip().startswith("#"))
-    used = {m.group("braced") or m.group("bare") for m in INTERPOLATION.finditer(text) if m.group(0) != "$$"}
+    used = variables_used(text) | {n for v in stack.env_example.values() for n in variables_used(v)}
     for name in sorted(used - set(stack.env_example)):
         yield f"docker-compose.yml uses ${{{name}}}, which .env.example does not define"
     for name in sorted(set(stack.env_example) - used):
@@ -637,6 +682,75 @@ def check_compose_keys(stack: Stack) -> Iterator[str]:
                 yield f"{service.name}: mounts volume {source}, which the top-level volumes do not declare"
 
 
+SECRET_NAME = re.compile(r"PASS|SECRET|AUTH")
+INTERNAL_PATHS = ("/readyz", "/metrics")
+
+
+def check_hardening(stack: Stack) -> Iterator[str]:
+    """Least privilege: the pushservers log as a readWrite-only MongoDB user, Redis and RabbitMQ need a
+    password, no secret has an empty default, and nginx keeps /readyz and /metrics inside."""
+    secrets = [k for k, v in stack.env_example.items() if not v]
+    for service in stack.services.values():
+        for name, raw in service.raw_env.items():
+            if not SECRET_NAME.search(name) or not variables_used(raw):
+                continue
+            try:  # as if .env left every secret empty: compose must refuse, not start without one
+                value = interpolate(raw, {**stack.values, **{k: "" for k in secrets}})
+            except KeyError:
+                continue
+            yield (f"{service.name}: {name} does not require its secret ({raw!r} gives {value!r} when .env"
+                   " leaves it empty); use ${X:?...}")
+    redis = stack.services.get("redis")
+    password = ""
+    if redis is not None:
+        script = " ".join(interpolate(a, stack.values) for a in redis.command)
+        # `requirepass "$VAR"` written to a config file (out of `ps`), or --requirepass on the command line.
+        from_env = re.search(r"requirepass\b[^$&|;]*\$\{?(\w+)", script)
+        on_command_line = re.search(r"--requirepass\s+(\S+)", script)
+        if from_env:
+            password = redis.env.get(from_env.group(1), "")
+        elif on_command_line:
+            password = on_command_line.group(1).strip("'\"")
+        if not password:
+            yield "redis: runs without requirepass: any container on the network can read and forge events"
+        elif "--requirepass" in script:
+            yield "redis: --requirepass puts the password on the command line, which `ps` shows"
+    for service in stack.services.values():
+        for name, value in service.env.items():
+            for url in re.findall(r"rediss?://[^\s,]+", value):
+                if urlsplit(url).hostname == "redis" and (urlsplit(url).password or "") != password:
+                    yield f"{service.name}: {name} reaches Redis without its password"
+    mongo = stack.services.get("mongo")
+    for service, params in pushservers(stack):
+        if not params.get("mongo") or mongo is None:
+            continue
+        url = urlsplit(params["mongo"])
+        query = dict(part.partition("=")[::2] for part in url.query.split("&") if part)
+        root = mongo.env.get("MONGO_INITDB_ROOT_USERNAME")
+        if url.username == root:
+            yield f"{service.name}: connects to MongoDB as the root user {root}"
+        scripts = mongo_init_scripts(stack, mongo)
+        text = "\n".join(s.read_text() for s in scripts)
+        grants = re.findall(r"role:\s*['\"](\w+)['\"],\s*db:\s*(\w+)", text)
+        if [role for role, _ in grants] != ["readWrite"]:
+            yield f"mongo: the init scripts {[str(s.name) for s in scripts]} grant {grants}, not readWrite alone"
+            continue
+        # `const name = process.env.X`: what the script's variables hold, from the mongo service's env.
+        script_vars = {js: mongo.env.get(env) for js, env in re.findall(r"const (\w+) = process\.env\.(\w+)", text)}
+        creates = {"db": script_vars.get(grants[0][1]), "user": script_vars.get("user"),
+                   "password": script_vars.get("password")}
+        if (url.username, url.password) != (creates["user"], creates["password"]):
+            yield f"{service.name}: connects to MongoDB as {url.username}, not the user the init script creates"
+        if creates["db"] != params["mongo_db"] or query.get("authSource", url.path.strip("/")) != creates["db"]:
+            yield (f"{service.name}: logs to database {params['mongo_db']} (authSource"
+                   f" {query.get('authSource')}), the init script grants readWrite on {creates['db']}")
+    conf = stack.nginx_conf
+    for path in INTERNAL_PATHS:
+        block = re.search(rf"location\s*=\s*{re.escape(path)}\s*\{{([^}}]*)\}}", conf)
+        if not block or not re.search(r"return\s+40[34]|deny\s+all", block.group(1)):
+            yield f"nginx: passes {path} to the outside (want `location = {path} {{ return 404; }}`)"
+
+
 def with_and_without_settings(check: Callable[[Stack], Iterator[str]]) -> Callable[[Stack], Iterator[str]]:
     """Run ``check`` with .env.example's settings, then with compose's defaults for them."""
 
@@ -651,7 +765,7 @@ def with_and_without_settings(check: Callable[[Stack], Iterator[str]]) -> Callab
 CHECKS: list[Callable[[Stack], Iterator[str]]] = [
     check_compose_keys, check_entry_points, check_env_is_read, check_interpolation,
     with_and_without_settings(check_shared_settings), with_and_without_settings(check_ports),
-    check_healthchecks, check_dockerfiles, check_node_image,
+    check_healthchecks, check_dockerfiles, check_node_image, with_and_without_settings(check_hardening),
 ]
 
 
@@ -687,6 +801,8 @@ def test_the_env_scan_finds_what_the_code_reads() -> None:
 def test_interpolation_follows_compose() -> None:
     env = {"SET": "x", "EMPTY": ""}
     assert interpolate("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $SET $$SET", env) == "x d  d x $SET"
+    assert interpolate("${UNSET:-a${SET}b${UNSET:-c}} ${SET:-${UNSET:?never asked}}", env) == "axbc x"
+    assert variables_used("${A:-x${B}y} $C $$D") == {"A", "B", "C"}
     with pytest.raises(KeyError):
         interpolate("${EMPTY:?fill it}", env)
 
@@ -719,8 +835,8 @@ BROKEN = [
     ("docker-compose.yml", 'ports: ["3000:3000"]', 'ports: ["3000:3001"]', "listens on PORT 3000, publishes [3001]"),
     ("docker-compose.yml", 'ports: ["8000:8000"]', 'ports: ["8080:8000"]', "is not the proxy's published port"),
     ("docker-compose.yml", "${TOKEN_TTL:-900}", "${TOKEN_LIFETIME:-900}", "uses ${TOKEN_LIFETIME}"),
-    ("docker-compose.yml", "redis://redis:6379/1}\n    PUSHSERVER_MONGO",
-     "redis://redis:6379/2}\n    PUSHSERVER_MONGO", "differs from"),
+    ("docker-compose.yml", "@redis:6379/1}\n    # Not the root",
+     "@redis:6379/2}\n    # Not the root", "differs from"),
     ("docker-compose.yml", "PUSHSERVER_SECRET: ${PUSHSERVER_SECRET:?set PUSHSERVER_SECRET in .env (see .env.example)}\n"
      "      # Served", "PUSHSERVER_SECRET: ${MONGO_ROOT_PASSWORD}\n      # Served", "another secret"),
     (".env.example", "PUSHSERVER_PUBLIC_URL=http://localhost:8000", "PUSHSERVER_PUBLIC_URL=http://localhost:9000",
@@ -737,6 +853,29 @@ BROKEN = [
     ("docker-compose.yml", "    stop_grace_period: 60s", "    stop_grace: 60s", "unknown key stop_grace"),
     ("docker-compose.yml", "start_period: 15s", "start_after: 15s", "unknown healthcheck key start_after"),
     ("docker-compose.yml", '["worker-data:/data"]', '["workers-data:/data"]', "mounts volume workers-data"),
+    # issue 11: least privilege
+    ("docker-compose.yml", "${PUSHSERVER_MONGO_USER:-pushserver}:${PUSHSERVER_MONGO_PASSWORD:?set PUSHSERVER_MONGO_PASSWORD"
+     " in .env}@mongo", "${MONGO_ROOT_USER:-admin}:${MONGO_ROOT_PASSWORD:?x}@mongo", "as the root user admin"),
+    ("docker-compose.yml", "?authSource=${PUSHSERVER_MONGO_DB:-pushserver}", "?authSource=admin", "authSource admin"),
+    ("docker/mongo-init/pushserver-user.js", 'role: "readWrite"', 'role: "dbOwner"', "not readWrite alone"),
+    ("docker/mongo-init/pushserver-user.js", 'db: dbName }', 'db: "admin" }', "not readWrite alone"),
+    ("docker-compose.yml", '      - "./docker/mongo-init:/docker-entrypoint-initdb.d:ro"\n', "", "not readWrite alone"),
+    ("docker-compose.yml", "printf 'requirepass %s", "printf 'port %s", "redis: runs without requirepass"),
+    ("docker-compose.yml", "REDISCLI_AUTH: ${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}",
+     "REDISCLI_AUTH: ${REDIS_PASSWORD:-}", "REDISCLI_AUTH does not require its secret"),
+    ("docker-compose.yml", 'command: ["sh", "-c", "umask', 'command: ["redis-server", "--requirepass", "x"]\n    x: ["sh", "-c", "umask',
+     "puts the password on the command line"),
+    ("docker-compose.yml", "redis://:${REDIS_PASSWORD}@redis:6379/0}\n      CELERY_RESULT",
+     "redis://redis:6379/0}\n      CELERY_RESULT", "reaches Redis without its password"),
+    (".env.example", "CELERY_BROKER_URL=redis://:${REDIS_PASSWORD}@redis", "CELERY_BROKER_URL=redis://redis",
+     "reaches Redis without its password"),
+    ("docker-compose.yml", "${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD in .env}", "${RABBITMQ_PASSWORD:-}",
+     "RABBITMQ_DEFAULT_PASS does not require its secret"),
+    ("docker-compose.yml", "${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD in .env}", "${RABBITMQ_PASSWORD:-guest}",
+     "RABBITMQ_DEFAULT_PASS does not require its secret"),
+    ("docker/nginx.conf", "location = /readyz {\n            return 404;", "location = /readyz {\n            proxy_pass"
+     " http://pushserver;", "nginx: passes /readyz to the outside"),
+    ("docker/nginx.conf", "location = /metrics {", "location = /metricz {", "nginx: passes /metrics to the outside"),
 ]
 
 

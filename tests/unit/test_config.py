@@ -8,9 +8,11 @@ import pytest
 
 from pushserver.config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, Settings, split_list
 
+SECRET = "a-secret-of-at-least-32-bytes-for-hs256"
+
 
 def settings(**overrides: Any) -> Settings:
-    return Settings(**{"secrets": ["a-secret"], **overrides})
+    return Settings(**{"secrets": [SECRET], **overrides})
 
 
 def refused(**overrides: Any) -> str:
@@ -33,7 +35,7 @@ def test_a_full_production_setup_is_valid() -> None:
         mongo_url="mongodb+srv://cluster.example.net/",
         host="0.0.0.0",
         port=443,
-        secrets=["new-secret", "old-secret"],
+        secrets=["new-secret-" + "n" * 32, "old-secret-" + "o" * 32],
         cors_origins=["https://app.example.com", "http://localhost:5173"],
     ).validate()
 
@@ -111,3 +113,31 @@ def test_other_limits() -> None:
 )
 def test_split_list(value: str | None, expected: list[str]) -> None:
     assert split_list(value) == expected
+
+
+@pytest.mark.parametrize("secrets, says", [
+    (["change-me"], "--secret: the secret is 9 bytes; HS256 needs at least 32"),
+    ([SECRET, "short"], "--secret: secret 2 of 2 is 5 bytes"),
+    ([SECRET, ""], "--secret: empty secret in the list"),
+])
+def test_short_secrets_are_refused(secrets: list[str], says: str) -> None:
+    message = refused(secrets=secrets)
+    assert message.startswith(says) and "\n" not in message
+    if "bytes" in says:
+        assert "openssl rand -hex 32" in message  # says how to make a good one
+
+
+@pytest.mark.parametrize("leeway", [-0.5, 300.01, 3600])
+def test_token_leeway_must_be_0_to_300_seconds(leeway: float) -> None:
+    assert refused(token_leeway=leeway) == "--token-leeway must be between 0 and 300 seconds"
+
+
+@pytest.mark.parametrize("leeway", [0, 5, 300])
+def test_token_leeway_edges_are_valid(leeway: float) -> None:
+    settings(token_leeway=leeway).validate()
+
+
+def test_the_event_log_queue_needs_room_for_a_few_whole_events() -> None:
+    assert refused(event_log_queue_bytes=4 * 1024 * 1024 - 1).startswith("--event-log-queue-bytes must be at least")
+    settings(event_log_queue_bytes=4 * 1024 * 1024).validate()
+    assert Settings().event_log_queue_bytes == 64 * 1024 * 1024

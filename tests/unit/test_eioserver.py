@@ -1,11 +1,15 @@
-"""The lean Engine.IO server (pushserver/eioserver.py): its send queue, and real sessions against it in-process."""
+"""The Engine.IO server of pushserver/eioserver.py: its send queue, and real sessions against it in-process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
-from typing import Any, AsyncIterator
+import logging
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,7 +17,8 @@ import socketio
 from aiohttp import web
 
 from pushserver import eioserver
-from pushserver.eioserver import LeanSocket, SendQueue, SocketIOServer, trim_environ
+from pushserver.eioserver import EngineIOServer, SendQueue, SocketIOServer, trim_environ
+from pushserver.inbound import Inbound, PacketHeader, peek_packet
 
 # -- SendQueue -------------------------------------------------------------------
 
@@ -44,11 +49,13 @@ async def test_send_queue_get_waits_for_a_put_and_times_out() -> None:
     await asyncio.sleep(0)
     q.put_nowait("x")
     assert await asyncio.wait_for(waiter, 1) == "x"
-    with pytest.raises(asyncio.TimeoutError):
-        await q.get(timeout=0.01)
-    assert not q._getters  # the timed-out getter is gone
+    for _ in range(3):  # as engineio's poll() when nothing is sent
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(q.get(), 0.01)
+    assert not q._getters  # the timed-out getters are gone
     q.put_nowait("y")
-    assert await q.get(timeout=0.01) == "y"
+    assert await asyncio.wait_for(q.get(), 0.01) == "y"
+    assert q.empty()
 
 
 async def test_send_queue_cancelled_getter_passes_its_wakeup_on() -> None:
@@ -62,6 +69,19 @@ async def test_send_queue_cancelled_getter_passes_its_wakeup_on() -> None:
     assert first.cancelled()
 
 
+async def test_send_queue_getter_cancelled_as_an_item_arrives_loses_nothing() -> None:
+    q = SendQueue()
+    consumer = asyncio.ensure_future(asyncio.wait_for(q.get(), 5))
+    await asyncio.sleep(0)
+    q.put_nowait("item")
+    consumer.cancel()
+    try:
+        got = await consumer
+    except asyncio.CancelledError:
+        got = q.get_nowait()  # not taken: still queued
+    assert got == "item"
+
+
 def test_trim_environ_keeps_only_what_pushserver_reads() -> None:
     environ = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4", "HTTP_COOKIE": "secret",
                "aiohttp.request": object(), "QUERY_STRING": "EIO=4"}
@@ -70,10 +90,32 @@ def test_trim_environ_keeps_only_what_pushserver_reads() -> None:
     assert same == {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}
 
 
-def test_lean_sockets_are_on_for_the_installed_engineio() -> None:
-    # Off for an engineio the lean socket was not checked against (VETTED_ENGINEIO):
-    # then review pushserver/eioserver.py against it and widen the range.
-    assert eioserver.LEAN_ENGINEIO, f"python-engineio {eioserver._version('python-engineio')} not vetted"
+def test_connect_handlers_see_the_peer_address_whichever_way_registered() -> None:
+    eio = EngineIOServer(async_mode="aiohttp")
+
+    @eio.on("connect")
+    def plain(sid: str, environ: dict[str, Any]) -> str:
+        return environ["REMOTE_ADDR"]
+
+    environ = {"REMOTE_ADDR": "127.0.0.1", "aiohttp.request": SimpleNamespace(remote="10.1.2.3")}
+    assert eio.handlers["connect"]("sid", environ) == "10.1.2.3"
+
+    async def coroutine(sid: str, environ: dict[str, Any]) -> None:
+        pass
+
+    eio.on("connect", coroutine)
+    # engineio awaits a handler only if it is a coroutine function.
+    assert inspect.iscoroutinefunction(eio.handlers["connect"])
+
+
+def test_an_unvetted_library_is_logged_at_start(monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(eioserver, "unvetted", lambda: ["python-engineio 4.99.0 is outside the vetted range"])
+    with caplog.at_level(logging.WARNING, logger="pushserver.eioserver"):
+        SocketIOServer(async_mode="aiohttp")
+    assert [r.getMessage() for r in caplog.records] == [
+        ("python-engineio 4.99.0 is outside the vetted range: pushserver relies on its internals"
+         " (pushserver/dependencies.py)")]
 
 
 # -- sessions against a real server ---------------------------------------------
@@ -88,6 +130,8 @@ class Server:
         self.url = url
         self.environs: dict[str, dict[str, Any]] = {}
         self.events: list[Any] = []
+        self.disconnects: list[Any] = []
+        self.release = asyncio.Event()
 
     def eio_socket(self, sid: str) -> Any:
         return self.sio.eio.sockets[self.sio.manager.eio_sid_from_sid(sid, "/")]
@@ -95,6 +139,7 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def serving(**options: Any) -> AsyncIterator[Server]:
+    options.setdefault("client_events", frozenset({"echo", "slow"}))
     sio = SocketIOServer(async_mode="aiohttp", cors_allowed_origins="*", ping_interval=PING_INTERVAL,
                          ping_timeout=PING_TIMEOUT, **options)
     app = web.Application()
@@ -103,7 +148,7 @@ async def serving(**options: Any) -> AsyncIterator[Server]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     server = Server(sio, f"http://127.0.0.1:{port}")
 
     @sio.on("connect")
@@ -111,10 +156,19 @@ async def serving(**options: Any) -> AsyncIterator[Server]:
         server.environs[sid] = dict(environ)
         trim_environ(environ)
 
+    @sio.on("disconnect")
+    async def disconnect(sid: str, *args: Any) -> None:
+        server.disconnects.append((sid, args))
+
     @sio.on("echo")
     async def echo(sid: str, data: Any) -> Any:
         server.events.append(data)
         return {"echo": data}
+
+    @sio.on("slow")
+    async def slow(sid: str, data: Any) -> Any:
+        await server.release.wait()
+        return {"slow": len(str(data))}
 
     try:
         yield server
@@ -138,7 +192,7 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
     async with serving() as server, aiohttp.ClientSession() as session:
         ws, sid = await raw_connect(session, server.url)
         sock = server.eio_socket(sid)
-        assert type(sock) is LeanSocket and type(sock.queue) is SendQueue
+        assert type(sock.queue) is SendQueue
         # The environ the handler saw had the request in it; trimmed afterwards.
         assert "HTTP_HOST" in server.environs[sid]
         assert server.sio.environ[sock.sid] == {"REMOTE_ADDR": "127.0.0.1"}
@@ -150,8 +204,7 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
         for _ in range(3):  # the server keeps pinging while we answer
             assert await ws.receive_str(timeout=PING_INTERVAL + 1) == "2"
             await ws.send_str("3")
-        await asyncio.sleep(0.1)  # our last pong read: the next ping is a timer, not a task
-        assert not sock.closed and sock._ping_timer is not None
+        assert not sock.closed
 
         # Stop answering: the server drops us after ping interval + timeout.
         assert await ws.receive_str(timeout=PING_INTERVAL + 1) == "2"
@@ -162,14 +215,13 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
                 break
             await asyncio.sleep(0.05)
         assert sock.closed
-        assert sock._ping_timer is None
         await ws.close()
 
 
 async def test_unparseable_engineio_packets_are_dropped_not_the_connection() -> None:
     # Stock engineio parses a WebSocket packet outside its error handling: the
     # exception ends the handler and leaves the socket open until a ping
-    # timeout. The lean socket logs it (logs.py counts it) and reads on.
+    # timeout. Here it is logged (logs.py counts it) and the reader reads on.
     async with serving() as server, aiohttp.ClientSession() as session:
         ws, sid = await raw_connect(session, server.url)
         for garbage in ("x", "", "9", "\x00"):
@@ -224,6 +276,16 @@ async def test_remote_addr_is_the_peer() -> None:
             assert server.environs[sid]["REMOTE_ADDR"] == "127.0.0.2"
             await ws.close()
 
+            # Long-polling: the Socket.IO connect rides on the session's second request.
+            polling = server.url + "/socket.io/?EIO=4&transport=polling"
+            async with session.get(polling) as opened:
+                eio_sid = json.loads((await opened.text())[1:])["sid"]
+            async with session.post(f"{polling}&sid={eio_sid}", data="40") as posted:
+                assert posted.status == 200
+            async with session.get(f"{polling}&sid={eio_sid}") as answer:
+                sid = json.loads((await answer.text())[2:])["sid"]
+            assert server.environs[sid]["REMOTE_ADDR"] == "127.0.0.2"
+
 
 async def test_polling_then_upgrade_with_python_socketio_client() -> None:
     async with serving() as server:
@@ -236,7 +298,7 @@ async def test_polling_then_upgrade_with_python_socketio_client() -> None:
                 await asyncio.sleep(0.05)
             assert client.transport() == "websocket"
             sock = server.eio_socket(client.get_sid())
-            assert type(sock) is LeanSocket and sock.upgraded
+            assert sock.upgraded and type(sock.queue) is SendQueue
             assert await client.call("echo", [1, 2], timeout=2) == {"echo": [1, 2]}
             await asyncio.sleep(PING_INTERVAL * 3)  # pings are answered across the upgrade
             assert client.connected and not sock.closed
@@ -256,3 +318,120 @@ async def test_polling_only_client() -> None:
             assert await client.call("echo", "q", timeout=2) == {"echo": "q"}
         finally:
             await client.disconnect()
+
+
+# -- what clients may send (inbound.py) ------------------------------------------
+
+
+def limits(**kwargs: Any) -> tuple[Inbound, list[str]]:
+    refused: list[str] = []
+    options: dict[str, Any] = {"rate": 1000.0, "burst": 1000.0, "max_in_flight_bytes": 1 << 20}
+    options.update(kwargs)
+    return Inbound(on_refused=refused.append, **options), refused
+
+
+def test_peek_packet_reads_type_namespace_and_ack_id() -> None:
+    assert peek_packet('21["subscribe",{}]') == PacketHeader("2", "/", 1)
+    assert peek_packet('2["x"]') == PacketHeader("2", "/", None)
+    assert peek_packet('2/admin,7["x"]') == PacketHeader("2", "/admin", 7)
+    assert peek_packet('51-12["x",{"_placeholder":true,"num":0}]') == PacketHeader("5", "/", 12)
+    assert peek_packet('52-/nsp,3[]') == PacketHeader("5", "/nsp", 3)
+    assert peek_packet("") == PacketHeader("", "/", None)
+    assert peek_packet("2" + "9" * 40) == PacketHeader("2", "/", int("9" * 16))
+
+
+async def test_only_client_events_reach_handlers_lifecycle_names_included() -> None:
+    inbound, refused = limits()
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)
+        for i, frame in enumerate(['["disconnect","io client disconnect"]', '["connect",{"REMOTE_ADDR":"x"}]',
+                                   '["message","hi"]', '[7,"x"]', '[]', '["__proto__"]']):
+            await ws.send_str(f"42{i}{frame}")
+            reply = json.loads((await ws.receive_str(timeout=2))[2 + len(str(i)):])
+            assert reply[0]["error"]["code"] == "bad_request", frame
+        await ws.send_str('42["disconnect","no ack asked"]')
+        await ws.send_str('429["echo","still connected"]')
+        assert await ws.receive_str(timeout=2) == '439[{"echo":"still connected"}]'
+        assert server.disconnects == [] and refused == ["event_name"] * 7
+        await ws.close()
+
+
+async def test_binary_packets_and_frames_are_refused_not_buffered() -> None:
+    inbound, refused = limits()
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)
+        await ws.send_str('451-3["echo",{"_placeholder":true,"num":0}]')
+        reply = await ws.receive_str(timeout=2)
+        assert reply.startswith("433[") and "JSON text only" in reply
+        await ws.send_str('461-0[{"_placeholder":true,"num":0}]')
+        await ws.send_str('451000000-["echo",{}]')
+        for _ in range(20):
+            await ws.send_bytes(b"\x04" + b"x" * 4000)  # an attachment frame
+        await ws.send_str('424["echo","after"]')
+        assert await ws.receive_str(timeout=2) == '434[{"echo":"after"}]'
+        assert server.sio._binary_packet == {}
+        assert refused.count("binary") == 23 and server.events == ["after"]
+        await ws.close()
+
+
+async def test_rate_limit_answers_too_many_then_disconnects_a_flooder() -> None:
+    inbound, refused = limits(rate=1.0, burst=5.0, flood_strikes=10)
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)  # the connect took one token
+        for i in range(30):
+            await ws.send_str(f'42{i}["echo",{i}]')
+        replies = []
+        while True:
+            msg = await ws.receive(timeout=2)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            replies.append(msg.data)
+        answered = [r for r in replies if r.startswith("43")]
+        assert [r for r in answered if '"echo"' in r] == [f'43{i}[{{"echo":{i}}}]' for i in range(4)]
+        too_many = [r for r in answered if '"too_many"' in r]
+        assert len(too_many) == 10 and "rate limit" in too_many[0]
+        assert replies[-1].startswith('42["pushserver:error",{"code":"too_many"')
+        assert refused.count("rate") == 11 and refused.count("flood") == 1
+        assert len(server.disconnects) == 1 and len(inbound) == 0
+
+
+async def test_bytes_in_flight_per_connection_are_bounded() -> None:
+    inbound, refused = limits(max_in_flight_bytes=3 * (1024 + 1100))
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)
+        for i in range(5):
+            await ws.send_str(f'42{i}["slow","{"x" * 1000}"]')
+        reply = await ws.receive_str(timeout=2)
+        assert reply.startswith("433[") and "too_many" in reply and "bytes" in reply
+        assert refused == ["in_flight", "in_flight"]
+        server.release.set()
+        answers = sorted([await ws.receive_str(timeout=2) for _ in range(4)])
+        assert answers[-1].startswith("434[") and "too_many" in answers[-1]
+        assert [a[:3] for a in answers[:3]] == ["430", "431", "432"]
+        await ws.send_str('425["slow","x"]')
+        assert await ws.receive_str(timeout=2) == '435[{"slow":1}]'  # released: room again
+        await ws.close()
+
+
+async def test_sessions_per_address_are_counted_at_the_engineio_handshake() -> None:
+    inbound, refused = limits(max_per_address=2)
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        handshake = server.url + "/socket.io/?EIO=4&transport=polling"
+        sids = []
+        for _ in range(2):  # long-polling sessions that never connect to a namespace
+            async with session.get(handshake) as r:
+                assert r.status == 200
+                sids.append(json.loads((await r.text())[1:])["sid"])
+        async with session.get(handshake) as r:
+            assert r.status == 401 and "too many connections" in await r.text()
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
+        async with session.post(f"{handshake}&sid={sids[0]}", data="1") as r:  # an Engine.IO close
+            assert r.status == 200
+        for _ in range(50):
+            if len(inbound) == 1:
+                break
+            await asyncio.sleep(0.02)
+        ws, _ = await raw_connect(session, server.url)  # the slot is free again
+        assert refused == ["connections_per_address"] * 2
+        await ws.close()

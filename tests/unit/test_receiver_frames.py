@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
+import pickle
+import subprocess
 import threading
 import time
+import uuid
 
+import pytest
 from celery import Celery
+from kombu.utils.json import loads
 
 from pushserver.receiver import CaptureLoop, ReceiverStatus
-from pushserver.receiver_process import FrameReader, PipeWriter, encode_frame, strip_non_task_events
+from pushserver.receiver_process import HEADER, FrameReader, PipeWriter, encode_frame, strip_non_task_events
 
 
 def test_frames_reassemble_across_every_cut():
@@ -136,3 +143,63 @@ def test_only_task_events_cross_the_pipe_whole():
     forged = {"type": "x" * 1000, "uuid": "t2"}
     assert strip_non_task_events([task, heartbeat, huge_id, forged]) == [
         task, {"type": "worker-heartbeat"}, {"type": "task-started"}, {"type": None}]
+
+
+class _RunsCode:
+    """What an attacker would pickle: unpickling it calls os.system."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_a_frame_that_would_run_code_is_refused_logged_and_not_executed(tmp_path, caplog):
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(("events", [{"uuid": "a", "x": _RunsCode(f"touch {marker}")}]), protocol=5)
+    good = [{"type": "task-started", "uuid": "b", "clock": 2 ** 70, "runtime": math.nan}]
+    data = HEADER.pack(len(evil)) + evil + encode_frame("events", good)
+    reader = FrameReader()
+    with caplog.at_level(logging.ERROR, logger="pushserver.receiver"):
+        got = reader.feed(data)
+    assert not marker.exists()
+    assert reader.refused == 1
+    # The frame after the refused one still arrives, exact.
+    [(kind, [event])] = got
+    assert kind == "events" and event["clock"] == 2 ** 70 and math.isnan(event["runtime"])
+    [record] = [r for r in caplog.records if "refused a frame" in r.getMessage()]
+    assert "posix.system" in record.getMessage() or "os.system" in record.getMessage()
+
+
+@pytest.mark.parametrize("body", [
+    pickle.dumps(("events", [{"f": open}]), protocol=5),              # a builtin callable
+    pickle.dumps(("status", subprocess.Popen), protocol=2),             # a class from elsewhere, old protocol
+    b"\x80\x05not a pickle",
+    pickle.dumps(["events", []], protocol=5),                           # not a (kind, payload) pair
+], ids=["builtin", "class", "garbage", "shape"])
+def test_frames_that_are_not_event_data_are_refused(body: bytes):
+    reader = FrameReader()
+    assert reader.feed(HEADER.pack(len(body)) + body + encode_frame("status", "connected")) == [
+        ("status", "connected")]
+    assert reader.refused == 1
+
+
+def test_the_values_kombu_decodes_cross_the_pipe_exactly():
+    """kombu's JSON decoder builds UUID, Decimal, dates and bytes from ``{"__type__": ...}`` objects."""
+    event = loads(json.dumps({
+        "type": "task-succeeded", "uuid": "t", "big": 2 ** 100, "neg": -(2 ** 65), "nan": math.nan,
+        "inf": -math.inf, "set": [1, 2],
+        "u": {"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}},
+        "d": {"__type__": "decimal", "__value__": "3.14159265358979323846264338327950288"},
+        "dt": {"__type__": "datetime", "__value__": "2026-01-01T10:00:00+05:30"},
+        "day": {"__type__": "date", "__value__": "2026-01-01"},
+        "at": {"__type__": "time", "__value__": "10:00:00.5"},
+        "raw": {"__type__": "base64", "__value__": "AP8="},
+    }))
+    event["set"] = {1, 2}
+    [(kind, [got])] = FrameReader().feed(encode_frame("events", [event]))
+    assert kind == "events"
+    assert math.isnan(got.pop("nan")) and math.isnan(event.pop("nan"))
+    assert got == event
+    assert isinstance(got["u"], uuid.UUID) and got["raw"] == b"\x00\xff" and got["big"] == 2 ** 100

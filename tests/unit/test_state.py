@@ -8,12 +8,14 @@ dicts with ``type``, ``uuid`` and ``timestamp``, merged with
 from __future__ import annotations
 
 import itertools
+import sys
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from pushserver.policy import ForwardingPolicy
 from pushserver.state import (
     FAILURE,
     PENDING,
@@ -613,3 +615,66 @@ def test_odd_events_never_crash_the_merge(events: list[dict[str, Any]]) -> None:
 @given(st.data(), st.lists(ODD_EVENTS, min_size=1, max_size=6))
 def test_odd_events_merge_the_same_in_any_order(data: st.DataObject, events: list[dict[str, Any]]) -> None:
     assert snapshot(data.draw(st.permutations(events))) == snapshot(events)
+
+
+# -- bounded memory per task -------------------------------------------------------
+
+
+def retained_bytes(obj: Any, seen: set[int] | None = None) -> int:
+    """What an object keeps alive: itself and everything it holds (shared objects counted once)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(retained_bytes(k, seen) + retained_bytes(v, seen) for k, v in obj.items())
+    elif isinstance(obj, (tuple, list, set, frozenset)):
+        size += sum(retained_bytes(v, seen) for v in obj)
+    elif hasattr(obj, "__slots__"):
+        size += sum(retained_bytes(getattr(obj, name), seen) for name in obj.__slots__)
+    return size
+
+
+MEGABYTE = "x" * (1 << 20)
+
+
+def forged_lifecycle(task_id: str) -> list[dict[str, Any]]:
+    """Every field a task keeps, each a megabyte long, as one forged worker could send them."""
+    return [
+        event("received", 1.0, uuid=task_id, name=MEGABYTE, hostname=MEGABYTE, args=MEGABYTE, kwargs=MEGABYTE),
+        event("progress", 2.0, uuid=task_id, current=1, total=2, message=MEGABYTE, hostname=MEGABYTE),
+        event("retried", 3.0, uuid=task_id, exception=MEGABYTE, traceback=MEGABYTE),
+        event("failed", 4.0, uuid=task_id, exception=MEGABYTE + "!", traceback=MEGABYTE + "!"),
+        event("succeeded", 3.5, uuid=task_id, result=MEGABYTE, runtime=1.0),
+    ]
+
+
+@pytest.mark.parametrize("policy, bound", [
+    # result and exception (4 KiB each), progress message (1 KiB), name and worker: no traceback, no arguments
+    (ForwardingPolicy(), 13_000),
+    (ForwardingPolicy(results="none"), 9_000),
+    # everything a client may be sent, each cut to its limit (the most one task can hold)
+    (ForwardingPolicy(results="repr", tracebacks=True, args=True), 32_000),
+], ids=["default", "no-results", "everything"])
+def test_a_task_of_megabyte_fields_keeps_only_what_is_ever_forwarded(policy: ForwardingPolicy, bound: int) -> None:
+    store = merge_all(forged_lifecycle(TASK), TaskStore(unkept=policy.never_forwarded()))
+    task = store.get(TASK)
+    assert task is not None and task.state == SUCCESS  # SUCCESS outranks the FAILURE
+    kept = retained_bytes(task)
+    assert kept < bound, f"one task holds {kept} bytes"
+    for name in policy.never_forwarded():
+        assert name not in task.fields
+    # What clients see is unchanged by what the store leaves out.
+    full = merge_all(forged_lifecycle(TASK)).get(TASK)
+    assert full is not None
+    assert policy.task(task.to_dict(with_args=policy.args)) == policy.task(full.to_dict(with_args=policy.args))
+
+
+def test_the_default_policy_keeps_no_traceback_or_arguments_in_memory() -> None:
+    store = merge_all(forged_lifecycle(TASK), TaskStore(unkept=ForwardingPolicy().never_forwarded()))
+    task = store.get(TASK)
+    assert task is not None
+    assert {"traceback", "args", "kwargs"}.isdisjoint(task.fields)
+    assert set(ForwardingPolicy(results="none").never_forwarded()) == {"result", "traceback", "args", "kwargs"}
+    assert ForwardingPolicy("repr", True, True).never_forwarded() == frozenset()
