@@ -294,9 +294,7 @@ class Hub:
     async def reconcile(self) -> int:
         """Once the receiver (re)connects, correct every watched unfinished task from the result backend."""
         todo = [t for t in self.subscriptions.watched() if not _is_ready(self.store.get(t))]
-        events = await asyncio.gather(*(self.backend.lookup(t) for t in todo))
-        found = [e for e in events if e is not None]
-        changed = self.merge(found)
+        changed = self.merge((await self.backend.lookup_many(todo)).values())
         self.metrics.reconciled.inc(changed)
         if todo:
             log.info("reconciled %d watched tasks from the result backend: %d changed", len(todo), changed)
