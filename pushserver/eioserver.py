@@ -54,6 +54,7 @@ from .inbound import (
     BINARY_ACK,
     BINARY_EVENT,
     CLIENT_EVENTS,
+    CLIENT_PACKET_TYPES,
     EVENT,
     Inbound,
     PacketHeader,
@@ -448,6 +449,11 @@ class SocketIOServer(socketio.AsyncServer):
             if header is not None and header.kind == BINARY_EVENT and header.ack_id is not None:
                 await self._refuse(eio_sid, header, "bad_request",
                                    "binary data is not accepted: this protocol is JSON text only")
+            return
+        if header.kind not in CLIENT_PACKET_TYPES:
+            # CONNECT_ERROR or no Socket.IO type at all: python-socketio would raise (a
+            # traceback per packet); nothing to answer.
+            inbound.on_refused("malformed")
             return
         self._frame_size = len(text or "")
         await super()._handle_eio_message(eio_sid, data)

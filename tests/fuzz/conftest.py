@@ -82,7 +82,7 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
         common = ["--token-audience", AUDIENCE, "--token-issuer", ISSUER, "--cors", ALLOWED_ORIGIN]
         main_proc, main_url = start_pushserver(
             "pushserver-main", broker, backend, log_dir, secret=",".join(secrets), log_level="INFO",
-            extra=common + ["--subscribe-rate", "1000000"])
+            extra=common + ["--subscribe-rate", "1000000", "--message-rate", "1000000"])
         procs.append(main_proc)
         limits_proc, limits_url = start_pushserver(
             "pushserver-limits", broker, backend, log_dir, secret=",".join(secrets), log_level="INFO",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -227,8 +226,8 @@ def p99(values: list[float]) -> float:
 async def test_a_flooding_client_is_limited_and_dropped_without_slowing_others(stack: Stack, server: Server):
     with running(stack, server.secret) as (_, url):
         quiet = await subscribe_latencies(url, server, clients=1, calls=50)
-        flooder = subprocess.Popen([sys.executable, "-m", "tests.support.flooder", url, "30"],
-                                   stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        flooder = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.support.flooder", url, "30",
+                                                       stdout=asyncio.subprocess.PIPE, cwd=ROOT)
         try:
             await eventually(lambda: refused(url, "flood") >= 1, 15, "the flooder to be dropped once")
             # 4 x 75 calls: 300 samples, each client within the subscribe burst. The machine may
@@ -238,7 +237,7 @@ async def test_a_flooding_client_is_limited_and_dropped_without_slowing_others(s
                 rounds.append(await subscribe_latencies(url, server, clients=4, calls=75))
             loaded = min(rounds, key=p99)
         finally:
-            out, _ = flooder.communicate(timeout=60)
+            out, _ = await asyncio.wait_for(flooder.communicate(), 60)
         floods = refused(url, "flood")
         sent = json.loads(out)
         print(f"\nsubscribe ack p99: {p99(quiet) * 1000:.1f} ms quiet (50 calls), "
