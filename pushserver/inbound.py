@@ -75,7 +75,7 @@ def peek_packet(data: str) -> PacketHeader:
     return PacketHeader(kind, namespace, ack_id)
 
 
-@dataclass
+@dataclass(slots=True)
 class Allowance:
     """One connection's state: its rate bucket, its recent over-limit packets, and its bytes in flight."""
 

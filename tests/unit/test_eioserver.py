@@ -386,3 +386,21 @@ async def test_sessions_per_address_are_counted_at_the_engineio_handshake() -> N
         ws, _ = await raw_connect(session, server.url)  # the slot is free again
         assert refused == ["connections_per_address"] * 2
         await ws.close()
+
+
+def test_the_python_socketio_hooks_overridden_are_there() -> None:
+    """SocketIOServer overrides python-socketio 5.18.1's internal entry points: fail loudly if they move."""
+    import inspect
+
+    expected = {
+        "_handle_eio_connect": ["self", "eio_sid", "environ"],
+        "_handle_eio_disconnect": ["self", "eio_sid", "reason"],
+        "_handle_eio_message": ["self", "eio_sid", "data"],
+        "_handle_event": ["self", "eio_sid", "namespace", "id", "data"],
+        "_handle_event_internal": ["self", "server", "sid", "eio_sid", "data", "namespace", "id"],
+        "_send_packet": ["self", "eio_sid", "pkt"],
+    }
+    for name, params in expected.items():
+        method = getattr(socketio.AsyncServer, name)
+        assert list(inspect.signature(method).parameters) == params, name
+    assert hasattr(socketio.AsyncServer(async_mode="aiohttp"), "_binary_packet")
