@@ -99,8 +99,8 @@ def broker_options(func: Any) -> Any:
                    " per client address; 0 is no limit.")
 @click_option("--message-rate", envvar="PUSHSERVER_MESSAGE_RATE", default=50.0, show_default=True,
               type=float, help="Messages per second one connection may send, after a burst of"
-                               " max(250, 5 x rate); over it calls get too_many, and a client that"
-                               " sends 100 more within 10 s is disconnected.")
+                               " max(250, 5 x rate); over it calls get too_many, and a client more"
+                               " than 100 messages over it within 10 s is disconnected.")
 @click_option("--max-connection-bytes", envvar="PUSHSERVER_MAX_CONNECTION_BYTES", default=1024 * 1024,
               show_default=True, type=int,
               help="Bytes of one connection's messages the server handles at once (each counted at its"

@@ -204,7 +204,9 @@ class Hub:
 
     async def _end_expired(self, expired: dict[str, list[str]]) -> None:
         """Take each connection out of the rooms its tokens no longer grant, then tell it which."""
-        for sid, task_ids in expired.items():
+        for n, (sid, task_ids) in enumerate(expired.items()):
+            if n and n % 256 == 0:
+                await asyncio.sleep(0)  # thousands of tokens may end in one second: let the loop breathe
             mine = self.subscriptions.tasks_of(sid)
             # Not one renewed (subscribed again with a fresh token) since the wheel fired.
             ended = [t for t in task_ids if t in mine and self.expiry.deadline(sid, t) is None]
