@@ -522,6 +522,9 @@ class SocketIOServer(socketio.AsyncServer):
                 sio_packet.EVENT, namespace="/", data=[ERROR_EVENT, {"code": code, "message": message}]))
         sock.queue.put_nowait(None)  # the writer sends what is queued, then closes the transport
         await sock.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+        # As engineio's own disconnect(): a closed session left in the table answers the next
+        # long-polling request with an error (HTTP 500) instead of "invalid session" (HTTP 400).
+        self.eio.sockets.pop(eio_sid, None)
 
 
 #: Running client-event handlers (asyncio keeps only weak references to tasks).

@@ -404,3 +404,20 @@ def test_the_python_socketio_hooks_overridden_are_there() -> None:
         method = getattr(socketio.AsyncServer, name)
         assert list(inspect.signature(method).parameters) == params, name
     assert hasattr(socketio.AsyncServer(async_mode="aiohttp"), "_binary_packet")
+
+
+async def test_a_long_polling_flooder_is_dropped_and_its_session_is_gone() -> None:
+    inbound, refused = limits(rate=1.0, burst=5.0, flood_strikes=10)
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        base = server.url + "/socket.io/?EIO=4&transport=polling"
+        async with session.get(base) as r:
+            url = base + "&sid=" + json.loads((await r.text())[1:])["sid"]
+        async with session.post(url, data="40") as r:
+            assert r.status == 200
+        statuses = []
+        for k in range(4):  # engineio takes at most 16 packets per long-polling POST
+            body = "\x1e".join(f'42{k * 16 + i}["echo",{i}]' for i in range(16))
+            async with session.post(url, data=body) as r:
+                statuses.append(r.status)
+        assert statuses[0] == 200 and statuses[-1] == 400  # "invalid session", not an error 500
+        assert refused.count("flood") == 1 and len(inbound) == 0 and len(server.disconnects) == 1
