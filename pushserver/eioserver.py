@@ -102,7 +102,7 @@ class SendQueue:
     it is one small list: getters and the ``join`` event are made on first use.
     """
 
-    __slots__ = ("_items", "_getters", "_unfinished", "_finished")
+    __slots__ = ("_items", "_getters", "_unfinished", "_finished", "nbytes")
 
     maxsize = 0
 
@@ -111,6 +111,7 @@ class SendQueue:
         self._getters: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
         self._finished: asyncio.Event | None = None
+        self.nbytes = 0  # the payload bytes of the packets queued (what a client that stops reading costs)
 
     def qsize(self) -> int:
         return len(self._items)
@@ -123,6 +124,7 @@ class SendQueue:
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
+        self.nbytes += _payload_size(item)
         self._unfinished += 1
         if self._finished is not None:
             self._finished.clear()
@@ -134,7 +136,9 @@ class SendQueue:
     def get_nowait(self) -> Any:
         if not self._items:
             raise asyncio.QueueEmpty
-        return self._items.pop(0)
+        item = self._items.pop(0)
+        self.nbytes -= _payload_size(item)
+        return item
 
     async def get(self, timeout: float | None = None) -> Any:
         """The next item, waiting for one; ``asyncio.TimeoutError`` after ``timeout`` seconds without."""
@@ -161,7 +165,9 @@ class SendQueue:
             finally:
                 if timer is not None:
                     timer.cancel()
-        return self._items.pop(0)
+        item = self._items.pop(0)
+        self.nbytes -= _payload_size(item)
+        return item
 
     def task_done(self) -> None:
         if self._unfinished <= 0:
@@ -183,6 +189,12 @@ class SendQueue:
             if not getter.done():
                 getter.set_result(None)
                 break
+
+
+def _payload_size(item: Any) -> int:
+    """The size of a queued Engine.IO packet's payload (0 for the end-of-queue None)."""
+    data = getattr(item, "data", None)
+    return len(data) if isinstance(data, (str, bytes)) else 0
 
 
 def _expire(getter: asyncio.Future[None]) -> None:
@@ -391,12 +403,15 @@ class SocketIOServer(socketio.AsyncServer):
     buffers anything. Extra keyword arguments go to EngineIOServer.
     """
 
-    def __init__(self, *args: Any, inbound: Inbound | None = None,
-                 client_events: frozenset[str] = CLIENT_EVENTS, max_unread: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, inbound: Inbound | None = None, client_events: frozenset[str] = CLIENT_EVENTS,
+                 max_unread: int = 0, max_unread_bytes: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.inbound = inbound
         self.client_events = client_events
-        self.max_unread = max_unread  # packets queued unread after which a client is dropped (0: no limit)
+        # Packets, and payload bytes, queued unread after which a client that sends more is dropped
+        # (0: no limit); the bytes are known with the lean send queue only.
+        self.max_unread = max_unread
+        self.max_unread_bytes = max_unread_bytes
         self._frame_size = 0  # the size of the packet being dispatched (dispatch is sequential)
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
@@ -435,12 +450,15 @@ class SocketIOServer(socketio.AsyncServer):
                 await self._refuse(eio_sid, header, "too_many",
                                    f"rate limit: at most {inbound.rate:g} messages a second")
             return
-        if self.max_unread:
+        if self.max_unread or self.max_unread_bytes:
             sock = self.eio.sockets.get(eio_sid)
-            if sock is not None and sock.queue.qsize() >= self.max_unread:
+            queue = sock.queue if sock is not None else None
+            if queue is not None and (self.max_unread and queue.qsize() >= self.max_unread or self.max_unread_bytes
+                                      and getattr(queue, "nbytes", 0) >= self.max_unread_bytes):
                 inbound.on_refused("unread")
                 await self.drop_session(eio_sid, "slow_consumer", "disconnected: more than"
-                                        f" {self.max_unread} messages were waiting to be read")
+                                        f" {self.max_unread} messages or {self.max_unread_bytes} bytes were"
+                                        " waiting to be read")
                 return
         if header is None or header.kind in (BINARY_EVENT, BINARY_ACK):
             # Binary frames are attachments; binary packets announce them. Neither is

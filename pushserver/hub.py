@@ -42,6 +42,9 @@ from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver.hub")
 
+#: A client that keeps sending while this many times --max-connection-bytes of answers wait unread is dropped.
+UNREAD_BYTES_FACTOR = 8
+
 
 class Hub:
     """The Socket.IO side of the server: connections, subscriptions, snapshots and emits."""
@@ -83,6 +86,7 @@ class Hub:
             address_of=self._address_of, on_refused=self._count_refused_message)
         self.sio = SocketIOServer(
             inbound=self.inbound, max_unread=settings.hard_backlog,
+            max_unread_bytes=UNREAD_BYTES_FACTOR * settings.max_connection_bytes,
             transports=list(settings.transports),
             async_mode="aiohttp",
             cors_allowed_origins=_cors_setting(settings.cors_origins),

@@ -421,3 +421,39 @@ async def test_a_long_polling_flooder_is_dropped_and_its_session_is_gone() -> No
                 statuses.append(r.status)
         assert statuses[0] == 200 and statuses[-1] == 400  # "invalid session", not an error 500
         assert refused.count("flood") == 1 and len(inbound) == 0 and len(server.disconnects) == 1
+
+
+async def test_send_queue_counts_the_bytes_it_holds() -> None:
+    from engineio import packet
+
+    q = SendQueue()
+    q.put_nowait(packet.Packet(packet.MESSAGE, "x" * 100))
+    q.put_nowait(packet.Packet(packet.PING))
+    q.put_nowait(None)
+    assert q.nbytes == 100
+    q.get_nowait()
+    assert q.nbytes == 0 and q.qsize() == 2
+    await q.get()
+    await q.get()
+    assert q.nbytes == 0
+
+
+async def test_a_client_that_sends_but_does_not_read_is_dropped_past_the_unread_bytes() -> None:
+    inbound, refused = limits()
+    async with serving(inbound=inbound, max_unread_bytes=2_000_000) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)
+        sent = 0
+        try:
+            while sent < 2000 and not refused:  # 60 KB answers, none of them read
+                await ws.send_str(f'42{sent}["echo","{"x" * 60_000}"]')
+                sent += 1
+                await asyncio.sleep(0.002)
+        except (ConnectionError, aiohttp.ClientError):
+            pass
+        for _ in range(100):
+            if server.disconnects:
+                break
+            await asyncio.sleep(0.02)
+        assert refused == ["unread"] and len(server.disconnects) == 1, (sent, refused)
+        assert sent < 200  # 2 MB of answers, plus what the sockets' buffers took
+        await ws.close()
