@@ -59,7 +59,7 @@ class Metrics:
         self.messages_refused = Counter(
             "pushserver_client_messages_refused_total",
             "Client packets and sessions refused before any handler ran, by reason (event_name, binary, rate,"
-            " flood, in_flight, unread, connections_per_address)", ["reason"], registry=r)
+            " flood, in_flight, unread, malformed, connections_per_address)", ["reason"], registry=r)
         self.expired = Counter("pushserver_subscriptions_expired_total",
                                "Subscriptions ended because their token expired (exp + leeway)", registry=r)
         self.snapshots = Counter("pushserver_snapshots_total",

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from pushserver.devstack import BIN, Proc
+from dev.stack import BIN, Proc
 from tests.faults.conftest import HOSTNAME, FaultStack, delivered, env_number, metric, redis_stack, token
 from tests.support.clients import Watcher
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pushserver.devstack import http_get, http_status, start_redis
+from dev.stack import http_get, http_status, start_redis
 from tests.faults.conftest import RUN_ID, FaultStack, delivered, metric, token, until
 from tests.support.rabbitmq_node import RabbitNode, rabbitmq_installed
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
-from pushserver.devstack import BIN, free_port, http_get, http_status, start_pushserver, wait_until
+from dev.stack import BIN, free_port, http_get, http_status, start_pushserver, wait_until
 from tests.faults.conftest import SECRET, FaultStack, delivered, until
 from tests.support.redis_servers import Certificates, make_certificates, start_redis_server, start_tls_redis
 

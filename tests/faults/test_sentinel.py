@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from pushserver.devstack import http_status
+from dev.stack import http_status
 from tests.faults.conftest import FaultStack, delivered, environ, metric, readyz, until
 from tests.support.redis_servers import SentinelSet, start_sentinel_set, wait_for_failover
 

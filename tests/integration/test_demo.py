@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,16 +44,16 @@ def test_demo_runs_on_redis_with_tls_and_a_password(tmp_path: Path):
     query = f"ssl_cert_reqs=required&ssl_ca_certs={quote(str(certs.ca))}"
     try:
         bare = subprocess.run(
-            [str(Path(sys.executable).parent / "pushserver"), "demo", "--once",
+            [sys.executable, "-m", "dev.demo", "--once",
              "--broker", f"rediss://:{password}@127.0.0.1:{port}/0"],
-            capture_output=True, text=True, timeout=60)
+            capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert bare.returncode == 2 and "a rediss:// URL needs ssl_cert_reqs" in bare.stderr, bare.stderr
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "pushserver"), "demo", "--once", "--port", str(server_port),
+            [sys.executable, "-m", "dev.demo", "--once", "--port", str(server_port),
              "--web-port", str(web_port),
              "--broker", f"rediss://:{password}@127.0.0.1:{port}/0?{query}",
              "--backend", f"rediss://:{password}@127.0.0.1:{port}/1?{query}"],
-            capture_output=True, text=True, timeout=180, env={**os.environ, "PUSHSERVER_MONGO_URL": ""},
+            capture_output=True, text=True, timeout=180, env={**os.environ, "PUSHSERVER_MONGO_URL": ""}, cwd=ROOT,
         )
     finally:
         redis.stop()

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pushserver.devstack import Proc, free_port, wait_until
+from dev.stack import Proc, free_port, wait_until
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # Debian's; /usr/sbin's wrapper would switch user
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from pushserver.devstack import Proc, free_port, wait_until
+from dev.stack import Proc, free_port, wait_until
 
 
 def redis_exe(name: str = "redis-server") -> str:
