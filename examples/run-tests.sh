@@ -2,7 +2,7 @@
 # Install, build and test the JavaScript packages and the Node examples: the
 # packages in clients/js (@celery-pushserver/client, /react, /node: vitest unit
 # tests, and the client's integration tests against a real pushserver), the
-# React client (vitest), the Express dispatch app (node --test against Redis +
+# React client (vitest), the Express dispatch app (node --test against Redis, nx-27017 +
 # a Celery worker) and the browser end-to-end test (node --test +
 # playwright-core + Debian's Chromium).
 #
@@ -62,7 +62,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 
-for tool in celery pushserver; do
+for tool in celery pushserver nx-27017; do
   [ -x "$REPO/.venv/bin/$tool" ] || echo "WARNING: $REPO/.venv/bin/$tool is missing; the suites that need it will fail (create the venv: make install)" >&2
 done
 

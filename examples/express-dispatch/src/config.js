@@ -17,6 +17,10 @@ export const DEFAULTS = Object.freeze({
   pushserverPublicUrl: 'http://127.0.0.1:8000',
   readyTimeoutMs: 3000,
   publishTimeoutMs: 3000,
+  mongoUrl: 'mongodb://127.0.0.1:27017',
+  mongoDb: 'app',
+  mongoWorkersDb: 'workers',
+  mongoTimeoutMs: 3000,
   staticDir: path.resolve(here, '..', '..', 'react-client', 'dist'),
 });
 
@@ -60,6 +64,10 @@ export function readConfig(env = process.env) {
   if (!CLIENTS.includes(client)) {
     throw new ConfigError(`CELERY_NODE_CLIENT must be one of ${CLIENTS.join(', ')}, got ${JSON.stringify(client)}`);
   }
+  const mongoUrl = text(env, 'MONGO_URL', DEFAULTS.mongoUrl);
+  if (!/^mongodb(\+srv)?:\/\//.test(mongoUrl)) {
+    throw new ConfigError(`MONGO_URL must be a mongodb:// or mongodb+srv:// connection string, got ${JSON.stringify(mongoUrl)}`);
+  }
   const ttlLimits = { min: 1, max: 7 * 24 * 3600 };
   return {
     client,
@@ -79,6 +87,11 @@ export function readConfig(env = process.env) {
     pushserverPublicUrl: text(env, 'PUSHSERVER_PUBLIC_URL', DEFAULTS.pushserverPublicUrl),
     readyTimeoutMs: integer(env, 'CELERY_READY_TIMEOUT_MS', DEFAULTS.readyTimeoutMs, { min: 1 }),
     publishTimeoutMs: integer(env, 'CELERY_PUBLISH_TIMEOUT_MS', DEFAULTS.publishTimeoutMs, { min: 1 }),
+    // Users and task records in MONGO_DB; the workers' nightly reports are read from MONGO_WORKERS_DB.
+    mongoUrl,
+    mongoDb: text(env, 'MONGO_DB', DEFAULTS.mongoDb),
+    mongoWorkersDb: text(env, 'MONGO_WORKERS_DB', DEFAULTS.mongoWorkersDb),
+    mongoTimeoutMs: integer(env, 'MONGO_TIMEOUT_MS', DEFAULTS.mongoTimeoutMs, { min: 1 }),
     staticDir: path.resolve(text(env, 'STATIC_DIR', DEFAULTS.staticDir)),
   };
 }

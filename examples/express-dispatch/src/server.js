@@ -4,6 +4,7 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError, readConfig } from './config.js';
 import { createDispatcher } from '@celery-pushserver/node';
 import { createApp } from './app.js';
+import { openDatabase } from './db.js';
 
 /**
  * A last line of defence: @celery-pushserver/node guards both Celery
@@ -28,18 +29,27 @@ export async function start({ env = process.env, logger = console } = {}) {
     publishTimeoutMs: config.publishTimeoutMs,
     logger,
   });
-  const app = createApp({ config, dispatcher, logger });
+  const database = openDatabase({
+    url: config.mongoUrl, dbName: config.mongoDb, workersDbName: config.mongoWorkersDb,
+    timeoutMs: config.mongoTimeoutMs, logger,
+  });
+  // Indexes at start-up; MongoDB being down is only logged: its routes answer 503 until it is back.
+  database.ensureIndexes().catch((err) => {
+    logger.warn(`[dispatch] MongoDB unavailable at start-up (${err.message}); retrying on the next request`);
+  });
+  const app = createApp({ config, dispatcher, database, logger });
   const server = app.listen(config.port, config.host);
   await once(server, 'listening');
   const { address, port } = server.address();
-  logger.info(`[dispatch] listening on http://${address}:${port} (${config.client}, queue ${config.queue}, pushserver ${config.pushserverPublicUrl})`);
+  logger.info(`[dispatch] listening on http://${address}:${port} (${config.client}, queue ${config.queue}, pushserver ${config.pushserverPublicUrl}, MongoDB database ${config.mongoDb})`);
 
   const stop = async () => {
     server.close();
     server.closeAllConnections?.();
     await dispatcher.close();
+    await database.close();
   };
-  return { server, dispatcher, config, stop };
+  return { server, dispatcher, database, config, stop };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
