@@ -1,11 +1,14 @@
 // sentinel:// with both clients against real Redis Sentinel (a master, a replica, three redis-sentinels,
-// passwords on the master and on the sentinels) and a real Celery worker configured the same way:
-// tasks succeed, a demoted master and a killed one are followed, dispatch rejects cleanly in between.
+// passwords on the master and on the sentinels), a real Celery worker and a real pushserver configured
+// the same way: tasks succeed and are pushed, a demoted master and a killed one are followed, dispatch
+// rejects cleanly in between.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BrokerUnavailableError, createDispatcher } from '@celery-pushserver/node';
-import { startWorker, waitFor } from '../../../../../examples/test-support/stack.js';
+import { io } from 'socket.io-client';
+import { BrokerUnavailableError, createDispatcher, mintToken } from '@celery-pushserver/node';
+import { startPushserver, startWorker, waitFor } from '../../../../../examples/test-support/stack.js';
 import { redisCommand, startSentinelSet } from './sentinelSet.mjs';
 
 const CLIENTS = ['celery-ts', 'celery-node'];
@@ -14,7 +17,9 @@ const PASSWORD = 'master-p@ss';
 const SENTINEL_PASSWORD = 'sentinel-secret';
 const OPTIONS = { master_name: 'mymaster', sentinel_kwargs: { password: SENTINEL_PASSWORD } };
 
-let set; let worker;
+const SECRET = randomBytes(32).toString('hex');
+
+let set; let worker; let pushserver;
 const dispatchers = {};
 const logs = [];
 const stray = [];
@@ -24,16 +29,17 @@ before(async () => {
   process.on('unhandledRejection', onStray);
   process.on('uncaughtException', onStray);
   set = await startSentinelSet({ password: PASSWORD, sentinelPassword: SENTINEL_PASSWORD });
-  worker = await startWorker({
-    queue: QUEUE,
-    name: 'sentinel-worker',
-    env: {
-      CELERY_BROKER_URL: set.url(0),
-      CELERY_RESULT_BACKEND: set.url(1),
-      CELERY_BROKER_TRANSPORT_OPTIONS: JSON.stringify(OPTIONS),
-      CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: JSON.stringify(OPTIONS),
-    },
-  });
+  // The workers, pushserver and the dispatchers all get the same URLs and transport options.
+  const env = {
+    CELERY_BROKER_URL: set.url(0),
+    CELERY_RESULT_BACKEND: set.url(1),
+    CELERY_BROKER_TRANSPORT_OPTIONS: JSON.stringify(OPTIONS),
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: JSON.stringify(OPTIONS),
+  };
+  [worker, pushserver] = await Promise.all([
+    startWorker({ queue: QUEUE, name: 'sentinel-worker', env }),
+    startPushserver({ env, secret: SECRET, name: 'sentinel-pushserver' }),
+  ]);
   for (const client of CLIENTS) {
     dispatchers[client] = await createDispatcher({
       brokerUrl: set.url(0),
@@ -51,7 +57,7 @@ before(async () => {
 
 after(async () => {
   for (const dispatcher of Object.values(dispatchers)) await dispatcher.close();
-  await worker?.stop();
+  await Promise.all([worker?.stop(), pushserver?.stop()]);
   await set?.stop();
   process.removeListener('unhandledRejection', onStray);
   process.removeListener('uncaughtException', onStray);
@@ -69,18 +75,53 @@ async function resultOf(taskId, timeoutMs = 30_000) {
   }, { timeoutMs, intervalMs: 200, message: `a result for ${taskId}` });
 }
 
+/** Subscribe to `taskId` on the pushserver and resolve with its state once it is SUCCESS or FAILURE. */
+function pushedFinalState(taskId, timeoutMs = 30_000) {
+  const token = mintToken({ secret: SECRET, tasks: [taskId] });
+  return new Promise((resolve, reject) => {
+    const socket = io(pushserver.url, { transports: ['websocket'], reconnection: false });
+    const timer = setTimeout(() => { socket.close(); reject(new Error(`pushserver sent no final state for ${taskId}`)); }, timeoutMs);
+    const take = (state) => {
+      if (state?.task_id === taskId && (state.state === 'SUCCESS' || state.state === 'FAILURE')) {
+        clearTimeout(timer); socket.close(); resolve(state);
+      }
+    };
+    socket.on('task:update', take);
+    socket.on('connect_error', (err) => { clearTimeout(timer); reject(err); });
+    socket.on('connect', () => socket.emit('subscribe', { task_id: taskId, token }, (ack) => {
+      if (!ack?.ok) { clearTimeout(timer); socket.close(); reject(new Error(`subscribe refused: ${JSON.stringify(ack)}`)); return; }
+      take(ack.tasks[0]);
+    }));
+  });
+}
+
+/** Dispatch one task per client under an id chosen first, watched through the pushserver; resolve with what it pushed. */
+async function dispatchAndWatch() {
+  return Promise.all(CLIENTS.map(async (client) => {
+    const taskId = randomUUID();
+    const pushed = pushedFinalState(taskId);
+    const result = await dispatchers[client].dispatch('workers.tasks.demo_progress', [1, 0], {}, { taskId });
+    assert.equal(result.taskId, taskId);
+    return { client, taskId, state: await pushed };
+  }));
+}
+
 async function dispatchEach() {
   const ids = {};
   for (const client of CLIENTS) ids[client] = (await dispatchers[client].dispatch('workers.tasks.demo_progress', [1, 0])).taskId;
   return ids;
 }
 
-test('both clients dispatch through Sentinel (passwords on the master and the sentinels) and the tasks succeed', async () => {
+test('both clients dispatch through Sentinel (passwords on the master and the sentinels); the worker runs the tasks and pushserver pushes SUCCESS', async () => {
   const ids = await dispatchEach();
   for (const client of CLIENTS) {
     const meta = await resultOf(ids[client]);
     assert.equal(meta.status, 'SUCCESS', `${client}: ${JSON.stringify(meta)}`);
     assert.equal(meta.result, 1);
+  }
+  for (const { client, state } of await dispatchAndWatch()) {
+    assert.equal(state.state, 'SUCCESS', `${client}: ${JSON.stringify(state)}`);
+    assert.equal(String(state.result), '1');
   }
 });
 
@@ -116,8 +157,9 @@ async function dispatchThrough(done, timeoutMs) {
 
 // A demoted master keeps taking writes until the sentinels reconfigure it as a replica (about a second
 // after the promotion), and Redis then drops them in the resync: acknowledged writes lost in a failover
-// are Redis's documented limit (min-replicas-to-write narrows it). What the dispatcher owes: no crash,
-// clean rejections, and every task accepted once the sentinels name the new master is delivered.
+// are Redis's documented limit (min-replicas-to-write narrows it). Here the worker still runs the tasks
+// sent in that second, but their results go to the demoted master and vanish. What the dispatcher owes:
+// no crash, clean rejections, and every task accepted once the sentinels name the new master is delivered.
 test('a master demoted by SENTINEL FAILOVER is left for the new one; every task accepted after the switch succeeds', async () => {
   assert.equal(await set.currentMasterPort(), set.master.port);
   const started = Date.now();
@@ -129,10 +171,12 @@ test('a master demoted by SENTINEL FAILOVER is left for the new one; every task 
   }, 60_000);
   const after = resolved.filter((r) => r.at > switchedAt + 1000);
   const lostAfter = lost.filter((r) => r.at > switchedAt + 1000);
-  console.log(`# SENTINEL FAILOVER: switched after ${switchedAt - started} ms; accepted ${resolved.length} (lost by Redis in the switch: `
-    + `${lost.length}, at ${JSON.stringify(lost.map((l) => l.at - switchedAt))} ms from the switch), rejected ${JSON.stringify(rejected)}; `
+  console.log(`# SENTINEL FAILOVER: switched after ${switchedAt - started} ms; accepted ${resolved.length} (results lost by Redis in the switch: `
+    + `${lost.length}, at ${JSON.stringify(lost.map((l) => l.at - switchedAt))} ms from the switch; of them run by the worker, `
+    + `result written to the demoted master: ${lost.filter((l) => worker.proc.output.includes(`${l.taskId}] succeeded`)).length}), rejected ${JSON.stringify(rejected)}; `
     + `accepted more than 1 s after the switch: expected ${after.length} delivered ${after.length - lostAfter.length}`);
   assert.deepEqual(lostAfter, []);
+  for (const { client, state } of await dispatchAndWatch()) assert.equal(state.state, 'SUCCESS', `${client} after the switch, via pushserver`);
   assert.deepEqual(stray, []);
 });
 
@@ -160,6 +204,7 @@ test('the master is killed: dispatch rejects with BrokerUnavailableError, Node s
     assert.ok(logs.some((l) => l.startsWith(`${client} warn`) && /unavailable/.test(l)), `${client}: no outage line in ${JSON.stringify(logs)}`);
     assert.equal(dispatchers[client].status(), 'ready');
   }
+  for (const { client, state } of await dispatchAndWatch()) assert.equal(state.state, 'SUCCESS', `${client} after the promotion, via pushserver`);
   assert.deepEqual(stray, []);
   // Nothing the dispatchers print carries a password.
   assert.ok(logs.every((l) => !l.includes(PASSWORD) && !l.includes(encodeURIComponent(PASSWORD)) && !l.includes(SENTINEL_PASSWORD)), logs.join('\n'));
