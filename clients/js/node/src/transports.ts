@@ -12,13 +12,14 @@ export interface Transport {
   publish(taskId: string, name: string, args: unknown[], kwargs: Record<string, unknown>): Promise<void>;
 }
 
-export interface TransportOptions {
+/** What a transport is built from. */
+export interface TransportSetup {
   /** A single Redis server, or the master the sentinels name. */
   redis: RedisConnectionOptions | SentinelConnectionOptions;
   queue: string;
 }
 
-function isSentinel(redis: TransportOptions['redis']): redis is SentinelConnectionOptions {
+function isSentinel(redis: TransportSetup['redis']): redis is SentinelConnectionOptions {
   return 'sentinels' in redis;
 }
 
@@ -62,7 +63,7 @@ interface CeleryTsTask {
  * backend: the same message is built with celery-ts's own Task helpers, under an
  * id we choose, and the publish is awaited.
  */
-export async function celeryTsTransport({ redis, queue }: TransportOptions): Promise<Transport> {
+export async function celeryTsTransport({ redis, queue }: TransportSetup): Promise<Transport> {
   const ts = (await load('celery-ts')) as unknown as CeleryTsModule;
   const options = isSentinel(redis) ? new ts.RedisSentinelOptions({ ...redis }) : new ts.RedisTcpOptions({ ...redis });
   const broker = new ts.RedisBroker(options);
@@ -97,7 +98,7 @@ interface CeleryNodeClient {
  * So the message comes from its own `createTaskMessage` and is published
  * awaited; the backend connection is never opened.
  */
-export async function celeryNodeTransport({ redis, queue }: TransportOptions): Promise<Transport> {
+export async function celeryNodeTransport({ redis, queue }: TransportSetup): Promise<Transport> {
   const celery = (await load('celery-node')) as unknown as { createClient(broker: string, backend: string, queue: string): CeleryNodeClient };
   // Credentials, TLS and the sentinels travel in the options; the URL only picks celery-node's
   // Redis broker (ioredis lets the URL win over the options, so it carries nothing else).
