@@ -8,8 +8,9 @@
 #
 # Works on a fresh clone: installs with `npm ci` from the committed lockfiles,
 # builds the packages (the examples install them from clients/js, as a user
-# would) and the React app, and installs chromium / redis-server with apt when
-# missing (run as root). Needs the Python venv at ../.venv (`make` creates it).
+# would) and the React app, and installs chromium / redis-server /
+# redis-sentinel (the Sentinel suites of clients/js/node and express-dispatch)
+# with apt when missing (run as root). Needs the Python venv at ../.venv (`make` creates it).
 # Every suite runs even when an earlier one fails; the exit code is non-zero
 # if any install, build or test failed.
 set -uo pipefail
@@ -59,6 +60,7 @@ apt_install() { # apt_install PACKAGE...
 missing=()
 [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 

@@ -39,6 +39,29 @@ function integer(env, name, fallback, { min = 0, max = Number.MAX_SAFE_INTEGER }
   return value;
 }
 
+/** A JSON object (Celery transport options, as the workers and pushserver read them); unset or blank is `{}`. */
+function jsonObject(env, name) {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return {};
+  let value;
+  try {
+    value = JSON.parse(raw);
+  } catch (err) {
+    throw new ConfigError(`${name} must be a JSON object (e.g. {"master_name": "mymaster"}): ${err.message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(`${name} must be a JSON object (e.g. {"master_name": "mymaster"}), got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Refuse a sentinel:// URL whose transport options do not name the master, before anything connects. */
+function checkSentinel(urlName, url, optionsName, options) {
+  if (/^sentinel:\/\//i.test(url) && !(typeof options.master_name === 'string' && options.master_name)) {
+    throw new ConfigError(`${urlName} is a sentinel:// URL: set ${optionsName}='{"master_name": "mymaster"}' (the master's name the sentinels monitor)`);
+  }
+}
+
 function text(env, name, fallback) {
   const raw = env[name];
   return raw === undefined || raw.trim() === '' ? fallback : raw.trim();
@@ -69,10 +92,19 @@ export function readConfig(env = process.env) {
     throw new ConfigError(`MONGO_URL must be a mongodb:// or mongodb+srv:// connection string, got ${JSON.stringify(mongoUrl)}`);
   }
   const ttlLimits = { min: 1, max: 7 * 24 * 3600 };
+  const brokerUrl = text(env, 'CELERY_BROKER_URL', DEFAULTS.brokerUrl);
+  const resultBackend = text(env, 'CELERY_RESULT_BACKEND', DEFAULTS.resultBackend);
+  // The workers' and pushserver's JSON: Sentinel's master_name, sentinel_kwargs, ...
+  const brokerTransportOptions = jsonObject(env, 'CELERY_BROKER_TRANSPORT_OPTIONS');
+  const backendTransportOptions = jsonObject(env, 'CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS');
+  checkSentinel('CELERY_BROKER_URL', brokerUrl, 'CELERY_BROKER_TRANSPORT_OPTIONS', brokerTransportOptions);
+  checkSentinel('CELERY_RESULT_BACKEND', resultBackend, 'CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS', backendTransportOptions);
   return {
     client,
-    brokerUrl: text(env, 'CELERY_BROKER_URL', DEFAULTS.brokerUrl),
-    resultBackend: text(env, 'CELERY_RESULT_BACKEND', DEFAULTS.resultBackend),
+    brokerUrl,
+    resultBackend,
+    brokerTransportOptions,
+    backendTransportOptions,
     queue: text(env, 'CELERY_QUEUE', DEFAULTS.queue),
     host: text(env, 'HOST', DEFAULTS.host),
     port: integer(env, 'PORT', DEFAULTS.port, { max: 65535 }),

@@ -2,7 +2,7 @@
 import { once } from 'node:events';
 import { pathToFileURL } from 'node:url';
 import { ConfigError, readConfig } from './config.js';
-import { createDispatcher } from '@celery-pushserver/node';
+import { createDispatcher, UnsupportedUrlError } from '@celery-pushserver/node';
 import { createApp } from './app.js';
 import { openDatabase } from './db.js';
 
@@ -22,7 +22,9 @@ export async function start({ env = process.env, logger = console } = {}) {
   // Connects at once; an unreachable broker is only logged, requests then get 503s.
   const dispatcher = await createDispatcher({
     brokerUrl: config.brokerUrl,
+    brokerTransportOptions: config.brokerTransportOptions,
     backendUrl: config.resultBackend,
+    backendTransportOptions: config.backendTransportOptions,
     client: config.client,
     queue: config.queue,
     readyTimeoutMs: config.readyTimeoutMs,
@@ -64,7 +66,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
       });
     }
   } catch (err) {
-    console.error(`[dispatch] cannot start: ${err instanceof ConfigError ? err.message : err.stack ?? err}`);
+    // A setting we can name gets one line; anything else its stack.
+    const named = err instanceof ConfigError || err instanceof UnsupportedUrlError;
+    console.error(`[dispatch] cannot start: ${named ? err.message : err.stack ?? err}`);
     process.exit(err?.code === 'EADDRINUSE' ? 98 : 2);
   }
 }

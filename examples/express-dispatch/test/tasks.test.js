@@ -1,4 +1,6 @@
 // Unit tests for the allowlist and body validation: no Redis needed.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildTaskCall, summarizeArguments, TASKS, ValidationError } from '../src/tasks.js';
@@ -133,4 +135,48 @@ test('config: MongoDB connection string and database names', () => {
   assert.equal(readConfig({ PUSHSERVER_SECRET: secret, MONGO_URL: 'mongodb+srv://c.example.net/' }).mongoUrl, 'mongodb+srv://c.example.net/');
   assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, MONGO_URL: 'redis://127.0.0.1:6379' }), /MONGO_URL must be a mongodb:\/\//);
   assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, MONGO_TIMEOUT_MS: '0' }), /MONGO_TIMEOUT_MS/);
+});
+
+test('config: Celery transport options as JSON; a sentinel:// URL needs master_name', () => {
+  const secret = 'a'.repeat(64);
+  const sentinels = 'sentinel://:pw@10.0.0.1:26379/0;sentinel://:pw@10.0.0.2:26379/0';
+  assert.deepEqual(readConfig({ PUSHSERVER_SECRET: secret }).brokerTransportOptions, {});
+  const config = readConfig({
+    PUSHSERVER_SECRET: secret,
+    CELERY_BROKER_URL: sentinels,
+    CELERY_RESULT_BACKEND: sentinels.replaceAll('/0', '/1'),
+    CELERY_BROKER_TRANSPORT_OPTIONS: '{"master_name": "mymaster", "sentinel_kwargs": {"password": "s"}}',
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: ' {"master_name": "mymaster"} ',
+  });
+  assert.deepEqual(config.brokerTransportOptions, { master_name: 'mymaster', sentinel_kwargs: { password: 's' } });
+  assert.deepEqual(config.backendTransportOptions, { master_name: 'mymaster' });
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, CELERY_BROKER_TRANSPORT_OPTIONS: "{master_name: 'm'}" }),
+    (err) => err instanceof ConfigError && /^CELERY_BROKER_TRANSPORT_OPTIONS must be a JSON object .*: .*JSON/.test(err.message));
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: '["mymaster"]' }),
+    /CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS must be a JSON object .*got an array/);
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, CELERY_BROKER_URL: sentinels }),
+    (err) => err instanceof ConfigError && err.message.includes(`CELERY_BROKER_URL is a sentinel:// URL: set CELERY_BROKER_TRANSPORT_OPTIONS='{"master_name": "mymaster"}'`)
+      && !err.message.includes('pw'));
+  assert.throws(() => readConfig({
+    PUSHSERVER_SECRET: secret, CELERY_BROKER_URL: sentinels, CELERY_BROKER_TRANSPORT_OPTIONS: '{"master_name": "m"}', CELERY_RESULT_BACKEND: sentinels,
+  }), /CELERY_RESULT_BACKEND is a sentinel:\/\/ URL: set CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS/);
+});
+
+test('server: a sentinel:// broker without master_name, or bad JSON, stops the start with exit 2 and one line', async () => {
+  const server = fileURLToPath(new URL('../src/server.js', import.meta.url));
+  const base = { ...process.env, PUSHSERVER_SECRET: 'a'.repeat(64), PORT: '0' };
+  const cases = [
+    [{ CELERY_BROKER_URL: 'sentinel://127.0.0.1:1/0;sentinel://127.0.0.1:2/0' }, /CELERY_BROKER_URL is a sentinel:\/\/ URL: set CELERY_BROKER_TRANSPORT_OPTIONS/],
+    [{ CELERY_BROKER_TRANSPORT_OPTIONS: '{"master_name": ' }, /CELERY_BROKER_TRANSPORT_OPTIONS must be a JSON object/],
+    // Caught by @celery-pushserver/node, still one line.
+    [{ CELERY_BROKER_TRANSPORT_OPTIONS: '{"global_keyprefix": "x"}' }, /global_keyprefix is not supported/],
+  ];
+  for (const [env, pattern] of cases) {
+    const result = spawnSync(process.execPath, [server], { env: { ...base, ...env }, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(result.status, 2, result.stderr);
+    const lines = result.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0], /^\[dispatch\] cannot start: /);
+    assert.match(lines[0], pattern);
+  }
 });
