@@ -1,4 +1,4 @@
-"""Burst loss, before and after, in one run: the ingest suite's burst runs for the working tree and a git revision.
+"""Burst loss (or, with ``--saturating``, ingest rate), before and after, in one run: the ingest suite's burst runs for the working tree and a git revision.
 
 ``python -m bench.burst --before REV`` records both stream shapes, measures
 the bare Receiver's saturating rate (the burst rate is ``--fraction`` of
@@ -41,6 +41,9 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=25_000, help="tasks in the unbatched stream (batched: twice)")
     p.add_argument("--shapes", nargs="+", default=["unbatched", "batched"])
     p.add_argument("--fraction", type=float, default=0.8, help="burst rate as a fraction of the bare Receiver's")
+    p.add_argument("--saturating", action="store_true",
+                   help="measure the saturating ingest rate (events/s, and as a ratio to the bare Receiver's median)"
+                        " instead of bursts")
     args = p.parse_args()
 
     before_source = None
@@ -61,6 +64,22 @@ def main() -> None:
                 log(f"{shape} bare saturating {i + 1}/3: {ingest.describe(r)}")
                 if r["events_per_s"]:
                     bare.append(r["events_per_s"])
+            if args.saturating:
+                sat: dict[str, list[float]] = {"after": [], "before": []} if before_source else {"after": []}
+                for i in range(args.runs):
+                    for which in sat:
+                        if which == "before":
+                            common.SERVER_SOURCE, common.SERVER_REV = before_source, before_rev
+                        r = ingest.measure("pushserver", redis_server, path, expected, max_backlog=ingest.MAX_BACKLOG)
+                        common.SERVER_SOURCE = common.SERVER_REV = None
+                        log(f"{shape} saturating, {which}, run {i + 1}/{args.runs}: {ingest.describe(r)}")
+                        if r["events_per_s"]:
+                            sat[which].append(r["events_per_s"])
+                out["shapes"][shape] = {"bare_per_s": bare, **{
+                    which: {"per_s": rates, "median": statistics.median(rates) if rates else None,
+                            "ratio_to_bare": statistics.median(rates) / statistics.median(bare) if rates else None}
+                    for which, rates in sat.items()}}
+                continue
             rate = args.fraction * statistics.median(bare)
             runs: dict[str, list[dict[str, Any]]] = {"after": [], "before": []} if before_source else {"after": []}
             for i in range(args.runs):
