@@ -162,7 +162,7 @@ class DrainedSocket:
             try:
                 while os.read(self._rfd, 4096):
                     pass
-            except BlockingIOError:
+            except OSError:  # emptied (EAGAIN), or closed under a last read
                 pass
         if was_full and self._size < self.limit:
             self._cond.notify_all()
