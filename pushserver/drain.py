@@ -1,4 +1,4 @@
-"""A pub/sub socket emptied by a thread of its own, so that Redis never waits on decoding and never cuts the receiver off.
+"""A pub/sub socket emptied by a thread of its own: Redis never waits on decoding, so never cuts the receiver off.
 
 Redis disconnects a pub/sub subscriber whose output buffer passes 32 MB
 (``client-output-buffer-limit pubsub 32mb 8mb 60``), and every event it held
@@ -108,7 +108,7 @@ class DrainedSocket:
                     return
             try:
                 data = sock.recv(READ_SIZE)
-            except socket.timeout:
+            except TimeoutError:  # socket.timeout
                 continue
             except OSError:
                 data = b""  # the connection is gone: the reader sees the end, redis-py reports it
@@ -139,7 +139,7 @@ class DrainedSocket:
         if timeout == 0:
             raise BlockingIOError(errno.EWOULDBLOCK, "no bytes drained yet")
         if not self._cond.wait_for(lambda: self._size or self._eof or self._closed, timeout):
-            raise socket.timeout("timed out")
+            raise TimeoutError("timed out")  # socket.timeout, as redis-py catches it
 
     def _take(self, out: memoryview) -> int:
         """Copy up to len(out) bytes from the FIFO into ``out``; return how many."""
