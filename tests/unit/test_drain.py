@@ -141,3 +141,15 @@ def test_behind_compares_the_backlog_with_the_shedding_mark():
     finally:
         drained.close()
         peer.close()
+
+
+def test_the_installed_kombu_and_redis_are_the_releases_the_drain_was_checked_against():
+    # A failure here: read what pushserver/drain.py's module doc lists in the new release, run
+    # tests/unit/test_drain.py and tests/integration/test_receiver_drain.py, then widen drain.VETTED.
+    assert drain.vetted()
+
+
+@pytest.mark.parametrize("version", ["5.5.4", "5.7.0", "7.0.0"])
+def test_an_unvetted_release_turns_the_drain_off(monkeypatch: pytest.MonkeyPatch, version: str):
+    monkeypatch.setattr(drain, "installed", lambda dist: version)
+    assert not drain.vetted()
