@@ -88,11 +88,15 @@ class Metrics:
                                                 "Tasks evicted from the in-memory store (least recently updated first)"
                                                 " to stay within --max-tasks", evicted))
 
-    def watch_receiver(self, malformed: Callable[[], float]) -> None:
-        """Expose the receiver thread's count of events it could not decode."""
+    def watch_receiver(self, malformed: Callable[[], float], shed: Callable[[], float] | None = None) -> None:
+        """Expose the receiver's counts of events it could not decode, and of progress events it shed."""
         gauge = Gauge("pushserver_events_malformed", "Events dropped since start because they could not be decoded",
                       registry=self.registry)
         gauge.set_function(malformed)
+        if shed is not None:
+            shed_gauge = Gauge("pushserver_events_shed", "task-progress events shed since start because the receiver"
+                               " was far behind Redis (state transitions are never shed)", registry=self.registry)
+            shed_gauge.set_function(shed)
 
     def watch_eventlog(self, queued: Callable[[], float], queued_bytes: Callable[[], float] | None = None) -> None:
         """Add the event log's metrics (only when the log is on)."""

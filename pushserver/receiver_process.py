@@ -6,8 +6,8 @@ of what a bare Receiver does (docs/benchmarks.md). Here the child decodes on one
 core while the server merges and emits on the other.
 
 The pipe carries frames: a 4-byte big-endian length, then a pickle of
-``(kind, payload)``: ``("events", [event, ...])``, ``("status", "connected")``
-or ``("malformed", total)``. Pickle because it keeps every value exactly as
+``(kind, payload)``: ``("events", [event, ...])``, ``("status", "connected")``,
+``("malformed", total)`` or ``("shed", total)``. Pickle because it keeps every value exactly as
 Celery decoded it (integers beyond 64 bits, NaN, and the types kombu's JSON
 decoder builds: UUID, Decimal, dates, bytes) and is as fast as orjson here.
 The server decodes frames with a restricted unpickler that finds only those
@@ -152,6 +152,7 @@ class ReceiverProcess(Receiver):
         self.backoff = backoff or Backoff()
         self.pid: int | None = None
         self._malformed_before = 0  # counted by children that have exited
+        self._shed_before = 0
         self._transport: asyncio.SubprocessTransport | None = None
         self._stopping = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
@@ -201,6 +202,7 @@ class ReceiverProcess(Receiver):
             code = await exited
             self._transport = None
             self._malformed_before = self.malformed
+            self._shed_before = self.shed
             if self._stopping.is_set():
                 break
             delay = self.backoff.next_delay()
@@ -232,6 +234,8 @@ class ReceiverProcess(Receiver):
                     self._status_changed(status)
             elif kind == "malformed" and isinstance(payload, int):
                 self.malformed = self._malformed_before + payload
+            elif kind == "shed" and isinstance(payload, int):
+                self.shed = self._shed_before + payload
         if batch:
             self.on_batch(batch)
 
@@ -402,7 +406,8 @@ def child_main() -> int:
     capture = CaptureLoop(app,
                           lambda batch: writer.add_batch(strip_non_task_events(batch)),
                           lambda status: writer.send("status", status.value), queue=queue,
-                          on_malformed=lambda total: writer.send("malformed", total))
+                          on_malformed=lambda total: writer.send("malformed", total),
+                          on_shed=lambda total: writer.send("shed", total))
     writer.on_broken = capture.stop
 
     def stop_at_eof() -> None:

@@ -152,7 +152,7 @@ class PushServer:
                                        log_level=self.settings.log_level,
                                        transport_options=self.settings.broker_transport_options)
         self.receiver = receiver
-        self.metrics.watch_receiver(lambda: receiver.malformed)
+        self.metrics.watch_receiver(lambda: receiver.malformed, lambda: receiver.shed)
         receiver.start()
         if self.reconciler is not None:
             self.reconciler.start()

@@ -208,3 +208,15 @@ def test_the_values_kombu_decodes_cross_the_pipe_exactly():
     assert math.isnan(got.pop("nan")) and math.isnan(event.pop("nan"))
     assert got == event
     assert isinstance(got["u"], uuid.UUID) and got["raw"] == b"\x00\xff" and got["big"] == 2 ** 100
+
+
+def test_the_childs_shed_count_reaches_the_server_side_receiver_and_survives_a_restart():
+    from pushserver.receiver_process import ReceiverProcess
+
+    batches: list = []
+    receiver = ReceiverProcess("redis://127.0.0.1:1/0", batches.append)
+    receiver._on_messages([("events", [{"type": "task-started", "uuid": "t"}]), ("shed", 3)])
+    assert receiver.shed == 3 and batches == [[{"type": "task-started", "uuid": "t"}]]
+    receiver._shed_before = receiver.shed  # as _supervise does when a child exits
+    receiver._on_messages([("shed", 2)])
+    assert receiver.shed == 5
