@@ -16,9 +16,11 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from celery import Celery
+from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
+from celery.backends.rpc import RPCBackend
 from celery.utils.saferepr import saferepr
 
-from .state import normalize_progress
+from .state import RESULT_REPR, json_result, normalize_progress
 
 log = logging.getLogger("pushserver.backend")
 
@@ -40,8 +42,13 @@ UNKNOWN_TIME = 0.0
 RESULT_REPR_MAXLEN = 1024
 
 
-def meta_to_event(task_id: str, meta: Mapping[str, Any], now: float | None = None) -> dict[str, Any] | None:
-    """Express a backend meta dict as the Celery event that would have announced it (None if it says nothing)."""
+def meta_to_event(task_id: str, meta: Mapping[str, Any], now: float | None = None, *,
+                  results: str = "repr", max_result_bytes: int = 64 * 1024) -> dict[str, Any] | None:
+    """Express a backend meta dict as the Celery event that would have announced it (None if it says nothing).
+
+    With ``results="json"`` a SUCCESS carries the value itself (``result_format``, as ResultResolver adds it
+    to live events); otherwise its repr, as Celery's own event would.
+    """
     event_type = STATUS_TO_EVENT.get(meta.get("status"))  # type: ignore[arg-type]
     if event_type is None:
         return None
@@ -71,9 +78,17 @@ def meta_to_event(task_id: str, meta: Mapping[str, Any], now: float | None = Non
     if meta.get("worker"):
         event["hostname"] = meta["worker"]
     if event_type == "task-succeeded":
-        event["result"] = saferepr(result, RESULT_REPR_MAXLEN)
+        as_json = json_result(result, max_result_bytes) if results == "json" else None
+        if as_json is not None:
+            event.update(as_json)
+        else:
+            event["result"] = saferepr(result, RESULT_REPR_MAXLEN)
+            event["result_format"] = RESULT_REPR
     elif event_type in ("task-failed", "task-retried"):
         event["exception"] = _exception_repr(result)
+        exc_type = _exception_class(result)
+        if exc_type is not None:
+            event["exception_type"] = exc_type
         event["traceback"] = meta.get("traceback")
     elif event_type == "task-progress" and isinstance(result, Mapping):
         event.update(normalize_progress(result))
@@ -98,11 +113,22 @@ def _exception_repr(result: Any) -> str | None:
     return saferepr(result, RESULT_REPR_MAXLEN)
 
 
+def _exception_class(result: Any) -> str | None:
+    if isinstance(result, BaseException):
+        return type(result).__name__
+    if isinstance(result, Mapping) and isinstance(result.get("exc_type"), str):
+        return str(result["exc_type"])
+    return None
+
+
 class ResultBackend:
     """Reads task states from the Celery result backend without blocking the event loop."""
 
-    def __init__(self, app: Celery, workers: int = 4) -> None:
+    def __init__(self, app: Celery, workers: int = 4, *, results: str = "repr",
+                 max_result_bytes: int = 64 * 1024) -> None:
         self.app = app
+        self.results = results  # how a SUCCESS result reads: meta_to_event's ``results``
+        self.max_result_bytes = max_result_bytes
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-backend")
 
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
@@ -113,11 +139,63 @@ class ResultBackend:
         except Exception as exc:  # noqa: BLE001 - a backend outage degrades snapshots, never fails them
             log.warning("result backend lookup failed for a task (%s: %s)", type(exc).__name__, exc)
             return None
-        return meta_to_event(task_id, meta) if meta else None
+        return meta_to_event(task_id, meta, results=self.results,
+                             max_result_bytes=self.max_result_bytes) if meta else None
 
     def _get_meta(self, task_id: str) -> Mapping[str, Any] | None:
         backend = self.app.backend
         return backend.get_task_meta(task_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- the values of finished tasks, read in batches -----------------------------------------------
+
+#: Most task ids one read asks for (one Redis MGET).
+MAX_READ_BATCH = 500
+
+
+class ResultReader:
+    """Reads the stored results of just-finished tasks, many per call, on threads of its own.
+
+    Its own pool, so that reads for SUCCESS notices never queue behind snapshot lookups, nor these behind
+    them. ``readable`` is False for backends that hold nothing this server may read: none configured
+    (``disabled``) and ``rpc://``, whose results are messages for the caller, not records.
+    """
+
+    def __init__(self, app: Celery, workers: int = 2) -> None:
+        self.app = app
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-reader")
+
+    @property
+    def readable(self) -> bool:
+        """Whether the backend keeps records this server can read."""
+        backend = self.app.backend
+        return not isinstance(backend, DisabledBackend) and bool(getattr(backend, "persistent", True)) \
+            and not isinstance(backend, RPCBackend)
+
+    async def read(self, task_ids: list[str]) -> dict[str, Mapping[str, Any]]:
+        """The backend's meta of each finished task among ``task_ids`` (absent: no record); raises on failure."""
+        loop = asyncio.get_running_loop()
+        found: dict[str, Mapping[str, Any]] = {}
+        for start in range(0, len(task_ids), MAX_READ_BATCH):
+            chunk = task_ids[start:start + MAX_READ_BATCH]
+            found.update(await loop.run_in_executor(self._pool, self._read, chunk))
+        return found
+
+    def _read(self, task_ids: list[str]) -> dict[str, Mapping[str, Any]]:
+        backend = self.app.backend
+        if isinstance(backend, BaseKeyValueStoreBackend):
+            try:
+                keys = [backend.get_key_for_task(t) for t in task_ids]
+                values = backend.mget(keys)
+            except NotImplementedError:  # a key-value backend without MGET (memcached's does have one)
+                pass
+            else:
+                return {t: backend.decode_result(v) for t, v in zip(task_ids, values) if v}
+        metas = {t: backend.get_task_meta(t, cache=False) for t in task_ids}
+        return {t: m for t, m in metas.items() if m and m.get("status") != "PENDING"}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

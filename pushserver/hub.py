@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
 from .auth import Grant, TokenError, TokenVerifier
-from .backend import ResultBackend
+from .backend import ResultBackend, ResultReader
 from .config import Settings
 from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .policy import ForwardingPolicy
 from .protocol import OrjsonCodec, ProtocolError, error_ack, parse_subscription, room_for
 from .receiver import Batch
+from .results import ResultResolver
 from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
 from .subscriptions import Subscriptions
 
@@ -54,6 +55,11 @@ class Hub:
         self.eventlog = eventlog
         self.policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks,
                                        settings.forward_args)
+        # --forward-results json: task-succeeded events wait for their value from the result backend.
+        self.results: ResultResolver | None = None
+        if settings.forward_results == "json":
+            self.results = ResultResolver(ResultReader(backend.app), self._merge_and_record, metrics,
+                                          settings.max_result_bytes)
         self.subscriptions = Subscriptions(settings.max_subscriptions)
         self.progress_interval = 1.0 / settings.progress_hz
         self._grants: dict[str, Grant] = {}
@@ -257,6 +263,11 @@ class Hub:
         for event_type, n in by_type.items():
             self.metrics.events.labels(_type_label(event_type)).inc(n)
         task_events = [event for event in batch if is_task_event(event)]
+        if self.results is not None:
+            task_events = self.results.split(task_events)  # SUCCESS events come back via _merge_and_record
+        self._merge_and_record(task_events)
+
+    def _merge_and_record(self, task_events: list[dict[str, Any]]) -> None:
         self._merge_task_events(task_events)
         if self.eventlog is not None:
             self.eventlog.record(task_events)

@@ -42,6 +42,10 @@ class Metrics:
         self.slow_consumers = Counter("pushserver_slow_consumer_disconnects_total",
                                       "Clients disconnected for leaving too many updates unread",
                                       registry=r)
+        self.results = Counter("pushserver_results_total",
+                               "SUCCESS results completed from the result backend, by outcome: json, too_large,"
+                               " no_value (repr kept), failed (backend error or timeout: repr kept), skipped"
+                               " (backend recently failing: repr kept)", ["outcome"], registry=r)
         self.latency = Histogram(
             "pushserver_event_to_emit_seconds",
             "Time from a worker's event timestamp to its emit to subscribers",

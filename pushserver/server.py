@@ -40,7 +40,8 @@ class PushServer:
         # What no client is ever sent is not kept either (bounded memory per task).
         policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
         self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
-        self.backend = ResultBackend(self.celery)
+        self.backend = ResultBackend(self.celery, results=settings.forward_results,
+                                     max_result_bytes=settings.max_result_bytes)
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
             self.eventlog = EventLog(settings.mongo_url, settings.mongo_db,
@@ -154,6 +155,8 @@ class PushServer:
         log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
         if self.receiver is not None:
             await self.receiver.stop()
+        if self.hub.results is not None:
+            await self.hub.results.close()  # SUCCESS events still held go out (and into the event log)
         try:
             await asyncio.wait_for(self.hub.sio.shutdown(), timeout=2)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless
