@@ -71,6 +71,9 @@ class ResultResolver:
         self.concurrency = concurrency
         self.readable = reader.readable
         self._waiting: list[dict[str, Any]] = []
+        # Events of a task whose SUCCESS is held wait behind it, so that each task's changes still reach
+        # clients in the order its events arrived (a late task-started never shows before the SUCCESS).
+        self._behind: dict[str, list[dict[str, Any]]] = {}
         self._reads: set[asyncio.Task[None]] = set()
         self._skip_until = float("-inf")
 
@@ -84,7 +87,10 @@ class ResultResolver:
         now: list[dict[str, Any]] = []
         held: list[dict[str, Any]] = []
         for event in events:
-            if event.get("type") != "task-succeeded":
+            behind = self._behind.get(event["uuid"])
+            if behind is not None:
+                behind.append(event)
+            elif event.get("type") != "task-succeeded":
                 now.append(event)
             elif not needs_value(event):
                 now.append(recheck(event, self.max_bytes))
@@ -95,6 +101,7 @@ class ResultResolver:
                     self.metrics.results.labels("skipped").inc()
             else:
                 held.append(event)
+                self._behind[event["uuid"]] = []
         if held:
             self._waiting.extend(held)
             if len(self._reads) < self.concurrency:
@@ -137,7 +144,14 @@ class ResultResolver:
             self.metrics.results.labels(outcome).inc()
         self._deliver(completed)
 
-    def _deliver(self, events: list[dict[str, Any]]) -> None:
+    def _deliver(self, completed: list[dict[str, Any]]) -> None:
+        events: list[dict[str, Any]] = []
+        for event in completed:
+            events.append(event)
+            for later in self._behind.pop(event["uuid"], ()):
+                if needs_value(later):  # the same SUCCESS again (a second receiver): the same value
+                    later = {**later, "result": event.get("result"), "result_format": event["result_format"]}
+                events.append(later)
         try:
             self.deliver(events)
         except Exception:  # noqa: BLE001 - a bug in merging must not lose later reads' events silently

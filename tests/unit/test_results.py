@@ -233,3 +233,18 @@ async def test_close_delivers_what_is_held() -> None:
     r.split([succeeded("b", result="2")])
     await r.close()
     assert sorted((e["uuid"], e["result_format"]) for e in delivered) == [("a", "repr"), ("b", "repr")]
+
+
+async def test_later_events_of_a_held_task_wait_behind_its_success() -> None:
+    reader = FakeReader({"a": success_meta(1)})
+    reader.gate = asyncio.Event()
+    r, delivered = resolver(reader)
+    late_start = {"type": "task-started", "uuid": "a", "timestamp": 5.0}
+    other = {"type": "task-started", "uuid": "b", "timestamp": 6.0}
+    assert r.split([succeeded("a", result="1")]) == []
+    assert r.split([late_start, succeeded("a", result="1"), other]) == [other]  # b is not held up
+    reader.gate.set()
+    await wait_for(lambda: len(delivered) == 3)
+    assert [(e["type"], e.get("result"), e.get("result_format")) for e in delivered] == [
+        ("task-succeeded", 1, "json"), ("task-started", None, None), ("task-succeeded", 1, "json")]
+    assert r.split([{"type": "task-progress", "uuid": "a", "timestamp": 7.0}])  # no longer held
