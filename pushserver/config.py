@@ -154,7 +154,20 @@ class Settings:
         " re-subscribes every task at once)."))
     max_connections_per_ip: int = field(default=0, metadata=option(
         "--max-connections-per-ip", "PUSHSERVER_MAX_CONNECTIONS_PER_IP",
-        "Connections per client address; 0 is no limit."))
+        "Connections (WebSocket or long-polling sessions, counted at the Engine.IO handshake) per client address;"
+        " 0 is no limit."))
+    message_rate: float = field(default=50.0, metadata=option(
+        "--message-rate", "PUSHSERVER_MESSAGE_RATE",
+        "Messages per second one connection may send, after a burst of max(250, 5 x rate); over it calls get"
+        " too_many, and a client that sends 100 more within 10 s is disconnected."))
+    max_connection_bytes: int = field(default=1024 * 1024, metadata=option(
+        "--max-connection-bytes", "PUSHSERVER_MAX_CONNECTION_BYTES",
+        "Bytes of one connection's messages the server handles at once (each counted at its size + 1 KiB);"
+        " more calls get too_many until acks go out."))
+    transports: str = field(default="polling,websocket", metadata=option(
+        "--transports", "PUSHSERVER_TRANSPORTS",
+        "Engine.IO transports accepted: 'websocket' refuses long-polling (clients must connect with"
+        " transports: ['websocket']).", choices=("polling,websocket", "websocket")))
     hard_backlog: int = field(default=1024, metadata=option(
         "--max-backlog", "PUSHSERVER_MAX_BACKLOG",
         "Updates a client may leave unread before it is disconnected (progress is shed from 1/16 of that).",
@@ -194,6 +207,11 @@ class Settings:
         """Subscribe calls a connection may make at once: a reconnecting page re-subscribes each watched task
         with its own token at once, and the burst lets 100 of them through."""
         return max(100.0, 5 * self.subscribe_rate)
+
+    @property
+    def message_burst(self) -> float:
+        """Messages a connection may send at once, before ``--message-rate`` applies."""
+        return max(250.0, 5 * self.message_rate)
 
     @property
     def soft_backlog(self) -> int:
@@ -247,6 +265,13 @@ class Settings:
             raise ConfigError("--max-message-bytes must be at least 1024")
         if not self.subscribe_rate > 0:
             raise ConfigError("--subscribe-rate must be greater than 0")
+        if not self.message_rate > 0:
+            raise ConfigError("--message-rate must be greater than 0")
+        if self.max_connection_bytes < self.max_message_bytes + 1024:
+            raise ConfigError("--max-connection-bytes must be at least --max-message-bytes + 1024"
+                              " (one message and its handler)")
+        if self.transports not in ("polling,websocket", "websocket"):
+            raise ConfigError("--transports must be 'websocket' or 'polling,websocket'")
         if self.max_connections_per_ip < 0:
             raise ConfigError("--max-connections-per-ip must be 0 (no limit) or more")
         if not BACKLOG_RANGE[0] <= self.hard_backlog <= BACKLOG_RANGE[1]:

@@ -63,10 +63,25 @@ import socketio
 from aiohttp.web import WebSocketResponse
 from engineio import packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
+from socketio import packet as sio_packet
 
+from .inbound import (
+    BINARY_ACK,
+    BINARY_EVENT,
+    CLIENT_EVENTS,
+    EVENT,
+    Inbound,
+    PacketHeader,
+    peek_packet,
+)
 from .dependencies import unvetted
+from .protocol import ERROR_EVENT
 
 log = logging.getLogger("pushserver.eioserver")
+
+#: Seconds a closing WebSocket waits for the client's close frame (aiohttp's default is 10), reading and
+#: discarding whatever else arrives: a dropped flooder's connection is gone after this.
+CLOSE_TIMEOUT = 2.0
 
 #: The environ keys pushserver reads (Hub._on_connect); the rest is dropped after connect.
 KEPT_ENVIRON = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR")
@@ -164,7 +179,7 @@ class AiohttpWebSocket(eio_aiohttp.WebSocket):
     async def __call__(self, environ: dict[str, Any]) -> Any:
         # engineio's, but for WebSocketResponse's compress (aiohttp's default: on).
         self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
-                                       compress=self.server.websocket_compression)
+                                       compress=self.server.websocket_compression, timeout=CLOSE_TIMEOUT)
         await self._sock.prepare(environ["aiohttp.request"])
         self.environ = environ
         await self.handler(self)
@@ -184,6 +199,9 @@ class AiohttpWebSocket(eio_aiohttp.WebSocket):
                 # Logged with the parser's traceback, which logs.py turns
                 # into one counted warning; engineio would end the reader here.
                 self.server.logger.exception("Unknown receive error")
+                # aiohttp hands over buffered frames without suspending: let other
+                # connections run between a garbage-sending client's frames.
+                await asyncio.sleep(0)
                 continue
             return data
 
@@ -291,12 +309,153 @@ class EngineIOServer(engineio.AsyncServer):
 
 
 class SocketIOServer(socketio.AsyncServer):
-    """python-socketio's AsyncServer on EngineIOServer; extra keyword arguments go to it."""
+    """python-socketio's AsyncServer on EngineIOServer, which lets clients reach only the client events.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Checked against python-socketio 5.18.1 (tests/unit/test_eioserver.py runs
+    real sessions through each override). python-socketio
+    dispatches every EVENT packet by its name through ``_trigger_event``, the
+    same path its lifecycle handlers (``connect``, ``disconnect``) are called
+    by: a client sending an event named ``disconnect`` would run the server's
+    disconnect cleanup with arguments of its choosing while its socket stays
+    open. Client events enter through ``_handle_event`` only (lifecycle events
+    come from ``_handle_connect``/``_handle_disconnect``), so the override of
+    ``_handle_event`` is where client events are told apart: only
+    ``client_events`` are dispatched, anything else is answered ``bad_request``.
+    The overrides of ``_handle_eio_connect``/``_handle_eio_disconnect`` and
+    ``_handle_eio_message`` apply the ``Inbound`` limits (inbound.py) to every
+    Engine.IO session and Socket.IO packet, before python-socketio decodes or
+    buffers anything. Extra keyword arguments go to EngineIOServer.
+    """
+
+    def __init__(self, *args: Any, inbound: Inbound | None = None,
+                 client_events: frozenset[str] = CLIENT_EVENTS, max_unread: int = 0, **kwargs: Any) -> None:
         for problem in unvetted():
             log.warning("%s: pushserver relies on its internals (pushserver/dependencies.py)", problem)
         super().__init__(*args, **kwargs)
+        self.inbound = inbound
+        self.client_events = client_events
+        self.max_unread = max_unread  # packets queued unread after which a client is dropped (0: no limit)
+        self._frame_size = 0  # the size of the packet being dispatched (dispatch is sequential)
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return EngineIOServer
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        if self.inbound is not None:
+            refused = self.inbound.open(eio_sid, environ)
+            if refused is not None:
+                return refused  # engineio answers the handshake 401 with this message
+        return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        try:
+            await super()._handle_eio_disconnect(eio_sid, reason)
+        finally:
+            if self.inbound is not None:
+                self.inbound.close(eio_sid)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        inbound = self.inbound
+        if inbound is None:
+            return await super()._handle_eio_message(eio_sid, data)
+        if not inbound.is_open(eio_sid):
+            return  # the rest of what a dropped client had sent
+        text = data if isinstance(data, str) else None
+        header = peek_packet(text) if text is not None else None
+        if not inbound.take(eio_sid):
+            inbound.on_refused("rate")
+            if inbound.strike(eio_sid):
+                inbound.on_refused("flood")
+                await self.drop_session(eio_sid, "too_many", "disconnected: more than"
+                                        f" {inbound.flood_strikes} messages over the rate limit"
+                                        f" ({inbound.rate:g} a second) within {inbound.flood_window:g} s")
+            elif header is not None and header.kind == EVENT and header.ack_id is not None:
+                await self._refuse(eio_sid, header, "too_many",
+                                   f"rate limit: at most {inbound.rate:g} messages a second")
+            return
+        if self.max_unread:
+            queue = self.eio.send_queue(eio_sid)
+            if queue is not None and queue.qsize() >= self.max_unread:
+                inbound.on_refused("unread")
+                await self.drop_session(eio_sid, "slow_consumer", "disconnected: more than"
+                                        f" {self.max_unread} messages were waiting to be read")
+                return
+        if header is None or header.kind in (BINARY_EVENT, BINARY_ACK):
+            # Binary frames are attachments; binary packets announce them. Neither is
+            # buffered: python-socketio would keep every frame until the count is met.
+            inbound.on_refused("binary")
+            if header is not None and header.kind == BINARY_EVENT and header.ack_id is not None:
+                await self._refuse(eio_sid, header, "bad_request",
+                                   "binary data is not accepted: this protocol is JSON text only")
+            return
+        self._frame_size = len(text or "")
+        await super()._handle_eio_message(eio_sid, data)
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if not self.manager.is_connected(sid, namespace):
+            return  # as python-socketio: an event before connect, or to another namespace
+        name = data[0] if isinstance(data, list) and data else None
+        header = PacketHeader(EVENT, namespace, id)
+        if not isinstance(name, str) or name not in self.client_events:
+            if self.inbound is not None:
+                self.inbound.on_refused("event_name")
+            if id is not None:
+                await self._refuse(eio_sid, header, "bad_request",
+                                   f"unknown event: clients may send only {', '.join(sorted(self.client_events))}")
+            return
+        cost = 0
+        if self.inbound is not None:
+            reserved = self.inbound.reserve(eio_sid, self._frame_size)
+            if reserved is None:
+                self.inbound.on_refused("in_flight")
+                if id is not None:
+                    await self._refuse(eio_sid, header, "too_many",
+                                       f"more than {self.inbound.max_in_flight_bytes} bytes of this"
+                                       " connection's messages are being handled: wait for their acks")
+                return
+            cost = reserved
+        if self.async_handlers:
+            task = self.start_background_task(self._run_client_event, sid, eio_sid, data, namespace, id, cost)
+            _handler_tasks.add(task)
+            task.add_done_callback(_handler_tasks.discard)
+        else:
+            await self._run_client_event(sid, eio_sid, data, namespace, id, cost)
+
+    async def _run_client_event(self, sid: str, eio_sid: str, data: list[Any], namespace: str,
+                                id: int | None, cost: int) -> None:
+        try:
+            await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)
+        finally:
+            if self.inbound is not None and cost:
+                self.inbound.release(eio_sid, cost)
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None or sock.closed:
+            # A dropped client's handlers may still be finishing: their acks go nowhere, quietly
+            # (engineio would log a warning for each, which a flooder could use to fill the log).
+            return
+        await super()._send_packet(eio_sid, pkt)
+
+    async def _refuse(self, eio_sid: str, header: PacketHeader, code: str, message: str) -> None:
+        """Answer an ack-asking packet with an error ack, as the protocol's handlers do."""
+        await self._send_packet(eio_sid, self.packet_class(
+            sio_packet.ACK, namespace=header.namespace, id=header.ack_id,
+            data=[{"ok": False, "error": {"code": code, "message": message}}]))
+
+    async def drop_session(self, eio_sid: str, code: str, message: str) -> None:
+        """Tell a client why (``pushserver:error``), then end its session without waiting for it to read."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None or sock.closed or sock.closing:
+            return
+        if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+            await self._send_packet(eio_sid, self.packet_class(
+                sio_packet.EVENT, namespace="/", data=[ERROR_EVENT, {"code": code, "message": message}]))
+        sock.queue.put_nowait(None)  # the writer sends what is queued, then closes the transport
+        await sock.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+
+
+#: Running client-event handlers (asyncio keeps only weak references to tasks).
+_handler_tasks: set[Any] = set()

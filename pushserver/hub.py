@@ -21,12 +21,21 @@ from .backend import ResultBackend, ResultReader
 from .config import Settings
 from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
+from .expiry import ExpiryWheel
 from .fanout import FanoutManager
-from .limits import ConnectionCounter, TokenBucket, client_address
+from .inbound import Inbound
+from .limits import TokenBucket, client_address
 from .logs import library_loggers
 from .metrics import Metrics
 from .policy import ForwardingPolicy
-from .protocol import OrjsonCodec, ProtocolError, error_ack, parse_subscription, room_for
+from .protocol import (
+    ERROR_EVENT,
+    OrjsonCodec,
+    ProtocolError,
+    error_ack,
+    parse_subscription,
+    room_for,
+)
 from .receiver import Batch
 from .results import ResultResolver
 from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
@@ -61,11 +70,13 @@ class Hub:
             self.results = ResultResolver(ResultReader(backend.app), self._merge_and_record, metrics,
                                           settings.max_result_bytes)
         self.subscriptions = Subscriptions(settings.max_subscriptions)
+        # When each (connection, task) subscription's token runs out: one timer for the server.
+        self.expiry = ExpiryWheel(self._on_tokens_expired)
+        self._expiring: set[asyncio.Task[None]] = set()
         self.progress_interval = 1.0 / settings.progress_hz
         self._grants: dict[str, Grant] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._addresses: dict[str, str] = {}
-        self._per_address = ConnectionCounter(settings.max_connections_per_ip)
+        self._connected: set[str] = set()
         self._last_progress_emit: dict[str, float] = {}
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
         # python-socketio's AsyncServer with less kept per connection (eioserver.py),
@@ -73,8 +84,16 @@ class Hub:
         self.fanout = FanoutManager(metrics, self._visible_state,
                                     soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog)
         socketio_logger, engineio_logger = library_loggers()
+        # Every Engine.IO session and client packet passes these limits first (inbound.py).
+        self.inbound = Inbound(
+            rate=settings.message_rate, burst=settings.message_burst,
+            max_in_flight_bytes=settings.max_connection_bytes,
+            max_per_address=settings.max_connections_per_ip,
+            address_of=self._address_of, on_refused=self._count_refused_message)
         self.sio = SocketIOServer(
             client_manager=self.fanout,
+            inbound=self.inbound, max_unread=settings.hard_backlog,
+            transports=settings.transports.split(","),
             async_mode="aiohttp",
             cors_allowed_origins=_cors_setting(settings.cors_origins),
             json=OrjsonCodec,
@@ -89,7 +108,19 @@ class Hub:
 
     # -- connections ---------------------------------------------------------
 
+    def _address_of(self, environ: dict) -> str:
+        """The client's address, as --max-connections-per-ip counts it."""
+        return client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
+                              self.settings.trust_proxy)
+
+    def _count_refused_message(self, reason: str) -> None:
+        self.metrics.messages_refused.labels(reason).inc()
+        if reason == "connections_per_address":
+            self.metrics.refused.labels("too_many").inc()
+
     async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        if sid in self._connected:
+            return  # lifecycle handlers run once per connection; a repeat changes nothing
         token = None
         if auth is not None:
             if not isinstance(auth, dict):
@@ -101,26 +132,21 @@ class Hub:
             except TokenError as exc:
                 self.metrics.refused.labels("unauthorized").inc()
                 raise ConnectionRefused(str(exc)) from None
-        address = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
-                                 self.settings.trust_proxy)
+        # The address has been counted at the Engine.IO handshake (Inbound.open).
         trim_environ(environ)  # read: drop the request headers it holds for the connection's lifetime
-        if not self._per_address.acquire(address):
-            self._grants.pop(sid, None)
-            self.metrics.refused.labels("too_many").inc()
-            raise ConnectionRefused(
-                f"too many connections from your address (at most {self._per_address.limit})")
-        self._addresses[sid] = address
+        self._connected.add(sid)
         self._buckets[sid] = TokenBucket(self.settings.subscribe_rate, self.settings.subscribe_burst)
         self.metrics.clients.inc()
 
     async def _on_disconnect(self, sid: str, *_: Any) -> None:
+        # Idempotent: everything below is a pop or a discard, the gauge moves only once.
         self._grants.pop(sid, None)
         self._buckets.pop(sid, None)
-        address = self._addresses.pop(sid, None)
-        if address is not None:
-            self._per_address.release(address)
+        if sid in self._connected:
+            self._connected.discard(sid)
             self.metrics.clients.dec()
         self.fanout.forget(sid)
+        self.expiry.drop(sid)
         self._forget(self.subscriptions.drop(sid))
         self.metrics.subscriptions.set(len(self.subscriptions))
 
@@ -142,11 +168,13 @@ class Hub:
                 raise ProtocolError("too_many", f"rate limit: at most {self.settings.subscribe_rate:g}"
                                                 " subscribe calls per second")
             request = parse_subscription(payload, self.settings.max_ids_per_call)
-            self._authorize(sid, request.task_ids, request.token)
+            grant = self._authorize(sid, request.task_ids, request.token)
             self.subscriptions.add(sid, request.task_ids)
         except ProtocolError as exc:
             self.metrics.refused.labels(exc.code).inc()
             return exc.ack()
+        if grant is not None:
+            self.expiry.set(sid, request.task_ids, grant.expires_at)
         self.metrics.subscriptions.set(len(self.subscriptions))
         # Join the rooms before reading the snapshots: an update merged while
         # we await the result backend is then either in the snapshot or
@@ -171,14 +199,40 @@ class Hub:
         for task_id in request.task_ids:
             if task_id in mine:
                 await self.sio.leave_room(sid, room_for(task_id))
+        self.expiry.remove(sid, request.task_ids)
         self._forget(self.subscriptions.remove(sid, request.task_ids))
         self.metrics.subscriptions.set(len(self.subscriptions))
         return {"ok": True}
 
-    def _authorize(self, sid: str, task_ids: Iterable[str], token: str | None) -> None:
-        """Raise ProtocolError unless the call's token (else the connect token) names every task."""
+    def _on_tokens_expired(self, expired: dict[str, list[str]]) -> None:
+        """The expiry wheel's callback: end these subscriptions, in one task for the whole batch."""
+        task = asyncio.get_running_loop().create_task(self._end_expired(expired))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _end_expired(self, expired: dict[str, list[str]]) -> None:
+        """Take each connection out of the rooms its tokens no longer grant, then tell it which."""
+        for sid, task_ids in expired.items():
+            mine = self.subscriptions.tasks_of(sid)
+            # Not one renewed (subscribed again with a fresh token) since the wheel fired.
+            ended = [t for t in task_ids if t in mine and self.expiry.deadline(sid, t) is None]
+            if not ended:
+                continue
+            for task_id in ended:
+                await self.sio.leave_room(sid, room_for(task_id))
+            self._forget(self.subscriptions.remove(sid, ended))
+            self.metrics.expired.inc(len(ended))
+            # After leaving the rooms: no update for these tasks follows the notice.
+            await self.sio.emit(ERROR_EVENT, {
+                "code": "token_expired", "task_ids": ended,
+                "message": "the token for these tasks has expired: subscribe again with a fresh token",
+            }, to=sid)
+        self.metrics.subscriptions.set(len(self.subscriptions))
+
+    def _authorize(self, sid: str, task_ids: Iterable[str], token: str | None) -> Grant | None:
+        """The grant naming every task (the call's token, else the connect token); ProtocolError if none does."""
         if self.verifier is None:
-            return
+            return None
         grant: Grant | None
         if token is not None:
             try:
@@ -195,6 +249,7 @@ class Hub:
         for task_id in task_ids:
             if not grant.allows(task_id, now):
                 raise ProtocolError("forbidden", f"the token does not grant task {task_id[:64]!r}")
+        return grant
 
     def authorize_token(self, token: str | None, task_id: str) -> None:
         """The HTTP API's check: raise ProtocolError unless ``token`` grants ``task_id``."""

@@ -34,6 +34,12 @@ class Metrics:
         self.refused = Counter("pushserver_requests_refused_total",
                                "Subscribe calls and HTTP requests refused, by error code",
                                ["code"], registry=r)
+        self.messages_refused = Counter(
+            "pushserver_client_messages_refused_total",
+            "Client packets and sessions refused before any handler ran, by reason (event_name, binary, rate,"
+            " flood, in_flight, unread, connections_per_address)", ["reason"], registry=r)
+        self.expired = Counter("pushserver_subscriptions_expired_total",
+                               "Subscriptions ended because their token expired (exp + leeway)", registry=r)
         self.snapshots = Counter("pushserver_snapshots_total",
                                  "Snapshots served, by where they came from", ["source"], registry=r)
         self.progress_shed = Counter("pushserver_progress_shed_total",

@@ -21,6 +21,8 @@ MAX_IDS_PER_CALL = 100
 
 ROOM_PREFIX = "task:"
 UPDATE_EVENT = "task:update"
+#: The server's own notices to one client: ``{code, message, ...}`` (token_expired, slow_consumer, too_many).
+ERROR_EVENT = "pushserver:error"
 
 
 class OrjsonCodec:

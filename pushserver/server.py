@@ -153,6 +153,7 @@ class PushServer:
                 await site.stop()
         closed = await self._close_connections(timeout=min(3.0, self.settings.shutdown_timeout / 4))
         log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
+        self.hub.expiry.close()
         if self.receiver is not None:
             await self.receiver.stop()
         if self.hub.results is not None:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from pushserver import eioserver
 from pushserver.eioserver import EngineIOServer, SendQueue, SocketIOServer, trim_environ
+from pushserver.inbound import Inbound, PacketHeader, peek_packet
 
 # -- SendQueue -------------------------------------------------------------------
 
@@ -129,6 +130,8 @@ class Server:
         self.url = url
         self.environs: dict[str, dict[str, Any]] = {}
         self.events: list[Any] = []
+        self.disconnects: list[Any] = []
+        self.release = asyncio.Event()
 
     def eio_socket(self, sid: str) -> Any:
         return self.sio.eio.sockets[self.sio.manager.eio_sid_from_sid(sid, "/")]
@@ -136,6 +139,7 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def serving(**options: Any) -> AsyncIterator[Server]:
+    options.setdefault("client_events", frozenset({"echo", "slow"}))
     sio = SocketIOServer(async_mode="aiohttp", cors_allowed_origins="*", ping_interval=PING_INTERVAL,
                          ping_timeout=PING_TIMEOUT, **options)
     app = web.Application()
@@ -152,10 +156,19 @@ async def serving(**options: Any) -> AsyncIterator[Server]:
         server.environs[sid] = dict(environ)
         trim_environ(environ)
 
+    @sio.on("disconnect")
+    async def disconnect(sid: str, *args: Any) -> None:
+        server.disconnects.append((sid, args))
+
     @sio.on("echo")
     async def echo(sid: str, data: Any) -> Any:
         server.events.append(data)
         return {"echo": data}
+
+    @sio.on("slow")
+    async def slow(sid: str, data: Any) -> Any:
+        await server.release.wait()
+        return {"slow": len(str(data))}
 
     try:
         yield server
@@ -305,3 +318,120 @@ async def test_polling_only_client() -> None:
             assert await client.call("echo", "q", timeout=2) == {"echo": "q"}
         finally:
             await client.disconnect()
+
+
+# -- what clients may send (inbound.py) ------------------------------------------
+
+
+def limits(**kwargs: Any) -> tuple[Inbound, list[str]]:
+    refused: list[str] = []
+    options: dict[str, Any] = {"rate": 1000.0, "burst": 1000.0, "max_in_flight_bytes": 1 << 20}
+    options.update(kwargs)
+    return Inbound(on_refused=refused.append, **options), refused
+
+
+def test_peek_packet_reads_type_namespace_and_ack_id() -> None:
+    assert peek_packet('21["subscribe",{}]') == PacketHeader("2", "/", 1)
+    assert peek_packet('2["x"]') == PacketHeader("2", "/", None)
+    assert peek_packet('2/admin,7["x"]') == PacketHeader("2", "/admin", 7)
+    assert peek_packet('51-12["x",{"_placeholder":true,"num":0}]') == PacketHeader("5", "/", 12)
+    assert peek_packet('52-/nsp,3[]') == PacketHeader("5", "/nsp", 3)
+    assert peek_packet("") == PacketHeader("", "/", None)
+    assert peek_packet("2" + "9" * 40) == PacketHeader("2", "/", int("9" * 16))
+
+
+async def test_only_client_events_reach_handlers_lifecycle_names_included() -> None:
+    inbound, refused = limits()
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)
+        for i, frame in enumerate(['["disconnect","io client disconnect"]', '["connect",{"REMOTE_ADDR":"x"}]',
+                                   '["message","hi"]', '[7,"x"]', '[]', '["__proto__"]']):
+            await ws.send_str(f"42{i}{frame}")
+            reply = json.loads((await ws.receive_str(timeout=2))[2 + len(str(i)):])
+            assert reply[0]["error"]["code"] == "bad_request", frame
+        await ws.send_str('42["disconnect","no ack asked"]')
+        await ws.send_str('429["echo","still connected"]')
+        assert await ws.receive_str(timeout=2) == '439[{"echo":"still connected"}]'
+        assert server.disconnects == [] and refused == ["event_name"] * 7
+        await ws.close()
+
+
+async def test_binary_packets_and_frames_are_refused_not_buffered() -> None:
+    inbound, refused = limits()
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)
+        await ws.send_str('451-3["echo",{"_placeholder":true,"num":0}]')
+        reply = await ws.receive_str(timeout=2)
+        assert reply.startswith("433[") and "JSON text only" in reply
+        await ws.send_str('461-0[{"_placeholder":true,"num":0}]')
+        await ws.send_str('451000000-["echo",{}]')
+        for _ in range(20):
+            await ws.send_bytes(b"\x04" + b"x" * 4000)  # an attachment frame
+        await ws.send_str('424["echo","after"]')
+        assert await ws.receive_str(timeout=2) == '434[{"echo":"after"}]'
+        assert server.sio._binary_packet == {}
+        assert refused.count("binary") == 23 and server.events == ["after"]
+        await ws.close()
+
+
+async def test_rate_limit_answers_too_many_then_disconnects_a_flooder() -> None:
+    inbound, refused = limits(rate=1.0, burst=5.0, flood_strikes=10)
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)  # the connect took one token
+        for i in range(30):
+            await ws.send_str(f'42{i}["echo",{i}]')
+        replies = []
+        while True:
+            msg = await ws.receive(timeout=2)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            replies.append(msg.data)
+        answered = [r for r in replies if r.startswith("43")]
+        assert [r for r in answered if '"echo"' in r] == [f'43{i}[{{"echo":{i}}}]' for i in range(4)]
+        too_many = [r for r in answered if '"too_many"' in r]
+        assert len(too_many) == 10 and "rate limit" in too_many[0]
+        assert replies[-1].startswith('42["pushserver:error",{"code":"too_many"')
+        assert refused.count("rate") == 11 and refused.count("flood") == 1
+        assert len(server.disconnects) == 1 and len(inbound) == 0
+
+
+async def test_bytes_in_flight_per_connection_are_bounded() -> None:
+    inbound, refused = limits(max_in_flight_bytes=3 * (1024 + 1100))
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)
+        for i in range(5):
+            await ws.send_str(f'42{i}["slow","{"x" * 1000}"]')
+        reply = await ws.receive_str(timeout=2)
+        assert reply.startswith("433[") and "too_many" in reply and "bytes" in reply
+        assert refused == ["in_flight", "in_flight"]
+        server.release.set()
+        answers = sorted([await ws.receive_str(timeout=2) for _ in range(4)])
+        assert answers[-1].startswith("434[") and "too_many" in answers[-1]
+        assert [a[:3] for a in answers[:3]] == ["430", "431", "432"]
+        await ws.send_str('425["slow","x"]')
+        assert await ws.receive_str(timeout=2) == '435[{"slow":1}]'  # released: room again
+        await ws.close()
+
+
+async def test_sessions_per_address_are_counted_at_the_engineio_handshake() -> None:
+    inbound, refused = limits(max_per_address=2)
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        handshake = server.url + "/socket.io/?EIO=4&transport=polling"
+        sids = []
+        for _ in range(2):  # long-polling sessions that never connect to a namespace
+            async with session.get(handshake) as r:
+                assert r.status == 200
+                sids.append(json.loads((await r.text())[1:])["sid"])
+        async with session.get(handshake) as r:
+            assert r.status == 401 and "too many connections" in await r.text()
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
+        async with session.post(f"{handshake}&sid={sids[0]}", data="1") as r:  # an Engine.IO close
+            assert r.status == 200
+        for _ in range(50):
+            if len(inbound) == 1:
+                break
+            await asyncio.sleep(0.02)
+        ws, _ = await raw_connect(session, server.url)  # the slot is free again
+        assert refused == ["connections_per_address"] * 2
+        await ws.close()
