@@ -31,7 +31,6 @@ from typing import Any
 
 import socketio
 from celery import Celery
-
 from common import PrivateRedis, PushServerProcess, dump_json, log, machine_info, percentile, spread, versions
 
 RESULT = {"label": "setosa", "probabilities": {"setosa": 0.979, "versicolor": 0.021, "virginica": 0.0}}
@@ -62,7 +61,7 @@ class Watcher:
     async def start(self, task_ids: list[str]) -> None:
         await self.sio.connect(self.url, transports=["websocket"], wait_timeout=10)
         for i in range(0, len(task_ids), MAX_IDS_PER_CALL):
-            ack = await self.sio.call("subscribe", {"task_ids": task_ids[i:i + MAX_IDS_PER_CALL]}, timeout=30)
+            ack = await self.sio.call("subscribe", {"task_ids": task_ids[i : i + MAX_IDS_PER_CALL]}, timeout=30)
             assert ack["ok"], ack
 
     async def wait(self, expected: int, timeout: float = 60) -> None:
@@ -99,8 +98,9 @@ def summary(latencies: list[float]) -> dict[str, float]:
     return {"n": len(ms), "p50": percentile(ms, 50), "p95": percentile(ms, 95), "max": ms[-1]}
 
 
-async def one_round(redis: PrivateRedis, publisher: Publisher, mode: str, tasks: int, rate: float,
-                    burst: int) -> dict[str, Any]:
+async def one_round(
+    redis: PrivateRedis, publisher: Publisher, mode: str, tasks: int, rate: float, burst: int
+) -> dict[str, Any]:
     warm = [str(uuid.uuid4()) for _ in range(WARMUP)]
     paced = [str(uuid.uuid4()) for _ in range(tasks)]
     bursty = [str(uuid.uuid4()) for _ in range(burst)]
@@ -121,6 +121,7 @@ async def one_round(redis: PrivateRedis, publisher: Publisher, mode: str, tasks:
             def send_burst() -> None:
                 for task_id in bursty:
                     publisher.succeeded(task_id)
+
             await asyncio.to_thread(send_burst)
             await watcher.wait(len(everything))
         finally:
@@ -143,12 +144,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         publisher = Publisher(redis)
         try:
             for r in range(args.rounds):
-                for mode in (("repr", "json") if r % 2 == 0 else ("json", "repr")):
+                for mode in ("repr", "json") if r % 2 == 0 else ("json", "repr"):
                     result = await one_round(redis, publisher, mode, args.tasks, args.rate, args.burst)
                     rounds.append(result)
-                    log(f"round {r + 1} {mode}: paced p50 {result['paced']['p50']:.2f} ms"
+                    log(
+                        f"round {r + 1} {mode}: paced p50 {result['paced']['p50']:.2f} ms"
                         f" p95 {result['paced']['p95']:.2f} ms; burst p50 {result['burst']['p50']:.2f} ms"
-                        f" p95 {result['burst']['p95']:.2f} ms; wrong format {result['wrong_format']}")
+                        f" p95 {result['burst']['p95']:.2f} ms; wrong format {result['wrong_format']}"
+                    )
         finally:
             publisher.close()
         redis_version = redis.version()
@@ -160,10 +163,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 s = spread(x[phase][q] for x in rounds if x["mode"] == mode)
                 table.setdefault(f"{mode} {phase}", {})[q] = s.fmt(2, " ms")
                 medians[(mode, phase, q)] = s.median
-    deltas = {f"{phase} {q}": round(medians[("json", phase, q)] - medians[("repr", phase, q)], 2)
-              for phase in ("paced", "burst") for q in ("p50", "p95")}
-    return {"rounds": rounds, "table": table, "json_minus_repr_ms": deltas,
-            "settings": vars(args), "machine": machine_info(), "versions": versions(redis_version)}
+    deltas = {
+        f"{phase} {q}": round(medians[("json", phase, q)] - medians[("repr", phase, q)], 2)
+        for phase in ("paced", "burst")
+        for q in ("p50", "p95")
+    }
+    return {
+        "rounds": rounds,
+        "table": table,
+        "json_minus_repr_ms": deltas,
+        "settings": vars(args),
+        "machine": machine_info(),
+        "versions": versions(redis_version),
+    }
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .backend import ResultReader
 from .metrics import Metrics
@@ -59,9 +60,17 @@ def recheck(event: Mapping[str, Any], max_bytes: int) -> dict[str, Any]:
 class ResultResolver:
     """Completes ``task-succeeded`` events with their values from the result backend, off the event loop."""
 
-    def __init__(self, reader: ResultReader, deliver: Callable[[list[dict[str, Any]]], None], metrics: Metrics,
-                 max_bytes: int, *, timeout: float = READ_TIMEOUT, cooldown: float = COOLDOWN,
-                 concurrency: int = CONCURRENT_READS) -> None:
+    def __init__(
+        self,
+        reader: ResultReader,
+        deliver: Callable[[list[dict[str, Any]]], None],
+        metrics: Metrics,
+        max_bytes: int,
+        *,
+        timeout: float = READ_TIMEOUT,
+        cooldown: float = COOLDOWN,
+        concurrency: int = CONCURRENT_READS,
+    ) -> None:
         self.reader = reader
         self.deliver = deliver  # merges, emits and records completed events
         self.metrics = metrics
@@ -130,8 +139,13 @@ class ResultResolver:
             raise
         except Exception as exc:  # noqa: BLE001 - a backend outage costs values, never the events
             self._skip_until = asyncio.get_running_loop().time() + self.cooldown
-            log.warning("result backend read failed for %d result(s) (%s: %s); sending reprs for %gs",
-                        len(ids), type(exc).__name__, exc, self.cooldown)
+            log.warning(
+                "result backend read failed for %d result(s) (%s: %s); sending reprs for %gs",
+                len(ids),
+                type(exc).__name__,
+                exc,
+                self.cooldown,
+            )
             metas = None
         completed = []
         for event in batch:

@@ -23,8 +23,9 @@ IRIS_SETOSA = [5.1, 3.5, 1.4, 0.2]
 
 
 def serve(stack: Stack, server: Server, name: str, *extra: str, backend: str | None = None) -> tuple[Proc, str]:
-    proc, url = start_pushserver(name, stack.broker, backend or stack.backend, stack.log_dir,
-                                 secret=server.secret, extra=list(extra))
+    proc, url = start_pushserver(
+        name, stack.broker, backend or stack.backend, stack.log_dir, secret=server.secret, extra=list(extra)
+    )
     wait_until(lambda: http_status(url + "/readyz") == 200, 20, f"{name} ready")
     return proc, url
 
@@ -36,8 +37,9 @@ def get_task(url: str, server: Server, task_id: str) -> dict[str, Any]:
 
 
 def history(url: str, server: Server, task_id: str) -> list[dict[str, Any]]:
-    status, body = http_get(f"{url}/tasks/{task_id}/events?limit=1000",
-                            {"Authorization": f"Bearer {server.token(task_id)}"})
+    status, body = http_get(
+        f"{url}/tasks/{task_id}/events?limit=1000", {"Authorization": f"Bearer {server.token(task_id)}"}
+    )
     assert status == 200, body
     return json.loads(body)["events"]
 
@@ -60,14 +62,18 @@ def succeeded(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def is_setosa(result: Any) -> bool:
-    return (isinstance(result, dict) and result["label"] == "setosa"
-            and set(result["probabilities"]) == {"setosa", "versicolor", "virginica"}
-            and all(isinstance(p, float) for p in result["probabilities"].values()))
+    return (
+        isinstance(result, dict)
+        and result["label"] == "setosa"
+        and set(result["probabilities"]) == {"setosa", "versicolor", "virginica"}
+        and all(isinstance(p, float) for p in result["probabilities"].values())
+    )
 
 
 @pytest.mark.parametrize("queue", ["celery", PREFORK_QUEUE])
-async def test_results_are_json_in_updates_acks_get_and_history(stack: Stack, server: Server, mongo: str,
-                                                                 mongo_db: str, queue: str):
+async def test_results_are_json_in_updates_acks_get_and_history(
+    stack: Stack, server: Server, mongo: str, mongo_db: str, queue: str
+):
     proc, url = serve(stack, server, f"results-json-{queue}", "--mongo", mongo, "--mongo-db", mongo_db)
     try:
         w = await Watcher(url).connect()
@@ -91,8 +97,11 @@ async def test_results_are_json_in_updates_acks_get_and_history(stack: Stack, se
             assert expect(ack["result"]) and ack["result_format"] == "json", ack
             got = get_task(url, server, task_id)
             assert expect(got["result"]) and got["result_format"] == "json", got
-            wait_until(lambda: any(e["type"] == "task-succeeded" for e in history(url, server, task_id)), 20,
-                       "the SUCCESS event in the event log")
+            wait_until(
+                lambda: any(e["type"] == "task-succeeded" for e in history(url, server, task_id)),
+                20,
+                "the SUCCESS event in the event log",
+            )
             event = succeeded(history(url, server, task_id))
             assert expect(event["result"]) and event["result_format"] == "json", event
     finally:
@@ -215,8 +224,11 @@ async def test_replay_carries_the_recorded_json_value(stack: Stack, server: Serv
     try:
         result = stack.send("predict", IRIS_SETOSA)
         assert result.get(timeout=30)["label"] == "setosa"
-        wait_until(lambda: any(e["type"] == "task-succeeded" for e in history(url, server, result.id)), 20,
-                   "the SUCCESS event in the event log")
+        wait_until(
+            lambda: any(e["type"] == "task-succeeded" for e in history(url, server, result.id)),
+            20,
+            "the SUCCESS event in the event log",
+        )
     finally:
         recorder.stop()
     # A server whose result backend is empty can only learn the value from the replayed event itself.
@@ -227,10 +239,28 @@ async def test_replay_carries_the_recorded_json_value(stack: Stack, server: Serv
         try:
             await w.subscribe(result.id, token=server.token(result.id))
             env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHSERVER_", "CELERY_"))}
-            done = subprocess.run([str(BIN / "pushserver"), "replay", "--mongo", mongo,
-                                   "--mongo-db", mongo_db, "--task", result.id, "--to", "broker",
-                                   "--broker", stack.broker, "--speed", "max"],
-                                  capture_output=True, text=True, timeout=120, env=env)
+            done = subprocess.run(
+                [
+                    str(BIN / "pushserver"),
+                    "replay",
+                    "--mongo",
+                    mongo,
+                    "--mongo-db",
+                    mongo_db,
+                    "--task",
+                    result.id,
+                    "--to",
+                    "broker",
+                    "--broker",
+                    stack.broker,
+                    "--speed",
+                    "max",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=env,
+            )
             assert done.returncode == 0, done.stderr
             final = await w.wait_state(result.id, "SUCCESS")
             assert is_setosa(final["result"]) and final["result_format"] == "json", final

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,15 @@ TASK = "5f0c-task"
 
 
 def succeeded(uuid: str = TASK, result: Any = "{'label': 'setosa'}", **extra: Any) -> dict[str, Any]:
-    return {"type": "task-succeeded", "uuid": uuid, "timestamp": 10.0, "result": result, "runtime": 0.1,
-            "hostname": "celery@a", **extra}
+    return {
+        "type": "task-succeeded",
+        "uuid": uuid,
+        "timestamp": 10.0,
+        "result": result,
+        "runtime": 0.1,
+        "hostname": "celery@a",
+        **extra,
+    }
 
 
 def success_meta(value: Any) -> dict[str, Any]:
@@ -49,8 +57,12 @@ def test_json_result_over_the_limit_is_too_large_not_cut() -> None:
 
 
 def test_a_plain_celery_event_reads_as_repr() -> None:
-    assert event_values(succeeded(result="3")) == {"result": "3", "result_format": "repr", "runtime": 0.1,
-                                                   "hostname": "celery@a"}
+    assert event_values(succeeded(result="3")) == {
+        "result": "3",
+        "result_format": "repr",
+        "runtime": 0.1,
+        "hostname": "celery@a",
+    }
 
 
 def test_a_completed_event_carries_the_value() -> None:
@@ -77,8 +89,12 @@ def test_the_store_shows_format_only_on_success_and_not_at_all_under_none() -> N
     assert none.get(TASK).fields.keys().isdisjoint({"result", "result_format"})  # type: ignore[union-attr]
     shown = ForwardingPolicy(results="none").task(none.get(TASK).to_dict())  # type: ignore[union-attr]
     assert shown["result"] is None and shown["result_format"] is None
-    assert ForwardingPolicy(results="none").event(succeeded(result_format="json")).keys().isdisjoint(
-        {"result", "result_format"})
+    assert (
+        ForwardingPolicy(results="none")
+        .event(succeeded(result_format="json"))
+        .keys()
+        .isdisjoint({"result", "result_format"})
+    )
 
 
 def test_the_same_success_as_repr_and_as_json_merges_the_same_in_any_order() -> None:
@@ -91,17 +107,20 @@ def test_the_same_success_as_repr_and_as_json_merges_the_same_in_any_order() -> 
     assert a.get(TASK).to_dict() == b.get(TASK).to_dict()  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("event", "expected"), [
-    ({"type": "task-failed", "exception": "ValueError('image too large')"}, "ValueError"),
-    ({"type": "task-failed", "exception": "ValueError()"}, "ValueError"),
-    ({"type": "task-failed", "exception": "billiard.exceptions.WorkerLostError('x')"}, "WorkerLostError"),
-    ({"type": "task-retried", "exception": "Retry in 1s: ConnectionError('down')"}, None),
-    ({"type": "task-failed", "exception": "<MyError object at 0x1>"}, None),
-    ({"type": "task-failed", "exception": None}, None),
-    ({"type": "task-failed", "exception": "X('y')", "exception_type": "Given"}, "Given"),
-    ({"type": "task-revoked", "expired": True}, "TaskRevokedError"),
-    ({"type": "task-revoked"}, None),
-])
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"type": "task-failed", "exception": "ValueError('image too large')"}, "ValueError"),
+        ({"type": "task-failed", "exception": "ValueError()"}, "ValueError"),
+        ({"type": "task-failed", "exception": "billiard.exceptions.WorkerLostError('x')"}, "WorkerLostError"),
+        ({"type": "task-retried", "exception": "Retry in 1s: ConnectionError('down')"}, None),
+        ({"type": "task-failed", "exception": "<MyError object at 0x1>"}, None),
+        ({"type": "task-failed", "exception": None}, None),
+        ({"type": "task-failed", "exception": "X('y')", "exception_type": "Given"}, "Given"),
+        ({"type": "task-revoked", "expired": True}, "TaskRevokedError"),
+        ({"type": "task-revoked"}, None),
+    ],
+)
 def test_exception_type_reads_the_class_name(event: dict[str, Any], expected: str | None) -> None:
     assert exception_type(event) == expected
 
@@ -137,8 +156,14 @@ def test_needs_value_and_recheck() -> None:
 class FakeReader:
     """Answers reads from a dict, optionally slowly or failing; records each read's ids."""
 
-    def __init__(self, metas: Mapping[str, Mapping[str, Any]], *, delay: float = 0.0,
-                 error: Exception | None = None, readable: bool = True) -> None:
+    def __init__(
+        self,
+        metas: Mapping[str, Mapping[str, Any]],
+        *,
+        delay: float = 0.0,
+        error: Exception | None = None,
+        readable: bool = True,
+    ) -> None:
         self.metas = metas
         self.delay = delay
         self.error = error
@@ -168,6 +193,7 @@ async def wait_for(condition: Any, timeout: float = 5.0) -> None:
     async def poll() -> None:
         while not condition():
             await asyncio.sleep(0.005)
+
     await asyncio.wait_for(poll(), timeout)
 
 
@@ -246,5 +272,8 @@ async def test_later_events_of_a_held_task_wait_behind_its_success() -> None:
     reader.gate.set()
     await wait_for(lambda: len(delivered) == 3)
     assert [(e["type"], e.get("result"), e.get("result_format")) for e in delivered] == [
-        ("task-succeeded", 1, "json"), ("task-started", None, None), ("task-succeeded", 1, "json")]
+        ("task-succeeded", 1, "json"),
+        ("task-started", None, None),
+        ("task-succeeded", 1, "json"),
+    ]
     assert r.split([{"type": "task-progress", "uuid": "a", "timestamp": 7.0}])  # no longer held
