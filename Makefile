@@ -18,21 +18,29 @@ $(STAMP): pyproject.toml constraints/celery56.txt
 	$(BIN)/pip install --quiet -c constraints/celery56.txt -e '.[dev,workers]'
 	touch $(STAMP)
 
-## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI).
+## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI):
+## redis-server; prometheus (with promtool) for deploy/prometheus/ and the observability test.
 system-deps:
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing prometheus and promtool (Debian), for the alert rule tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
 ## The Node examples the demo serves: Express and the built React page (skipped without npm).
+## They install the packages of clients/js, which are built first.
 examples-build:
 	@if command -v npm >/dev/null; then \
+	  (cd clients/js && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && \
+	    for pkg in client react node; do [ ! -f $$pkg/package.json ] || [ -f $$pkg/dist/index.js ] || (cd $$pkg && npm run build --silent) || exit 1; done) && \
 	  (cd examples/react-client && [ -f dist/index.html ] || { npm ci --no-audit --no-fund --loglevel=error && npm run build --silent; }) && \
 	  (cd examples/express-dispatch && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error --omit=dev); \
 	else echo "npm not found: the demo runs without the web page"; fi
 
+## The demo runs from the checkout (dev/ is not part of the installed package); DEMO_ARGS=--once for one round.
 demo: $(STAMP) system-deps examples-build
-	$(BIN)/pushserver demo
+	$(BIN)/python -m dev.demo $(DEMO_ARGS)
 
 # test-python last: pytest's summary of the whole suite is the last line `make test` prints.
 test: $(STAMP) lint system-deps rabbitmq test-examples test-celery-versions test-python
@@ -73,7 +81,7 @@ test-celery-versions: system-deps $(addsuffix /.installed,$(CELERY_VENVS))
 	  || exit 1; \
 	done
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) system-deps
 	$(BIN)/pytest -p no:cacheprovider tests/unit
 
 test-examples:
@@ -81,14 +89,14 @@ test-examples:
 
 ## The benchmarks (docs/benchmarks.md): every suite, 5 runs (~30 min), or 3 short ones (< 2 min).
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,workers,bench]'
+	$(BIN)/pip install --quiet -c constraints/celery56.txt -e '.[dev,workers,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) system-deps
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 bench-quick: $(BENCH_STAMP) system-deps
-	$(BIN)/python bench/run.py --quick
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) $(CELERY_VENVS) .pytest_cache .hypothesis build *.egg-info

@@ -123,6 +123,10 @@ class Settings:
         metavar="ORIGINS", convert=split_list))
     max_tasks: int = field(default=100_000, metadata=option(
         "--max-tasks", "PUSHSERVER_MAX_TASKS", "Tasks kept in memory; the least recently updated are evicted."))
+    metrics_task_names: int = field(default=200, metadata=option(
+        "--metrics-task-names", "PUSHSERVER_METRICS_TASK_NAMES",
+        "Distinct task names (and worker hostnames) the task-level metrics label; events of any further ones"
+        " are counted under 'other'.", range=(1, 100_000)))
     progress_hz: float = field(default=10.0, metadata=option(
         "--progress-hz", "PUSHSERVER_PROGRESS_HZ",
         "Most progress updates per second sent for one task (the newest wins)."))
@@ -254,6 +258,8 @@ class Settings:
             raise ConfigError(f"--port: {self.port} is not a TCP port (0-65535)")
         if self.max_tasks < 1:
             raise ConfigError("--max-tasks must be at least 1")
+        if not 1 <= self.metrics_task_names <= 100_000:
+            raise ConfigError("--metrics-task-names must be 1 to 100000")
         if not self.progress_hz > 0:
             raise ConfigError("--progress-hz must be greater than 0")
         if self.forward_results not in ("json", "repr", "none"):

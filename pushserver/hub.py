@@ -318,12 +318,16 @@ class Hub:
         for event_type, n in by_type.items():
             self.metrics.events.labels(_type_label(event_type)).inc(n)
         task_events = [event for event in batch if is_task_event(event)]
+        observed: list[dict[str, Any]] = batch
         if self.results is not None:
             task_events = self.results.split(task_events)  # SUCCESS events come back via _merge_and_record
-        self._merge_and_record(task_events)
+            observed = [event for event in batch if not is_task_event(event)] + task_events
+        self._merge_and_record(task_events, observed)
 
-    def _merge_and_record(self, task_events: list[dict[str, Any]]) -> None:
+    def _merge_and_record(self, task_events: list[dict[str, Any]],
+                          observed: list[dict[str, Any]] | None = None) -> None:
         self._merge_task_events(task_events)
+        self.metrics.task_level.observe(task_events if observed is None else observed, self.store)
         if self.eventlog is not None:
             self.eventlog.record(task_events)
 

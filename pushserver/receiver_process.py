@@ -342,13 +342,30 @@ class PipeWriter:
 
 
 def strip_non_task_events(batch: Batch) -> Batch:
-    """What the server can use of a batch: task events whole, of any other event only its type.
+    """What the server can use of a batch: task events whole, of a worker event its hostname and heartbeat
+    interval (for pushserver_worker_online), of any other event only its type.
 
     The server merges task events and only counts the others by type; the
     rest of a worker heartbeat, or of a forged event with a megabyte task id
     (which no client could subscribe to), would cross the pipe for nothing.
     """
-    return [event if is_task_event(event) else {"type": _short_type(event.get("type"))} for event in batch]
+    return [event if is_task_event(event) else _worker_or_type(event) for event in batch]
+
+
+_WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+
+
+def _worker_or_type(event: dict[str, Any]) -> dict[str, Any]:
+    event_type = _short_type(event.get("type"))
+    if event_type not in _WORKER_EVENTS:
+        return {"type": event_type}
+    kept: dict[str, Any] = {"type": event_type}
+    hostname, freq = event.get("hostname"), event.get("freq")
+    if isinstance(hostname, str):
+        kept["hostname"] = hostname[:255]
+    if isinstance(freq, (int, float)) and not isinstance(freq, bool):
+        kept["freq"] = freq
+    return kept
 
 
 def _short_type(event_type: Any) -> str | None:

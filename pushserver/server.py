@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
 import signal
-import threading
 import time
 from typing import Any
 
@@ -36,10 +34,11 @@ class PushServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.celery = make_celery(settings.broker_url, settings.result_backend)
-        self.metrics = Metrics()
+        self.metrics = Metrics(max_tasks=settings.max_tasks, max_task_names=settings.metrics_task_names)
         # What no client is ever sent is not kept either (bounded memory per task).
         policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
         self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
+        self.metrics.watch_store(lambda: self.store.evicted)
         self.backend = ResultBackend(self.celery, results=settings.forward_results,
                                      max_result_bytes=settings.max_result_bytes)
         self.eventlog: EventLog | None = None
@@ -74,9 +73,6 @@ class PushServer:
             "tasks_in_memory": len(self.store),
             "subscriptions": len(self.hub.subscriptions),
             "uptime_seconds": round(time.time() - self.started_at, 1),
-            # What a soak test watches for leaks.
-            "process": {"open_fds": _open_fds(), "asyncio_tasks": len(asyncio.all_tasks()),
-                        "threads": threading.active_count()},
         }
 
     async def start(self) -> None:
@@ -193,10 +189,3 @@ class PushServer:
         gc_maintenance.cancel()
         await self.stop()
 
-
-def _open_fds() -> int | None:
-    """File descriptors this process holds (Linux), or None where /proc is not there."""
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None

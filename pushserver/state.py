@@ -230,7 +230,7 @@ class TaskState:
         return default if stamp is None else stamp[_VALUE]
 
     def to_dict(self, with_args: bool = False) -> dict[str, Any]:
-        """The TaskState JSON object of the protocol (DESIGN.md § TaskState); ``with_args`` adds args/kwargs."""
+        """The TaskState JSON object of the protocol (docs/protocol.md, TaskState); ``with_args`` adds args/kwargs."""
         state = self.state
         failed = state in (FAILURE, RETRY, REVOKED, REJECTED)
         finished_at = self.seen.get(state) if state in READY_STATES else None
@@ -259,11 +259,6 @@ class TaskState:
 def _known(timestamp: float | None) -> float | None:
     """A timestamp for clients: None when unknown (a backend record of an unfinished state carries none)."""
     return timestamp if timestamp is not None and timestamp > 0 else None
-
-
-def pending_dict(task_id: str) -> dict[str, Any]:
-    """The TaskState of a task nobody has heard of yet."""
-    return TaskState(task_id).to_dict()
 
 
 def event_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset()) -> dict[str, Any]:

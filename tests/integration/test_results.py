@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pushserver.devstack import BIN, Proc, http_get, http_status, start_pushserver, wait_until
-from tests.integration.conftest import PREFORK_QUEUE, Server, Stack
+from dev.stack import BIN, Proc, free_port, http_get, http_status, start_pushserver, wait_until
 from tests.support.clients import Watcher
+from tests.support.stack import PREFORK_QUEUE, Server, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -188,8 +188,6 @@ async def test_ignore_result_falls_back_to_the_repr(stack: Stack, server: Server
 
 async def test_an_unreachable_backend_costs_the_value_not_the_notice(stack: Stack, server: Server):
     # Nothing listens on this port: every read fails, and the SUCCESS notice goes out with the repr.
-    from pushserver.devstack import free_port
-
     dead = f"redis://127.0.0.1:{free_port()}/1"
     proc, url = serve(stack, server, "results-dead-backend", backend=dead)
     try:

@@ -1,0 +1,79 @@
+/** The states a task can be in, as the pushserver reports them. */
+export type TaskStateName =
+  | 'PENDING'
+  | 'SENT'
+  | 'RECEIVED'
+  | 'STARTED'
+  | 'PROGRESS'
+  | 'RETRY'
+  | 'SUCCESS'
+  | 'FAILURE'
+  | 'REVOKED'
+  | 'REJECTED';
+
+/** The `progress` object of a TaskState: the last `task-progress` event's fields. */
+export interface TaskProgress {
+  current: number | null;
+  total: number | null;
+  percent: number | null;
+  message: string | null;
+}
+
+/**
+ * What a SUCCESS state's `result` is: the returned value as JSON, Celery's repr string of it
+ * (no value in the result backend, or the server runs `--forward-results repr`), or left out
+ * because its JSON is larger than the server's `--max-result-bytes`.
+ */
+export type ResultFormat = 'json' | 'repr' | 'too_large';
+
+/** Everything the pushserver knows about one task (docs/protocol.md § TaskState). */
+export interface TaskState {
+  task_id: string;
+  name: string | null;
+  state: TaskStateName;
+  progress: TaskProgress | null;
+  /**
+   * On SUCCESS: what `result_format` says — the value the task returned, as JSON (`"json"`);
+   * Celery's repr string of it (`"repr"`); null, the value being too large to send (`"too_large"`).
+   * Null in every other state.
+   */
+  result: unknown;
+  /** How to read `result` on SUCCESS (docs/protocol.md § TaskState); null in every other state. */
+  result_format: ResultFormat | null;
+  /** On FAILURE, RETRY, REVOKED, REJECTED: the exception as a readable string (its repr). */
+  exception: string | null;
+  /** The exception's class name (`ValueError`), to branch on without parsing `exception`; null when unknown. */
+  exception_type: string | null;
+  traceback: string | null;
+  worker: string | null;
+  retries: number;
+  runtime: number | null;
+  sent_at: number | null;
+  received_at: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  updated_at: number | null;
+  /** Type of the newest event merged (`task-progress`, `task-succeeded`, …). */
+  event: string | null;
+}
+
+/** Why a task cannot be watched: a refused subscribe, an expired token, a failed getToken. */
+export interface TaskProblem {
+  code: string;
+  message: string;
+}
+
+/** What the client holds for one task; replaced (never mutated) on every change. */
+export interface TaskRecord {
+  readonly task: TaskState | null;
+  readonly error: TaskProblem | null;
+}
+
+/** The shared connection's status. */
+export type ConnectionStatus = 'connected' | 'connecting' | 'offline';
+
+/** The connection status and, when not connected, the last reason given. */
+export interface ConnectionInfo {
+  readonly status: ConnectionStatus;
+  readonly error: string | null;
+}
