@@ -43,6 +43,9 @@ from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver.hub")
 
+#: A client that keeps sending while this many times --max-connection-bytes of answers wait unread is dropped.
+UNREAD_BYTES_FACTOR = 8
+
 
 class Hub:
     """The Socket.IO side of the server: connections, subscriptions, snapshots and emits."""
@@ -93,6 +96,7 @@ class Hub:
         self.sio = SocketIOServer(
             client_manager=self.fanout,
             inbound=self.inbound, max_unread=settings.hard_backlog,
+            max_unread_bytes=UNREAD_BYTES_FACTOR * settings.max_connection_bytes,
             transports=settings.transports.split(","),
             async_mode="aiohttp",
             cors_allowed_origins=_cors_setting(settings.cors_origins),
@@ -212,7 +216,9 @@ class Hub:
 
     async def _end_expired(self, expired: dict[str, list[str]]) -> None:
         """Take each connection out of the rooms its tokens no longer grant, then tell it which."""
-        for sid, task_ids in expired.items():
+        for n, (sid, task_ids) in enumerate(expired.items()):
+            if n and n % 256 == 0:
+                await asyncio.sleep(0)  # thousands of tokens may end in one second: let the loop breathe
             mine = self.subscriptions.tasks_of(sid)
             # Not one renewed (subscribed again with a fresh token) since the wheel fired.
             ended = [t for t in task_ids if t in mine and self.expiry.deadline(sid, t) is None]
@@ -300,9 +306,7 @@ class Hub:
     async def reconcile(self) -> int:
         """Once the receiver (re)connects, correct every watched unfinished task from the result backend."""
         todo = [t for t in self.subscriptions.watched() if not _is_ready(self.store.get(t))]
-        events = await asyncio.gather(*(self.backend.lookup(t) for t in todo))
-        found = [e for e in events if e is not None]
-        changed = self.merge(found)
+        changed = self.merge((await self.backend.lookup_many(todo)).values())
         self.metrics.reconciled.inc(changed)
         if todo:
             log.info("reconciled %d watched tasks from the result backend: %d changed", len(todo), changed)

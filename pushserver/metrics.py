@@ -44,13 +44,22 @@ class Metrics:
         self.reconciled = Counter("pushserver_reconciled_total",
                                   "Watched tasks whose state was corrected from the result backend"
                                   " after a receiver reconnect", registry=r)
+        self.quiet_checked = Counter("pushserver_quiet_tasks_checked_total",
+                                     "Watched unfinished tasks read from the result backend because no event"
+                                     " had mentioned them for a while", registry=r)
+        self.quiet_reconciled = Counter("pushserver_quiet_tasks_reconciled_total",
+                                        "Quiet tasks whose state the result backend changed (their events were"
+                                        " lost)", registry=r)
+        self.backend_reads = Counter("pushserver_backend_reads_total",
+                                     "Result-backend round trips, by kind (batch: one MGET for many tasks;"
+                                     " single: one task)", ["kind"], registry=r)
         self.refused = Counter("pushserver_requests_refused_total",
                                "Subscribe calls and HTTP requests refused, by error code",
                                ["code"], registry=r)
         self.messages_refused = Counter(
             "pushserver_client_messages_refused_total",
             "Client packets and sessions refused before any handler ran, by reason (event_name, binary, rate,"
-            " flood, in_flight, unread, connections_per_address)", ["reason"], registry=r)
+            " flood, in_flight, unread, malformed, connections_per_address)", ["reason"], registry=r)
         self.expired = Counter("pushserver_subscriptions_expired_total",
                                "Subscriptions ended because their token expired (exp + leeway)", registry=r)
         self.snapshots = Counter("pushserver_snapshots_total",

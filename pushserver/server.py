@@ -14,7 +14,7 @@ from aiohttp import web
 from .auth import TokenVerifier
 from .backend import ResultBackend
 from .celeryapp import make_celery
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, redact_url
 from .eventlog import EventLog
 from .gctune import freeze_startup, maintain
 from .http import HttpApi
@@ -23,6 +23,7 @@ from .metrics import Metrics
 from .policy import ForwardingPolicy
 from .receiver import EventQueueOptions, Receiver, ReceiverStatus, ReceiverThread
 from .receiver_process import ReceiverProcess
+from .reconciler import SETTLED, QuietReconciler
 from .state import TaskStore
 
 log = logging.getLogger("pushserver")
@@ -33,13 +34,21 @@ class PushServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.celery = make_celery(settings.broker_url, settings.result_backend)
+        self.celery = make_celery(settings.broker_url, settings.result_backend,
+                                  settings.broker_transport_options, settings.backend_transport_options)
+        try:
+            # Celery builds its backend on first use, and a backend it cannot build
+            # would fail every read later (snapshots answering PENDING): fail now.
+            _ = self.celery.backend
+        except (ValueError, ImportError, KeyError, TypeError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"--backend {redact_url(settings.result_backend)}: {first_line}") from None
         self.metrics = Metrics(max_tasks=settings.max_tasks, max_task_names=settings.metrics_task_names)
         # What no client is ever sent is not kept either (bounded memory per task).
         policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
         self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
         self.metrics.watch_store(lambda: self.store.evicted)
-        self.backend = ResultBackend(self.celery, results=settings.forward_results,
+        self.backend = ResultBackend(self.celery, on_read=self._count_backend_read, results=settings.forward_results,
                                      max_result_bytes=settings.max_result_bytes)
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
@@ -53,6 +62,12 @@ class PushServer:
             verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway,
                                      audience=settings.token_audience, issuer=settings.token_issuer)
         self.hub = Hub(settings, self.store, self.backend, self.metrics, verifier, self.eventlog)
+        self.reconciler: QuietReconciler | None = None
+        if settings.reconcile_after > 0:
+            self.reconciler = QuietReconciler(
+                self._quiet_candidates, self._marker_of, self.backend.lookup_many, self.hub.merge,
+                after=settings.reconcile_after, max_interval=settings.reconcile_max_interval,
+                batch=settings.reconcile_batch, on_checked=self._count_quiet_checks)
         self.app = web.Application()
         self.hub.sio.attach(self.app)
         HttpApi(self.hub, self.metrics, self.readiness, self.eventlog,
@@ -61,6 +76,34 @@ class PushServer:
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._background: set[asyncio.Task[Any]] = set()
+
+    # -- the quiet-task reconciler's view of the hub ------------------------------
+
+    def _quiet_candidates(self) -> list[tuple[str, Any]]:
+        """Every watched unfinished task with its last event's stamp (which changes with each event merged)."""
+        store = self.store
+        found: list[tuple[str, Any]] = []
+        for task_id in self.hub.subscriptions.watched():
+            task = store.get(task_id)
+            if task is None:
+                found.append((task_id, None))
+            elif not task.ready:
+                found.append((task_id, task.last_event))
+        return found
+
+    def _marker_of(self, task_id: str) -> Any:
+        task = self.store.get(task_id)
+        if not self.hub.subscriptions.is_watched(task_id) or (task is not None and task.ready):
+            return SETTLED
+        return task.last_event if task is not None else None
+
+    def _count_quiet_checks(self, checked: int, changed: int) -> None:
+        self.metrics.quiet_checked.inc(checked)
+        self.metrics.quiet_reconciled.inc(changed)
+
+    def _count_backend_read(self, kind: str, keys: int) -> None:
+        # Called from the backend's threads: prometheus_client counters are thread-safe.
+        self.metrics.backend_reads.labels(kind).inc()
 
     def readiness(self) -> dict[str, Any]:
         """What ``/readyz`` reports: ready only while the receiver is connected to the broker."""
@@ -107,10 +150,13 @@ class PushServer:
         else:
             receiver = ReceiverProcess(self.settings.broker_url, self.hub.ingest,
                                        self._on_receiver_status, queue=queue,
-                                       log_level=self.settings.log_level)
+                                       log_level=self.settings.log_level,
+                                       transport_options=self.settings.broker_transport_options)
         self.receiver = receiver
         self.metrics.watch_receiver(lambda: receiver.malformed)
         receiver.start()
+        if self.reconciler is not None:
+            self.reconciler.start()
         mode = "INSECURE: every subscription allowed" if not self.settings.secrets else "tokens required"
         log.info("pushserver listening on http://%s:%d (%s)", self.settings.host, self.bound_port(), mode)
 
@@ -149,6 +195,8 @@ class PushServer:
                 await site.stop()
         closed = await self._close_connections(timeout=min(3.0, self.settings.shutdown_timeout / 4))
         log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
+        if self.reconciler is not None:
+            await self.reconciler.stop()
         self.hub.expiry.close()
         if self.receiver is not None:
             await self.receiver.stop()
