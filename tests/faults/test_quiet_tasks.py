@@ -123,7 +123,7 @@ async def test_worker_with_events_off_clients_still_get_success_and_result(quiet
         )
     for w in clients:
         for t in ids:
-            assert w.updates[t][-1]["result"] == "2"
+            assert w.updates[t][-1]["result"] == 2
     assert max(delays) <= AFTER + 2 + SLACK, delays
     assert metric(url, "pushserver_quiet_tasks_reconciled_total") >= len(ids)
     assert metric(url, "pushserver_events_ingested_total", type="task-succeeded") == 0
@@ -159,7 +159,7 @@ async def test_events_switched_off_mid_task_the_lost_success_is_delivered(quiet:
         )
     for w in clients:
         for t in ids:
-            assert w.updates[t][-1]["result"] == "6"
+            assert w.updates[t][-1]["result"] == 6
     # Quiet for at most the 3 s of its remaining steps when it finished: read within max(5, 3) + 2 s.
     assert max(delays) <= AFTER + 2 + SLACK, delays
     assert metric(url, "pushserver_events_ingested_total", type="task-succeeded") == 0
