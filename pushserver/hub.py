@@ -70,7 +70,7 @@ class Hub:
         # --forward-results json: task-succeeded events wait for their value from the result backend.
         self.results: ResultResolver | None = None
         if settings.forward_results == "json":
-            self.results = ResultResolver(ResultReader(backend.app), self._merge_and_record, metrics,
+            self.results = ResultResolver(ResultReader(backend.app, on_read=backend.on_read), self._merge_and_record, metrics,
                                           settings.max_result_bytes)
         self.subscriptions = Subscriptions(settings.max_subscriptions)
         # When each (connection, task) subscription's token runs out: one timer for the server.

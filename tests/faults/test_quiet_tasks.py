@@ -193,8 +193,9 @@ async def test_a_long_silent_task_is_not_hammered(quiet: Stack, watchers, report
         allowed_by_schedule=allowed,
         polling_every_second_would_be=int(ran),
     )
-    assert final["result"] == str(seconds)
-    assert 3 <= reads <= allowed, (reads, allowed)
+    assert final["result"] == seconds
+    # One MGET more than the schedule's: the SUCCESS value read for the notice (--forward-results json).
+    assert 3 <= reads - 1 <= allowed, (reads, allowed)
     assert metric(url, "pushserver_backend_reads_total", kind="batch") >= reads
 
 
