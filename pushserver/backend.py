@@ -242,7 +242,7 @@ class ResultReader:
 
     def __init__(self, app: Celery, workers: int = 2, on_read: Callable[[str, int], None] | None = None) -> None:
         self.app = app
-        self.on_read = on_read  # (how, keys) per round trip, as ResultBackend counts its own
+        self.on_read = on_read  # ("result", keys) per round trip, beside ResultBackend's own kinds
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-reader")
 
     @property
@@ -266,19 +266,19 @@ class ResultReader:
         if _mget_supported(backend):
             keys = [backend.get_key_for_task(t) for t in task_ids]
             values = backend.mget(keys)
-            self._count("batch", len(keys))
+            self._count(len(keys))
             if hasattr(values, "get"):  # memcached-style clients answer a mapping, Redis a list
                 values = [values.get(key) for key in keys]
             return {t: backend.decode_result(v) for t, v in zip(task_ids, values) if v}
         metas = {}
         for task_id in task_ids:
             metas[task_id] = backend.get_task_meta(task_id, cache=False)
-            self._count("single", 1)
+            self._count(1)
         return {t: m for t, m in metas.items() if m and m.get("status") != "PENDING"}
 
-    def _count(self, how: str, keys: int) -> None:
+    def _count(self, keys: int) -> None:
         if self.on_read is not None:
-            self.on_read(how, keys)
+            self.on_read("result", keys)  # a kind of its own: "batch" and "single" stay the reconciler's
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

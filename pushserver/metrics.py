@@ -52,7 +52,8 @@ class Metrics:
                                         " lost)", registry=r)
         self.backend_reads = Counter("pushserver_backend_reads_total",
                                      "Result-backend round trips, by kind (batch: one MGET for many tasks;"
-                                     " single: one task)", ["kind"], registry=r)
+                                     " single: one task; result: the values of SUCCESS notices, --forward-results"
+                                     " json)", ["kind"], registry=r)
         self.refused = Counter("pushserver_requests_refused_total",
                                "Subscribe calls and HTTP requests refused, by error code",
                                ["code"], registry=r)

@@ -277,3 +277,24 @@ async def test_later_events_of_a_held_task_wait_behind_its_success() -> None:
         ("task-succeeded", 1, "json"),
     ]
     assert r.split([{"type": "task-progress", "uuid": "a", "timestamp": 7.0}])  # no longer held
+
+
+async def test_the_reader_reads_many_in_one_round_trip_and_counts_it_as_result() -> None:
+    from celery import Celery
+
+    from pushserver.backend import ResultReader
+
+    app = Celery("t", backend="cache+memory://", set_as_current=False)
+    app.backend.store_result("done", {"label": "setosa"}, "SUCCESS")
+    app.backend.store_result("done-too", 3, "SUCCESS")
+    reads: list[tuple[str, int]] = []
+    reader = ResultReader(app, on_read=lambda how, keys: reads.append((how, keys)))
+    try:
+        assert reader.readable
+        found = await reader.read(["done", "done-too", "unknown"])
+    finally:
+        reader.close()
+    assert {t: m["result"] for t, m in found.items()} == {"done": {"label": "setosa"}, "done-too": 3}
+    assert reads == [("result", 3)]
+    assert not ResultReader(Celery("t", backend="disabled://", set_as_current=False)).readable
+    assert not ResultReader(Celery("t", backend="rpc://", set_as_current=False)).readable
