@@ -14,7 +14,8 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -495,7 +496,7 @@ INTERNAL_PATHS = ("/readyz", "/metrics")
 
 
 def check_hardening(stack: Stack) -> Iterator[str]:
-    """Least privilege: the pushservers log as a readWrite-only MongoDB user, Redis and RabbitMQ need a
+    """Least privilege: each MongoDB client has its own least-privilege user, Redis and RabbitMQ need a
     password, no secret has an empty default, and nginx keeps /readyz and /metrics inside."""
     secrets = [k for k, v in stack.env_example.items() if not v]
     for service in stack.services.values():
@@ -528,35 +529,111 @@ def check_hardening(stack: Stack) -> Iterator[str]:
             for url in re.findall(r"rediss?://[^\s,]+", value):
                 if urlsplit(url).hostname == "redis" and (urlsplit(url).password or "") != password:
                     yield f"{service.name}: {name} reaches Redis without its password"
-    mongo = stack.services.get("mongo")
-    for service, params in pushservers(stack):
-        if not params.get("mongo") or mongo is None:
-            continue
-        url = urlsplit(params["mongo"])
-        query = dict(part.partition("=")[::2] for part in url.query.split("&") if part)
-        root = mongo.env.get("MONGO_INITDB_ROOT_USERNAME")
-        if url.username == root:
-            yield f"{service.name}: connects to MongoDB as the root user {root}"
-        scripts = mongo_init_scripts(stack, mongo)
-        text = "\n".join(s.read_text() for s in scripts)
-        grants = re.findall(r"role:\s*['\"](\w+)['\"],\s*db:\s*(\w+)", text)
-        if [role for role, _ in grants] != ["readWrite"]:
-            yield f"mongo: the init scripts {[str(s.name) for s in scripts]} grant {grants}, not readWrite alone"
-            continue
-        # `const name = process.env.X`: what the script's variables hold, from the mongo service's env.
-        script_vars = {js: mongo.env.get(env) for js, env in re.findall(r"const (\w+) = process\.env\.(\w+)", text)}
-        creates = {"db": script_vars.get(grants[0][1]), "user": script_vars.get("user"),
-                   "password": script_vars.get("password")}
-        if (url.username, url.password) != (creates["user"], creates["password"]):
-            yield f"{service.name}: connects to MongoDB as {url.username}, not the user the init script creates"
-        if creates["db"] != params["mongo_db"] or query.get("authSource", url.path.strip("/")) != creates["db"]:
-            yield (f"{service.name}: logs to database {params['mongo_db']} (authSource"
-                   f" {query.get('authSource')}), the init script grants readWrite on {creates['db']}")
+    yield from check_mongo_accounts(stack)
     conf = stack.nginx_conf
     for path in INTERNAL_PATHS:
         block = re.search(rf"location\s*=\s*{re.escape(path)}\s*\{{([^}}]*)\}}", conf)
         if not block or not re.search(r"return\s+40[34]|deny\s+all", block.group(1)):
             yield f"nginx: passes {path} to the outside (want `location = {path} {{ return 404; }}`)"
+
+
+# Actions a custom MongoDB role of the example app may grant: reading and writing documents, nothing else.
+DATA_ACTIONS = {"find", "insert", "update", "remove"}
+
+
+@dataclass
+class MongoUser:
+    """An account an init script creates: where, with which credentials and roles."""
+
+    db: str | None
+    user: str | None
+    password: str | None
+    roles: list[tuple[str, str | None]]  # (role, database)
+    script: str
+
+
+def _js_value(token: str, script_vars: Mapping[str, str | None]) -> str | None:
+    """A JS token of an init script: a "literal", or a `const x = process.env.X` variable."""
+    token = token.strip()
+    if token[:1] in "'\"":
+        return token.strip("'\"")
+    return script_vars.get(token)
+
+
+def mongo_init_accounts(stack: Stack, mongo: Service) -> tuple[list[MongoUser], dict[tuple[str | None, str], set[str]]]:
+    """The users and the custom roles (database, role) → actions the mongo service's init scripts create."""
+    users: list[MongoUser] = []
+    roles: dict[tuple[str | None, str], set[str]] = {}
+    for script in mongo_init_scripts(stack, mongo):
+        text = script.read_text()
+        script_vars = {js: mongo.env.get(env) for js, env in re.findall(r"const (\w+) = process\.env\.(\w+)", text)}
+        for db, body in re.findall(r"getSiblingDB\((\w+|\"[^\"]*\")\)\.createRole\(\{(.*?)\n\}\);", text, re.S):
+            name = re.search(r"role:\s*\"(\w+)\"", body)
+            actions = {a for group in re.findall(r"actions:\s*\[([^\]]*)\]", body) for a in re.findall(r"\"(\w+)\"", group)}
+            if name:
+                roles[(_js_value(db, script_vars), name.group(1))] = actions
+        for db, body in re.findall(r"getSiblingDB\((\w+|\"[^\"]*\")\)\.createUser\(\{(.*?)\n\}\);", text, re.S):
+            field = {k: v for k, v in re.findall(r"(user|pwd):\s*(\w+|\"[^\"]*\")", body)}
+            granted = [(role, _js_value(role_db, script_vars))
+                       for role, role_db in re.findall(r"role:\s*[\"'](\w+)[\"'],\s*db:\s*(\w+|\"[^\"]*\")", body)]
+            users.append(MongoUser(_js_value(db, script_vars), _js_value(field.get("user", ""), script_vars),
+                                   _js_value(field.get("pwd", ""), script_vars), granted, script.name))
+    return users, roles
+
+
+def mongo_clients(stack: Stack) -> list[tuple[Service, str, str]]:
+    """Each service that connects to MongoDB: its connection string and the database it owns (writes)."""
+    found = [(service, params["mongo"], params["mongo_db"]) for service, params in pushservers(stack)
+             if params.get("mongo")]
+    for service in stack.services.values():
+        url = service.env.get("MONGO_URL")
+        if url:
+            # Express names its database MONGO_DB; the workers theirs MONGO_WORKERS_DB.
+            own = service.env.get("MONGO_DB") if service.command[:1] != ["celery"] else service.env.get("MONGO_WORKERS_DB")
+            found.append((service, url, own or ""))
+    return found
+
+
+def check_mongo_accounts(stack: Stack) -> Iterator[str]:
+    """Each service reaching MongoDB logs in as its own user, created by an init script in the database it
+    owns, with readWrite on that database alone plus roles of its own that only read or write documents."""
+    mongo = stack.services.get("mongo")
+    if mongo is None:
+        return
+    users, roles = mongo_init_accounts(stack, mongo)
+    root = mongo.env.get("MONGO_INITDB_ROOT_USERNAME")
+    programs_of_user: dict[str | None, set[str]] = {}
+    for service, raw_url, own_db in mongo_clients(stack):
+        url = urlsplit(raw_url)
+        query = dict(part.partition("=")[::2] for part in url.query.split("&") if part)
+        auth_source = query.get("authSource", url.path.strip("/") or "admin")
+        if url.username == root:
+            yield f"{service.name}: connects to MongoDB as the root user {root}"
+            continue
+        programs_of_user.setdefault(url.username, set()).add(" ".join(service.command[:2]) or service.name)
+        account = next((u for u in users if (u.user, u.password) == (url.username, url.password)), None)
+        if account is None:
+            yield (f"{service.name}: connects to MongoDB as {url.username}, a user no init script creates"
+                   " with that password (so not readWrite alone on its database)")
+            continue
+        if account.db != own_db or auth_source != account.db:
+            yield (f"{service.name}: uses database {own_db} (authSource {auth_source}), but its user"
+                   f" {account.user} is created in {account.db}")
+        for role, role_db in account.roles:
+            if role == "readWrite":
+                if role_db != account.db:
+                    yield (f"mongo: {account.script} grants {account.user} readWrite on {role_db}, not its own"
+                           f" database {account.db}: not readWrite alone on its own database")
+            elif (role_db, role) in roles:
+                extra = roles[(role_db, role)] - DATA_ACTIONS
+                if extra:
+                    yield f"mongo: role {role} on {role_db} grants {sorted(extra)}, beyond reading and writing documents"
+            else:
+                yield (f"mongo: {account.script} grants {account.user} the role {role} on {role_db}:"
+                       " not readWrite alone nor a role of its own")
+    for user, programs in programs_of_user.items():
+        if len(programs) > 1:
+            yield f"MongoDB user {user} is shared by {sorted(programs)}: each needs its own"
 
 
 def with_and_without_settings(check: Callable[[Stack], Iterator[str]]) -> Callable[[Stack], Iterator[str]]:
@@ -600,11 +677,12 @@ def test_the_stack_has_every_service(stack: Stack) -> None:
 def test_the_env_scan_finds_what_the_code_reads() -> None:
     workers = python_env_reads(sorted((REPO / "workers").glob("*.py")))
     assert {"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_VISIBILITY_TIMEOUT", "NIGHTLY_REPORT_EVERY",
-            "OUTBOX_DIR", "MEDIA_DIR", "REPORTS_DIR", "SMTP_URL", "MAIL_FROM", "WORKERS_RETRY_BACKOFF"} <= workers
+            "OUTBOX_DIR", "MEDIA_DIR", "SMTP_URL", "MAIL_FROM", "WORKERS_RETRY_BACKOFF", "MONGO_URL", "MONGO_APP_DB",
+            "MONGO_WORKERS_DB", "ARCHIVE_AFTER_DAYS"} <= workers
     express = js_env_reads(sorted((REPO / EXPRESS_SRC).glob("*.js")))
     assert {"PORT", "HOST", "PUSHSERVER_SECRET", "PUSHSERVER_PUBLIC_URL", "CELERY_BROKER_URL",
             "CELERY_RESULT_BACKEND", "CELERY_QUEUE", "TOKEN_TTL", "TOKEN_TTL_SECONDS", "CELERY_NODE_CLIENT",
-            "SESSION_TTL_SECONDS", "STATIC_DIR"} <= express
+            "SESSION_TTL_SECONDS", "STATIC_DIR", "MONGO_URL", "MONGO_DB", "MONGO_WORKERS_DB"} <= express
 
 
 def test_interpolation_follows_compose() -> None:
@@ -669,6 +747,22 @@ BROKEN = [
     ("docker/mongo-init/pushserver-user.js", 'role: "readWrite"', 'role: "dbOwner"', "not readWrite alone"),
     ("docker/mongo-init/pushserver-user.js", 'db: dbName }', 'db: "admin" }', "not readWrite alone"),
     ("docker-compose.yml", '      - "./docker/mongo-init:/docker-entrypoint-initdb.d:ro"\n', "", "not readWrite alone"),
+    # issue 18: Express and the workers on MongoDB, each with its own user and database
+    ("docker-compose.yml", 'MONGO_URL: "mongodb://${EXPRESS_MONGO_USER:-express}:${EXPRESS_MONGO_PASSWORD:?set EXPRESS_MONGO_PASSWORD'
+     ' in .env}@mongo', 'MONGO_URL: "mongodb://${MONGO_ROOT_USER:-admin}:${MONGO_ROOT_PASSWORD:?x}@mongo',
+     "express: connects to MongoDB as the root user"),
+    ("docker-compose.yml", 'MONGO_URL: "mongodb://${WORKERS_MONGO_USER:-workers}:${WORKERS_MONGO_PASSWORD:?set WORKERS_MONGO_PASSWORD'
+     ' in .env}@mongo:27017/${WORKERS_MONGO_DB:-workers}?authSource=${WORKERS_MONGO_DB:-workers}"',
+     'MONGO_URL: "mongodb://${EXPRESS_MONGO_USER:-express}:${EXPRESS_MONGO_PASSWORD:?x}@mongo:27017/${APP_MONGO_DB:-app}'
+     '?authSource=${APP_MONGO_DB:-app}"', "shared by"),
+    ("docker/mongo-init/app-users.js", '[{ role: "readWrite", db: appDb }, { role: "reportsReader"',
+     '[{ role: "readWriteAnyDatabase", db: "admin" }, { role: "reportsReader"', "not readWrite alone nor a role of its own"),
+    ("docker/mongo-init/app-users.js", '[{ role: "readWrite", db: workersDb }, { role: "workersOnApp"',
+     '[{ role: "readWrite", db: appDb }, { role: "workersOnApp"', "not readWrite alone on its own database"),
+    ("docker/mongo-init/app-users.js", 'actions: ["find", "update", "remove"]', 'actions: ["find", "update", "remove", "dropDatabase"]',
+     "beyond reading and writing documents"),
+    ("docker-compose.yml", "      MONGO_DB: ${APP_MONGO_DB:-app}\n", "      MONGO_DB: ${WORKERS_MONGO_DB:-workers}\n",
+     "express: uses database workers"),
     ("docker-compose.yml", "printf 'requirepass %s", "printf 'port %s", "redis: runs without requirepass"),
     ("docker-compose.yml", "REDISCLI_AUTH: ${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}",
      "REDISCLI_AUTH: ${REDIS_PASSWORD:-}", "REDISCLI_AUTH does not require its secret"),
