@@ -31,6 +31,8 @@ MIN_EVENT_LOG_QUEUE_BYTES = 4 * 1024 * 1024
 BROKER_SCHEMES = {"redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "memory"}
 BACKEND_SCHEMES = {"redis", "rediss", "sentinel", "rpc", "db", "mongodb", "disabled", "cache", "memory"}
 BACKLOG_RANGE = (16, 1_000_000)
+#: Bounds of --max-result-bytes: an event with the largest result stays under eventlog.MAX_EVENT_BYTES.
+MIN_RESULT_BYTES, MAX_RESULT_BYTES = 16, 512 * 1024
 RECONCILE_BATCH_RANGE = (1, 10_000)
 #: The values of ``ssl_cert_reqs`` both kombu (broker) and Celery's Redis backend accept.
 SSL_CERT_REQS = {"required", "optional", "none", "CERT_REQUIRED", "CERT_OPTIONAL", "CERT_NONE"}
@@ -181,10 +183,15 @@ class Settings:
         "--token-issuer", "PUSHSERVER_TOKEN_ISSUER", "Require this 'iss' claim in tokens.", metavar="ISS"))
     token_leeway: float = field(default=5.0, metadata=option(
         "--token-leeway", "PUSHSERVER_TOKEN_LEEWAY", "Seconds of clock skew allowed on 'exp' (0-300)."))
-    forward_results: str = field(default="repr", metadata=option(
+    forward_results: str = field(default="json", metadata=option(
         "--forward-results", "PUSHSERVER_FORWARD_RESULTS",
-        "Send task results to clients (Celery's repr: 1 024 characters by default, never more than 4 096 here)"
-        " or not.", choices=("repr", "none")))
+        "What clients get of a task's result: the JSON value it returned, read from the result backend (json);"
+        " Celery's repr from the event (repr; at most 4 096 characters); or nothing (none).",
+        choices=("json", "repr", "none")))
+    max_result_bytes: int = field(default=64 * 1024, metadata=option(
+        "--max-result-bytes", "PUSHSERVER_MAX_RESULT_BYTES",
+        "Largest JSON result sent as a value (its encoded size, 16 B to 512 KiB); a larger one is sent as"
+        " result null with result_format too_large. Memory holds up to this much per finished task."))
     forward_tracebacks: bool = field(default=False, metadata=option(
         "--forward-tracebacks/--no-forward-tracebacks", "PUSHSERVER_FORWARD_TRACEBACKS",
         "Send tracebacks to clients (off: exception type and message only)."))
@@ -325,8 +332,11 @@ class Settings:
             raise ConfigError("--metrics-task-names must be 1 to 100000")
         if not self.progress_hz > 0:
             raise ConfigError("--progress-hz must be greater than 0")
-        if self.forward_results not in ("repr", "none"):
-            raise ConfigError("--forward-results must be 'repr' or 'none'")
+        if self.forward_results not in ("json", "repr", "none"):
+            raise ConfigError("--forward-results must be 'json', 'repr' or 'none'")
+        if not MIN_RESULT_BYTES <= self.max_result_bytes <= MAX_RESULT_BYTES:
+            raise ConfigError(f"--max-result-bytes must be {MIN_RESULT_BYTES} to {MAX_RESULT_BYTES} (512 KiB: a"
+                              " result event must fit the event log whole)")
         if self.max_message_bytes < 1024:
             raise ConfigError("--max-message-bytes must be at least 1024")
         if not self.subscribe_rate > 0:

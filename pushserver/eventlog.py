@@ -50,9 +50,15 @@ DEFAULT_QUEUE_BYTES = 64 << 20
 UNPREPARED = -1  # Storable.changed of an event queued but not yet made storable
 
 
+#: A task-succeeded event's result as the server renders it: Celery's repr, or the value read from the result
+#: backend (``--forward-results json``). The same event rendered either way is still one event.
+RENDERED_FIELDS = frozenset({"result", "result_format"})
+
+
 def event_id(event: Mapping[str, Any]) -> str:
     """A deterministic id for an event: the same event always gets the same id."""
-    identity = {k: v for k, v in event.items() if k not in TRANSPORT_FIELDS}
+    left_out = TRANSPORT_FIELDS | RENDERED_FIELDS if event.get("type") == "task-succeeded" else TRANSPORT_FIELDS
+    identity = {k: v for k, v in event.items() if k not in left_out}
     digest = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS, default=str))
     return digest.hexdigest()[:32]
 

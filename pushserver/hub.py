@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
 from .auth import Grant, TokenError, TokenVerifier
-from .backend import ResultBackend
+from .backend import ResultBackend, ResultReader
 from .config import Settings
 from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
@@ -37,6 +37,7 @@ from .protocol import (
     room_for,
 )
 from .receiver import Batch
+from .results import ResultResolver
 from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
 from .subscriptions import Subscriptions
 
@@ -66,6 +67,11 @@ class Hub:
         self.eventlog = eventlog
         self.policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks,
                                        settings.forward_args)
+        # --forward-results json: task-succeeded events wait for their value from the result backend.
+        self.results: ResultResolver | None = None
+        if settings.forward_results == "json":
+            self.results = ResultResolver(ResultReader(backend.app, on_read=backend.on_read), self._merge_and_record, metrics,
+                                          settings.max_result_bytes)
         self.subscriptions = Subscriptions(settings.max_subscriptions)
         # When each (connection, task) subscription's token runs out: one timer for the server.
         self.expiry = ExpiryWheel(self._on_tokens_expired)
@@ -316,8 +322,16 @@ class Hub:
         for event_type, n in by_type.items():
             self.metrics.events.labels(_type_label(event_type)).inc(n)
         task_events = [event for event in batch if is_task_event(event)]
+        observed: list[dict[str, Any]] = batch
+        if self.results is not None:
+            task_events = self.results.split(task_events)  # SUCCESS events come back via _merge_and_record
+            observed = [event for event in batch if not is_task_event(event)] + task_events
+        self._merge_and_record(task_events, observed)
+
+    def _merge_and_record(self, task_events: list[dict[str, Any]],
+                          observed: list[dict[str, Any]] | None = None) -> None:
         self._merge_task_events(task_events)
-        self.metrics.task_level.observe(batch, self.store)
+        self.metrics.task_level.observe(task_events if observed is None else observed, self.store)
         if self.eventlog is not None:
             self.eventlog.record(task_events)
 

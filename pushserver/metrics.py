@@ -52,7 +52,8 @@ class Metrics:
                                         " lost)", registry=r)
         self.backend_reads = Counter("pushserver_backend_reads_total",
                                      "Result-backend round trips, by kind (batch: one MGET for many tasks;"
-                                     " single: one task)", ["kind"], registry=r)
+                                     " single: one task; result: the values of SUCCESS notices, --forward-results"
+                                     " json)", ["kind"], registry=r)
         self.refused = Counter("pushserver_requests_refused_total",
                                "Subscribe calls and HTTP requests refused, by error code",
                                ["code"], registry=r)
@@ -70,6 +71,10 @@ class Metrics:
         self.slow_consumers = Counter("pushserver_slow_consumer_disconnects_total",
                                       "Clients disconnected for leaving too many updates unread",
                                       registry=r)
+        self.results = Counter("pushserver_results_total",
+                               "SUCCESS results completed from the result backend, by outcome: json, too_large,"
+                               " no_value (repr kept), failed (backend error or timeout: repr kept), skipped"
+                               " (backend recently failing: repr kept)", ["outcome"], registry=r)
         # Known label values start at 0, so rates and alerts have a series before the first one happens.
         for kind in ("transition", "progress"):
             self.updates.labels(kind)

@@ -48,7 +48,8 @@ class PushServer:
         policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
         self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
         self.metrics.watch_store(lambda: self.store.evicted)
-        self.backend = ResultBackend(self.celery, on_read=self._count_backend_read)
+        self.backend = ResultBackend(self.celery, on_read=self._count_backend_read, results=settings.forward_results,
+                                     max_result_bytes=settings.max_result_bytes)
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
             self.eventlog = EventLog(settings.mongo_url, settings.mongo_db,
@@ -199,6 +200,8 @@ class PushServer:
         self.hub.expiry.close()
         if self.receiver is not None:
             await self.receiver.stop()
+        if self.hub.results is not None:
+            await self.hub.results.close()  # SUCCESS events still held go out (and into the event log)
         try:
             await asyncio.wait_for(self.hub.sio.shutdown(), timeout=2)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless

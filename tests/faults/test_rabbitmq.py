@@ -121,7 +121,7 @@ async def test_pipeline_progress_and_success_over_rabbitmq(rabbit: RabbitStack, 
         for t in ids:
             steps = [u["progress"]["current"] for u in w.updates[t] if u["state"] == "PROGRESS"]
             assert steps and max(steps) == 5, steps
-            assert w.updates[t][-1]["result"] == "5"
+            assert w.updates[t][-1]["result"] == 5
 
 
 async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(rabbit: RabbitStack, watchers,
@@ -230,7 +230,7 @@ async def test_worker_killed_mid_task_is_redelivered_at_once(rabbit: RabbitStack
     assert any((u["started_at"] or 0) > update["started_at"] for u in updates[:first])
     assert final["started_at"] > update["started_at"]
     assert final["worker"] != update["worker"]
-    assert final["result"] == "8"
+    assert final["result"] == 8
     # Restart the worker for whatever runs after this test.
     await asyncio.to_thread(rabbit.worker, name, pool="threads" if name == WORKERS[0] else "prefork",
                             concurrency=4 if name == WORKERS[0] else 1, queues=TASK_QUEUE)

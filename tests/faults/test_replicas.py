@@ -86,6 +86,6 @@ async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(s
             lb.close()
     for w in moved:
         for t in second:
-            assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == "12"
+            assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == 12
     for proc, url in ((replica.proc, replica.url) for replica in replicas[1:]):
         assert proc.alive()

@@ -51,7 +51,7 @@ async def test_clients_get_current_snapshots_and_what_finished_while_the_server_
         ack = next(a for a in w.resubscribe_acks if a.get("ok"))
         snapshot = {t["task_id"]: t for t in ack["tasks"]}
         assert snapshot[finished_while_down]["state"] == "SUCCESS"
-        assert snapshot[finished_while_down]["result"] == "2"
+        assert snapshot[finished_while_down]["result"] == 2
         now = snapshot[running.id]
         assert now["state"] in ("PROGRESS", "SUCCESS")
         if now["state"] == "PROGRESS":

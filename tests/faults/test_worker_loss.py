@@ -80,7 +80,7 @@ def check_restart_then_success(updates: list[dict[str, Any]], first_started: flo
     final = updates[success]
     assert final["started_at"] > first_started
     assert final["finished_at"] >= final["started_at"]
-    assert final["result"] == str(STEPS)
+    assert final["result"] == STEPS
 
 
 async def test_pool_process_killed_mid_task(loss_stack: Stack, watchers, report):

@@ -12,7 +12,8 @@ from .stack import MARKER, Server
 CODES = {"bad_request", "unauthorized", "forbidden", "too_many"}
 STATES = {"PENDING", "SENT", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED",
           "REJECTED"}
-TASK_STATE_FIELDS = {"task_id", "name", "state", "progress", "result", "exception", "traceback", "worker",
+TASK_STATE_FIELDS = {"task_id", "name", "state", "progress", "result", "result_format", "exception",
+                     "exception_type", "traceback", "worker",
                      "retries", "runtime", "sent_at", "received_at", "started_at", "finished_at",
                      "updated_at", "event"}
 MAX_IDS = 100

@@ -273,7 +273,7 @@ def test_a_real_task_after_the_storm(fuzz_stack: FuzzStack, main: Server, client
         assert ack["ok"] is True, ack
         done = client.wait_received(lambda e, d: e == "task:update" and d.get("state") == "SUCCESS", 30)
         assert done is not None, f"no SUCCESS; got {[d.get('state') for _, d in client.received]}"
-        assert done[1]["result"] == "3" and done[1]["task_id"] == result.id, done
+        assert done[1]["result"] == 3 and done[1]["task_id"] == result.id, done
         states = [d["state"] for e, d in client.received if e == "task:update"]
         assert "PROGRESS" in states or ack["tasks"][0]["state"] in ("PROGRESS", "SUCCESS"), states
         assert result.get(timeout=10) == 3

@@ -156,7 +156,7 @@ def test_http_task_snapshot_needs_a_token(stack: Stack, server: Server):
     status, body = http_get(url, {"Authorization": f"Bearer {server.token(result.id)}"})
     assert status == 200
     snapshot = json.loads(body)
-    assert snapshot["state"] == "SUCCESS" and snapshot["result"] == "1"
+    assert snapshot["state"] == "SUCCESS" and snapshot["result"] == 1
 
 
 def test_http_health_readiness_metrics_and_json_errors(server: Server):

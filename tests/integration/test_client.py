@@ -20,6 +20,7 @@ async def test_wait_returns_the_terminal_state(stack: Stack, server: Server):
         state = await watcher.wait(result.id, timeout=30)
     assert state["task_id"] == result.id
     assert state["state"] == "SUCCESS"
+    assert state["result"] == 3 and state["result_format"] == "json"  # the value, not its repr
     assert state["name"] == "workers.tasks.demo_progress"
     assert state["progress"]["current"] == 3
 

@@ -21,7 +21,7 @@ async def test_progress_then_success_is_pushed(stack: Stack, server: Server, wat
     assert ack["ok"] is True
     assert ack["tasks"][0]["task_id"] == result.id
     final = await watcher.wait_state(result.id, "SUCCESS")
-    assert final["result"] == "5"
+    assert final["result"] == 5
     assert final["name"] == "workers.tasks.demo_progress"
     assert final["progress"] == {"current": 5, "total": 5, "percent": 100.0, "message": "step 5/5"}
     assert final["finished_at"] is not None and final["worker"]
@@ -70,7 +70,7 @@ async def test_late_subscriber_gets_the_final_state_from_the_result_backend(stac
     assert ack["ok"] is True
     snapshot = ack["tasks"][0]
     assert snapshot["state"] == "SUCCESS"
-    assert snapshot["result"] == "2"
+    assert snapshot["result"] == 2
 
 
 async def test_unknown_task_snapshot_is_pending(server: Server, watcher: Watcher):
@@ -100,7 +100,7 @@ async def test_one_client_on_a_hundred_tasks(stack: Stack, server: Server, watch
 
     assert ack["ok"] is True and [t["task_id"] for t in ack["tasks"]] == ids
     finals = await asyncio.gather(*(watcher.wait_state(i, "SUCCESS", timeout=60) for i in ids))
-    assert all(f["result"] == "1" for f in finals)
+    assert all(f["result"] == 1 for f in finals)
 
 
 async def test_progress_is_coalesced_but_the_latest_always_arrives(stack: Stack, server: Server,

@@ -55,7 +55,7 @@ async def test_a_killed_receiver_process_is_replaced_and_nothing_finished_meanwh
             wait_until(lambda: is_ready(url) and children(proc.pid) != [first], 30,
                        "a new receiver process to connect")
             final = await watcher.wait_state(task.id, "SUCCESS", timeout=15)
-            assert final["result"] == "3"
+            assert final["result"] == 3
             assert metric(url, "pushserver_receiver_reconnects_total") >= 1
             readiness = json.loads(http_get(url + "/readyz")[1])
             assert readiness["reconnects"] >= 1 and readiness["receiver"] == "connected"
@@ -104,7 +104,7 @@ async def test_thread_receiver_delivers_updates_without_a_child_process(stack: S
         try:
             assert (await watcher.subscribe(task.id))["ok"] is True
             final = await watcher.wait_state(task.id, "SUCCESS", timeout=30)
-            assert final["result"] == "3"
+            assert final["result"] == 3
         finally:
             await watcher.close()
     finally:

@@ -42,7 +42,7 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
             proxy.restore()
             wait_until(lambda: is_ready(url), 30, "the receiver to reconnect")
             final = await watcher.wait_state(during_gap.id, "SUCCESS", timeout=15)
-            assert final["result"] == "3"
+            assert final["result"] == 3
             assert metric(url, "pushserver_receiver_reconnects_total") >= 1
             assert metric(url, "pushserver_reconciled_total") >= 1
 
@@ -75,7 +75,7 @@ async def test_a_client_subscribed_before_the_receiver_first_connects_still_hear
             assert task.get(timeout=30) == 3
             proxy.restore()
             final = await watcher.wait_state(task.id, "SUCCESS", timeout=30)
-            assert final["result"] == "3"
+            assert final["result"] == 3
             assert metric(url, "pushserver_receiver_reconnects_total") == 0  # a first connect, not a reconnect
         finally:
             await watcher.close()

@@ -207,7 +207,7 @@ async def test_malformed_packets_log_one_counted_line_not_a_traceback_each(stack
                             reply.data.startswith("4"), (frame, reply)
         # Still serving everyone else.
         task = stack.send("demo_progress", 2, 0.01)
-        assert (await final_state(url, server.token(task.id), task.id, "SUCCESS"))["result"] == "2"
+        assert (await final_state(url, server.token(task.id), task.id, "SUCCESS"))["result"] == 2
     finally:
         proc.stop()
     log = proc.log()

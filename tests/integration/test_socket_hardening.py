@@ -165,7 +165,7 @@ async def test_clients_cannot_call_lifecycle_handlers_by_event_name(stack: Stack
             second = socketio.AsyncClient(reconnection=False)
             with pytest.raises(socketio.exceptions.ConnectionError):
                 await second.connect(url, transports=["websocket"], wait_timeout=5)
-            assert (await w.wait_state(task.id, "SUCCESS", timeout=60))["result"] == "40"
+            assert (await w.wait_state(task.id, "SUCCESS", timeout=60))["result"] == 40
         finally:
             await w.close()
 

@@ -26,7 +26,25 @@ def test_success_becomes_task_succeeded_with_the_result_repr() -> None:
         "name": "workers.tasks.render",
         "hostname": "celery@a",
         "result": "{'pages': [1, 2]}",
+        "result_format": "repr",
     }
+
+
+def test_success_in_json_mode_carries_the_value_itself() -> None:
+    meta = {"status": "SUCCESS", "result": {"pages": (1, 2)}, "date_done": NEW_YEAR}
+    event = meta_to_event(TASK, meta, results="json")
+    assert event is not None
+    assert (event["result"], event["result_format"]) == ({"pages": [1, 2]}, "json")
+    assert TaskStore().merge_event(event).task.to_dict()["result"] == {"pages": [1, 2]}  # type: ignore[union-attr]
+
+
+def test_success_in_json_mode_too_large_or_not_json() -> None:
+    big = meta_to_event(TASK, {"status": "SUCCESS", "result": "x" * 100, "date_done": NEW_YEAR},
+                        results="json", max_result_bytes=50)
+    assert big is not None and (big["result"], big["result_format"]) == (None, "too_large")
+    odd = meta_to_event(TASK, {"status": "SUCCESS", "result": {1: object()}, "date_done": NEW_YEAR},
+                        results="json")
+    assert odd is not None and odd["result_format"] == "repr" and odd["result"].startswith("{1: <object")
 
 
 def test_success_result_is_truncated_like_celerys_events() -> None:
@@ -51,6 +69,7 @@ def test_failure_with_an_exception_instance() -> None:
     assert event == {
         "type": "task-failed", "uuid": TASK, "timestamp": NEW_YEAR_TS,
         "exception": "ValueError('image too large')", "traceback": "Traceback (most recent…",
+        "exception_type": "ValueError",
     }
 
 

@@ -190,3 +190,12 @@ async def test_one_huge_event_does_not_push_the_others_out() -> None:
         assert log.queued_bytes < MAX_EVENT_BYTES
     finally:
         await log.close()
+
+
+def test_a_success_has_one_id_whether_its_result_is_a_repr_or_the_json_value() -> None:
+    celery = {"type": "task-succeeded", "uuid": "t", "timestamp": 1.0, "result": "{'a': 1}", "runtime": 0.1}
+    completed = {**celery, "result": {"a": 1}, "result_format": "json"}
+    assert event_id(celery) == event_id(completed) == event_id({**celery, "result_format": "repr"})
+    assert event_id(celery) != event_id({**celery, "timestamp": 2.0})
+    failed = {"type": "task-failed", "uuid": "t", "timestamp": 1.0, "exception": "X()"}
+    assert event_id(failed) != event_id({**failed, "exception": "Y()"})

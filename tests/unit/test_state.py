@@ -39,7 +39,7 @@ NAME = "workers.tasks.resize_and_watermark"
 
 #: The TaskState JSON keys, exactly as docs/protocol.md (TaskState) lists them.
 TASKSTATE_KEYS = {
-    "task_id", "name", "state", "progress", "result", "exception", "traceback",
+    "task_id", "name", "state", "progress", "result", "result_format", "exception", "exception_type", "traceback",
     "worker", "retries", "runtime", "sent_at", "received_at", "started_at",
     "finished_at", "updated_at", "event",
 }
@@ -86,7 +86,9 @@ def test_normal_lifecycle_moves_through_every_state() -> None:
         "state": SUCCESS,
         "progress": {"current": 3, "total": 10, "percent": 30.0, "message": "resizing"},
         "result": "'done.png'",
+        "result_format": "repr",
         "exception": None,
+        "exception_type": None,
         "traceback": None,
         "worker": "celery@a",
         "retries": 0,
@@ -402,7 +404,8 @@ def test_event_values_pick_the_fields_of_each_type() -> None:
     assert event_values(event("sent", 1.0, args=["not", "a", "repr"], kwargs="{'k': 1}")) == {
         "kwargs": "{'k': 1}"}
     assert event_values(event("received", 1.0, name=7, retries="2", hostname=None)) == {}
-    assert event_values(event("revoked", 1.0, expired=True)) == {"exception": "TaskRevokedError('expired')"}
+    assert event_values(event("revoked", 1.0, expired=True)) == {"exception": "TaskRevokedError('expired')",
+                                                                  "exception_type": "TaskRevokedError"}
     assert event_values(event("revoked", 1.0)) == {}
 
 
@@ -675,5 +678,6 @@ def test_the_default_policy_keeps_no_traceback_or_arguments_in_memory() -> None:
     task = store.get(TASK)
     assert task is not None
     assert {"traceback", "args", "kwargs"}.isdisjoint(task.fields)
-    assert set(ForwardingPolicy(results="none").never_forwarded()) == {"result", "traceback", "args", "kwargs"}
+    assert set(ForwardingPolicy(results="none").never_forwarded()) == {"result", "result_format", "traceback",
+                                                                        "args", "kwargs"}
     assert ForwardingPolicy("repr", True, True).never_forwarded() == frozenset()
