@@ -27,11 +27,17 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and range of what a list of burst runs lost, and how many lost anything."""
     lost = [r["lost"] for r in results]
     backlog = [r["peak_backlog_mb"] for r in results]
-    return {"runs": len(results), "runs_losing": sum(1 for x in lost if x), "lost_median": statistics.median(lost),
-            "lost_range": [min(lost), max(lost)], "sent": results[0]["sent"] if results else 0,
-            "peak_redis_backlog_mb_median": statistics.median(backlog), "peak_redis_backlog_mb_max": max(backlog),
-            "redis_outbuf_disconnections": sum(r["redis_outbuf_disconnections"] or 0 for r in results),
-            "errors": sorted({r["error"] for r in results if r["error"]})}
+    return {
+        "runs": len(results),
+        "runs_losing": sum(1 for x in lost if x),
+        "lost_median": statistics.median(lost),
+        "lost_range": [min(lost), max(lost)],
+        "sent": results[0]["sent"] if results else 0,
+        "peak_redis_backlog_mb_median": statistics.median(backlog),
+        "peak_redis_backlog_mb_max": max(backlog),
+        "redis_outbuf_disconnections": sum(r["redis_outbuf_disconnections"] or 0 for r in results),
+        "errors": sorted({r["error"] for r in results if r["error"]}),
+    }
 
 
 def main() -> None:
@@ -41,9 +47,12 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=25_000, help="tasks in the unbatched stream (batched: twice)")
     p.add_argument("--shapes", nargs="+", default=["unbatched", "batched"])
     p.add_argument("--fraction", type=float, default=0.8, help="burst rate as a fraction of the bare Receiver's")
-    p.add_argument("--saturating", action="store_true",
-                   help="measure the saturating ingest rate (events/s, and as a ratio to the bare Receiver's median)"
-                        " instead of bursts")
+    p.add_argument(
+        "--saturating",
+        action="store_true",
+        help="measure the saturating ingest rate (events/s, and as a ratio to the bare Receiver's median)"
+        " instead of bursts",
+    )
     args = p.parse_args()
 
     before_source = None
@@ -75,10 +84,17 @@ def main() -> None:
                         log(f"{shape} saturating, {which}, run {i + 1}/{args.runs}: {ingest.describe(r)}")
                         if r["events_per_s"]:
                             sat[which].append(r["events_per_s"])
-                out["shapes"][shape] = {"bare_per_s": bare, **{
-                    which: {"per_s": rates, "median": statistics.median(rates) if rates else None,
-                            "ratio_to_bare": statistics.median(rates) / statistics.median(bare) if rates else None}
-                    for which, rates in sat.items()}}
+                out["shapes"][shape] = {
+                    "bare_per_s": bare,
+                    **{
+                        which: {
+                            "per_s": rates,
+                            "median": statistics.median(rates) if rates else None,
+                            "ratio_to_bare": statistics.median(rates) / statistics.median(bare) if rates else None,
+                        }
+                        for which, rates in sat.items()
+                    },
+                }
                 continue
             rate = args.fraction * statistics.median(bare)
             runs: dict[str, list[dict[str, Any]]] = {"after": [], "before": []} if before_source else {"after": []}
@@ -90,8 +106,11 @@ def main() -> None:
                     common.SERVER_SOURCE = common.SERVER_REV = None
                     runs[which].append(r)
                     log(f"{shape} burst at {rate:,.0f} ev/s, {which}, run {i + 1}/{args.runs}: {ingest.describe(r)}")
-            out["shapes"][shape] = {"offered_per_s": rate, "bare_per_s": bare,
-                                    **{which: summary(rs) for which, rs in runs.items()}}
+            out["shapes"][shape] = {
+                "offered_per_s": rate,
+                "bare_per_s": bare,
+                **{which: summary(rs) for which, rs in runs.items()},
+            }
     print(json.dumps(out, indent=1))
 
 

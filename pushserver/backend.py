@@ -43,8 +43,14 @@ UNKNOWN_TIME = 0.0
 RESULT_REPR_MAXLEN = 1024
 
 
-def meta_to_event(task_id: str, meta: Mapping[str, Any], now: float | None = None, *,
-                  results: str = "repr", max_result_bytes: int = 64 * 1024) -> dict[str, Any] | None:
+def meta_to_event(
+    task_id: str,
+    meta: Mapping[str, Any],
+    now: float | None = None,
+    *,
+    results: str = "repr",
+    max_result_bytes: int = 64 * 1024,
+) -> dict[str, Any] | None:
     """Express a backend meta dict as the Celery event that would have announced it (None if it says nothing).
 
     With ``results="json"`` a SUCCESS carries the value itself (``result_format``, as ResultResolver adds it
@@ -129,8 +135,15 @@ MAX_KEYS_PER_READ = 1000
 class ResultBackend:
     """Reads task states from the Celery result backend without blocking the event loop."""
 
-    def __init__(self, app: Celery, workers: int = 4, on_read: Callable[[str, int], None] | None = None, *,
-                 results: str = "repr", max_result_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        workers: int = 4,
+        on_read: Callable[[str, int], None] | None = None,
+        *,
+        results: str = "repr",
+        max_result_bytes: int = 64 * 1024,
+    ) -> None:
         self.app = app
         self.on_read = on_read  # (how, keys): counted per round trip, "batch" or "single"
         self.failing = False  # the last read failed: logged once per outage, not once per read
@@ -158,8 +171,11 @@ class ResultBackend:
         self._answered()
         found: dict[str, dict[str, Any]] = {}
         for task_id, meta in metas.items():
-            event = (meta_to_event(task_id, meta, results=self.results, max_result_bytes=self.max_result_bytes)
-                     if meta else None)
+            event = (
+                meta_to_event(task_id, meta, results=self.results, max_result_bytes=self.max_result_bytes)
+                if meta
+                else None
+            )
             if event is not None:
                 found[task_id] = event
         return found
@@ -209,8 +225,9 @@ class ResultBackend:
             self._failed(exc)
             return None
         self._answered()
-        return meta_to_event(task_id, meta, results=self.results,
-                             max_result_bytes=self.max_result_bytes) if meta else None
+        return (
+            meta_to_event(task_id, meta, results=self.results, max_result_bytes=self.max_result_bytes) if meta else None
+        )
 
     def _get_meta(self, task_id: str) -> Mapping[str, Any] | None:
         backend = self.app.backend
@@ -249,15 +266,18 @@ class ResultReader:
     def readable(self) -> bool:
         """Whether the backend keeps records this server can read."""
         backend = self.app.backend
-        return not isinstance(backend, DisabledBackend) and bool(getattr(backend, "persistent", True)) \
+        return (
+            not isinstance(backend, DisabledBackend)
+            and bool(getattr(backend, "persistent", True))
             and not isinstance(backend, RPCBackend)
+        )
 
     async def read(self, task_ids: list[str]) -> dict[str, Mapping[str, Any]]:
         """The backend's meta of each finished task among ``task_ids`` (absent: no record); raises on failure."""
         loop = asyncio.get_running_loop()
         found: dict[str, Mapping[str, Any]] = {}
         for start in range(0, len(task_ids), MAX_READ_BATCH):
-            chunk = task_ids[start:start + MAX_READ_BATCH]
+            chunk = task_ids[start : start + MAX_READ_BATCH]
             found.update(await loop.run_in_executor(self._pool, self._read, chunk))
         return found
 

@@ -99,9 +99,11 @@ class DrainedSocket:
             with cond:
                 if self._size >= self.limit and not self._closed:
                     self.pauses += 1
-                    log.warning("event receiver: %d MB read from Redis and not yet decoded; pausing the drain "
-                                "(Redis holds what follows, and cuts the receiver off at its pub/sub limit)",
-                                self._size >> 20)
+                    log.warning(
+                        "event receiver: %d MB read from Redis and not yet decoded; pausing the drain "
+                        "(Redis holds what follows, and cuts the receiver off at its pub/sub limit)",
+                        self._size >> 20,
+                    )
                     while self._size >= self.limit and not self._closed:
                         cond.wait()
                 if self._closed:
@@ -149,7 +151,7 @@ class DrainedSocket:
         while n < want and chunks:
             head = chunks[0]
             k = min(want - n, len(head) - self._offset)
-            out[n:n + k] = head[self._offset:self._offset + k]
+            out[n : n + k] = head[self._offset : self._offset + k]
             n += k
             self._offset += k
             if self._offset == len(head):
@@ -279,8 +281,11 @@ class Drain:
     def _warn(self, why: str) -> None:
         if not self._warned:
             self._warned = True
-            log.warning("event receiver: reading Redis without a drain thread (%s): a burst faster than decoding "
-                        "may get the receiver cut off at Redis's pub/sub output-buffer limit", why)
+            log.warning(
+                "event receiver: reading Redis without a drain thread (%s): a burst faster than decoding "
+                "may get the receiver cut off at Redis's pub/sub output-buffer limit",
+                why,
+            )
 
 
 def _drained_class(base: type, drain: Drain) -> type:

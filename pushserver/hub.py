@@ -12,7 +12,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
@@ -65,13 +66,16 @@ class Hub:
         self.metrics = metrics
         self.verifier = verifier  # None: --insecure, every subscription allowed
         self.eventlog = eventlog
-        self.policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks,
-                                       settings.forward_args)
+        self.policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
         # --forward-results json: task-succeeded events wait for their value from the result backend.
         self.results: ResultResolver | None = None
         if settings.forward_results == "json":
-            self.results = ResultResolver(ResultReader(backend.app, on_read=backend.on_read), self._merge_and_record, metrics,
-                                          settings.max_result_bytes)
+            self.results = ResultResolver(
+                ResultReader(backend.app, on_read=backend.on_read),
+                self._merge_and_record,
+                metrics,
+                settings.max_result_bytes,
+            )
         self.subscriptions = Subscriptions(settings.max_subscriptions)
         # When each (connection, task) subscription's token runs out: one timer for the server.
         self.expiry = ExpiryWheel(self._on_tokens_expired)
@@ -84,18 +88,23 @@ class Hub:
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
         # python-socketio's AsyncServer with less kept per connection (eioserver.py),
         # its rooms kept by a manager that sends with backlog limits (fanout.py).
-        self.fanout = FanoutManager(metrics, self._visible_state,
-                                    soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog)
+        self.fanout = FanoutManager(
+            metrics, self._visible_state, soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog
+        )
         socketio_logger, engineio_logger = library_loggers()
         # Every Engine.IO session and client packet passes these limits first (inbound.py).
         self.inbound = Inbound(
-            rate=settings.message_rate, burst=settings.message_burst,
+            rate=settings.message_rate,
+            burst=settings.message_burst,
             max_in_flight_bytes=settings.max_connection_bytes,
             max_per_address=settings.max_connections_per_ip,
-            address_of=self._address_of, on_refused=self._count_refused_message)
+            address_of=self._address_of,
+            on_refused=self._count_refused_message,
+        )
         self.sio = SocketIOServer(
             client_manager=self.fanout,
-            inbound=self.inbound, max_unread=settings.hard_backlog,
+            inbound=self.inbound,
+            max_unread=settings.hard_backlog,
             max_unread_bytes=UNREAD_BYTES_FACTOR * settings.max_connection_bytes,
             transports=settings.transports.split(","),
             async_mode="aiohttp",
@@ -114,8 +123,9 @@ class Hub:
 
     def _address_of(self, environ: dict) -> str:
         """The client's address, as --max-connections-per-ip counts it."""
-        return client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
-                              self.settings.trust_proxy)
+        return client_address(
+            environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), self.settings.trust_proxy
+        )
 
     def _count_refused_message(self, reason: str) -> None:
         self.metrics.messages_refused.labels(reason).inc()
@@ -169,8 +179,9 @@ class Hub:
         try:
             bucket = self._buckets.get(sid)
             if bucket is not None and not bucket.take():
-                raise ProtocolError("too_many", f"rate limit: at most {self.settings.subscribe_rate:g}"
-                                                " subscribe calls per second")
+                raise ProtocolError(
+                    "too_many", f"rate limit: at most {self.settings.subscribe_rate:g} subscribe calls per second"
+                )
             request = parse_subscription(payload, self.settings.max_ids_per_call)
             grant = self._authorize(sid, request.task_ids, request.token)
             self.subscriptions.add(sid, request.task_ids)
@@ -229,10 +240,15 @@ class Hub:
             self._forget(self.subscriptions.remove(sid, ended))
             self.metrics.expired.inc(len(ended))
             # After leaving the rooms: no update for these tasks follows the notice.
-            await self.sio.emit(ERROR_EVENT, {
-                "code": "token_expired", "task_ids": ended,
-                "message": "the token for these tasks has expired: subscribe again with a fresh token",
-            }, to=sid)
+            await self.sio.emit(
+                ERROR_EVENT,
+                {
+                    "code": "token_expired",
+                    "task_ids": ended,
+                    "message": "the token for these tasks has expired: subscribe again with a fresh token",
+                },
+                to=sid,
+            )
         self.metrics.subscriptions.set(len(self.subscriptions))
 
     def _authorize(self, sid: str, task_ids: Iterable[str], token: str | None) -> Grant | None:
@@ -328,8 +344,9 @@ class Hub:
             observed = [event for event in batch if not is_task_event(event)] + task_events
         self._merge_and_record(task_events, observed)
 
-    def _merge_and_record(self, task_events: list[dict[str, Any]],
-                          observed: list[dict[str, Any]] | None = None) -> None:
+    def _merge_and_record(
+        self, task_events: list[dict[str, Any]], observed: list[dict[str, Any]] | None = None
+    ) -> None:
         self._merge_task_events(task_events)
         self.metrics.task_level.observe(task_events if observed is None else observed, self.store)
         if self.eventlog is not None:
@@ -407,4 +424,3 @@ def _cors_setting(origins: list[str] | None) -> Any:
     if "*" in origins:
         return "*"
     return origins
-

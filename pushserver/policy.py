@@ -7,8 +7,9 @@ disagree about what a client may see.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: ``json``: the value the task returned, read from the result backend; ``repr``: Celery's repr from the
 #: event; ``none``: no result at all.

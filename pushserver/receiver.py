@@ -64,8 +64,7 @@ class EventQueueOptions:
 
     def receiver_options(self) -> dict[str, Any]:
         """Keyword arguments for Celery's ``EventReceiver``."""
-        return {"queue_durable": True, "queue_exclusive": False,
-                "queue_ttl": self.ttl, "queue_expires": self.expires}
+        return {"queue_durable": True, "queue_exclusive": False, "queue_ttl": self.ttl, "queue_expires": self.expires}
 
 
 class TolerantEventReceiver(EventReceiver):
@@ -84,9 +83,15 @@ class TolerantEventReceiver(EventReceiver):
     #: inside ensure_connection, where stop() cannot reach it.
     connect_max_retries = 1
 
-    def __init__(self, *args: Any, on_malformed: Callable[[Exception], None],
-                 before_drain: Callable[[], None], drain: Drain | None = None,
-                 on_shed: Callable[[], None] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        on_malformed: Callable[[Exception], None],
+        before_drain: Callable[[], None],
+        drain: Drain | None = None,
+        on_shed: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.on_malformed = on_malformed
         self.before_drain = before_drain
@@ -194,9 +199,14 @@ class CaptureLoop:
                             self._mark_connected()
 
                     receiver = TolerantEventReceiver(
-                        conn, app=self.app, handlers={"*": self._on_event}, routing_key="#",
-                        on_malformed=self._dropped_malformed, before_drain=before_drain,
-                        drain=self.drain, on_shed=self._shed_progress,
+                        conn,
+                        app=self.app,
+                        handlers={"*": self._on_event},
+                        routing_key="#",
+                        on_malformed=self._dropped_malformed,
+                        before_drain=before_drain,
+                        drain=self.drain,
+                        on_shed=self._shed_progress,
                         **(self.queue.receiver_options() if self.queue else {}),
                     )
                     if self.queue is not None:
@@ -212,11 +222,9 @@ class CaptureLoop:
                     break
                 delay = self.backoff.next_delay()
                 if self.status is not ReceiverStatus.RECONNECTING:
-                    log.warning("event receiver lost the broker (%s: %s); reconnecting",
-                                type(exc).__name__, exc)
+                    log.warning("event receiver lost the broker (%s: %s); reconnecting", type(exc).__name__, exc)
                 self._set_status(ReceiverStatus.RECONNECTING)
-                log.info("event receiver: attempt %d to reconnect in %.1fs",
-                         self.backoff.attempt, delay)
+                log.info("event receiver: attempt %d to reconnect in %.1fs", self.backoff.attempt, delay)
                 self._stopping.wait(delay)
             finally:
                 self._receiver = None
@@ -233,15 +241,21 @@ class CaptureLoop:
     def _shed_progress(self) -> None:
         self.shed += 1
         if self.shed == 1 or self.shed % 10_000 == 0:
-            log.warning("event receiver: %d MB behind Redis; shedding task-progress events (%d so far)",
-                        self.drain.backlog() >> 20, self.shed)
+            log.warning(
+                "event receiver: %d MB behind Redis; shedding task-progress events (%d so far)",
+                self.drain.backlog() >> 20,
+                self.shed,
+            )
 
     def _mark_connected(self) -> None:
         reconnected = self._ever_connected
         self._ever_connected = True
         self.backoff.reset()
-        log.info("event receiver %s to %s", "reconnected" if reconnected else "connected",
-                 self.app.connection_for_read().as_uri())
+        log.info(
+            "event receiver %s to %s",
+            "reconnected" if reconnected else "connected",
+            self.app.connection_for_read().as_uri(),
+        )
         self._set_status(ReceiverStatus.CONNECTED)
 
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -270,8 +284,9 @@ class CaptureLoop:
 class Receiver:
     """What the server sees of a receiver, on the loop: its status, reconnects, malformed and shed events."""
 
-    def __init__(self, on_batch: Callable[[Batch], None],
-                 on_status: Callable[[ReceiverStatus, bool], None] | None) -> None:
+    def __init__(
+        self, on_batch: Callable[[Batch], None], on_status: Callable[[ReceiverStatus, bool], None] | None
+    ) -> None:
         self.on_batch = on_batch
         self.on_status = on_status
         self.status = ReceiverStatus.STARTING
@@ -318,12 +333,18 @@ class ReceiverThread(Receiver):
     ) -> None:
         super().__init__(on_batch, on_status)
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.capture = CaptureLoop(app, self._on_batch, self._on_capture_status, backoff, queue,
-                                   on_malformed=self._on_malformed, on_shed=self._on_shed)
+        self.capture = CaptureLoop(
+            app,
+            self._on_batch,
+            self._on_capture_status,
+            backoff,
+            queue,
+            on_malformed=self._on_malformed,
+            on_shed=self._on_shed,
+        )
         self._buffer: Batch = []
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self.capture.run, name="celery-event-receiver",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.capture.run, name="celery-event-receiver", daemon=True)
 
     def start(self) -> None:
         """Start the receiver thread, which hands its batches to the running loop."""

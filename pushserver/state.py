@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import orjson
 from celery.utils.saferepr import saferepr
@@ -85,8 +86,15 @@ _FIELD_SOURCES: dict[str, tuple[str, ...]] = {
 
 #: Longest text kept per field, which is all a client is ever sent of it (Celery itself caps
 #: results at 1 024 characters). With the progress message (1 024) this bounds what one task holds.
-TEXT_LIMITS = {"name": 255, "hostname": 255, "args": 1024, "kwargs": 1024, "result": 4096,
-               "exception": 4096, "traceback": 16384}
+TEXT_LIMITS = {
+    "name": 255,
+    "hostname": 255,
+    "args": 1024,
+    "kwargs": 1024,
+    "result": 4096,
+    "exception": 4096,
+    "traceback": 16384,
+}
 PROGRESS_MESSAGE_LIMIT = 1024
 
 #: How a SUCCESS state's ``result`` reads: the JSON value the task returned, Celery's repr of it
@@ -297,7 +305,7 @@ def event_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset())
                 if isinstance(value, str):
                     # Celery truncates results; a forged or odd event must not
                     # push megabytes to every subscriber.
-                    values[name] = value[:TEXT_LIMITS[name]]
+                    values[name] = value[: TEXT_LIMITS[name]]
     return values
 
 
@@ -316,7 +324,7 @@ def result_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset()
         if value is not None and not isinstance(value, str):
             value = saferepr(value, TEXT_LIMITS["result"])
         if isinstance(value, str):
-            value = value[:TEXT_LIMITS["result"]]
+            value = value[: TEXT_LIMITS["result"]]
     values: dict[str, Any] = {"result_format": fmt}
     if "result" not in unkept and value is not None:
         values["result"] = value
@@ -343,14 +351,14 @@ def exception_type(event: Mapping[str, Any]) -> str | None:
     """The class name of a failed, retried or revoked task's exception: given, else read off its repr."""
     given = event.get("exception_type")
     if isinstance(given, str) and given:
-        return given[:TEXT_LIMITS["name"]]
+        return given[: TEXT_LIMITS["name"]]
     exception = event.get("exception")
     if event.get("type") == "task-revoked" and (event.get("terminated") or event.get("expired")):
         return "TaskRevokedError"
     if not isinstance(exception, str):
         return None
     match = _EXCEPTION_CLASS.match(exception)
-    return match.group(1).rsplit(".", 1)[-1][:TEXT_LIMITS["name"]] if match else None
+    return match.group(1).rsplit(".", 1)[-1][: TEXT_LIMITS["name"]] if match else None
 
 
 @dataclass(frozen=True)
@@ -390,8 +398,7 @@ class TaskStore:
         """The merged state of a task, or None when this store has not seen it."""
         return self._tasks.get(task_id)
 
-    def merge(self, task_id: str, event_type: str, timestamp: float,
-              values: Mapping[str, Any]) -> Change | None:
+    def merge(self, task_id: str, event_type: str, timestamp: float, values: Mapping[str, Any]) -> Change | None:
         """Merge one event into its task; return the Change, or None when nothing visible changed."""
         task = self._tasks.get(task_id)
         if task is None:

@@ -77,9 +77,14 @@ async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(s
                 await w.wait_state(t, "SUCCESS", timeout=60)
     finally:
         ids = first + second
-        report(f"5 replicas: {REPLICAS} servers, {len(clients)} clients, 1 killed", len(clients) * 8,
-               delivered(clients, ids), moved_clients=len(groups[0]),
-               reconnects=sum(w.connects - 1 for w in groups[0]), **figures)
+        report(
+            f"5 replicas: {REPLICAS} servers, {len(clients)} clients, 1 killed",
+            len(clients) * 8,
+            delivered(clients, ids),
+            moved_clients=len(groups[0]),
+            reconnects=sum(w.connects - 1 for w in groups[0]),
+            **figures,
+        )
         for w in clients:
             await w.close()
         for lb in balancers:

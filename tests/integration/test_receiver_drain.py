@@ -57,8 +57,9 @@ class SlowReceiver:
         self.statuses: list[ReceiverStatus] = []
         self.shed_reports: list[int] = []
         self.delay = delay
-        self.capture = CaptureLoop(self.app, self._on_batch, self.statuses.append, drain=drain,
-                                   on_shed=self.shed_reports.append)
+        self.capture = CaptureLoop(
+            self.app, self._on_batch, self.statuses.append, drain=drain, on_shed=self.shed_reports.append
+        )
         self.capture.MAX_BATCH = batch  # type: ignore[misc]  # small batches: the sleeps add up
         self.thread = threading.Thread(target=self.capture.run, daemon=True)
 
@@ -88,8 +89,14 @@ def burst(app: Celery, junk_after: int | None = None) -> Counter[str]:
             if i == junk_after:
                 dispatcher.flush()
                 send_junk(app, conn)
-            for event_type in ("task-received", "task-started", "task-progress", "task-progress",
-                               "task-progress", "task-succeeded"):
+            for event_type in (
+                "task-received",
+                "task-started",
+                "task-progress",
+                "task-progress",
+                "task-progress",
+                "task-succeeded",
+            ):
                 dispatcher.send(event_type, uuid=f"t{i}", pad=PAD)
                 sent[event_type] += 1
         dispatcher.flush()
@@ -101,10 +108,23 @@ def send_junk(app: Celery, conn: Any) -> None:
     """A message that is not JSON, and a task.multi batch holding an event that is not an event."""
     url = app.conf.broker_url
     redis.Redis.from_url(url).publish("/0.celeryev/task.started", b"{not json")
-    Producer(conn).publish([{"type": "task-started", "uuid": "junk-neighbour", "hostname": "w@drain",
-                             "timestamp": time.time(), "utcoffset": 0, "pid": 1, "clock": 1}, "not an event"],
-                           exchange=get_exchange(conn, name=app.conf.event_exchange), routing_key="task.multi",
-                           serializer="json")
+    Producer(conn).publish(
+        [
+            {
+                "type": "task-started",
+                "uuid": "junk-neighbour",
+                "hostname": "w@drain",
+                "timestamp": time.time(),
+                "utcoffset": 0,
+                "pid": 1,
+                "clock": 1,
+            },
+            "not an event",
+        ],
+        exchange=get_exchange(conn, name=app.conf.event_exchange),
+        routing_key="task.multi",
+        serializer="json",
+    )
 
 
 def test_without_the_drain_the_burst_gets_the_receiver_cut_off(broker: str) -> None:
@@ -130,9 +150,14 @@ def test_far_behind_progress_is_shed_and_counted_and_no_transition_is_lost(broke
     with SlowReceiver(broker, Drain(shed_above=256 << 10)) as receiver:
         sent = burst(receiver.app)
         heard = receiver.types
-        wait_until(lambda: all(heard()[t] >= sent[t] for t in TRANSITIONS)
-                   and heard()["task-progress"] + receiver.capture.shed >= sent["task-progress"],
-                   60, "every transition to arrive")
+        wait_until(
+            lambda: (
+                all(heard()[t] >= sent[t] for t in TRANSITIONS)
+                and heard()["task-progress"] + receiver.capture.shed >= sent["task-progress"]
+            ),
+            60,
+            "every transition to arrive",
+        )
         assert ReceiverStatus.RECONNECTING not in receiver.statuses
     heard_types = receiver.types()
     assert {t: heard_types[t] for t in TRANSITIONS} == {t: sent[t] for t in TRANSITIONS}
@@ -149,8 +174,11 @@ def test_far_behind_progress_is_shed_and_counted_and_no_transition_is_lost(broke
 def test_junk_in_the_backlog_is_dropped_and_the_drain_goes_on(broker: str) -> None:
     with SlowReceiver(broker, Drain()) as receiver:
         sent = burst(receiver.app, junk_after=TASKS // 2)
-        wait_until(lambda: sum(receiver.types().values()) >= sum(sent.values()) + 1, 60,
-                   "every event to arrive, the junk's neighbour too")
+        wait_until(
+            lambda: sum(receiver.types().values()) >= sum(sent.values()) + 1,
+            60,
+            "every event to arrive, the junk's neighbour too",
+        )
         assert receiver.capture.malformed == 1  # "not an event"; the non-JSON message kombu drops with a warning
         assert ReceiverStatus.RECONNECTING not in receiver.statuses
         assert len(receiver.capture.drain.sockets) == 1  # the same connection throughout

@@ -20,8 +20,9 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
     # workers and the result backend keep running, as when a network path or
     # a load balancer in front of Redis fails.
     proxy = TcpProxy("127.0.0.1", stack.redis_port).start()
-    proc, url = start_pushserver("reconnect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
-                                 stack.log_dir, secret=server.secret)
+    proc, url = start_pushserver(
+        "reconnect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend, stack.log_dir, secret=server.secret
+    )
     try:
         wait_until(lambda: is_ready(url), 20, "the server to be ready")
         during_gap = stack.send("demo_progress", 3, 0.05)
@@ -58,14 +59,16 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
 
 
 async def test_a_client_subscribed_before_the_receiver_first_connects_still_hears_the_completion(
-        stack: Stack, server: Server):
+    stack: Stack, server: Server
+):
     # The port opens before the receiver is listening (and a receiver process
     # takes a second to start): a page may subscribe in that window, to a task
     # whose remaining events nobody is receiving yet.
     proxy = TcpProxy("127.0.0.1", stack.redis_port).start()
     proxy.cut()
-    proc, url = start_pushserver("first-connect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
-                                 stack.log_dir, secret=server.secret)
+    proc, url = start_pushserver(
+        "first-connect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend, stack.log_dir, secret=server.secret
+    )
     try:
         task = stack.send("demo_progress", 3, 0.05)
         watcher = await Watcher(url).connect(server.token(task.id))

@@ -37,7 +37,7 @@ def test_bytes_come_out_in_order_across_chunks(pair):
     drained, peer = pair
     sent = b"".join(bytes([i % 251]) * (i + 1) for i in range(600))
     for start in range(0, len(sent), 7000):
-        peer.sendall(sent[start:start + 7000])
+        peer.sendall(sent[start : start + 7000])
     wait_for(lambda: drained.backlog == len(sent))
     got = bytearray()
     buffer = bytearray(4096)

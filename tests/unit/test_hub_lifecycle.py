@@ -14,9 +14,14 @@ def test_connect_and_disconnect_twice_count_once() -> None:
     async def run() -> None:
         metrics = Metrics()
         # No result backend here, so no JSON results (their reads need one): the repr mode.
-        hub = Hub(Settings(insecure=True, forward_results="repr"), TaskStore(10), backend=None,  # type: ignore[arg-type]
-                  metrics=metrics,
-                  verifier=None)
+        hub = Hub(
+            Settings(insecure=True, forward_results="repr"),
+            TaskStore(10),
+            backend=None,  # type: ignore[arg-type]
+            metrics=metrics,
+            verifier=None,
+        )
+
         def clients() -> float | None:
             return metrics.registry.get_sample_value("pushserver_connected_clients")
 
