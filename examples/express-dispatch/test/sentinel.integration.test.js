@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startExpress, startWorker, waitFor } from '../../test-support/stack.js';
+import { startExpress, startMongo, startWorker, waitFor } from '../../test-support/stack.js';
 import { redisCommand, startSentinelSet } from '../../../clients/js/node/test/integration/sentinelSet.mjs';
 
 const CLIENTS = ['celery-ts', 'celery-node'];
@@ -13,12 +13,15 @@ const QUEUE = `express-sentinel-${process.pid}`;
 const PASSWORD = 'master-secret';
 const OPTIONS = JSON.stringify({ master_name: 'mymaster' });
 
-let set; let worker;
+let set; let mongo; let worker;
 const apps = {};
 
 before(async () => {
   set = await startSentinelSet({ password: PASSWORD });
+  // The app keeps its users and task records in MongoDB (nx-27017 here); the workers read the users there too.
+  mongo = await startMongo();
   const celery = {
+    MONGO_URL: mongo.url(),
     CELERY_BROKER_URL: set.url(0),
     CELERY_RESULT_BACKEND: set.url(1),
     CELERY_BROKER_TRANSPORT_OPTIONS: OPTIONS,
@@ -34,7 +37,7 @@ before(async () => {
       },
     });
     const res = await fetch(`${express.url}/api/register`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'alice', password: 'a long enough password' }),
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: `alice-${client}`, password: 'a long enough password' }),
     });
     assert.equal(res.status, 201, await res.text());
     const cookie = /sid=[^;]*/.exec(res.headers.get('set-cookie'))[0];
@@ -46,6 +49,7 @@ after(async () => {
   for (const { express } of Object.values(apps)) await express.stop();
   await worker?.stop();
   await set?.stop();
+  await mongo?.stop();
 });
 
 async function post(client) {
