@@ -66,13 +66,13 @@ def install() -> None:
     if PROBES & {"stock-queue", "keep-environ"}:
         import asyncio
 
-        import pushserver.hub
+        import pushserver.sockets
         from pushserver import eioserver
 
         if "stock-queue" in PROBES:
             eioserver.EngineIOServer.create_queue = lambda self, *a, **k: asyncio.Queue(*a, **k)  # type: ignore[method-assign]
         if "keep-environ" in PROBES:
-            pushserver.hub.trim_environ = lambda environ: None  # type: ignore[attr-defined]
+            pushserver.sockets.trim_environ = lambda environ: None  # type: ignore[attr-defined]
     if "lean-middleware" in PROBES:
         import pushserver.http as http
 

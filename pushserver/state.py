@@ -318,24 +318,12 @@ class TaskStore:
         """The merged state of a task, or None when this store has not seen it."""
         return self._tasks.get(task_id)
 
-    def merge(self, task_id: str, event_type: str, timestamp: float,
-              values: Mapping[str, Any]) -> Change | None:
-        """Merge one event into its task; return the Change, or None when nothing visible changed."""
-        task = self._tasks.get(task_id)
-        if task is None:
-            task = self._tasks[task_id] = TaskState(task_id)
-            if len(self._tasks) > self.max_tasks:
-                self._tasks.popitem(last=False)
-                self.evicted += 1
-        else:
-            self._tasks.move_to_end(task_id)
-        before = task.state
-        if not task.apply(event_type, timestamp, values):
-            return None
-        return Change(task, transition=task.state != before)
-
     def merge_event(self, event: Mapping[str, Any]) -> Change | None:
-        """Merge one decoded Celery event (as the receiver delivers it)."""
+        """Merge one decoded Celery task event (as the receiver delivers it); return the Change, or None.
+
+        None means nothing visible changed: an event seen before, or one older
+        than what its fields already hold.
+        """
         # NaN compares false with everything, so a NaN stamp would make the
         # merge depend on arrival order: treat it like a missing timestamp.
         timestamp = _number(event.get("timestamp"))
@@ -347,4 +335,16 @@ class TaskStore:
             # The message goes back to the queue: another attempt follows.
             event_type = "task-retried"
             values = {**values, "exception": "Reject(requeue=True)"}
-        return self.merge(event["uuid"], event_type, float(timestamp), values)
+        task_id = event["uuid"]
+        task = self._tasks.get(task_id)
+        if task is None:
+            task = self._tasks[task_id] = TaskState(task_id)
+            if len(self._tasks) > self.max_tasks:
+                self._tasks.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._tasks.move_to_end(task_id)
+        before = task.state
+        if not task.apply(event_type, float(timestamp), values):
+            return None
+        return Change(task, transition=task.state != before)
