@@ -8,12 +8,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test lint test-python test-unit test-examples examples-build rabbitmq soak bench bench-quick system-deps clean
+.PHONY: demo test lint test-python test-unit test-celery-versions test-examples examples-build rabbitmq soak bench bench-quick system-deps clean
 
-$(STAMP): pyproject.toml
+# The package accepts Celery 5.3 to 5.7; this virtualenv, where the whole suite runs, has the Celery
+# of constraints/celery56.txt. test-celery-versions tests the oldest and newest in their own.
+$(STAMP): pyproject.toml constraints/celery56.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,workers]'
+	$(BIN)/pip install --quiet -c constraints/celery56.txt -e '.[dev,workers]'
 	touch $(STAMP)
 
 ## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI).
@@ -32,7 +34,8 @@ examples-build:
 demo: $(STAMP) system-deps examples-build
 	$(BIN)/pushserver demo
 
-test: $(STAMP) lint system-deps rabbitmq test-examples test-python
+# test-python last: pytest's summary of the whole suite is the last line `make test` prints.
+test: $(STAMP) lint system-deps rabbitmq test-examples test-celery-versions test-python
 
 ## Lint and types, as pyproject.toml's [tool.ruff] and [tool.mypy] say: ruff's rules (import order
 ## included), ruff's formatting (checked, never rewritten here), then mypy over pushserver/.
@@ -53,6 +56,23 @@ soak: $(STAMP) system-deps rabbitmq
 	PUSHSERVER_SOAK_EVENTS=100000 PUSHSERVER_FAULTS_LONG=1 PUSHSERVER_REQUIRE_RABBITMQ=1 \
 	  $(BIN)/pytest -p no:cacheprovider tests/faults -m soak
 
+## pushserver.worker in real workers and the server receiving their events, under the oldest and the
+## newest Celery supported (constraints/celery53.txt, celery57.txt), each in a virtualenv of its own.
+CELERY_VENVS := .venv-celery53 .venv-celery57
+
+.venv-celery%/.installed: pyproject.toml constraints/celery%.txt
+	$(PYTHON) -m venv .venv-celery$*
+	.venv-celery$*/bin/pip install --quiet --upgrade pip
+	.venv-celery$*/bin/pip install --quiet -c constraints/celery$*.txt -e '.[dev]'
+	touch $@
+
+test-celery-versions: system-deps $(addsuffix /.installed,$(CELERY_VENVS))
+	@for venv in $(CELERY_VENVS); do \
+	  $$venv/bin/python -c 'import celery, kombu; print("== Celery", celery.__version__, "kombu", kombu.__version__)' && \
+	  $$venv/bin/pytest -p no:cacheprovider tests/unit/test_worker_api.py tests/integration/test_worker_package.py \
+	  || exit 1; \
+	done
+
 test-unit: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider tests/unit
 
@@ -71,4 +91,4 @@ bench-quick: $(BENCH_STAMP) system-deps
 	$(BIN)/python bench/run.py --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(CELERY_VENVS) .pytest_cache .hypothesis build *.egg-info

@@ -10,13 +10,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
+COPY constraints ./constraints
 COPY pushserver ./pushserver
 COPY workers ./workers
 
 # The [workers] extra brings Pillow and scikit-learn for the example tasks.
 # Flower is not a project dependency: only this image's monitoring service
-# needs it, so it is installed here, explicitly.
-RUN pip install ".[workers]" "flower>=2.0,<3"
+# needs it, so it is installed here, explicitly. The constraints pin the Celery
+# the fault tests run (docs/celery-versions.md: 5.7.0 workers die on a Redis outage).
+RUN pip install -c constraints/celery56.txt ".[workers]" "flower>=2.0,<3"
+
+# workers/ is the example app, not part of the installed package: `celery -A
+# workers` finds it here, in /app, whatever the working directory.
+ENV PYTHONPATH=/app
 
 # Never run as root (Celery warns, and a compromised task should not own the
 # container). /data holds what the tasks and Beat write; compose mounts named

@@ -1,4 +1,7 @@
-"""Example Celery workers for celery-pushserver: ``celery -A workers worker -E``."""
+"""The example Celery app of celery-pushserver, run from the checkout: ``celery -A workers worker -E``.
+
+Not part of the installed package: it uses ``pushserver.worker`` as your own app would.
+"""
 
 from .app import app
 

@@ -10,7 +10,9 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
-from .threads_pool import ThreadsPoolFixes
+from pushserver.worker import enable_events
+
+from .threads_pool import ThreadsPoolWakeup
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
@@ -55,10 +57,6 @@ def build_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "broker_transport_options": dict(transport_options),
         "result_backend_transport_options": dict(transport_options),
         "broker_connection_retry_on_startup": True,
-        # The push server lives on these events; without them it sees nothing.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "task_track_started": True,
         # A task is acknowledged only once it has run, and a worker killed
         # mid-task gives it back, so a crash never silently loses work.
         "task_acks_late": True,
@@ -82,5 +80,8 @@ def build_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
 
 app = Celery("workers", include=["workers.tasks"])
 app.conf.update(build_config())
-# Without it, `-P threads` loses task events and idles between tasks (threads_pool.py).
-app.steps["consumer"].add(ThreadsPoolFixes)
+# The push server lives on task events: enable_events turns on what it needs
+# (and, on Celery < 5.7, keeps the threads pool from losing events).
+enable_events(app)
+# Without it, `-P threads` idles up to ~2 s between tasks (threads_pool.py).
+app.steps["consumer"].add(ThreadsPoolWakeup)

@@ -20,11 +20,12 @@ from typing import Any
 
 from celery import Task, group
 
+from pushserver.worker import report_progress
+
 from .app import app
 from .emails import DEFAULT_SENDER, parse_smtp_url, render_welcome_email, safe_token, send_smtp, write_eml
 from .images import process_image
 from .model import predict_iris
-from .progress import report_progress
 from .webhooks import encode_payload, post_json, validate_url, validate_urls
 
 MAX_RETRIES = 3

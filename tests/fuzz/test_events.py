@@ -229,7 +229,7 @@ def test_unknown_event_types_do_not_grow_the_metrics(main: Server, publisher: Ev
 def test_a_huge_progress_message_is_not_pushed_whole(main: Server, publisher: EventPublisher,
                                                      watcher: SocketClient) -> None:
     """Results, exceptions and tracebacks are cut; a progress message of a megabyte must be too, or
-    every subscriber receives the megabyte (workers/progress.py cuts its own at 200 characters)."""
+    every subscriber receives the megabyte (pushserver.worker.report_progress cuts its own at 200 characters)."""
     count_case("events: huge progress message")
     ready(main)
     task_id = f"huge-progress-{uuid.uuid4().hex[:8]}"

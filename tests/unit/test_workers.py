@@ -14,7 +14,6 @@ import json
 import socket
 import socketserver
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -30,9 +29,9 @@ from workers.app import build_config, nightly_report_schedule
 from workers.emails import SmtpServer, parse_smtp_url, recipient_for, render_welcome_email, send_smtp, write_eml
 from workers.images import decode_image, draw_watermark, generate_test_image, process_image, resize_to_width
 from workers.model import predict_iris, validate_features
-import workers.progress
-from workers.progress import MAX_MESSAGE_LENGTH, PROGRESS_EVENT, progress_fields, report_progress
-from workers.threads_pool import WAKEUP_INTERVAL, ThreadsPoolFixes
+import pushserver.worker
+from pushserver.worker import ThreadsPoolEventsFix, progress_fields
+from workers.threads_pool import WAKEUP_INTERVAL, ThreadsPoolWakeup
 from workers.webhooks import post_json, validate_url, validate_urls
 
 TASK_NAMES = {
@@ -57,8 +56,8 @@ def _folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SMTP_URL", raising=False)
     monkeypatch.delenv("WORKERS_RETRY_BACKOFF", raising=False)
     # A test that simulates a broker failure must not pause progress for the next ones.
-    monkeypatch.setattr(workers.progress, "_event_breaker", workers.progress._Breaker())
-    monkeypatch.setattr(workers.progress, "_backend_breaker", workers.progress._Breaker())
+    monkeypatch.setattr(pushserver.worker, "_event_breaker", pushserver.worker._Breaker())
+    monkeypatch.setattr(pushserver.worker, "_backend_breaker", pushserver.worker._Breaker())
 
 
 # --- The Celery app ------------------------------------------------------
@@ -68,18 +67,25 @@ def test_task_names_are_the_contract() -> None:
     assert TASK_NAMES <= set(app.tasks)
 
 
-def test_config_defaults_turn_events_and_late_acks_on() -> None:
+def test_config_defaults_turn_late_acks_on() -> None:
     conf = build_config({})
     assert conf["broker_url"] == "redis://127.0.0.1:6379/0"
     assert conf["result_backend"] == "redis://127.0.0.1:6379/1"
-    for flag in ("worker_send_task_events", "task_send_sent_event", "task_track_started",
-                 "task_acks_late", "task_reject_on_worker_lost"):
+    for flag in ("task_acks_late", "task_reject_on_worker_lost"):
         assert conf[flag] is True, flag
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["broker_transport_options"] == {"visibility_timeout": 3600}
     assert conf["result_backend_transport_options"] == {"visibility_timeout": 3600}
     assert conf["result_expires"] == timedelta(days=1)
     assert conf["timezone"] == "UTC"
+
+
+def test_the_example_app_turns_events_on_with_pushserver_worker() -> None:
+    # As a user's app would: enable_events, not settings copied by hand.
+    for flag in ("worker_send_task_events", "task_send_sent_event", "task_track_started"):
+        assert flag not in build_config({}), flag
+        assert app.conf[flag] is True, flag
+    assert getattr(app, "_pushserver_events_enabled", False)
 
 
 def test_config_reads_the_environment() -> None:
@@ -125,19 +131,19 @@ def _consumer(pool: Any) -> SimpleNamespace:
     )
 
 
-def test_threads_pool_fixes_are_installed_in_the_worker() -> None:
-    assert ThreadsPoolFixes in app.steps["consumer"]
+def test_threads_pool_steps_are_installed_in_the_worker() -> None:
+    assert ThreadsPoolWakeup in app.steps["consumer"]
+    assert (ThreadsPoolEventsFix in app.steps["consumer"]) == pushserver.worker.needs_threads_pool_events_fix()
 
 
-def test_threads_pool_sends_events_unbuffered_and_wakes_the_loop() -> None:
+def test_threads_pool_wakes_the_loop() -> None:
     from celery.concurrency.thread import TaskPool
 
     pool = TaskPool(limit=1)
     try:
         consumer = _consumer(pool)
-        step = ThreadsPoolFixes(consumer)
+        step = ThreadsPoolWakeup(consumer)
         step.start(consumer)
-        assert consumer.event_dispatcher.buffer_group == frozenset()
         (timer,) = consumer.hub.timers
         assert timer.delay == WAKEUP_INTERVAL
         step.start(consumer)  # a consumer restart replaces the timer, never stacks them
@@ -148,106 +154,13 @@ def test_threads_pool_sends_events_unbuffered_and_wakes_the_loop() -> None:
         pool.executor.shutdown()
 
 
-def test_other_pools_are_left_alone() -> None:
+def test_other_pools_get_no_timer() -> None:
     consumer = _consumer(pool=object())
-    ThreadsPoolFixes(consumer).start(consumer)
-    assert consumer.event_dispatcher.buffer_group == frozenset({"task"})
+    ThreadsPoolWakeup(consumer).start(consumer)
     assert consumer.hub.timers == []
 
 
-# --- report_progress -----------------------------------------------------
-
-
-class FakeTask:
-    """Stands in for a bound task: records what report_progress asks of it."""
-
-    def __init__(self, task_id: str | None = "task-1", fail_with: Exception | None = None) -> None:
-        self.request = SimpleNamespace(id=task_id)
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.states: list[tuple[str, dict[str, Any]]] = []
-        self.fail_with = fail_with
-        self.attempts = 0
-
-    def send_event(self, type_: str, retry: bool = True, retry_policy: Any = None, **fields: Any) -> None:
-        self.attempts += 1
-        if self.fail_with:
-            raise self.fail_with
-        self.events.append((type_, fields))
-
-    def update_state(self, task_id: Any = None, state: Any = None, meta: Any = None, **kwargs: Any) -> None:
-        if self.fail_with:
-            raise self.fail_with
-        self.states.append((state, meta))
-
-
-def test_report_progress_sends_one_task_progress_event_and_stores_the_state() -> None:
-    task = FakeTask()
-    report_progress(task, 3, 10, "resizing", stage="resize")
-    assert task.events == [
-        (PROGRESS_EVENT, {"current": 3, "total": 10, "message": "resizing", "stage": "resize"})
-    ]
-    assert task.states == [("PROGRESS", {"current": 3, "total": 10, "message": "resizing", "stage": "resize"})]
-
-
-def test_report_progress_without_total_or_message() -> None:
-    task = FakeTask()
-    report_progress(task, 0.5)
-    assert task.events == [(PROGRESS_EVENT, {"current": 0.5, "total": None, "message": None})]
-
-
-def test_report_progress_truncates_long_messages() -> None:
-    task = FakeTask()
-    report_progress(task, 1, 2, "x" * 500)
-    message = task.events[0][1]["message"]
-    assert len(message) == MAX_MESSAGE_LENGTH and message.endswith("…")
-
-
-def test_report_progress_swallows_broker_errors(caplog: pytest.LogCaptureFixture) -> None:
-    task = FakeTask(fail_with=ConnectionError("broker went away"))
-    report_progress(task, 1, 2, "still running")  # must not raise
-    assert "could not send task-progress" in caplog.text
-
-
-def test_after_a_broker_failure_progress_is_skipped_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
-    # With the broker down each send blocks for seconds: one stall, then skip.
-    monkeypatch.setattr(workers.progress, "_event_breaker", workers.progress._Breaker(pause=0.2))
-    task = FakeTask(fail_with=ConnectionError("broker went away"))
-    report_progress(task, 1, 3)
-    report_progress(task, 2, 3)
-    assert task.attempts == 1
-    task.fail_with = None
-    time.sleep(0.25)
-    report_progress(task, 3, 3)
-    assert task.attempts == 2 and task.events[0][1]["current"] == 3
-
-
-def test_report_progress_outside_a_worker_sends_nothing() -> None:
-    task = FakeTask(task_id=None)
-    report_progress(task, 1, 2)
-    assert task.events == [] and task.states == []
-
-
-@pytest.mark.parametrize(
-    ("args", "kwargs", "error"),
-    [
-        ((-1,), {}, ValueError),
-        ((3, 2), {}, ValueError),
-        ((1, -2), {}, ValueError),
-        ((float("nan"),), {}, ValueError),
-        ((float("inf"), None), {}, ValueError),
-        (("3",), {}, TypeError),
-        ((True,), {}, TypeError),
-        ((1, 2, 42), {}, TypeError),
-        ((1,), {"uuid": "other"}, ValueError),
-        ((1,), {"retry": False}, ValueError),
-        ((1,), {"blob": object()}, TypeError),
-    ],
-)
-def test_progress_arguments_are_validated(args: tuple, kwargs: dict, error: type[Exception]) -> None:
-    task = FakeTask()
-    with pytest.raises(error):
-        report_progress(task, *args, **kwargs)
-    assert task.events == []
+# --- report_progress in the example tasks ---------------------------------
 
 
 def test_progress_fields_turn_numpy_numbers_into_json_numbers() -> None:

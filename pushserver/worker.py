@@ -1,4 +1,8 @@
-"""Progress reporting from inside a bound Celery task, as ``task-progress`` events."""
+"""What a Celery worker needs for pushserver: ``enable_events(app)`` and ``report_progress(task, ...)``.
+
+Import this in your worker's code. It needs only Celery: importing it never
+loads the server's dependencies (aiohttp, python-socketio, pymongo).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,16 @@ import logging
 import math
 import numbers
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import celery
+from celery import bootsteps
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+__all__ = ["enable_events", "report_progress", "progress_fields", "ThreadsPoolEventsFix",
+           "PROGRESS_EVENT", "PROGRESS_STATE", "MAX_MESSAGE_LENGTH"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +90,18 @@ class BoundTask(Protocol):
 
 def _check_count(name: str, value: Any) -> int | float:
     """Return ``value`` if it is a finite, non-negative real number; raise otherwise."""
+    plain = type(value) in (int, float)
     # bool is an int subclass, but True/False as a step count is always a bug.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     # numpy scalars are Real but not JSON serialisable by kombu's encoder.
-    return value if type(value) in (int, float) else float(value)
+    return cast("int | float", value) if plain else float(value)
 
 
 def progress_fields(
-    current: Any, total: Any = None, message: Any = None, **extra: Any
+    current: Any, total: Any = None, message: Any = None, **meta: Any
 ) -> dict[str, Any]:
     """Validate progress arguments and return the event fields (raises TypeError/ValueError)."""
     current = _check_count("current", current)
@@ -100,15 +114,15 @@ def progress_fields(
             raise TypeError(f"message must be a str, got {type(message).__name__}")
         if len(message) > MAX_MESSAGE_LENGTH:
             message = message[: MAX_MESSAGE_LENGTH - 1] + "…"
-    for key in extra:
+    for key in meta:
         if key in RESERVED_FIELDS or key.startswith("_"):
             raise ValueError(f"{key!r} cannot be an extra progress field")
-    if extra:
+    if meta:
         try:
-            json.dumps(extra)
+            json.dumps(meta)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"extra progress fields must be JSON serialisable: {exc}") from None
-    return {"current": current, "total": total, "message": message, **extra}
+    return {"current": current, "total": total, "message": message, **meta}
 
 
 def report_progress(
@@ -116,17 +130,18 @@ def report_progress(
     current: int | float,
     total: int | float | None = None,
     message: str | None = None,
-    **extra: Any,
+    **meta: Any,
 ) -> None:
     """Tell watchers how far a running task has got, with one call from inside the task.
 
     Emits a ``task-progress`` event (Celery adds ``uuid``, ``hostname`` and
     ``timestamp``) and records a ``PROGRESS`` state in the result backend.
+    ``meta`` adds JSON-serialisable fields of your own to both.
     Bad arguments raise ``TypeError``/``ValueError`` (a bug in the task).
     Broker or backend failures are logged, never raised, and the failing
     channel is then skipped for ``PAUSE_AFTER_FAILURE`` seconds.
     """
-    fields = progress_fields(current, total, message, **extra)
+    fields = progress_fields(current, total, message, **meta)
     task_id = getattr(task.request, "id", None)
     if task_id is None:
         # Called directly (``task.run(...)`` or a plain function call): there
@@ -151,3 +166,101 @@ def report_progress(
         except Exception:  # noqa: BLE001 - same reason: progress is best-effort
             _backend_breaker.failed()
             logger.warning("could not store %s state for task %s", PROGRESS_STATE, task_id, exc_info=True)
+
+
+# --- enable_events ---------------------------------------------------------
+
+#: The settings pushserver needs, each turned on unless the app set it itself.
+#: worker_send_task_events: the worker's task-* events (what ``-E`` turns on);
+#: task_send_sent_event: SENT as soon as a task is dispatched;
+#: task_track_started: STARTED when a worker begins it.
+EVENT_SETTINGS: dict[str, bool] = {
+    "worker_send_task_events": True,
+    "task_send_sent_event": True,
+    "task_track_started": True,
+}
+
+# The pre-4.0 names of the same settings: an app configured with them has set them too.
+_OLD_SETTING_NAMES = {
+    "worker_send_task_events": "CELERY_SEND_EVENTS",
+    "task_send_sent_event": "CELERY_SEND_TASK_SENT_EVENT",
+    "task_track_started": "CELERY_TRACK_STARTED",
+}
+
+_ENABLED_ATTRIBUTE = "_pushserver_events_enabled"
+
+
+def needs_threads_pool_events_fix(version: tuple[int, ...] = tuple(celery.VERSION[:2])) -> bool:
+    """Tell whether this Celery loses buffered task events on the threads pool (celery/celery#10434)."""
+    # Celery 5.7.0 clears only the events it has published from the buffer,
+    # so appends from pool threads during a flush are kept.
+    return version < (5, 7)
+
+
+class ThreadsPoolEventsFix(bootsteps.StartStopStep):
+    """Make the threads pool send each task event at once, so none is lost (celery/celery#10434).
+
+    On a worker with an event loop, ``task-*`` events are buffered and sent as
+    ``task.multi`` batches. Before Celery 5.7 the dispatcher empties that
+    buffer after publishing it, without a lock, while pool threads keep
+    appending: events appended mid-flush are dropped (of 300 quick tasks, 144
+    ``task-started`` and 106 ``task-succeeded`` events never arrived). An
+    empty ``buffer_group`` sends every event unbuffered, through the
+    dispatcher's mutex, for the price of one broker message per event.
+    Other pools send events from one thread and are left alone.
+    """
+
+    # After the Events step, which (re)creates the dispatcher on every consumer
+    # (re)start, so this also holds after a broker reconnect.
+    requires = ("celery.worker.consumer.events:Events",)
+    name = "pushserver.ThreadsPoolEventsFix"
+
+    def start(self, c: Any) -> None:
+        """Turn event buffering off when the consumer runs the threads pool."""
+        from celery.concurrency.thread import TaskPool as ThreadTaskPool
+
+        dispatcher = getattr(c, "event_dispatcher", None)
+        if dispatcher is not None and isinstance(c.pool, ThreadTaskPool):
+            dispatcher.buffer_group = frozenset()
+
+
+def _set_unless_explicit(app: Celery) -> None:
+    """Turn each of EVENT_SETTINGS on in ``app.conf`` unless the app's own configuration names it."""
+    conf = app.conf
+    for key, value in EVENT_SETTINGS.items():
+        # value_set_for looks everywhere but Celery's built-in defaults: app.conf
+        # changes, Celery(...) keyword arguments, config_from_object modules.
+        if conf.value_set_for(key) or conf.value_set_for(_OLD_SETTING_NAMES[key]):
+            continue
+        conf[key] = value
+
+
+def _on_after_configure(sender: Celery, **kwargs: Any) -> None:
+    _set_unless_explicit(sender)
+
+
+def enable_events(app: Celery) -> Celery:
+    """Set up ``app`` so its workers send what pushserver needs; settings you set yourself are left alone.
+
+    Turns on ``worker_send_task_events`` (so ``-E`` is not needed),
+    ``task_send_sent_event`` and ``task_track_started``, each only when your
+    configuration does not set it explicitly (in ``app.conf``, ``Celery(...)``
+    keyword arguments or a ``config_from_object`` module, also by its old
+    uppercase name); an explicit ``False`` stays ``False``. On Celery before
+    5.7 it also adds :class:`ThreadsPoolEventsFix` to the worker, without which
+    the threads pool loses task events. Call it once where the app is created,
+    before or after configuring it; calling it again changes nothing.
+    Returns ``app``.
+    """
+    if getattr(app, _ENABLED_ATTRIBUTE, False):
+        return app
+    setattr(app, _ENABLED_ATTRIBUTE, True)
+    if app.configured:
+        _set_unless_explicit(app)
+    # Configuration is read lazily (and read again by config_from_object on a
+    # configured app): apply after each read, once the user's values are known.
+    app.on_after_configure.connect(_on_after_configure, sender=app, weak=False,
+                                   dispatch_uid="pushserver.worker.enable_events")
+    if needs_threads_pool_events_fix():
+        app.steps["consumer"].add(ThreadsPoolEventsFix)
+    return app
