@@ -143,7 +143,7 @@ class EventLog:
         """Queue task events for writing; never blocks, never raises."""
         before = self.queued
         for event in events:
-            # Only measured here (its JSON, ~0.3 µs): the writer makes it storable.
+            # Only measured here (its JSON; docs/benchmarks.md): the writer makes it storable.
             try:
                 size = len(orjson.dumps(event))
             except TypeError:  # orjson refuses it (a 70-bit integer, a surrogate...): measure it the long way

@@ -215,7 +215,7 @@ class TaskState:
         return default if stamp is None else stamp[_VALUE]
 
     def to_dict(self, with_args: bool = False) -> dict[str, Any]:
-        """The TaskState JSON object of the protocol (DESIGN.md § TaskState); ``with_args`` adds args/kwargs."""
+        """The TaskState JSON object of the protocol (docs/protocol.md § TaskState); ``with_args`` adds args/kwargs."""
         state = self.state
         failed = state in (FAILURE, RETRY, REVOKED, REJECTED)
         finished_at = self.seen.get(state) if state in READY_STATES else None
