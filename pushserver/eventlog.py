@@ -1,6 +1,6 @@
 """The event log: every task event recorded in MongoDB, written in batches off the hot path.
 
-The hub hands each received task event to ``EventLog.record`` (an append to an
+Ingest (ingest.py) hands each received task event to ``EventLog.record`` (an append to an
 in-memory queue); a background writer drains the queue with
 ``insert_many(ordered=False)``. A slow or absent MongoDB therefore never
 delays a Socket.IO update: the queue absorbs it, bounded in events and in
