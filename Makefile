@@ -24,15 +24,17 @@ system-deps:
 	  echo "installing redis-server (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-## The Node examples the demo serves: Express and the built React page (skipped without npm).
+## The Node examples the demo serves: Express (on the built @celery-pushserver/node) and the built React page (skipped without npm).
 examples-build:
 	@if command -v npm >/dev/null; then \
+	  (cd clients/js && [ -f node/dist/index.js ] || { npm ci --no-audit --no-fund --loglevel=error && npm run build --silent --workspaces --if-present; }) && \
 	  (cd examples/react-client && [ -f dist/index.html ] || { npm ci --no-audit --no-fund --loglevel=error && npm run build --silent; }) && \
 	  (cd examples/express-dispatch && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error --omit=dev); \
 	else echo "npm not found: the demo runs without the web page"; fi
 
+## The demo runs from the checkout (dev/ is not part of the installed package); DEMO_ARGS=--once for one round.
 demo: $(STAMP) system-deps examples-build
-	$(BIN)/pushserver demo
+	$(BIN)/python -m dev.demo $(DEMO_ARGS)
 
 # test-python last: pytest's summary of the whole suite is the last line `make test` prints.
 test: $(STAMP) lint system-deps rabbitmq test-examples test-celery-versions test-python
@@ -81,14 +83,14 @@ test-examples:
 
 ## The benchmarks (docs/benchmarks.md): every suite, 5 runs (~30 min), or 3 short ones (< 2 min).
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,workers,bench]'
+	$(BIN)/pip install --quiet -c constraints/celery56.txt -e '.[dev,workers,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP) system-deps
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 bench-quick: $(BENCH_STAMP) system-deps
-	$(BIN)/python bench/run.py --quick
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) $(CELERY_VENVS) .pytest_cache .hypothesis build *.egg-info

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
 from celery import Celery
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import percentile  # noqa: E402
+from bench.common import percentile
 
 
 def main() -> None:

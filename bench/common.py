@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import redis
 
-from pushserver.devstack import rss_bytes
+from dev.metrics import Sample, metric_sum, parse
+from dev.stack import Proc, free_port, is_ready, rss_bytes, start_redis, wait_until
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -41,22 +41,15 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """``dev.stack.wait_until``, taking an exception from ``predicate`` for "not yet" (a process still starting)."""
+    def attempt() -> object:
         try:
-            if predicate():
-                return
+            return predicate()
         except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+            return False
+
+    wait_until(attempt, timeout, what, interval)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -149,11 +142,11 @@ class CpuMeter:
 
 
 class PrivateRedis:
-    """A redis-server subprocess on a free port, with Redis's default limits, killed on exit."""
+    """A redis-server subprocess on a free port, with Redis's default limits, stopped on exit."""
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.proc: Proc | None = None
 
     @property
     def url(self) -> str:
@@ -164,23 +157,17 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/1"
 
     def __enter__(self) -> "PrivateRedis":
-        exe = shutil.which("redis-server")
-        if exe is None:
+        if shutil.which("redis-server") is None:
             raise SystemExit("bench: redis-server not found (apt-get install redis-server)")
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.proc, _ = start_redis(Path(tempfile.mkdtemp(prefix="pushserver-bench-redis-")), port=self.port)
         self.client = redis.Redis(port=self.port)
-        wait_for(self.client.ping, 10, "the private redis-server")
         log(f"private redis-server pid {self.proc.pid} on port {self.port}")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         wait_stopped()
         if self.proc is not None:
-            stop_process(self.proc)
+            self.proc.stop()
 
     def version(self) -> str:
         return self.client.info("server")["redis_version"]
@@ -238,12 +225,16 @@ def server_code() -> str:
     return f"working tree at {sha[:10]}" + (" with uncommitted changes to pushserver/" if dirty else "")
 
 
-def server_command(args: Sequence[str], gc_log: Path | None = None) -> tuple[list[str], dict[str, str], str | None]:
-    """The command line, environment and cwd that start ``pushserver <args>`` from the code under test."""
+def server_command(args: Sequence[str], wrapper: Sequence[str] = ()) -> tuple[list[str], dict[str, str], str | None]:
+    """The command line, environment and cwd that start ``pushserver <args>`` from the code under test.
+
+    ``wrapper`` is a script (and its arguments) that runs the pushserver CLI itself with something
+    switched on around it, such as bench/gc_probe.py LOG.
+    """
     env = dict(os.environ)
     cwd = None
-    if gc_log is not None:
-        cmd = [PYTHON, str(BENCH_DIR / "gc_probe.py"), str(gc_log), *args]
+    if wrapper:
+        cmd = [PYTHON, *wrapper, *args]
     elif SERVER_SOURCE is not None:
         cmd = [PYTHON, "-m", "pushserver", *args]
     else:
@@ -290,12 +281,14 @@ class PushServerProcess(ConsumerProcess):
 
     def __init__(self, redis_server: PrivateRedis, extra_args: Sequence[str] = (),
                  gc_log: Path | None = None, extra_env: dict[str, str] | None = None,
-                 background_stop: bool = False) -> None:
+                 background_stop: bool = False, wrapper: Sequence[str] = ()) -> None:
         self.redis = redis_server
         self.background_stop = background_stop
         self.port = free_port()
         self.extra_args = list(extra_args)
         self.gc_log = gc_log
+        # With a GC log, the server runs under bench/gc_probe.py, which writes it.
+        self.wrapper = [str(BENCH_DIR / "gc_probe.py"), str(gc_log)] if gc_log is not None else list(wrapper)
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
         self._conn: http.client.HTTPConnection | None = None
@@ -304,27 +297,20 @@ class PushServerProcess(ConsumerProcess):
         cmd, env, cwd = server_command(
             ["serve", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
              "--broker", self.redis.url, "--backend", self.redis.backend_url,
-             "--log-level", "WARNING", *self.extra_args], self.gc_log)
+             "--log-level", "WARNING", *self.extra_args], self.wrapper)
         env.update(self.extra_env)
         self.log_path = Path(f"/tmp/pushserver-bench-{self.port}.log")
         self._log = open(self.log_path, "wb")
         since = self.redis.last_client_id()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise RuntimeError(f"pushserver exited with {self.proc.returncode} at start: "
-                                   + " / ".join(tail))
-            try:
-                if self.get("/readyz")[0] == 200:
-                    break
-            except (OSError, http.client.HTTPException):
-                pass
-            if time.monotonic() > deadline:
-                stop_process(self.proc)
-                raise TimeoutError(f"pushserver not ready after 30s; see {self.log_path}")
-            time.sleep(0.05)
+        try:
+            wait_until(lambda: self.proc.poll() is not None or is_ready(self.url), 30, "pushserver /readyz")
+        except AssertionError:
+            stop_process(self.proc)
+            raise TimeoutError(f"pushserver not ready after 30s; see {self.log_path}") from None
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"pushserver exited with {self.proc.returncode} at start: " + " / ".join(tail))
         wait_for(lambda: self.redis.pattern_subscribed_since(since), 10, "pushserver's event subscription")
         return self
 
@@ -350,34 +336,16 @@ class PushServerProcess(ConsumerProcess):
                     raise
         raise AssertionError("unreachable")
 
-    def metrics(self) -> dict[str, float]:
-        """The /metrics exposition as {'name{labels}': value}."""
+    def metrics(self) -> list[Sample]:
+        """The samples of /metrics (read them with ``dev.metrics.metric_sum``)."""
         status, body = self.get("/metrics")
         if status != 200:
             raise RuntimeError(f"/metrics answered {status}")
-        return parse_metrics(body.decode())
+        return parse(body.decode())
 
     def processed(self) -> float:
         """Events merged into the store by the event loop, not merely decoded."""
         return metric_sum(self.metrics(), "pushserver_events_ingested_total")
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            values[name] = float(value)
-        except ValueError:
-            continue
-    return values
-
-
-def metric_sum(values: dict[str, float], name: str) -> float:
-    """Sum a metric over all its label sets."""
-    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
 
 
 # -- statistics ------------------------------------------------------------------
@@ -540,17 +508,24 @@ class ForeignLoad:
         return max(0.0, (busy - ours) / dt) if dt > 0 else 0.0
 
 
-#: Before each measurement, wait up to this many seconds for other processes to quiet down (0: never).
-WAIT_QUIET_S = 0.0
+#: Before each measurement, wait up to this many seconds for other processes to quiet down (0: never);
+#: run.py's --wait-quiet sets it through set_wait_quiet().
+_wait_quiet_s = 0.0
+
+
+def set_wait_quiet(seconds: float) -> None:
+    """Make wait_quiet() wait up to ``seconds`` for the machine to quiet down (0: never)."""
+    global _wait_quiet_s
+    _wait_quiet_s = seconds
 
 
 def wait_quiet(threshold: float = 0.15, window: float = 0.5) -> None:
-    """Wait until the processes the benchmark is stopping are gone, then (at most WAIT_QUIET_S)
+    """Wait until the processes the benchmark is stopping are gone, then (at most set_wait_quiet()'s seconds)
     until processes outside the benchmark use under ``threshold`` cores."""
     wait_stopped()
-    if WAIT_QUIET_S <= 0:
+    if _wait_quiet_s <= 0:
         return
-    deadline = time.monotonic() + WAIT_QUIET_S
+    deadline = time.monotonic() + _wait_quiet_s
     load = 0.0
     while time.monotonic() < deadline:
         meter = ForeignLoad()
@@ -558,4 +533,4 @@ def wait_quiet(threshold: float = 0.15, window: float = 0.5) -> None:
         load = meter.cores()
         if load < threshold:
             return
-    log(f"machine still busy ({load:.2f} cores used by other processes) after {WAIT_QUIET_S:.0f}s; measuring anyway")
+    log(f"machine still busy ({load:.2f} cores used by other processes) after {_wait_quiet_s:.0f}s; measuring anyway")

@@ -1,7 +1,7 @@
 """Connections: RSS of one ``pushserver serve --insecure`` holding 1 000 and 10 000 idle, subscribed sockets.
 
-    .venv/bin/python bench/run.py --only connections          # with the other suites' settings
-    .venv/bin/python bench/connections.py --steps 1000 10000 --procs 4 --hold 0   # experiments: table on stdout
+    .venv/bin/python -m bench.run --only connections          # with the other suites' settings
+    .venv/bin/python -m bench.connections --steps 1000 10000 --procs 4 --hold 0   # experiments: table on stdout
 
 One server on a private Redis; its RSS is read at start-up (ready, no client),
 then clients are added up to each step (raw Engine.IO/Socket.IO websockets
@@ -24,12 +24,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-import common
-import report
-from common import (BENCH_DIR, PYTHON, PrivateRedis, PushServerProcess, log, metric_sum, rss_bytes,
-                    tree_rss_bytes, wait_quiet)
+from bench import common, report
+from bench.common import PYTHON, PrivateRedis, PushServerProcess, log, tree_rss_bytes, wait_quiet
+from dev.metrics import metric_sum
+from dev.stack import rss_bytes
 
 SETTLE_S = 3.0
 
@@ -47,7 +47,7 @@ class ClientGroup:
             if not count:
                 continue
             self.procs.append(subprocess.Popen(
-                [PYTHON, str(BENCH_DIR / "raw_clients.py"), "--url", url, "--mode", mode,
+                [PYTHON, "-m", "bench.raw_clients", "--url", url, "--mode", mode,
                  "--clients", str(count), "--offset", str(start), "--tasks", str(tasks_file),
                  "--per-client", str(per_client), *(extra or [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
@@ -109,10 +109,10 @@ def open_fds(pid: int) -> int:
 
 
 def measure(redis_server: PrivateRedis, steps: list[int], procs: int, tasks_file: Path,
-            hold: float, settle: float) -> dict[str, Any]:
+            hold: float, settle: float, server_wrapper: Sequence[str] = ()) -> dict[str, Any]:
     """One run: a fresh server, its RSS with no client, then with clients added up to each step."""
     out: dict[str, Any] = {"steps": []}
-    with PushServerProcess(redis_server, background_stop=True) as server:
+    with PushServerProcess(redis_server, background_stop=True, wrapper=server_wrapper) as server:
         out["server_nofile"] = nofile_limit(server.pid)
         wait_quiet()  # the previous run's server gone too
         time.sleep(settle)
@@ -176,34 +176,36 @@ def measure(redis_server: PrivateRedis, steps: list[int], procs: int, tasks_file
 
 
 def run(redis_server: PrivateRedis, runs: int, steps: list[int], procs: int = 2, hold: float = 30.0,
-        settle: float = SETTLE_S) -> dict[str, Any]:
-    """``runs`` fresh servers, each taken through every step of ``steps``."""
+        settle: float = SETTLE_S, server_wrapper: Sequence[str] = ()) -> dict[str, Any]:
+    """``runs`` fresh servers, each taken through every step of ``steps`` (started through ``server_wrapper``)."""
     steps = sorted(steps)
     workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-conn-"))
     tasks_file = workdir / "tasks.json"
     tasks_file.write_text(json.dumps([str(uuid.uuid4()) for _ in range(steps[-1])]))
     out: dict[str, Any] = {"steps": steps, "procs": procs, "settle_s": settle, "hold_s": hold, "runs": []}
     for i in range(runs):
-        r = measure(redis_server, steps, procs, tasks_file, hold, settle)
+        r = measure(redis_server, steps, procs, tasks_file, hold, settle, server_wrapper)
         out["runs"].append(r)
         log(f"connections run {i + 1}/{runs}: {(r.get('after_hold') or r['steps'][-1])['kb_per_connection']:.1f} KB per connection at {steps[-1]:,}"
             + (f" after {hold:.0f}s" if hold else "") + f"; client disconnects {r['client_disconnects']}")
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None, server_wrapper: Sequence[str] = ()) -> int:
+    """The experiments' command line; ``server_wrapper`` runs the server through a script (bench/mem_probe.py)."""
+    p = argparse.ArgumentParser(prog="python -m bench.connections", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--steps", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--procs", type=int, default=2, help="client processes per step")
     p.add_argument("--hold", type=float, default=30.0,
                    help="after the last step, keep the sockets this long (>= one 25 s ping round) and read RSS again")
     p.add_argument("--server-rev", metavar="REV", help="run the server from this git revision (see run.py)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.server_rev:
         log(f"server code: {args.server_rev} = {common.use_server_snapshot(args.server_rev)}")
     with PrivateRedis() as redis_server:
-        out = run(redis_server, args.runs, args.steps, args.procs, args.hold)
+        out = run(redis_server, args.runs, args.steps, args.procs, args.hold, server_wrapper=server_wrapper)
     print(report.connections_section(out))
     return 0
 

@@ -1,6 +1,6 @@
 """Where an ingested event's CPU goes: the server process and its receiver process, per receiver mode.
 
-    .venv/bin/python bench/cpu_split.py [--tasks 8000] [--runs 3] [--modes thread process] [--server-rev HEAD]
+    .venv/bin/python -m bench.cpu_split [--tasks 8000] [--runs 3] [--modes thread process] [--server-rev HEAD]
 
 For each stream shape (unbatched, batched; bench/stream.py) and receiver
 mode (``--receiver thread|process``), a fresh ``pushserver serve`` drains the
@@ -20,12 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
-from common import PrivateRedis, PushServerProcess, log, metric_sum, process_tree  # noqa: E402
-from ingest import Publisher  # noqa: E402
-from stream import build_streams  # noqa: E402
+from bench import common
+from bench.common import PrivateRedis, PushServerProcess, log, process_tree
+from bench.ingest import Publisher
+from bench.stream import build_streams
+from dev.metrics import metric_sum
 
 
 def own_cpu_seconds(pid: int) -> float:

@@ -1,7 +1,7 @@
 """Flower as an ingest consumer: ``celery flower`` on the private Redis, its processed count from /metrics.
 
 ingest.py measures it beside the bare Receiver and pushserver, on the same
-recorded stream, in the same run (``bench/run.py --only ingest``). Flower is
+recorded stream, in the same run (``python -m bench.run --only ingest``). Flower is
 not a dependency of the project; the ``bench`` extra installs it
 (``pip install -e '.[bench]'``, which ``make bench`` does).
 
@@ -16,7 +16,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from common import BIN, ConsumerProcess, PrivateRedis, free_port, metric_sum, parse_metrics, wait_for
+from bench.common import BIN, ConsumerProcess, PrivateRedis, wait_for
+from dev.metrics import metric_sum, parse
+from dev.stack import free_port
 
 
 class FlowerProcess(ConsumerProcess):
@@ -64,4 +66,4 @@ class FlowerProcess(ConsumerProcess):
         status, body = self.get("/metrics")
         if status != 200:
             raise RuntimeError(f"Flower /metrics answered {status}")
-        return metric_sum(parse_metrics(body.decode()), "flower_events_total")
+        return metric_sum(parse(body.decode()), "flower_events_total")

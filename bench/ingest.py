@@ -40,15 +40,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import (BENCH_DIR, PYTHON, ConsumerProcess, ForeignLoad, PrivateRedis, PushServerProcess, cpu_seconds,
-                    log, metric_sum, stop_process, stop_soon, wait_for, wait_quiet)
-from flower import FlowerProcess
+from bench.common import (
+    PYTHON,
+    ConsumerProcess,
+    ForeignLoad,
+    PrivateRedis,
+    PushServerProcess,
+    cpu_seconds,
+    log,
+    stop_process,
+    stop_soon,
+    wait_for,
+    wait_quiet,
+)
+from bench.flower import FlowerProcess
+from dev.metrics import metric_sum
 
 SAMPLE_S = 0.025
 IDLE_S = 3.0
 MAX_BACKLOG = 4_000_000  # bytes queued for a subscriber before the publisher holds (Redis soft limit: 8 MB)
 CONSUMERS = ("bare", "pushserver", "flower")
-BURST_CONSUMERS = ("bare", "pushserver")  # Flower drains ~8k events/s: a burst only says it loses most
+BURST_CONSUMERS = ("bare", "pushserver")  # Flower drains too slowly: a burst only says it loses most
 
 
 def crossing(samples: list[tuple[float, float]], target: float) -> float | None:
@@ -94,7 +106,7 @@ class Publisher:
 
     def __init__(self, redis_server: PrivateRedis, stream: Path, rate: float = 0.0,
                  max_backlog: int = 0) -> None:
-        cmd = [PYTHON, str(BENCH_DIR / "publish.py"), "--redis", redis_server.url, "--stream", str(stream)]
+        cmd = [PYTHON, "-m", "bench.publish", "--redis", redis_server.url, "--stream", str(stream)]
         if rate:
             cmd += ["--rate", str(rate)]
         if max_backlog:
@@ -134,7 +146,7 @@ def start_consumer(kind: str, redis_server: PrivateRedis, expected: int, timeout
     if kind == "bare":
         since = redis_server.last_client_id()
         bare = subprocess.Popen(
-            [PYTHON, str(BENCH_DIR / "bare_receiver.py"), "--broker", redis_server.url,
+            [PYTHON, "-m", "bench.bare_receiver", "--broker", redis_server.url,
              "--expect", str(expected), "--idle", str(IDLE_S), "--sample", str(SAMPLE_S),
              "--timeout", str(timeout)],
             stdout=subprocess.PIPE, text=True)

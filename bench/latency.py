@@ -23,10 +23,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import (BENCH_DIR, PYTHON, CpuMeter, ForeignLoad, PrivateRedis, PushServerProcess, log,
-                    metric_sum, tree_rss_bytes, wait_for, wait_quiet)
-from ingest import MAX_BACKLOG, Publisher
-from stream import build_streams
+from bench.common import (
+    PYTHON,
+    CpuMeter,
+    ForeignLoad,
+    PrivateRedis,
+    PushServerProcess,
+    log,
+    tree_rss_bytes,
+    wait_for,
+    wait_quiet,
+)
+from bench.ingest import MAX_BACKLOG, Publisher
+from bench.stream import build_streams
+from dev.metrics import Sample, metric_sum
 
 SPACING_S = 0.25  # two events of one task are at least this far apart (> 1 / progress-hz)
 EVENTS_PER_TASK = 7
@@ -37,7 +47,7 @@ MAX_DRAIN_S = 30.0
 class ClientProcess:
     def __init__(self, url: str, n: int, tasks_file: Path) -> None:
         self.proc = subprocess.Popen(
-            [PYTHON, str(BENCH_DIR / "latency_clients.py"), "--url", url, "--clients", str(n),
+            [PYTHON, "-m", "bench.latency_clients", "--url", url, "--clients", str(n),
              "--tasks", str(tasks_file)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -66,14 +76,14 @@ class ClientProcess:
                 self.proc.wait()
 
 
-def emit_latency(m0: dict[str, float], m1: dict[str, float]) -> dict[str, float]:
+def emit_latency(m0: list[Sample], m1: list[Sample]) -> dict[str, float]:
     """The server's own event->emit histogram over the phase: share of emits within each bucket bound (ms)."""
     name = "pushserver_event_to_emit_seconds_bucket"
     buckets = {}
-    for key, value in m1.items():
-        if key.startswith(name + "{"):
-            le = key.split('le="', 1)[1].split('"', 1)[0]
-            buckets[le] = value - m0.get(key, 0.0)
+    for sample in m1:
+        if sample.name == name:
+            le = sample.labels["le"]
+            buckets[le] = sample.value - metric_sum(m0, name, le=le)
     total = buckets.get("+Inf", 0.0)
     if not total:
         return {}
@@ -108,7 +118,7 @@ class PhasePublisher:
         tasks_file = workdir / f"tasks-{plan['rate']:g}-{uuid.uuid4().hex[:6]}.json"
         tasks_file.write_text(json.dumps(plan["task_ids"]))
         self.proc = subprocess.Popen(
-            [PYTHON, str(BENCH_DIR / "latency_publisher.py"), "--broker", redis_server.url,
+            [PYTHON, "-m", "bench.latency_publisher", "--broker", redis_server.url,
              "--rate", str(plan["rate"]), "--events", str(plan["events"]), "--slots", str(plan["slots"]),
              "--tasks", str(tasks_file)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -130,7 +140,7 @@ def run_baseline_phase(redis_server: PrivateRedis, plan: dict[str, Any], workdir
     """The same phase into a bare Celery Receiver: what Celery, kombu and Redis cost on their own."""
     since = redis_server.last_client_id()
     bare = subprocess.Popen(
-        [PYTHON, str(BENCH_DIR / "bare_latency.py"), "--broker", redis_server.url,
+        [PYTHON, "-m", "bench.bare_latency", "--broker", redis_server.url,
          "--expect", str(plan["events"])],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -24,8 +24,7 @@ from typing import Any
 
 import socketio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import percentile  # noqa: E402
+from bench.common import percentile
 
 MAX_IDS_PER_CALL = 100
 

@@ -2,8 +2,8 @@
 
 Each event's ``timestamp`` is time.time() just before ``Dispatcher.send``, so
 the latency the clients measure covers kombu's serialisation, Redis, the
-server and the client. One process reaches ~3k sends/s when every message
-is its own PUBLISH round trip, so the PUBLISHes are pipelined (stream.py
+server and the client. One PUBLISH round trip per message would cap the rate
+(docs/benchmarks.md, Method), so the PUBLISHes are pipelined (stream.py
 replaces the same kombu call): the pipeline is flushed as soon as the next
 event is not yet due, so at 100 and 1 000 events/s every message still
 leaves alone, right after it is built; at 5 000/s a round trip carries the
@@ -64,7 +64,7 @@ def main() -> None:
     lateness: list[float] = []
     with app.connection_for_write() as conn:
         # The Dispatcher builds every message; only kombu's last step, one
-        # PUBLISH per message (~280 us of the ~330 us a send costs), goes into
+        # PUBLISH per message (most of what a send costs), goes into
         # a pipeline that is flushed whenever the publisher has caught up:
         # at once at low rates, a few events per round trip at 5 000/s.
         channel = conn.default_channel

@@ -1,14 +1,15 @@
 """Run ``pushserver`` with memory experiments switched on, alone or under bench/connections.py.
 
-    PUSHSERVER_PROBE=stock-queue .venv/bin/python bench/mem_probe.py connections --steps 1000 10000
+    PUSHSERVER_PROBE=arena2 .venv/bin/python -m bench.mem_probe connections --steps 1000 10000
     PUSHSERVER_PROBE=tracemalloc .venv/bin/python bench/mem_probe.py serve --insecure ...
 
 ``connections`` runs bench/connections.py (its arguments follow) with the
 server started through this script; ``serve ...`` is ``pushserver serve ...``.
-``PUSHSERVER_PROBE`` (a comma list) says what to change in the server, which
-is otherwise untouched:
+``PUSHSERVER_PROBE`` (a comma list) says what to change in the server
+process, whose code is otherwise untouched:
 
-- ``uvloop``: run on uvloop's event loop rather than asyncio's.
+- ``uvloop``: run on uvloop's event loop rather than asyncio's (through
+  asyncio's event loop policy).
 - ``tracemalloc``: trace allocations (25 frames); on SIGUSR1 the server
   writes a snapshot to ``$PUSHSERVER_PROBE_DIR/snap-<n>.pickle`` (default
   /tmp), for bench/mem_report.py.
@@ -16,17 +17,9 @@ is otherwise untouched:
   (``mallopt(M_ARENA_MAX)``, as MALLOC_ARENA_MAX).
 - ``malloc-trim``: glibc ``malloc_trim(0)`` on SIGUSR2.
 
-To measure pushserver/eioserver.py's savings one at a time:
-
-- ``stock-queue``: engineio's ``asyncio.Queue`` as each connection's send
-  queue instead of eioserver's SendQueue;
-- ``keep-environ``: the connect handler does not trim the environ.
-
-And one not in the server yet:
-
-- ``lean-middleware``: the HTTP API's middlewares (http.py) hand /socket.io
-  requests on without awaiting them, so their frames do not stay suspended
-  for the life of every WebSocket.
+To compare two versions of the server's code (say, before and after a
+change to pushserver/eioserver.py), measure each revision as it is:
+``python -m bench.run --only connections --server-rev REV``.
 """
 
 from __future__ import annotations
@@ -63,74 +56,24 @@ def install() -> None:
         signal.signal(signal.SIGUSR1, dump)
     if "malloc-trim" in PROBES:
         signal.signal(signal.SIGUSR2, lambda *_: _libc().malloc_trim(0))
-    if PROBES & {"stock-queue", "keep-environ"}:
-        import asyncio
-
-        import pushserver.sockets
-        from pushserver import eioserver
-
-        if "stock-queue" in PROBES:
-            eioserver.EngineIOServer.create_queue = lambda self, *a, **k: asyncio.Queue(*a, **k)  # type: ignore[method-assign]
-        if "keep-environ" in PROBES:
-            pushserver.sockets.trim_environ = lambda environ: None  # type: ignore[attr-defined]
-    if "lean-middleware" in PROBES:
-        import pushserver.http as http
-
-        plain_json_errors, plain_cors = http._json_errors, http.HttpApi._cors
-
-        def json_errors(request, handler):  # type: ignore[no-untyped-def]
-            if request.path.startswith("/socket.io"):
-                return handler(request)  # awaited by aiohttp; no frame of ours kept
-            return plain_json_errors(request, handler)
-
-        def cors(self, request, handler):  # type: ignore[no-untyped-def]
-            if request.path.startswith("/socket.io"):
-                return handler(request)
-            return plain_cors(self, request, handler)
-
-        json_errors.__middleware_version__ = 1  # type: ignore[attr-defined]
-        cors.__middleware_version__ = 1  # type: ignore[attr-defined]
-        http._json_errors = json_errors  # type: ignore[assignment]
-        http.HttpApi._cors = cors  # type: ignore[assignment]
     if "uvloop" in PROBES:
         import asyncio
 
         import uvloop
 
-        import pushserver.cli
-
-        def run(main):  # type: ignore[no-untyped-def]
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(main)
-
-        class _Asyncio:  # the CLI's asyncio, with run() on uvloop
-            def __getattr__(self, attr: str) -> object:
-                return run if attr == "run" else getattr(asyncio, attr)
-
-        pushserver.cli.asyncio = _Asyncio()  # type: ignore[attr-defined]
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def connections() -> int:
+def connections(argv: list[str]) -> int:
     """bench/connections.py, its server started through this script."""
-    bench = Path(__file__).resolve().parent
-    sys.path.insert(0, str(bench))
-    import common
-    import connections as conn
+    from bench import connections as conn
 
-    plain = common.server_command
-
-    def server_command(args, gc_log=None):  # type: ignore[no-untyped-def]
-        cmd, env, cwd = plain(args, gc_log)
-        return [common.PYTHON, str(bench / "mem_probe.py"), *args], env, cwd
-
-    common.server_command = server_command
-    sys.argv = [str(bench / "connections.py"), *sys.argv[2:]]
-    return conn.main()
+    return conn.main(argv, server_wrapper=[str(Path(__file__).resolve())])
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["connections"]:
-        sys.exit(connections())
+        sys.exit(connections(sys.argv[2:]))
     install()
     from pushserver.cli import main
 

@@ -1,6 +1,6 @@
 """Per-event cost of each stage of the ingest path, single-threaded, no server: where the microseconds go.
 
-    .venv/bin/python bench/merge_cost.py [--tasks 20000]
+    .venv/bin/python -m bench.merge_cost [--tasks 20000]
 
 Decodes a recorded stream the way Celery's receiver does (kombu's JSON of
 the envelope, base64 + JSON of the body, ``event_from_message``), then times
@@ -8,6 +8,8 @@ pushserver's loop-side work on the decoded events: the per-type Prometheus
 counter and ``TaskStore.merge_event``. Run by itself it shows the floor of
 the receive -> merge path before threads, the GIL and the event loop add
 their share (compare bench/profile.py, which profiles the live server).
+It times the pushserver installed in the virtualenv (the working tree); to
+time another revision, run it in a checkout of that revision.
 """
 
 from __future__ import annotations
@@ -15,17 +17,13 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from celery import Celery
+from kombu.utils.json import loads
 
-from celery import Celery  # noqa: E402
-from kombu.utils.json import loads  # noqa: E402
-
-import common  # noqa: E402
-from stream import Stream, lifecycles, record  # noqa: E402
+from bench.stream import Stream, lifecycles, record
 
 
 def best_of(n: int, fn) -> float:
@@ -42,14 +40,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", type=int, default=20_000)
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--server-rev", metavar="REV", help="time pushserver/ as of this git revision")
     args = p.parse_args()
-    if args.server_rev:
-        common.use_server_snapshot(args.server_rev)
-        sys.path.insert(0, str(common.SERVER_SOURCE))
+    from bench.common import PrivateRedis
     from pushserver.metrics import Metrics
     from pushserver.state import TaskStore
-    from common import PrivateRedis
 
     with PrivateRedis() as redis_server:
         specs = list(lifecycles(args.tasks))

@@ -1,6 +1,6 @@
 """Push vs polling: the same 1 000 clients subscribed over Socket.IO, or polling ``GET /tasks/{id}`` every 1 s.
 
-    .venv/bin/python bench/run.py --only polling --clients 1000
+    .venv/bin/python -m bench.run --only polling --clients 1000
 
 No worker: polling_completer.py completes tasks as a worker would (the
 result-backend record, then a ``task-succeeded`` event whose timestamp is the
@@ -40,9 +40,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import (BENCH_DIR, PYTHON, CpuMeter, ForeignLoad, PrivateRedis, PushServerProcess, log,
-                    metric_sum, percentile, wait_for, wait_quiet)
-from connections import ClientGroup
+from bench.common import (
+    PYTHON,
+    CpuMeter,
+    ForeignLoad,
+    PrivateRedis,
+    PushServerProcess,
+    log,
+    percentile,
+    wait_for,
+    wait_quiet,
+)
+from bench.connections import ClientGroup
+from dev.metrics import metric_sum
 
 MODES = ("none", "push", "poll")
 
@@ -65,7 +75,7 @@ class Plan:
 def completer_start(redis_server: PrivateRedis, ids: list[str], workdir: Path) -> dict[str, Any]:
     path = workdir / f"start-{uuid.uuid4().hex[:6]}.json"
     path.write_text(json.dumps(ids))
-    out = subprocess.run([PYTHON, str(BENCH_DIR / "polling_completer.py"), "--broker", redis_server.url,
+    out = subprocess.run([PYTHON, "-m", "bench.polling_completer", "--broker", redis_server.url,
                           "--backend", redis_server.backend_url, "--ids", str(path), "--mode", "start"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -77,7 +87,7 @@ class Completer:
         path = workdir / f"rounds-{uuid.uuid4().hex[:6]}.json"
         path.write_text(json.dumps(rounds))
         self.proc = subprocess.Popen(
-            [PYTHON, str(BENCH_DIR / "polling_completer.py"), "--broker", redis_server.url,
+            [PYTHON, "-m", "bench.polling_completer", "--broker", redis_server.url,
              "--backend", redis_server.backend_url, "--ids", str(path), "--mode", "complete",
              "--round-s", str(round_s), "--seed", str(seed)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -20,8 +20,7 @@ import random
 import sys
 import time
 
-from celery import Celery
-from celery import states
+from celery import Celery, states
 
 
 def main() -> None:

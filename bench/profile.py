@@ -1,9 +1,9 @@
 """Profile a running pushserver with py-spy while the benchmark loads it, and print where the time goes.
 
     .venv/bin/pip install py-spy
-    .venv/bin/python bench/profile.py ingest --shape batched
-    .venv/bin/python bench/profile.py latency --rate 1000 --clients 1000
-    .venv/bin/python bench/profile.py --server-rev HEAD ingest   # a committed version, not the working tree
+    .venv/bin/python -m bench.profile ingest --shape batched
+    .venv/bin/python -m bench.profile latency --rate 1000 --clients 1000
+    .venv/bin/python -m bench.profile --server-rev HEAD ingest   # a committed version, not the working tree
 
 py-spy attaches to the server (by PID) for the whole load, sampling every
 thread, idle ones included (``--idle``); the collapsed stacks go to
@@ -18,22 +18,18 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import shutil
 import re
+import shutil
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
-import ingest  # noqa: E402
-import latency  # noqa: E402
-from common import BIN, ROOT, PrivateRedis, PushServerProcess, log, metric_sum, stop_process  # noqa: E402
-from stream import build_streams  # noqa: E402
+from bench import common, ingest, latency
+from bench.common import BIN, ROOT, PrivateRedis, PushServerProcess, log, stop_process
+from bench.stream import build_streams
+from dev.metrics import metric_sum
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stream import Stream  # noqa: E402
+from bench.stream import Stream
 
 CHUNK = 200
 

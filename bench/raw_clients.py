@@ -1,7 +1,7 @@
 """Many light clients in one process: raw Engine.IO/Socket.IO websockets, or HTTP pollers.
 
-python-socketio's AsyncClient costs ~100 KB and a handful of tasks per
-client; to hold 10 000 connections from a 2-core machine the clients here
+python-socketio's AsyncClient is heavy per client (docs/benchmarks.md,
+Method); to hold 10 000 connections from a 2-core machine the clients here
 speak the wire protocol themselves over aiohttp websockets (Engine.IO v4,
 Socket.IO v5): open packet ``0{...}`` -> ``40`` -> ``40{sid}`` -> one
 ``42N["subscribe", {task_ids}]`` -> ``43N[ack]``, then answer the server's

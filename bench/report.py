@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from common import spread
+from bench.common import spread
 
 TARGET_INGEST_RATIO = 0.6  # pushserver / bare Celery Receiver
 TARGET_FLOWER_RATIO = 3.0  # pushserver / Flower

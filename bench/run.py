@@ -1,8 +1,8 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py            # full: every suite, 5 runs, 1 000 clients (~30 min)
-    .venv/bin/python bench/run.py --quick    # every suite, 3 short runs, small sizes (< 2 min)
-    .venv/bin/python bench/run.py --runs 7 --only latency
+    .venv/bin/python -m bench.run            # full: every suite, 5 runs, 1 000 clients (~30 min)
+    .venv/bin/python -m bench.run --quick    # every suite, 3 short runs, small sizes (< 2 min)
+    .venv/bin/python -m bench.run --runs 7 --only latency
 
 Suites: ingest (bare Celery Receiver, pushserver and Flower on one recorded
 stream), latency (event timestamp -> client at several rates), connections
@@ -29,16 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import ingest  # noqa: E402
-import latency  # noqa: E402
-import report  # noqa: E402
-import common  # noqa: E402
-import connections  # noqa: E402
-import polling  # noqa: E402
-from common import ROOT, PrivateRedis, dump_json, log, machine_info, versions  # noqa: E402
-from stream import build_streams  # noqa: E402
+from bench import common, connections, ingest, latency, polling, report
+from bench.common import ROOT, PrivateRedis, dump_json, log, machine_info, versions
+from bench.stream import build_streams
 
 SUITES = ("ingest", "latency", "connections", "polling")
 
@@ -70,7 +63,8 @@ QUICK = Sizes(runs=3, tasks=1_500, clients=100, rates=[1000.0], duration=3.0, wa
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="3 short runs of every suite at small sizes (< 2 min)")
     p.add_argument("--runs", type=int, help="runs per figure (default 5; 3 with --quick)")
     p.add_argument("--only", choices=SUITES, action="append",
@@ -121,9 +115,9 @@ def main() -> int:
         raise SystemExit("bench: the ingest suite compares with Flower, which is not installed: "
                          ".venv/bin/pip install -e '.[bench]' (make bench does)")
     mode = "quick" if quick else "full"
-    command = " ".join([".venv/bin/python bench/run.py", *map(shlex.quote, sys.argv[1:])])
+    command = " ".join([".venv/bin/python -m bench.run", *map(shlex.quote, sys.argv[1:])])
 
-    common.WAIT_QUIET_S = args.wait_quiet
+    common.set_wait_quiet(args.wait_quiet)
     if args.server_rev:
         sha = common.use_server_snapshot(args.server_rev)
         log(f"server code: {args.server_rev} = {sha}")

@@ -1,7 +1,7 @@
 """A task-event stream recorded from Celery's own Dispatcher, to be replayed byte for byte at max speed.
 
-Celery's ``app.events.Dispatcher`` reaches ~3.3k events/s in one process, far
-below what a receiver can take. So the stream is *recorded* once: every event
+Celery's ``app.events.Dispatcher`` publishes from one process far below what
+a receiver can take (docs/benchmarks.md, Method). So the stream is *recorded* once: every event
 goes through the real Dispatcher -> kombu Producer -> kombu's Redis channel,
 and only the last call, ``Channel._put_fanout`` (a single ``PUBLISH topic
 payload``), is replaced by one that stores the topic and the payload kombu
@@ -35,7 +35,7 @@ from typing import Any, Iterator
 from celery import Celery
 from kombu.transport import redis as kombu_redis
 
-from common import log
+from bench.common import log
 
 WORKERS = [f"celery@worker{i}.bench" for i in range(1, 5)]
 CLIENT = "gen4242@api.bench"

@@ -1,5 +1,15 @@
 # The Express dispatch app, serving the production build of the React client.
 
+# Stage 0: the npm packages in clients/js, built, then pruned to production dependencies.
+FROM node:22-bookworm-slim AS packages
+WORKDIR /src/clients/js
+COPY clients/js/package.json clients/js/package-lock.json clients/js/tsconfig.base.json ./
+COPY clients/js/node/package.json ./node/
+RUN npm ci --no-audit --no-fund
+COPY clients/js/node/tsconfig.json ./node/
+COPY clients/js/node/src ./node/src
+RUN npm run build -w node && npm prune --omit=dev --no-audit --no-fund
+
 # Stage 1: build the React client (Vite) into examples/react-client/dist.
 FROM node:22-bookworm-slim AS client
 WORKDIR /src/examples/react-client
@@ -14,6 +24,11 @@ RUN npm run build
 # repository, so the app's default STATIC_DIR (../react-client/dist) finds the build.
 FROM node:22-bookworm-slim
 ENV NODE_ENV=production
+# Express depends on @celery-pushserver/node through file:../../clients/js/node,
+# whose own dependencies resolve from clients/js/node_modules.
+COPY --from=packages /src/clients/js/node_modules /app/clients/js/node_modules
+COPY --from=packages /src/clients/js/node/package.json /app/clients/js/node/
+COPY --from=packages /src/clients/js/node/dist /app/clients/js/node/dist
 WORKDIR /app/examples/express-dispatch
 COPY examples/express-dispatch/package.json examples/express-dispatch/package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Install, build and test the Node examples: the React client (vitest), the
-# Express dispatch app (node --test against Redis + a Celery worker) and the
-# browser end-to-end test (node --test + playwright-core + Debian's Chromium).
+# Install, build and test the npm packages in clients/js (vitest unit tests in
+# each; node --test integration of @celery-pushserver/node against Redis, a
+# Celery worker and pushserver) and the Node examples: the React client
+# (vitest), the Express dispatch app (node --test against Redis + a Celery
+# worker) and the browser end-to-end test (node --test + playwright-core +
+# Debian's Chromium).
 #
 # Works on a fresh clone: installs with `npm ci` from the committed lockfiles,
-# builds the React app, and installs chromium / redis-server with apt when
+# builds the packages and the React app, and installs chromium / redis-server with apt when
 # missing (run as root). Needs the Python venv at ../.venv (`make` creates it).
 # Every suite runs even when an earlier one fails; the exit code is non-zero
 # if any install, build or test failed.
@@ -12,6 +15,7 @@ set -uo pipefail
 
 EXAMPLES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$EXAMPLES")"
+PACKAGES="$REPO/clients/js"
 REPORTS="$(mktemp -d "${TMPDIR:-/tmp}/examples-tests.XXXXXX")"
 trap 'rm -rf "$REPORTS"' EXIT
 
@@ -55,6 +59,7 @@ apt_install() { # apt_install PACKAGE...
 missing=()
 [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 
 for tool in celery pushserver; do
@@ -62,6 +67,12 @@ for tool in celery pushserver; do
 done
 
 # --- install and build ----------------------------------------------------
+# The examples depend on the packages through file: links, so build these first.
+step "npm ci in clients/js (workspace)"
+(cd "$PACKAGES" && npm ci --no-progress) || fail "npm ci failed in clients/js"
+step "build the packages"
+(cd "$PACKAGES" && npm run build --workspaces --if-present) || fail "building the packages failed"
+
 for pkg in react-client express-dispatch e2e; do
   step "npm ci in examples/$pkg"
   (cd "$EXAMPLES/$pkg" && npm ci --no-progress) || fail "npm ci failed in examples/$pkg"
@@ -90,16 +101,27 @@ run_node_suite() { # run_node_suite NAME DIR GLOB
   record "$name" "$passed" "$failed" "$code"
 }
 
-step "react-client (vitest)"
-(cd "$EXAMPLES/react-client" && npx --no-install vitest run \
-    --reporter=default --reporter=json --outputFile.json="$REPORTS/vitest.json")
-code=$?
-read -r passed failed < <(node -e '
-  try {
-    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    console.log(r.numPassedTests, r.numFailedTests);
-  } catch { console.log(0, 0); }' "$REPORTS/vitest.json")
-record react-client "$passed" "$failed" "$code"
+run_vitest_suite() { # run_vitest_suite NAME DIR
+  local name=$1 dir=$2 code
+  step "$name (vitest)"
+  (cd "$dir" && npx --no-install vitest run \
+      --reporter=default --reporter=json --outputFile.json="$REPORTS/$name.vitest.json")
+  code=$?
+  read -r passed failed < <(node -e '
+    try {
+      const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+      console.log(r.numPassedTests, r.numFailedTests);
+    } catch { console.log(0, 0); }' "$REPORTS/$name.vitest.json")
+  record "$name" "$passed" "$failed" "$code"
+}
+
+for pkg_dir in "$PACKAGES"/*/; do
+  [ -f "$pkg_dir/package.json" ] || continue
+  run_vitest_suite "js-$(basename "$pkg_dir")" "$pkg_dir"
+done
+run_node_suite js-node-integration "$PACKAGES/node" 'test/integration/*.test.mjs'
+
+run_vitest_suite react-client "$EXAMPLES/react-client"
 
 run_node_suite express-dispatch "$EXAMPLES/express-dispatch" 'test/*.test.js'
 run_node_suite e2e "$EXAMPLES/e2e" 'tests/*.test.js'

@@ -1,4 +1,4 @@
-"""The ``pushserver`` command line: ``serve``, ``token`` and ``demo``."""
+"""The ``pushserver`` command line: ``serve``, ``token`` and ``replay``."""
 
 from __future__ import annotations
 
@@ -115,34 +115,6 @@ def token(tasks: tuple[str, ...], sub: str | None, ttl: int, secret: str) -> Non
     click.echo(mint_token(secrets[0], tasks, ttl=ttl, sub=sub))
 
 
-@main.command()
-@broker_options
-@click_option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, type=int,
-              help="Port for the demo's pushserver.")
-@click_option("--web-port", envvar="DEMO_WEB_PORT", default=3000, show_default=True, type=int,
-              help="Port for the Express app serving the React page.")
-@click_option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
-              help="MongoDB for the event log; unset: the demo starts nx-27017.")
-@click_option("--once", is_flag=True, help="Run one round of tasks, then stop everything and exit.")
-def demo(broker: str, backend: str, port: int, web_port: int, mongo: str | None, once: bool) -> None:
-    """Start the whole stack locally and watch tasks pushed live.
-
-    Redis (if none answers at the broker URL), nx-27017 as MongoDB (unless
-    --mongo), a Celery worker, Celery Beat, pushserver, and the Express app
-    serving the React page; then a round of tasks drawn in the terminal.
-    Ctrl-C stops everything it started and nothing else.
-    """
-    from .demo import run_demo
-
-    for flag, url, schemes in (("--broker", broker, {"redis"}), ("--backend", backend, {"redis"})):
-        try:
-            check_url(flag, url, schemes)
-        except ConfigError as exc:
-            fail(f"{exc} (the demo runs on Redis)")
-    try:
-        sys.exit(run_demo(broker, backend, port, once, web_port, mongo or None))
-    except RuntimeError as exc:
-        fail(str(exc))
 
 
 @main.command("replay")

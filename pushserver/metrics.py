@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 
 class Metrics:
-    """The server's counters, gauges and histograms."""
+    """The server's counters, gauges and histograms, and prometheus-client's ``process_*`` figures."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Resident memory, CPU time and open file descriptors of this process (Linux /proc).
+        ProcessCollector(registry=r)
         self.events = Counter("pushserver_events_ingested_total",
                               "Celery events received, by event type", ["type"], registry=r)
         self.updates = Counter("pushserver_updates_emitted_total",

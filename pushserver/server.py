@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
 import signal
-import threading
 import time
 from typing import Any
 
@@ -96,9 +94,6 @@ class PushServer:
             "tasks_in_memory": len(self.store),
             "subscriptions": len(self.subscriptions),
             "uptime_seconds": round(time.time() - self.started_at, 1),
-            # What a soak test watches for leaks.
-            "process": {"open_fds": _open_fds(), "asyncio_tasks": len(asyncio.all_tasks()),
-                        "threads": threading.active_count()},
         }
 
     async def start(self) -> None:
@@ -213,10 +208,3 @@ class PushServer:
         gc_maintenance.cancel()
         await self.stop()
 
-
-def _open_fds() -> int | None:
-    """File descriptors this process holds (Linux), or None where /proc is not there."""
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None

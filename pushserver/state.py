@@ -215,7 +215,7 @@ class TaskState:
         return default if stamp is None else stamp[_VALUE]
 
     def to_dict(self, with_args: bool = False) -> dict[str, Any]:
-        """The TaskState JSON object of the protocol (docs/protocol.md § TaskState); ``with_args`` adds args/kwargs."""
+        """The TaskState JSON object of the protocol (docs/protocol.md, TaskState); ``with_args`` adds args/kwargs."""
         state = self.state
         failed = state in (FAILURE, RETRY, REVOKED, REJECTED)
         finished_at = self.seen.get(state) if state in READY_STATES else None
@@ -242,11 +242,6 @@ class TaskState:
 def _known(timestamp: float | None) -> float | None:
     """A timestamp for clients: None when unknown (a backend record of an unfinished state carries none)."""
     return timestamp if timestamp is not None and timestamp > 0 else None
-
-
-def pending_dict(task_id: str) -> dict[str, Any]:
-    """The TaskState of a task nobody has heard of yet."""
-    return TaskState(task_id).to_dict()
 
 
 def event_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -318,12 +313,24 @@ class TaskStore:
         """The merged state of a task, or None when this store has not seen it."""
         return self._tasks.get(task_id)
 
-    def merge_event(self, event: Mapping[str, Any]) -> Change | None:
-        """Merge one decoded Celery task event (as the receiver delivers it); return the Change, or None.
+    def merge(self, task_id: str, event_type: str, timestamp: float,
+              values: Mapping[str, Any]) -> Change | None:
+        """Merge one event into its task; return the Change, or None when nothing visible changed."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            task = self._tasks[task_id] = TaskState(task_id)
+            if len(self._tasks) > self.max_tasks:
+                self._tasks.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._tasks.move_to_end(task_id)
+        before = task.state
+        if not task.apply(event_type, timestamp, values):
+            return None
+        return Change(task, transition=task.state != before)
 
-        None means nothing visible changed: an event seen before, or one older
-        than what its fields already hold.
-        """
+    def merge_event(self, event: Mapping[str, Any]) -> Change | None:
+        """Merge one decoded Celery event (as the receiver delivers it)."""
         # NaN compares false with everything, so a NaN stamp would make the
         # merge depend on arrival order: treat it like a missing timestamp.
         timestamp = _number(event.get("timestamp"))
@@ -335,16 +342,4 @@ class TaskStore:
             # The message goes back to the queue: another attempt follows.
             event_type = "task-retried"
             values = {**values, "exception": "Reject(requeue=True)"}
-        task_id = event["uuid"]
-        task = self._tasks.get(task_id)
-        if task is None:
-            task = self._tasks[task_id] = TaskState(task_id)
-            if len(self._tasks) > self.max_tasks:
-                self._tasks.popitem(last=False)
-                self.evicted += 1
-        else:
-            self._tasks.move_to_end(task_id)
-        before = task.state
-        if not task.apply(event_type, float(timestamp), values):
-            return None
-        return Change(task, transition=task.state != before)
+        return self.merge(event["uuid"], event_type, float(timestamp), values)

@@ -30,6 +30,10 @@ from .webhooks import encode_payload, post_json, validate_url, validate_urls
 
 MAX_RETRIES = 3
 MAX_STEPS_DELAY = 60.0
+# No example task may hold a worker slot longer than this, whatever its arguments.
+MAX_TASK_SECONDS = 600.0
+MAX_DEMO_STEPS = 10_000
+MAX_FLAKY_FAILURES = 10
 
 
 def _directory(env_name: str, default: str) -> Path:
@@ -178,9 +182,11 @@ def fanout_webhooks(self: Task, urls: list[str], payload: dict[str, Any] | None 
 @app.task(bind=True, name="workers.tasks.demo_progress")
 def demo_progress(self: Task, steps: int, delay: float) -> int:
     """Report ``steps`` progress events, ``delay`` seconds apart, then return ``steps``."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    delay = _check_seconds("delay", delay)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_DEMO_STEPS:
+        raise ValueError(f"steps must be an integer from 0 to {MAX_DEMO_STEPS}, got {steps!r}")
+    delay = _check_seconds("delay", delay, MAX_STEPS_DELAY)
+    if steps * delay > MAX_TASK_SECONDS:
+        raise ValueError(f"steps * delay must be at most {MAX_TASK_SECONDS} seconds, got {steps * delay}")
     for i in range(1, steps + 1):
         report_progress(self, i, steps, f"step {i}/{steps}")
         # Sleeping after each report keeps every step, the last one included,
@@ -198,6 +204,9 @@ def fail(message: str) -> None:
 @app.task(bind=True, name="workers.tasks.flaky")
 def flaky(self: Task, failures: int = 1, countdown: float = 0.1) -> dict[str, int]:
     """Fail and retry ``failures`` times, ``countdown`` seconds apart, then succeed."""
+    if isinstance(failures, bool) or not isinstance(failures, int) or not 0 <= failures <= MAX_FLAKY_FAILURES:
+        raise ValueError(f"failures must be an integer from 0 to {MAX_FLAKY_FAILURES}, got {failures!r}")
+    countdown = _check_seconds("countdown", countdown, MAX_STEPS_DELAY)
     retries = self.request.retries
     if retries < failures:
         raise self.retry(
@@ -211,5 +220,5 @@ def flaky(self: Task, failures: int = 1, countdown: float = 0.1) -> dict[str, in
 @app.task(name="workers.tasks.sleep")
 def sleep(seconds: float) -> float:
     """Sleep ``seconds`` and return them, to hold a worker slot (reliability tests)."""
-    time.sleep(_check_seconds("seconds", seconds))
+    time.sleep(_check_seconds("seconds", seconds, MAX_TASK_SECONDS))
     return seconds

@@ -19,8 +19,10 @@ from typing import Iterator
 import pytest
 import redis
 
-from tests.faults.conftest import FaultStack, delivered, env_number, metric, redis_stack, until
-from tests.faults.load import Publisher, record_stream
+from dev.metrics import metric
+from tests.support.faults import delivered, env_number, until
+from tests.support.load import Publisher, record_stream
+from tests.support.stack import Stack, redis_stack
 
 RATE = env_number("PUSHSERVER_BACKPRESSURE_RATE", 10_000)
 SECONDS = env_number("PUSHSERVER_BACKPRESSURE_SECONDS", 30)
@@ -28,7 +30,7 @@ WATCHED = 100
 
 
 @pytest.fixture(scope="module")
-def quiet_stack(fault_dir: Path) -> Iterator[FaultStack]:
+def quiet_stack(fault_dir: Path) -> Iterator[Stack]:
     """A Redis nobody else publishes to: events sent and ingested can be compared exactly."""
     log_dir = fault_dir / "backpressure"
     log_dir.mkdir()
@@ -43,7 +45,7 @@ def pubsub_client_ids(client: redis.Redis) -> set[str]:
     return {c["id"] for c in client.client_list(_type="pubsub")}
 
 
-def buffer_cut_offs(client: redis.Redis, s: FaultStack) -> int:
+def buffer_cut_offs(client: redis.Redis, s: Stack) -> int:
     """Clients Redis closed for overrunning an output buffer limit: its counter where it has one
     (Redis >= 7.2), else the lines its log writes for each."""
     stats = client.info("stats")
@@ -77,11 +79,12 @@ class BacklogProbe(threading.Thread):
 
 @pytest.mark.timeout(int(300 + 3 * SECONDS))
 async def test_sustained_rate_never_trips_the_pubsub_buffer_limit_nor_loses_an_event(
-        quiet_stack: FaultStack, watchers, report, fault_dir: Path):
+        quiet_stack: Stack, watchers, report, fault_dir: Path):
     s = quiet_stack
     stream = await asyncio.to_thread(record_stream, s.broker, int(RATE * SECONDS),
                                      fault_dir / "backpressure.tsv")
-    proc, url = s.server("backpressure-server")
+    server = s.server("backpressure-server")
+    proc, url = server.proc, server.url
     (w,) = await watchers(url)
     last = stream.task_ids[-WATCHED:]
     assert (await w.subscribe(last))["ok"]

@@ -15,8 +15,10 @@ from typing import Iterator
 
 import pytest
 
-from pushserver.devstack import Proc, free_port, http_status, redis_ping, wait_until
-from tests.faults.conftest import FaultStack, delivered, env_number, metric, readyz, until
+from dev.metrics import metric
+from dev.stack import Proc, free_port, http_status, is_ready, readyz, redis_ping, wait_until
+from tests.support.faults import delivered, env_number, until
+from tests.support.stack import Stack
 
 OUTAGE = env_number("PUSHSERVER_FAULT_OUTAGE_SECONDS", 4)
 
@@ -34,13 +36,13 @@ def start_persistent_redis(log_dir: Path, port: int) -> Proc:
 
 
 @pytest.fixture(scope="module")
-def aof_stack(fault_dir: Path) -> Iterator[FaultStack]:
+def aof_stack(fault_dir: Path) -> Iterator[Stack]:
     log_dir = fault_dir / "broker-loss"
     log_dir.mkdir()
     port = free_port()
     redis = start_persistent_redis(log_dir, port)
-    s = FaultStack(f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1", log_dir,
-                   redis=redis, redis_port=port)
+    s = Stack(f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1", log_dir,
+              redis=redis, redis_port=port, name="faults")
     try:
         s.worker("loss-threads", pool="threads", concurrency=8, visibility_timeout=10, wait=False)
         s.worker("loss-prefork", pool="prefork", concurrency=2, queues="prefork", visibility_timeout=10,
@@ -51,10 +53,11 @@ def aof_stack(fault_dir: Path) -> Iterator[FaultStack]:
         s.close()
 
 
-async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_stack: FaultStack, watchers,
+async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_stack: Stack, watchers,
                                                                          report):
     s = aof_stack
-    proc, url = s.server("broker-loss-server")
+    server = s.server("broker-loss-server")
+    proc, url = server.proc, server.url
     clients = await watchers(url, 2)
     tasks = [s.send("demo_progress", 8, 0.5) for _ in range(6)]
     tasks += [s.send("demo_progress", 8, 0.5, queue="prefork") for _ in range(2)]
@@ -74,7 +77,7 @@ async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_sta
     await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))  # the outage's chosen length
     s.redis = await asyncio.to_thread(start_persistent_redis, s.log_dir, s.redis_port)
     up_at = time.monotonic()
-    await until(lambda: http_status(url + "/readyz") == 200, 60, "the receiver to reconnect")
+    await until(lambda: is_ready(url), 60, "the receiver to reconnect")
     ready_after = time.monotonic() - up_at
 
     try:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.faults.conftest import FaultStack, delivered, env_number, token, until
 from tests.support.clients import Watcher
+from tests.support.faults import delivered, env_number, token, until
+from tests.support.stack import Stack
 from tests.support.tcpproxy import TcpProxy
 
 OFFLINE = env_number("PUSHSERVER_FAULT_OFFLINE_SECONDS", 30)
 
 
-async def test_client_back_after_offline_period_has_the_current_state(stack: FaultStack, report):
-    _, url = stack.server("offline-server")
+async def test_client_back_after_offline_period_has_the_current_state(stack: Stack, report):
+    url = stack.server("offline-server").url
     port = int(url.rsplit(":", 1)[1])
     proxy = TcpProxy("127.0.0.1", port).start()
     w = Watcher(f"http://127.0.0.1:{proxy.port}", resubscribe=True)

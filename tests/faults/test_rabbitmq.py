@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 import pytest
 from kombu import Connection
 
-from pushserver.devstack import http_get, start_redis
-from tests.faults.conftest import RUN_ID, FaultStack, delivered, metric, token, until
+from dev.metrics import metric
+from dev.stack import http_get, start_redis
+from tests.support.faults import delivered, token, until
+from tests.support.stack import RUN_ID, Stack
 from tests.support.tcpproxy import TcpProxy
 
 AMQP_URL = os.environ.get("PUSHSERVER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -45,7 +47,7 @@ def via(proxy: TcpProxy) -> str:
     return parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}").geturl()
 
 
-class RabbitStack(FaultStack):
+class RabbitStack(Stack):
     event_queues: list[str]
 
     def event_queue(self, label: str) -> str:
@@ -67,7 +69,7 @@ def rabbit(fault_dir: Path) -> Iterator[RabbitStack]:
     log_dir = fault_dir / "rabbitmq"
     log_dir.mkdir()
     redis, port = start_redis(log_dir)
-    s = RabbitStack(AMQP_URL, f"redis://127.0.0.1:{port}/0", log_dir, redis=redis, redis_port=port)
+    s = RabbitStack(AMQP_URL, f"redis://127.0.0.1:{port}/0", log_dir, redis=redis, redis_port=port, name="faults")
     s.event_queues = []
     try:
         s.worker(WORKERS[0], pool="threads", concurrency=4, queues=TASK_QUEUE, wait=False)
@@ -102,7 +104,7 @@ def whole_history(task: dict[str, Any], steps: int) -> bool:
 async def test_pipeline_progress_and_success_over_rabbitmq(rabbit: RabbitStack, watchers, report):
     servers = [rabbit.server("rmq-default"),
                rabbit.server("rmq-named", extra=["--event-queue", rabbit.event_queue("pipeline")])]
-    clients = [w for _, url in servers for w in await watchers(url, 2)]
+    clients = [w for server in servers for w in await watchers(server.url, 2)]
     ids = [str(uuid.uuid4()) for _ in range(3)]
     for w in clients:
         assert (await w.subscribe(ids))["ok"]
@@ -128,7 +130,7 @@ async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(ra
     named_q = rabbit.event_queue("cut")
     named = rabbit.server("rmq-cut-named", broker=via(proxies[0]), extra=["--event-queue", named_q])
     default = rabbit.server("rmq-cut-default", broker=via(proxies[1]))
-    clients = {name: (await watchers(url))[0] for name, (_, url) in (("named", named), ("default", default))}
+    clients = {name: (await watchers(server.url))[0] for name, server in (("named", named), ("default", default))}
     ids = [str(uuid.uuid4()) for _ in range(4)]
     for w in clients.values():
         assert (await w.subscribe(ids))["ok"]
@@ -136,7 +138,7 @@ async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(ra
     try:
         for proxy in proxies:
             proxy.cut()
-        for _, url in (named, default):
+        for url in (named.url, default.url):
             await until(lambda: metric(url, "pushserver_receiver_connected") == 0, 20, "the receiver to notice")
         results = [rabbit.send("demo_progress", 3, 0.1, task_id=t) for t in ids]
         for r in results:
@@ -148,7 +150,7 @@ async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(ra
                 await w.wait_state(t, "SUCCESS", timeout=60)
 
         def histories_kept() -> bool:
-            for name, (_, url) in (("named", named), ("default", default)):
+            for name, url in (("named", named.url), ("default", default.url)):
                 histories[name] = sum(whole_history(snapshot(url, t), 3) for t in ids)
             return histories["named"] == len(ids)
 
@@ -174,8 +176,9 @@ async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(ra
 
 async def test_restarted_replica_ingests_what_it_missed_from_its_event_queue(rabbit: RabbitStack, report):
     queue = rabbit.event_queue("restart")
-    named_proc, named_url = rabbit.server("rmq-restart-named", extra=["--event-queue", queue])
-    default_proc, default_url = rabbit.server("rmq-restart-default")
+    named = rabbit.server("rmq-restart-named", extra=["--event-queue", queue])
+    default = rabbit.server("rmq-restart-default")
+    (named_proc, named_url), (default_proc, default_url) = (named.proc, named.url), (default.proc, default.url)
     port_named, port_default = (int(u.rsplit(":", 1)[1]) for u in (named_url, default_url))
     assert await asyncio.to_thread(named_proc.stop) == 0
     assert await asyncio.to_thread(default_proc.stop) == 0
@@ -206,7 +209,7 @@ async def test_restarted_replica_ingests_what_it_missed_from_its_event_queue(rab
 
 
 async def test_worker_killed_mid_task_is_redelivered_at_once(rabbit: RabbitStack, watchers, report):
-    _, url = rabbit.server("rmq-worker-kill")
+    url = rabbit.server("rmq-worker-kill").url
     (w,) = await watchers(url)
     task = rabbit.send("demo_progress", 8, 0.4)
     assert (await w.subscribe(task.id))["ok"]

@@ -13,8 +13,9 @@ import signal
 import time
 import uuid
 
-from tests.faults.conftest import FaultStack, delivered, token
 from tests.support.clients import Watcher
+from tests.support.faults import delivered, token
+from tests.support.stack import Stack
 from tests.support.tcpproxy import TcpProxy
 
 REPLICAS = 3
@@ -25,9 +26,9 @@ def seen(w: Watcher, task_id: str) -> set[tuple[str, object]]:
     return {(u["state"], (u["progress"] or {}).get("current")) for u in w.updates.get(task_id, [])}
 
 
-async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(stack: FaultStack, report):
+async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(stack: Stack, report):
     replicas = [stack.server(f"replica-{i}") for i in range(REPLICAS)]
-    ports = [int(url.rsplit(":", 1)[1]) for _, url in replicas]
+    ports = [int(replica.url.rsplit(":", 1)[1]) for replica in replicas]
     balancers = [TcpProxy("127.0.0.1", port).start() for port in ports]
     groups: list[list[Watcher]] = []
     for lb in balancers:
@@ -62,7 +63,7 @@ async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(s
         for w in clients:
             for t in second:
                 await w.wait_state(t, "PROGRESS", timeout=60)
-        dead_proc, _ = replicas[0]
+        dead_proc = replicas[0].proc
         moved = groups[0]
         connects = [w.connects for w in moved]
         await asyncio.to_thread(dead_proc.stop, signal.SIGKILL)
@@ -86,5 +87,5 @@ async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(s
     for w in moved:
         for t in second:
             assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == "12"
-    for proc, url in replicas[1:]:
+    for proc, url in ((replica.proc, replica.url) for replica in replicas[1:]):
         assert proc.alive()

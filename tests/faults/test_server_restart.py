@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from pushserver.devstack import free_port
-from tests.faults.conftest import FaultStack, delivered
+from dev.stack import free_port
+from tests.support.faults import delivered
+from tests.support.stack import Stack
 
 CLIENTS = 3
 
 
 async def test_clients_get_current_snapshots_and_what_finished_while_the_server_was_down(
-        stack: FaultStack, watchers, report):
+        stack: Stack, watchers, report):
     port = free_port()
-    proc, url = stack.server("restart-before", port=port)
+    server = stack.server("restart-before", port=port)
+    proc, url = server.proc, server.url
     clients = await watchers(url, CLIENTS)
     running = stack.send("demo_progress", 30, 0.5)  # ~15 s: runs across the restart
     finished_while_down = str(uuid.uuid4())  # dispatched and finished while no server runs
@@ -32,7 +34,7 @@ async def test_clients_get_current_snapshots_and_what_finished_while_the_server_
     last_before = max(u["progress"]["current"] for w in clients
                       for u in w.updates[running.id] if u["progress"])
 
-    _, url_after = stack.server("restart-after", port=port)
+    url_after = stack.server("restart-after", port=port).url
     assert url_after == url
     for w in clients:
         await w.wait_connects(2, timeout=30)  # python-socketio's own reconnection

@@ -18,17 +18,19 @@ from typing import Iterator
 import pytest
 from pymongo import MongoClient
 
-from pushserver.devstack import start_mongo
-from tests.faults.conftest import FaultStack, metric, token, until
-from tests.faults.load import Publisher, record_stream
+from dev.metrics import metric
+from dev.stack import start_mongo
 from tests.support.clients import Watcher
+from tests.support.faults import token, until
+from tests.support.load import Publisher, record_stream
+from tests.support.stack import Stack
 
 EVENTS = 20_000
 SHUTDOWN_TIMEOUT = 10
 
 
 @pytest.fixture(scope="module")
-def mongo_url(stack: FaultStack) -> Iterator[str]:
+def mongo_url(stack: Stack) -> Iterator[str]:
     proc, url = start_mongo(stack.log_dir)
     yield url
     proc.stop()
@@ -43,10 +45,11 @@ def refused(port: int) -> bool:
 
 
 async def test_sigterm_refuses_connections_tells_clients_flushes_the_event_log_and_exits_0(
-        stack: FaultStack, mongo_url: str, report, fault_dir: Path):
+        stack: Stack, mongo_url: str, report, fault_dir: Path):
     db = f"faults_{secrets.token_hex(4)}"
-    proc, url = stack.server("shutdown-server", extra=["--mongo", mongo_url, "--mongo-db", db,
-                                                       "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)])
+    server = stack.server("shutdown-server", extra=["--mongo", mongo_url, "--mongo-db", db,
+                                                    "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)])
+    proc, url = server.proc, server.url
     port = int(url.rsplit(":", 1)[1])
     clients = [Watcher(url, resubscribe=True) for _ in range(3)]
     for w in clients:

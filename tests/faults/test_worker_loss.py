@@ -17,9 +17,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from pushserver.devstack import Proc
-from tests.faults.conftest import FaultStack, delivered, redis_stack
+from dev.stack import Proc
 from tests.support.clients import Watcher
+from tests.support.faults import delivered
+from tests.support.stack import Stack, redis_stack
 
 VISIBILITY = 5
 STEPS, DELAY = 8, 0.4
@@ -27,7 +28,7 @@ WORKERS = ("wl-a", "wl-b")
 
 
 @pytest.fixture(scope="module")
-def loss_stack(fault_dir: Path) -> Iterator[FaultStack]:
+def loss_stack(fault_dir: Path) -> Iterator[Stack]:
     log_dir = fault_dir / "worker-loss"
     log_dir.mkdir()
     s = redis_stack(log_dir)
@@ -40,7 +41,7 @@ def loss_stack(fault_dir: Path) -> Iterator[FaultStack]:
         s.close()
 
 
-def worker_proc(s: FaultStack, node: str) -> Proc:
+def worker_proc(s: Stack, node: str) -> Proc:
     name = node.split("@", 1)[0]
     return next(p for p in reversed(s.procs) if p.name == name and p.alive())
 
@@ -82,9 +83,9 @@ def check_restart_then_success(updates: list[dict[str, Any]], first_started: flo
     assert final["result"] == str(STEPS)
 
 
-async def test_pool_process_killed_mid_task(loss_stack: FaultStack, watchers, report):
+async def test_pool_process_killed_mid_task(loss_stack: Stack, watchers, report):
     s = loss_stack
-    _, url = s.server("worker-loss-server")
+    url = s.server("worker-loss-server").url
     (w,) = await watchers(url)
     task = s.send("demo_progress", STEPS, DELAY)
     assert (await w.subscribe(task.id))["ok"]
@@ -107,9 +108,9 @@ async def test_pool_process_killed_mid_task(loss_stack: FaultStack, watchers, re
     assert worker.alive()
 
 
-async def test_whole_worker_killed_mid_task(loss_stack: FaultStack, watchers, report):
+async def test_whole_worker_killed_mid_task(loss_stack: Stack, watchers, report):
     s = loss_stack
-    _, url = s.server("worker-kill-server")
+    url = s.server("worker-kill-server").url
     (w,) = await watchers(url)
     task = s.send("demo_progress", STEPS, DELAY)
     assert (await w.subscribe(task.id))["ok"]
@@ -140,9 +141,9 @@ async def test_whole_worker_killed_mid_task(loss_stack: FaultStack, watchers, re
 
 @pytest.mark.soak
 @pytest.mark.skipif(not os.environ.get("PUSHSERVER_FAULTS_LONG"), reason="~2 min; `make soak` runs it")
-async def test_whole_worker_killed_survivor_only(loss_stack: FaultStack, watchers, report):
+async def test_whole_worker_killed_survivor_only(loss_stack: Stack, watchers, report):
     s = loss_stack
-    _, url = s.server("worker-kill-survivor-server")
+    url = s.server("worker-kill-survivor-server").url
     (w,) = await watchers(url)
     task = s.send("demo_progress", STEPS, DELAY)
     assert (await w.subscribe(task.id))["ok"]

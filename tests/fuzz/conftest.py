@@ -1,6 +1,7 @@
 """Session fixtures of the fuzzing suite, its --slow switch, and the case count printed at the end.
 
-The suite attacks real processes (see ``stack.py``). Budgets: each test runs
+The suite attacks real processes (see ``stack.py``); when the session is done
+with them, the fuzz stack's finalizer checks the aftermath (``aftermath.py``). Budgets: each test runs
 a fixed number of Hypothesis examples, ten times more in the long run:
 
     PUSHSERVER_FUZZ_SLOW=1 pytest tests/fuzz      # works from anywhere
@@ -19,12 +20,11 @@ import secrets as _secrets
 from typing import Iterator
 
 import pytest
-from celery import Celery
 
-from pushserver.devstack import start_pushserver, start_redis, start_worker, wait_until
-from tests.support.celery_client import close_client
+from dev.stack import wait_until
+from tests.support.stack import redis_stack
 
-from . import support
+from . import aftermath, support
 from .oracle import Expectations
 from .stack import (
     ALLOWED_ORIGIN,
@@ -69,36 +69,26 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 @pytest.fixture(scope="session")
 def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
     log_dir = tmp_path_factory.mktemp("fuzz")
-    redis, port = start_redis(log_dir)
-    procs = [redis]
-    broker, backend = f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1"
+    base = redis_stack(log_dir, name="fuzz")
     secrets = [_secrets.token_hex(32), _secrets.token_hex(32)]  # the first signs; the second is being retired
     expect = Expectations(secrets=tuple(secrets), audience=AUDIENCE, issuer=ISSUER)
-    celery = Celery("fuzz", broker=broker, backend=backend, set_as_current=False)
-    celery.conf.update(task_send_sent_event=True, broker_connection_retry_on_startup=True)
     try:
-        worker = start_worker("fuzz-worker", broker, backend, log_dir, pool="threads", concurrency=2)
-        procs.append(worker)
+        worker = base.worker("fuzz-worker", pool="threads", concurrency=2, wait=False)
         common = ["--token-audience", AUDIENCE, "--token-issuer", ISSUER, "--cors", ALLOWED_ORIGIN]
-        main_proc, main_url = start_pushserver(
-            "pushserver-main", broker, backend, log_dir, secret=",".join(secrets), log_level="INFO",
-            extra=common + ["--subscribe-rate", "1000000"])
-        procs.append(main_proc)
-        limits_proc, limits_url = start_pushserver(
-            "pushserver-limits", broker, backend, log_dir, secret=",".join(secrets), log_level="INFO",
-            extra=common + ["--subscribe-rate", f"{LIMITS_RATE:g}",
-                            "--max-connections-per-ip", str(LIMITS_PER_IP), "--trust-proxy"])
-        procs.append(limits_proc)
-        main = Server("main", main_url, main_proc, expect)
-        limits = Server("limits", limits_url, limits_proc, expect)
-        for server in (main, limits):
-            wait_until(lambda: server.readyz()["_status"] == 200, 20, f"{server.name} /readyz")
-        wait_until(lambda: len(celery.control.ping(timeout=0.5)) >= 1, 60, "the Celery worker to answer ping")
+        main_server = base.server("pushserver-main", secret=",".join(secrets), ready=20,
+                                  extra=common + ["--subscribe-rate", "1000000"])
+        limits_server = base.server("pushserver-limits", secret=",".join(secrets), ready=20,
+                                    extra=common + ["--subscribe-rate", f"{LIMITS_RATE:g}",
+                                                    "--max-connections-per-ip", str(LIMITS_PER_IP),
+                                                    "--trust-proxy"])
+        main = Server("main", main_server.url, main_server.proc, expect)
+        limits = Server("limits", limits_server.url, limits_server.proc, expect)
+        base.wait_workers("fuzz-worker", timeout=60)
 
         # A finished task with a recognisable result: it must never show
         # anywhere without a token that names it.
         secret_task = new_id("secret-")
-        publisher = EventPublisher(broker)
+        publisher = EventPublisher(base.broker)
         publisher.publish([publisher.task_event("task-received", secret_task, name="workers.tasks.secret"),
                            publisher.task_event("task-started", secret_task),
                            publisher.task_event("task-succeeded", secret_task, result=repr(MARKER),
@@ -109,17 +99,18 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
             wait_until(lambda: MARKER.encode() in server.get(f"/tasks/{secret_task}", auth)[1], 10,
                        f"{server.name} to know the secret task")
 
-        stack = FuzzStack(log_dir, port, broker, backend, main, limits, worker, celery, secret_task, procs)
+        stack = FuzzStack(log_dir, base.redis_port or 0, base.broker, base.backend, main, limits, worker,
+                          base.celery, secret_task, base.procs)
         stack.baseline = {
-            "main_rss_mib": rss_mib(main_proc.pid),
-            "limits_rss_mib": rss_mib(limits_proc.pid),
-            "main_process": main.readyz().get("process", {}),
+            "main_rss_mib": rss_mib(main.proc.pid),
+            "limits_rss_mib": rss_mib(limits.proc.pid),
+            "main_process": aftermath.process_figures(main),
         }
         yield stack
+        # After whichever fuzz tests ran: the servers' state and logs (a failure is an error at teardown).
+        aftermath.check(stack)
     finally:
-        close_client(celery)
-        for proc in reversed(procs):
-            proc.stop()
+        base.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,8 @@ those limits under fuzzing.
 
 from __future__ import annotations
 
-import json
 import secrets as _secrets
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from celery import Celery
 from celery.events.event import get_exchange
 from kombu import Connection, Producer
 
-from pushserver.devstack import Proc, http_get
+from dev.stack import Proc, http_get, is_ready, readyz
 
 from .oracle import Expectations
 
@@ -65,10 +63,12 @@ class Server:
         return http_get(self.url + path, headers)
 
     def readyz(self) -> dict[str, Any]:
-        status, body = self.get("/readyz")
-        data = json.loads(body)
-        data["_status"] = status
-        return data
+        """What /readyz answers now."""
+        return readyz(self.url)
+
+    def is_ready(self) -> bool:
+        """Whether /readyz answers 200."""
+        return is_ready(self.url)
 
     def healthy(self) -> bool:
         try:
@@ -129,16 +129,3 @@ class EventPublisher:
 def new_id(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4()}"
 
-
-def metrics_text(url: str) -> str:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-        return response.read().decode()
-
-
-def metric_value(text: str, name: str) -> float:
-    """The sum of every sample of a metric family in Prometheus text."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total

@@ -13,14 +13,13 @@ import asyncio
 import json
 import os
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
 import socketio
 
-from pushserver.devstack import rss_bytes
+from dev.stack import rss_bytes
 
 T = TypeVar("T")
 
@@ -38,9 +37,6 @@ SCALE = float(os.environ.get("PUSHSERVER_FUZZ_SCALE", "1") or 1)
 
 #: Examples each fuzz test actually ran (its body executed), by label; printed at the end.
 CASES: Counter[str] = Counter()
-#: When each Socket.IO connection attempt was made (time.monotonic()): python-engineio keeps a closed
-#: connection's ping task asleep for up to ping_interval (25 s), which the leak checks allow for.
-CONNECT_TIMES: list[float] = []
 
 
 def set_slow(enabled: bool) -> None:
@@ -179,7 +175,6 @@ class SocketClient:
             # Also when Socket.IO says "not connected": a namespace-level disconnect (the
             # client re-sent CONNECT, say) leaves the Engine.IO transport open.
             await self.sio.disconnect()
-        CONNECT_TIMES.append(time.monotonic())
         self.sio = sio = socketio.AsyncClient(reconnection=False)
         self._closed = closed = asyncio.Event()
         self.closed_reason = None

@@ -22,10 +22,11 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pymongo import MongoClient
 
-from pushserver.devstack import start_mongo, start_pushserver, wait_until
+from dev.metrics import metric_sum, scrape
+from dev.stack import start_mongo, start_pushserver, wait_until
 from pushserver.eventlog import COLLECTION
 
-from .stack import ALLOWED_ORIGIN, AUDIENCE, ISSUER, EventPublisher, FuzzStack, Server, metric_value, metrics_text
+from .stack import ALLOWED_ORIGIN, AUDIENCE, ISSUER, EventPublisher, FuzzStack, Server
 from .strategies import CHARS, TASK_EVENT_TYPES
 from .support import count_case, fuzz_settings
 
@@ -88,7 +89,7 @@ def logged(fuzz_stack: FuzzStack) -> Iterator[tuple[Server, str]]:
                "--mongo", mongo_url, "--mongo-db", DB])
     server = Server("eventlog", url, proc, expect)
     try:
-        wait_until(lambda: server.readyz()["_status"] == 200, 20, "the event-log server's /readyz")
+        wait_until(server.is_ready, 20, "the event-log server's /readyz")
         yield server, mongo_url
     finally:
         proc.stop()
@@ -112,8 +113,9 @@ def mongo(logged: tuple[Server, str]) -> Iterator[Any]:
 def uncounted(server: Server) -> tuple[float, float]:
     """(events the receiver dropped as malformed, e.g. a ``clock`` Celery cannot read; events the event log
     counted as not logged: shed from its queue, refused by MongoDB, or unencodable)."""
-    text = metrics_text(server.url)
-    return metric_value(text, "pushserver_events_malformed"), metric_value(text, "pushserver_eventlog_dropped_total")
+    samples = scrape(server.url)
+    return (metric_sum(samples, "pushserver_events_malformed"),
+            metric_sum(samples, "pushserver_eventlog_dropped_total"))
 
 
 @fuzz_settings(150)

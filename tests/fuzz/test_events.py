@@ -23,9 +23,10 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from .model import STATES, TASK_STATE_FIELDS
-from .stack import EventPublisher, FuzzStack, Server, metrics_text
+from .stack import EventPublisher, FuzzStack, Server
 from .strategies import TASK_EVENT_TYPES, celery_events, undecodable_events
-from pushserver.devstack import wait_until
+from dev.metrics import scrape
+from dev.stack import wait_until
 
 from .support import LoopThread, SocketClient, count_case, fill, fuzz_settings, rss_mib
 
@@ -220,8 +221,7 @@ def test_unknown_event_types_do_not_grow_the_metrics(main: Server, publisher: Ev
     publisher.publish([{"type": f"junk-{uuid.uuid4().hex}", "uuid": "x", "hostname": "h", "clock": 1,
                         "timestamp": time.time(), "utcoffset": 0} for _ in range(300)])
     inject_and_check(main, publisher, watcher, publisher.task_event("task-started", POOL[1]))
-    series = [line for line in metrics_text(main.url).splitlines()
-              if line.startswith("pushserver_events_ingested_total{")]
+    series = [s for s in scrape(main.url) if s.name == "pushserver_events_ingested_total"]
     known = len(TASK_EVENT_TYPES) + 3 + 2  # task events, worker-*, and a catch-all or two
     assert len(series) <= known, f"{len(series)} series of pushserver_events_ingested_total, e.g. {series[-1]}"
 
@@ -264,7 +264,7 @@ def test_a_real_task_after_the_storm(fuzz_stack: FuzzStack, main: Server, client
     count_case("events: real task afterwards")
     assert main.get("/healthz")[0] == 200
     ready = main.readyz()
-    assert ready["_status"] == 200 and ready["ready"] is True, ready
+    assert main.is_ready() and ready["ready"] is True, ready
     result = fuzz_stack.celery.send_task("workers.tasks.demo_progress", args=(3, 0.2))
     client = SocketClient(client_loop, main.url)
     assert client.connect()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from .model import check_error
 from .stack import ALLOWED_ORIGIN, LIMITS_PER_IP, LIMITS_RATE, FuzzStack, Server
 from .strategies import HEADER_VALUE, ORIGINS
-from pushserver.devstack import wait_until
+from dev.stack import wait_until
 
 from .support import LoopThread, SocketClient, count_case, fuzz_settings
 

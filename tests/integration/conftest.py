@@ -4,93 +4,34 @@ from __future__ import annotations
 
 import os
 import secrets as _secrets
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import AsyncIterator, Iterator
 
 import pytest
-from celery import Celery
 
-from pushserver.auth import mint_token
-from pushserver.devstack import (
-    Proc,
-    start_mongo,
-    start_pushserver,
-    start_redis,
-    start_worker,
-    wait_until,
-)
-from tests.support.celery_client import close_client
+from dev.stack import start_mongo
 from tests.support.clients import Watcher
+from tests.support.stack import PREFORK_QUEUE, Server, Stack, redis_stack
 
 pytestmark = pytest.mark.integration
-
-SECRET = _secrets.token_hex(32)
-PREFORK_QUEUE = "prefork"
-
-
-@dataclass
-class Stack:
-    """The running processes and how to reach them."""
-
-    redis_port: int
-    broker: str
-    backend: str
-    log_dir: Path
-    celery: Celery
-    procs: list[Proc] = field(default_factory=list)
-
-    def send(self, name: str, *args: object, queue: str = "celery", **kwargs: object):
-        """Dispatch ``workers.tasks.<name>`` the way any Celery client does."""
-        return self.celery.send_task(f"workers.tasks.{name}", args=args, kwargs=kwargs, queue=queue)
-
-
-@dataclass
-class Server:
-    """A running pushserver."""
-
-    url: str
-    proc: Proc
-    secret: str | None
-
-    def token(self, *task_ids: str, ttl: int = 300, secret: str | None = None) -> str:
-        return mint_token(secret or self.secret or "unused", task_ids, ttl=ttl)
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("stack")
-    redis, port = start_redis(log_dir)
-    broker, backend = f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1"
-    app = Celery("tests", broker=broker, backend=backend, set_as_current=False)
-    app.conf.update(task_send_sent_event=True, broker_connection_retry_on_startup=True)
-    stack = Stack(port, broker, backend, log_dir, app, [redis])
+    s = redis_stack(tmp_path_factory.mktemp("stack"))
     try:
-        threads = start_worker("threads", broker, backend, log_dir, pool="threads", concurrency=8)
-        prefork = start_worker("prefork", broker, backend, log_dir, pool="prefork", concurrency=2,
-                               queues=PREFORK_QUEUE)
-        stack.procs += [threads, prefork]
-        wait_until(lambda: len(app.control.ping(timeout=0.5)) >= 2, 60,
-                   "both Celery workers to answer ping")
-        yield stack
+        s.worker("threads", pool="threads", concurrency=8, wait=False)
+        s.worker("prefork", pool="prefork", concurrency=2, queues=PREFORK_QUEUE, wait=False)
+        s.wait_workers("threads", "prefork", timeout=60)
+        yield s
     finally:
-        close_client(app)
-        for proc in reversed(stack.procs):
-            proc.stop()
+        s.close()
 
 
 @pytest.fixture(scope="session")
 def server(stack: Stack) -> Iterator[Server]:
-    proc, url = start_pushserver("pushserver", stack.broker, stack.backend, stack.log_dir, secret=SECRET)
-    wait_until(lambda: _ready(url), 20, "pushserver /readyz")
-    yield Server(url, proc, SECRET)
-    proc.stop()
-
-
-def _ready(url: str) -> bool:
-    from pushserver.devstack import http_status
-
-    return http_status(url + "/readyz") == 200
+    server = stack.server("pushserver", log_level="DEBUG", ready=20)
+    yield server
+    server.proc.stop()
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import pytest
 import socketio
 
 from pushserver.auth import mint_token
-from tests.integration.conftest import Server, Stack
+from tests.support.stack import Server, Stack
 from tests.support.clients import Watcher
-from pushserver.devstack import http_get
+from dev.stack import http_get
 
 pytestmark = pytest.mark.integration
 

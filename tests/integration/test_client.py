@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
+from dev.stack import Proc, free_port, start_pushserver, wait_until
 from pushserver.client import ConnectFailed, SubscribeRefused, TaskWatcher, WaitTimeout, WatcherClosed
-from pushserver.devstack import Proc, free_port, start_pushserver, wait_until
-from tests.integration.conftest import PREFORK_QUEUE, Server, Stack
+from tests.support.stack import PREFORK_QUEUE, Server, Stack
 
 pytestmark = pytest.mark.integration
 

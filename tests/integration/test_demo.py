@@ -1,15 +1,14 @@
-"""`make demo` runs `pushserver demo`: it must start its own Redis when none answers and finish a round."""
+"""`make demo` runs ``python -m dev.demo``: it must start its own Redis when none answers and finish a round."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from pushserver.devstack import free_port, redis_ping
+from dev.stack import ROOT, free_port, redis_ping
 
 pytestmark = pytest.mark.integration
 
@@ -18,10 +17,10 @@ def test_demo_starts_redis_runs_a_round_and_stops_what_it_started():
     redis_port, server_port, web_port = free_port(), free_port(), free_port()
     broker = f"redis://127.0.0.1:{redis_port}/0"
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "pushserver"), "demo", "--once", "--port", str(server_port),
+        [sys.executable, "-m", "dev.demo", "--once", "--port", str(server_port),
          "--web-port", str(web_port),
          "--broker", broker, "--backend", f"redis://127.0.0.1:{redis_port}/1"],
-        capture_output=True, text=True, timeout=180, env={**os.environ, "PUSHSERVER_MONGO_URL": ""},
+        capture_output=True, text=True, timeout=180, env={**os.environ, "PUSHSERVER_MONGO_URL": ""}, cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout

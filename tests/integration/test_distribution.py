@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from dev.stack import ROOT, Proc, free_port, http_status, start_redis, wait_until
 from pushserver.auth import mint_token
-from pushserver.devstack import ROOT, Proc, free_port, http_status, start_redis, wait_until
-from tests.integration.test_worker_package import SECRET, start_user_worker, write_user_project
 from tests.support.clients import Watcher
+from tests.support.user_project import SECRET, start_user_worker, write_user_project
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ import time
 import pytest
 from pymongo import MongoClient
 
-from pushserver.devstack import Proc, http_get, start_mongo, start_pushserver, wait_until
+from dev.stack import Proc, http_get, start_mongo, start_pushserver, wait_until
 from pushserver.eventlog import COLLECTION, event_to_document
 from tests.fuzz.stack import EventPublisher
-from tests.integration.conftest import Server, Stack
+from tests.support.stack import Server, Stack
 from tests.support.clients import Watcher
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from pushserver.devstack import http_get, rss_bytes, start_pushserver, wait_until
+from dev.stack import http_get, rss_bytes, start_pushserver, wait_until
 from tests.fuzz.stack import EventPublisher
-from tests.integration.conftest import Server, Stack
+from tests.support.stack import Server, Stack
 
 pytestmark = pytest.mark.integration
 

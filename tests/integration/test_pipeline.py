@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import PREFORK_QUEUE, Server, Stack
+from tests.support.stack import PREFORK_QUEUE, Server, Stack
 from tests.support.clients import Watcher
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ async def test_retry_then_success(stack: Stack, server: Server, watcher: Watcher
 
 async def test_late_subscriber_gets_the_final_state_from_the_result_backend(stack: Stack, server: Server):
     """A browser that subscribes after its task finished, on a server that never saw the task."""
-    from pushserver.devstack import start_pushserver
+    from dev.stack import start_pushserver
 
     result = stack.send("demo_progress", 2, 0.0)
     assert result.get(timeout=30) == 2

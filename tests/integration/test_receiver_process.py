@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pushserver.devstack import http_get, http_status, start_pushserver, wait_until
-from tests.integration.conftest import Server, Stack
-from tests.integration.test_reconnect import assert_live_events_flow, metric
+from dev.metrics import metric
+from dev.stack import http_get, is_ready, start_pushserver, wait_until
 from tests.support.clients import Watcher
+from tests.support.stack import Server, Stack, assert_live_events_flow
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ async def test_a_killed_receiver_process_is_replaced_and_nothing_finished_meanwh
     proc, url = start_pushserver("receiver-killed", stack.broker, stack.backend, stack.log_dir,
                                  secret=server.secret)
     try:
-        wait_until(lambda: http_status(url + "/readyz") == 200, 20, "the server to be ready")
+        wait_until(lambda: is_ready(url), 20, "the server to be ready")
         first = receiver_pid(proc.pid)
         task = stack.send("demo_progress", 3, 0.2)
         watcher = await Watcher(url).connect(server.token(task.id))
@@ -52,7 +52,7 @@ async def test_a_killed_receiver_process_is_replaced_and_nothing_finished_meanwh
             # hears its completion: live, or from the result backend when
             # the new child reconnects.
             assert task.get(timeout=30) == 3
-            wait_until(lambda: http_status(url + "/readyz") == 200 and children(proc.pid) != [first], 30,
+            wait_until(lambda: is_ready(url) and children(proc.pid) != [first], 30,
                        "a new receiver process to connect")
             final = await watcher.wait_state(task.id, "SUCCESS", timeout=15)
             assert final["result"] == "3"
@@ -73,7 +73,7 @@ def test_the_receiver_process_exits_when_the_server_is_killed(stack: Stack, serv
     proc, url = start_pushserver("server-killed", stack.broker, stack.backend, stack.log_dir,
                                  secret=server.secret)
     try:
-        wait_until(lambda: http_status(url + "/readyz") == 200, 20, "the server to be ready")
+        wait_until(lambda: is_ready(url), 20, "the server to be ready")
         child = receiver_pid(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)  # the server alone, not its process group
         wait_until(lambda: not alive(child), 10, "the orphaned receiver process to exit")
@@ -84,7 +84,7 @@ def test_the_receiver_process_exits_when_the_server_is_killed(stack: Stack, serv
 def test_sigterm_stops_the_receiver_process_with_the_server(stack: Stack, server: Server):
     proc, url = start_pushserver("server-sigterm", stack.broker, stack.backend, stack.log_dir,
                                  secret=server.secret)
-    wait_until(lambda: http_status(url + "/readyz") == 200, 20, "the server to be ready")
+    wait_until(lambda: is_ready(url), 20, "the server to be ready")
     child = receiver_pid(proc.pid)
     os.kill(proc.pid, signal.SIGTERM)
     proc.popen.wait(20)
@@ -97,7 +97,7 @@ async def test_thread_receiver_delivers_updates_without_a_child_process(stack: S
     proc, url = start_pushserver("thread-receiver", stack.broker, stack.backend, stack.log_dir,
                                  secret=server.secret, extra=["--receiver", "thread"])
     try:
-        wait_until(lambda: http_status(url + "/readyz") == 200, 20, "the server to be ready")
+        wait_until(lambda: is_ready(url), 20, "the server to be ready")
         assert children(proc.pid) == []
         task = stack.send("demo_progress", 3, 0.05)
         watcher = await Watcher(url).connect(server.token(task.id))

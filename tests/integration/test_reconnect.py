@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from tests.integration.conftest import Server, Stack
+from dev.metrics import metric
+from dev.stack import http_get, http_status, is_ready, start_pushserver, wait_until
 from tests.support.clients import Watcher
-from pushserver.devstack import http_get, http_status, start_pushserver, wait_until
+from tests.support.stack import Server, Stack, assert_live_events_flow
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
-
-
-def metric(url: str, name: str) -> float:
-    body = http_get(url + "/metrics")[1].decode()
-    match = re.search(rf"^{name} ([0-9.e+]+)$", body, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
-async def assert_live_events_flow(stack: Stack, server: Server, watcher: Watcher) -> None:
-    """After a reconnect: a new task's events reach a client live, to SUCCESS."""
-    after = stack.send("demo_progress", 2, 0.05)
-    assert (await watcher.subscribe(after.id, token=server.token(after.id)))["ok"]
-    await watcher.wait_state(after.id, "SUCCESS", timeout=30)
 
 
 async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(stack: Stack, server: Server):
@@ -36,7 +23,7 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
     proc, url = start_pushserver("reconnect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
                                  stack.log_dir, secret=server.secret)
     try:
-        wait_until(lambda: http_status(url + "/readyz") == 200, 20, "the server to be ready")
+        wait_until(lambda: is_ready(url), 20, "the server to be ready")
         during_gap = stack.send("demo_progress", 3, 0.05)
         watcher = await Watcher(url).connect(server.token(during_gap.id))
         try:
@@ -53,7 +40,7 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
             assert proc.alive()
 
             proxy.restore()
-            wait_until(lambda: http_status(url + "/readyz") == 200, 30, "the receiver to reconnect")
+            wait_until(lambda: is_ready(url), 30, "the receiver to reconnect")
             final = await watcher.wait_state(during_gap.id, "SUCCESS", timeout=15)
             assert final["result"] == "3"
             assert metric(url, "pushserver_receiver_reconnects_total") >= 1

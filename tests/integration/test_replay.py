@@ -17,13 +17,13 @@ import pytest
 from celery import Celery
 from pymongo import AsyncMongoClient, MongoClient
 
+from dev.stack import BIN, free_port, http_get, http_status, is_ready, start_pushserver, wait_until
 from pushserver import replay_sources
-from pushserver.devstack import BIN, free_port, http_get, http_status, start_pushserver, wait_until
 from pushserver.eventlog import COLLECTION, document_to_event, ensure_indexes, event_id, event_to_document
 from pushserver.replay import Rejects
 from pushserver.replay_sources import EventFilter, MongoSource, to_json_line
-from tests.integration.conftest import PREFORK_QUEUE, Server, Stack
 from tests.support.clients import Watcher
+from tests.support.stack import PREFORK_QUEUE, Server, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -257,7 +257,7 @@ async def test_republished_events_arrive_as_recorded_and_the_log_stores_them_onc
                                         secret=server.secret, extra=["--mongo", mongo, "--mongo-db", copy_db])
     try:
         for url in (same_url, fresh_url):
-            wait_until(lambda: http_status(url + "/readyz") == 200, 20, "recorder ready")
+            wait_until(lambda: is_ready(url), 20, "recorder ready")
         with EventTap(stack.broker, "once-") as tap:
             done = replay("--mongo", mongo, "--mongo-db", mongo_db, "--to", "broker", "--broker", stack.broker,
                           "--speed", "max")
@@ -397,7 +397,7 @@ async def test_events_of_tasks_the_server_never_saw_do_not_hurt_it(stack: Stack,
     stream.write_bytes(b"".join(to_json_line(e) for e in odd))
     fresh, url = start_pushserver("replay-odd", stack.broker, stack.backend, stack.log_dir, secret=server.secret)
     try:
-        wait_until(lambda: http_status(url + "/readyz") == 200, 20, "ready")
+        wait_until(lambda: is_ready(url), 20, "ready")
         ids = sorted({e["uuid"] for e in odd})
         w = await Watcher(url).connect(server.token(*ids))
         try:
@@ -413,7 +413,7 @@ async def test_events_of_tasks_the_server_never_saw_do_not_hurt_it(stack: Stack,
             assert set(states) == {"SUCCESS"}, states  # the late task-started did not re-open it
         finally:
             await w.close()
-        assert http_status(url + "/healthz") == 200 and http_status(url + "/readyz") == 200
+        assert http_status(url + "/healthz") == 200 and is_ready(url)
         assert http_status(server.url + "/healthz") == 200
     finally:
         fresh.stop()
@@ -435,7 +435,7 @@ async def test_record_export_and_replay_into_a_fresh_server_gives_the_same_final
     recorder, rec_url = start_pushserver("replay-recorder", stack.broker, stack.backend, stack.log_dir,
                                          secret=server.secret, extra=["--mongo", mongo, "--mongo-db", mongo_db])
     try:
-        wait_until(lambda: http_status(rec_url + "/readyz") == 200, 20, "recorder ready")
+        wait_until(lambda: is_ready(rec_url), 20, "recorder ready")
         results = [stack.send("demo_progress", 3, 0.05), stack.send("demo_progress", 2, 0.05, queue=PREFORK_QUEUE),
                    stack.send("fail", "replayed failure"), stack.send("flaky", 1, 0.2)]
         ids = [r.id for r in results]
@@ -467,7 +467,7 @@ async def test_record_export_and_replay_into_a_fresh_server_gives_the_same_final
     fresh, fresh_url = start_pushserver("replay-fresh", stack.broker, empty_backend, stack.log_dir,
                                         secret=server.secret)
     try:
-        wait_until(lambda: http_status(fresh_url + "/readyz") == 200, 20, "fresh server ready")
+        wait_until(lambda: is_ready(fresh_url), 20, "fresh server ready")
         w = await Watcher(fresh_url).connect(server.token(*ids))
         try:
             ack = await w.subscribe(ids)

@@ -5,42 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 import aiohttp
 import jwt
 import pytest
 import socketio
 
+from dev.metrics import metric
+from dev.stack import http_get, start_pushserver, wait_until
 from pushserver.auth import mint_token
-from pushserver.devstack import http_get, start_pushserver, wait_until
-from tests.integration.conftest import Server, Stack
-from tests.integration.test_reconnect import metric
-from tests.support.clients import Watcher
+from tests.support.clients import Watcher, final_state
+from tests.support.stack import Server, Stack, serving
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def serving(stack: Stack, secret: str, *flags: str) -> Iterator[str]:
-    proc, url = start_pushserver(f"security-{time.time_ns()}", stack.broker, stack.backend, stack.log_dir,
-                                 secret=secret, extra=list(flags))
-    try:
-        wait_until(lambda: http_get(url + "/readyz")[0] == 200, 20, "server ready")
-        yield url
-    finally:
-        proc.stop()
-    assert "Traceback" not in proc.log()
-
-
-async def final_state(url: str, token: str, task_id: str, state: str) -> dict:
-    w = await Watcher(url).connect(token)
-    try:
-        await w.subscribe(task_id)
-        return await w.wait_state(task_id, state)
-    finally:
-        await w.close()
 
 
 async def test_default_policy_hides_tracebacks_and_args_everywhere(stack: Stack, server: Server):

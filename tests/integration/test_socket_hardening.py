@@ -17,12 +17,11 @@ import jwt
 import pytest
 import socketio
 
+from dev.metrics import metric
+from dev.stack import Proc, http_get, rss_bytes, start_pushserver, wait_until
 from pushserver.auth import mint_token
-from pushserver.devstack import Proc, http_get, rss_bytes, start_pushserver, wait_until
-from tests.integration.conftest import Server, Stack
-from tests.integration.test_reconnect import metric
-from tests.integration.test_security import final_state, serving
-from tests.support.clients import Watcher
+from tests.support.clients import Watcher, final_state
+from tests.support.stack import Server, Stack, serving
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +138,7 @@ async def eventually(check: Callable[[], bool], timeout: float, what: str) -> No
 
 
 def refused(url: str, reason: str) -> float:
-    return metric(url, f'pushserver_client_messages_refused_total{{reason="{reason}"}}')
+    return metric(url, "pushserver_client_messages_refused_total", reason=reason)
 
 
 def address_session(address: str) -> aiohttp.ClientSession:

@@ -10,68 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import textwrap
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import celery
 import pytest
 from celery import Celery
 
+from dev.stack import Proc, http_status, start_pushserver, start_redis, wait_until
 from pushserver.auth import mint_token
-from pushserver.devstack import BIN, Proc, http_status, start_pushserver, start_redis, wait_until
 from pushserver.worker import enable_events
 from tests.support.celery_client import close_client
 from tests.support.clients import Watcher
+from tests.support.user_project import SECRET, start_user_worker, write_user_project
 
 pytestmark = pytest.mark.integration
-
-SECRET = secrets.token_hex(32)
-
-#: A user's task module, nothing from this repository but ``pushserver.worker``.
-USER_APP = '''
-    import os
-    import time
-
-    from celery import Celery
-    from pushserver.worker import enable_events, report_progress
-
-    app = Celery("acme_jobs", broker=os.environ["ACME_BROKER"], backend=os.environ["ACME_BACKEND"])
-    app.conf.broker_connection_retry_on_startup = True
-    enable_events(app)
-
-
-    @app.task(bind=True)
-    def crunch(self, steps, delay):
-        for i in range(1, steps + 1):
-            time.sleep(delay)
-            report_progress(self, i, steps, f"chunk {i} of {steps}", chunk=i)
-        return steps
-
-
-    @app.task
-    def quick(n):
-        return n
-'''
-
-
-def write_user_project(folder: Path) -> Path:
-    """Write the user's project (one module, ``acme_jobs``) into ``folder``; return the folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "acme_jobs.py").write_text(textwrap.dedent(USER_APP))
-    return folder
-
-
-def start_user_worker(name: str, project: Path, broker: str, backend: str, log_dir: Path, *, pool: str,
-                      queue: str, bin_dir: Path = BIN) -> Proc:
-    """``celery -A acme_jobs worker`` from the project's folder, as its team would run it (no ``-E``)."""
-    return Proc(name, [str(bin_dir / "celery"), "-A", "acme_jobs", "worker", "-P", pool, "-c", "4", "-Q", queue,
-                       "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"],
-                log_dir, env={"ACME_BROKER": broker, "ACME_BACKEND": backend}, cwd=project)
-
 
 @dataclass
 class UserStack:

@@ -129,3 +129,13 @@ class Watcher:
     async def close(self) -> None:
         # shutdown() also ends a reconnect loop, where disconnect() would leave it running.
         await self.sio.shutdown()
+
+
+async def final_state(url: str, token: str, task_id: str, state: str) -> dict:
+    """Subscribe to one task with a fresh client and return its TaskState once it reaches ``state``."""
+    w = await Watcher(url).connect(token)
+    try:
+        await w.subscribe(task_id)
+        return await w.wait_state(task_id, state)
+    finally:
+        await w.close()

@@ -1,4 +1,4 @@
-"""Subscription tokens (DESIGN.md § Tokens): HS256 JWTs naming the tasks their bearer may watch."""
+"""Subscription tokens (docs/protocol.md, Tokens): HS256 JWTs naming the tasks their bearer may watch."""
 
 from __future__ import annotations
 

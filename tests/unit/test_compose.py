@@ -381,7 +381,7 @@ def check_entry_points(stack: Stack) -> Iterator[str]:
                 from celery import Celery
                 from celery.app.utils import find_app
 
-                # What `celery -A workers` loads must be the app of the module DESIGN.md names.
+                # What `celery -A workers` loads must be the app workers/app.py defines.
                 app = find_app(app_name)
                 if not isinstance(app, Celery) or app is not importlib.import_module("workers.app").app:
                     yield f"{service.name}: `-A workers` does not find the Celery app workers.app"
@@ -795,7 +795,8 @@ def test_the_env_scan_finds_what_the_code_reads() -> None:
             "OUTBOX_DIR", "MEDIA_DIR", "REPORTS_DIR", "SMTP_URL", "MAIL_FROM", "WORKERS_RETRY_BACKOFF"} <= workers
     express = js_env_reads(sorted((REPO / EXPRESS_SRC).glob("*.js")))
     assert {"PORT", "HOST", "PUSHSERVER_SECRET", "PUSHSERVER_PUBLIC_URL", "CELERY_BROKER_URL",
-            "CELERY_RESULT_BACKEND", "CELERY_QUEUE", "TOKEN_TTL", "STATIC_DIR"} <= express
+            "CELERY_RESULT_BACKEND", "CELERY_QUEUE", "TOKEN_TTL", "TOKEN_TTL_SECONDS", "CELERY_NODE_CLIENT",
+            "SESSION_TTL_SECONDS", "STATIC_DIR"} <= express
 
 
 def test_interpolation_follows_compose() -> None:
@@ -826,7 +827,7 @@ BROKEN = [
     ("docker-compose.yml", '"--host", "0.0.0.0"', '"--host", "127.0.0.1"', "unreachable from the proxy"),
     ("docker-compose.yml", "PUSHSERVER_CORS_ORIGINS: $", "PUSHSERVER_CORS: $", "sets PUSHSERVER_CORS, which"),
     ("docker-compose.yml", "OUTBOX_DIR: /data/outbox", "OUTBOX_PATH: /data/outbox", "sets OUTBOX_PATH, which"),
-    ("docker-compose.yml", "TOKEN_TTL: ${TOKEN_TTL", "TOKEN_TTL_SECONDS: ${TOKEN_TTL", "sets TOKEN_TTL_SECONDS"),
+    ("docker-compose.yml", "TOKEN_TTL_SECONDS: ${TOKEN_TTL", "TOKEN_LIFETIME: ${TOKEN_TTL", "sets TOKEN_LIFETIME"),
     ("docker-compose.yml", '"-A", "workers", "worker"', '"-A", "tasks", "worker"', "not the workers app"),
     ("docker-compose.yml", '"worker", "-E"', '"worker", "--events-on"', "has no option --events-on"),
     ("docker-compose.yml", '"worker", "-E", ', '"worker", ', "a worker without -E"),

@@ -1,4 +1,4 @@
-"""Validation of what browsers send on ``subscribe``/``unsubscribe`` (DESIGN.md § Socket.IO protocol)."""
+"""Validation of what browsers send on ``subscribe``/``unsubscribe`` (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The merge rules of TaskState (DESIGN.md § TaskState): out of order, twice, retries.
+"""The merge rules of TaskState (docs/protocol.md, TaskState): out of order, twice, retries.
 
 Events are written the way the receiver delivers them: decoded Celery event
 dicts with ``type``, ``uuid`` and ``timestamp``, merged with
@@ -32,13 +32,12 @@ from pushserver.state import (
     event_values,
     is_task_event,
     normalize_progress,
-    pending_dict,
 )
 
 TASK = "5f0c2b7e-task"
 NAME = "workers.tasks.resize_and_watermark"
 
-#: The TaskState JSON keys, exactly as DESIGN.md § TaskState lists them.
+#: The TaskState JSON keys, exactly as docs/protocol.md (TaskState) lists them.
 TASKSTATE_KEYS = {
     "task_id", "name", "state", "progress", "result", "exception", "traceback",
     "worker", "retries", "runtime", "sent_at", "received_at", "started_at",
@@ -102,14 +101,14 @@ def test_normal_lifecycle_moves_through_every_state() -> None:
     assert store.get(TASK).ready
 
 
-def test_to_dict_has_exactly_the_design_keys() -> None:
-    assert set(pending_dict(TASK)) == TASKSTATE_KEYS
+def test_to_dict_has_exactly_the_protocol_keys() -> None:
+    assert set(TaskState(TASK).to_dict()) == TASKSTATE_KEYS
     assert set(snapshot([event("received", 1.0, name=NAME)])) == TASKSTATE_KEYS
     assert set(snapshot([event("failed", 1.0, exception="E()", traceback="tb")])) == TASKSTATE_KEYS
 
 
-def test_pending_dict_is_an_unknown_task() -> None:
-    state = pending_dict(TASK)
+def test_a_task_nobody_has_heard_of_is_pending() -> None:
+    state = TaskState(TASK).to_dict()
     assert state["task_id"] == TASK
     assert state["state"] == PENDING
     assert state["retries"] == 0

@@ -176,6 +176,26 @@ def test_demo_progress_counts_its_steps() -> None:
         tasks.demo_progress(-1, 0)
 
 
+def test_example_tasks_have_bounded_durations() -> None:
+    # Arguments that would hold a worker slot longer than MAX_TASK_SECONDS are refused at once.
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="steps \\* delay must be at most 600"):
+        tasks.demo_progress(1000, 60)
+    with pytest.raises(ValueError, match="steps must be an integer from 0 to 10000"):
+        tasks.demo_progress(10**9, 0)
+    with pytest.raises(ValueError, match="delay must be at most 60"):
+        tasks.demo_progress(1, 3600)
+    with pytest.raises(ValueError, match="seconds must be at most 600"):
+        tasks.sleep(601)
+    with pytest.raises(ValueError, match="failures must be an integer from 0 to 10"):
+        tasks.flaky(1000)
+    with pytest.raises(ValueError, match="countdown must be at most 60"):
+        tasks.flaky(1, 3600)
+    with pytest.raises(ValueError, match="steps_delay must be at most 60"):
+        tasks.resize_and_watermark(steps_delay=61)
+    assert time.monotonic() - started < 1
+
+
 # --- Email ---------------------------------------------------------------
 
 
@@ -438,7 +458,9 @@ class _Hook(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hook_server() -> Iterator[http.server.HTTPServer]:
+def hook_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[http.server.HTTPServer]:
+    # Deliveries to loopback are refused unless allowed, as a local demo receiver is.
+    monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.1/32")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     server.received = []  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -459,7 +481,8 @@ def test_an_http_error_status_is_returned_not_retried(hook_server: http.server.H
     assert post_json(url, b"{}") == 500
 
 
-def test_a_refused_connection_raises_for_retry() -> None:
+def test_a_refused_connection_raises_for_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.1/32")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

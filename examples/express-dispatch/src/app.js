@@ -2,37 +2,55 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import express from 'express';
+import { BrokerUnavailableError, mintToken, verifyToken } from '@celery-pushserver/node';
 import { buildTaskCall, TASKS, ValidationError } from './tasks.js';
-import { BrokerUnavailableError } from './dispatcher.js';
-import { mintToken } from './tokens.js';
+import { AccountError, UserStore, validateCredentials } from './users.js';
+import { SessionStore } from './sessions.js';
+import { TaskOwners } from './owners.js';
+import { WindowLimiter } from './ratelimit.js';
 
 const JSON_LIMIT = '15mb'; // an uploaded image travels base64 in the body
+const ACCOUNT_ERROR_STATUS = { bad_request: 400, conflict: 409, registration_full: 503 };
 
 function sendError(res, status, code, message) {
   res.status(status).json({ error: { code, message } });
 }
 
-// A stand-in for real authentication: a deployed app takes the user from its
-// session. The id only ends up in the token's `sub` claim.
-function userIdOf(req) {
-  const raw = req.get('x-user-id');
-  return raw && raw.length <= 128 ? raw : undefined;
-}
-
 /**
- * Build the app. `dispatcher` sends task messages (see CeleryDispatcher);
- * `config` is what readConfig() returns.
+ * Build the app. `dispatcher` comes from @celery-pushserver/node's
+ * createDispatcher; `config` is what readConfig() returns.
  */
-export function createApp({ config, dispatcher, logger = console }) {
+export function createApp({
+  config, dispatcher, logger = console,
+  users = new UserStore(),
+  sessions = new SessionStore({ ttlSeconds: config.sessionTtl, secureCookie: config.secureCookie }),
+  owners = new TaskOwners(),
+  signInLimiter = new WindowLimiter({ limit: config.authRateLimit }),
+}) {
   const app = express();
   app.disable('x-powered-by');
 
   app.get('/healthz', (req, res) => res.json({ ok: true }));
   app.get('/readyz', (req, res) => {
-    const queues = dispatcher.status();
-    const ready = Object.values(queues).every((q) => q.broker === 'ready');
-    res.status(ready ? 200 : 503).json({ ok: ready, queues });
+    const broker = dispatcher.status();
+    const ready = broker === 'ready';
+    res.status(ready ? 200 : 503).json({ ok: ready, broker, client: dispatcher.client });
   });
+
+  // A token for `taskId`, for the signed-in `userId`; `expires_at` is its exp (Unix seconds).
+  function tokenFor(taskId, userId) {
+    const token = mintToken({ secret: config.secret, tasks: [taskId], sub: userId, ttlSeconds: config.tokenTtl });
+    return { task_id: taskId, token, expires_at: verifyToken(config.secret, token).exp };
+  }
+
+  // Dispatch and token refresh need a signed-in user; the user is never taken from the client's say-so.
+  function requireUser(req, res, next) {
+    const userId = sessions.userIdOf(req);
+    const user = userId && users.byId(userId);
+    if (!user) return sendError(res, 401, 'unauthorized', 'sign in first (POST /api/login)');
+    req.user = user;
+    return next();
+  }
 
   // The React client reads the pushserver's address at run time, so one build
   // serves every environment.
@@ -43,11 +61,36 @@ export function createApp({ config, dispatcher, logger = console }) {
   const api = express.Router();
   api.use(express.json({ limit: JSON_LIMIT }));
 
+  // Each sign-in attempt costs a deliberately slow hash: limit them per address.
+  const accountRoute = (status, action) => async (req, res) => {
+    const retryAfter = signInLimiter.take(req.ip);
+    if (retryAfter) {
+      res.set('Retry-After', String(retryAfter));
+      return sendError(res, 429, 'too_many', `too many sign-in attempts from your address; try again in ${retryAfter} s`);
+    }
+    try {
+      const user = await action(validateCredentials(req.body ?? null));
+      if (!user) return sendError(res, 401, 'unauthorized', 'wrong username or password');
+      sessions.start(res, user.id);
+      return res.status(status).json({ user });
+    } catch (err) {
+      if (err instanceof AccountError) return sendError(res, ACCOUNT_ERROR_STATUS[err.code] ?? 400, err.code, err.message);
+      throw err;
+    }
+  };
+  api.post('/register', accountRoute(201, ({ username, password }) => users.register(username, password)));
+  api.post('/login', accountRoute(200, ({ username, password }) => users.authenticate(username, password)));
+  api.post('/logout', (req, res) => {
+    sessions.end(req, res);
+    res.status(204).end();
+  });
+  api.get('/me', requireUser, (req, res) => res.json({ user: req.user }));
+
   api.get('/tasks', (req, res) => {
     res.json({ tasks: Object.entries(TASKS).map(([name, { task }]) => ({ name, task })) });
   });
 
-  api.post('/tasks/:name', async (req, res) => {
+  api.post('/tasks/:name', requireUser, async (req, res) => {
     let call;
     try {
       call = buildTaskCall(req.params.name, req.body);
@@ -60,7 +103,7 @@ export function createApp({ config, dispatcher, logger = console }) {
     }
     let taskId;
     try {
-      taskId = await dispatcher.dispatch(call.task, call.args, call.kwargs);
+      ({ taskId } = await dispatcher.dispatch(call.task, call.args, call.kwargs));
     } catch (err) {
       if (err instanceof BrokerUnavailableError) {
         logger.warn(`[dispatch] 503 for ${call.task}: ${err.message}`);
@@ -69,8 +112,17 @@ export function createApp({ config, dispatcher, logger = console }) {
       }
       throw err;
     }
-    const token = mintToken(config.secret, [taskId], { ttlSeconds: config.tokenTtl, sub: userIdOf(req) });
-    res.status(202).json({ task_id: taskId, token });
+    owners.add(taskId, req.user.id);
+    res.status(202).json(tokenFor(taskId, req.user.id));
+  });
+
+  // A fresh token for a task this user dispatched (the browser calls it when
+  // its token expires). Anyone else's task, or an unknown id, is the same 404.
+  api.get('/tasks/:id/token', requireUser, (req, res) => {
+    if (!owners.owns(req.user.id, req.params.id)) {
+      return sendError(res, 404, 'not_found', `no task ${req.params.id} dispatched by you`);
+    }
+    return res.set('Cache-Control', 'no-store').json(tokenFor(req.params.id, req.user.id));
   });
 
   // A local receiver for the webhook fan-out demo, so its deliveries succeed

@@ -10,7 +10,10 @@ export const DEFAULTS = Object.freeze({
   queue: 'celery',
   host: '127.0.0.1',
   port: 3000,
+  client: 'celery-ts',
   tokenTtl: 900,
+  sessionTtl: 8 * 3600,
+  authRateLimit: 20,
   pushserverPublicUrl: 'http://127.0.0.1:8000',
   readyTimeoutMs: 3000,
   publishTimeoutMs: 3000,
@@ -18,6 +21,9 @@ export const DEFAULTS = Object.freeze({
 });
 
 export class ConfigError extends Error {}
+
+const CLIENTS = ['celery-ts', 'celery-node'];
+const MIN_SECRET_BYTES = 32;
 
 function integer(env, name, fallback, { min = 0, max = Number.MAX_SAFE_INTEGER } = {}) {
   const raw = env[name];
@@ -47,14 +53,29 @@ export function readConfig(env = process.env) {
     // the pushserver: better to stop here than serve a page that never updates.
     throw new ConfigError('PUSHSERVER_SECRET is required (the same secret the pushserver verifies tokens with)');
   }
+  if (Buffer.byteLength(secret, 'utf8') < MIN_SECRET_BYTES) {
+    throw new ConfigError(`PUSHSERVER_SECRET must be at least ${MIN_SECRET_BYTES} bytes (the pushserver refuses shorter ones): \`openssl rand -hex 32\``);
+  }
+  const client = text(env, 'CELERY_NODE_CLIENT', DEFAULTS.client);
+  if (!CLIENTS.includes(client)) {
+    throw new ConfigError(`CELERY_NODE_CLIENT must be one of ${CLIENTS.join(', ')}, got ${JSON.stringify(client)}`);
+  }
+  const ttlLimits = { min: 1, max: 7 * 24 * 3600 };
   return {
+    client,
     brokerUrl: text(env, 'CELERY_BROKER_URL', DEFAULTS.brokerUrl),
     resultBackend: text(env, 'CELERY_RESULT_BACKEND', DEFAULTS.resultBackend),
     queue: text(env, 'CELERY_QUEUE', DEFAULTS.queue),
     host: text(env, 'HOST', DEFAULTS.host),
     port: integer(env, 'PORT', DEFAULTS.port, { max: 65535 }),
     secret,
-    tokenTtl: integer(env, 'TOKEN_TTL', DEFAULTS.tokenTtl, { min: 1, max: 7 * 24 * 3600 }),
+    // TOKEN_TTL is the older name of TOKEN_TTL_SECONDS.
+    tokenTtl: integer(env, 'TOKEN_TTL_SECONDS', integer(env, 'TOKEN_TTL', DEFAULTS.tokenTtl, ttlLimits), ttlLimits),
+    sessionTtl: integer(env, 'SESSION_TTL_SECONDS', DEFAULTS.sessionTtl, ttlLimits),
+    // Register/login calls per client address per minute.
+    authRateLimit: integer(env, 'AUTH_RATE_LIMIT', DEFAULTS.authRateLimit, { min: 1 }),
+    // Set COOKIE_SECURE=1 behind HTTPS so the session cookie never travels in clear.
+    secureCookie: text(env, 'COOKIE_SECURE', '0') === '1',
     pushserverPublicUrl: text(env, 'PUSHSERVER_PUBLIC_URL', DEFAULTS.pushserverPublicUrl),
     readyTimeoutMs: integer(env, 'CELERY_READY_TIMEOUT_MS', DEFAULTS.readyTimeoutMs, { min: 1 }),
     publishTimeoutMs: integer(env, 'CELERY_PUBLISH_TIMEOUT_MS', DEFAULTS.publishTimeoutMs, { min: 1 }),

@@ -2,12 +2,13 @@
 import { once } from 'node:events';
 import { pathToFileURL } from 'node:url';
 import { ConfigError, readConfig } from './config.js';
-import { CeleryDispatcher } from './dispatcher.js';
+import { createDispatcher } from '@celery-pushserver/node';
 import { createApp } from './app.js';
 
 /**
- * A dependency's stray promise (celery-node's own sendTask does this) must
- * not take the whole web server down: log it and keep serving.
+ * A last line of defence: @celery-pushserver/node guards both Celery
+ * clients' stray promises, but if anything still slips through, log it loudly
+ * and keep serving rather than drop every open request.
  */
 export function installProcessGuards(logger = console) {
   process.on('unhandledRejection', (reason) => {
@@ -17,15 +18,21 @@ export function installProcessGuards(logger = console) {
 
 export async function start({ env = process.env, logger = console } = {}) {
   const config = readConfig(env);
-  const dispatcher = new CeleryDispatcher({ ...config, queue: config.queue, logger });
-  // Connect at start-up so the first request does not pay for it; an
-  // unreachable broker is only logged here, requests then get 503s.
-  dispatcher.clientFor(config.queue);
+  // Connects at once; an unreachable broker is only logged, requests then get 503s.
+  const dispatcher = await createDispatcher({
+    brokerUrl: config.brokerUrl,
+    backendUrl: config.resultBackend,
+    client: config.client,
+    queue: config.queue,
+    readyTimeoutMs: config.readyTimeoutMs,
+    publishTimeoutMs: config.publishTimeoutMs,
+    logger,
+  });
   const app = createApp({ config, dispatcher, logger });
   const server = app.listen(config.port, config.host);
   await once(server, 'listening');
   const { address, port } = server.address();
-  logger.info(`[dispatch] listening on http://${address}:${port} (queue ${config.queue}, pushserver ${config.pushserverPublicUrl})`);
+  logger.info(`[dispatch] listening on http://${address}:${port} (${config.client}, queue ${config.queue}, pushserver ${config.pushserverPublicUrl})`);
 
   const stop = async () => {
     server.close();

@@ -13,6 +13,7 @@ const MAX_WEBHOOK_URLS = 20;
 const MAX_URL_LENGTH = 2048;
 const MAX_DEMO_STEPS = 1000;
 const MAX_MESSAGE_LENGTH = 500;
+const MAX_TASK_SECONDS = 600; // the workers refuse longer demo tasks too
 const EMAIL_RE = /^[^@\s<>"',;]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/;
 
 function describe(value) {
@@ -148,6 +149,9 @@ export const TASKS = Object.freeze({
       onlyKeys(body, ['steps', 'delay']);
       const steps = requireNumber(body, 'steps', { min: 0, max: MAX_DEMO_STEPS, integer: true });
       const delay = requireNumber(body, 'delay', { min: 0, max: MAX_STEPS_DELAY });
+      if (steps * delay > MAX_TASK_SECONDS) {
+        throw new ValidationError(`'steps' × 'delay' must be at most ${MAX_TASK_SECONDS} seconds, got ${steps * delay}`);
+      }
       return { args: [steps, delay], kwargs: {} };
     },
   },

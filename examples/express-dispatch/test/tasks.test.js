@@ -2,7 +2,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildTaskCall, TASKS, ValidationError } from '../src/tasks.js';
-import { mintToken, verifyToken } from '../src/tokens.js';
 import { ConfigError, readConfig } from '../src/config.js';
 
 const rejects = (name, body, pattern) => assert.throws(() => buildTaskCall(name, body), (err) => {
@@ -63,6 +62,11 @@ test('webhooks takes 1..20 http(s) URLs and an optional object payload', () => {
   rejects('webhooks', { urls: ['https://example.com'], payload: [1] }, /'payload' must be a JSON object/);
 });
 
+test('demo-progress is bounded in total duration', () => {
+  rejects('demo-progress', { steps: 1000, delay: 1 }, /at most 600 seconds, got 1000/);
+  assert.deepEqual(buildTaskCall('demo-progress', { steps: 10, delay: 60 }).args, [10, 60]);
+});
+
 test('demo-progress and fail', () => {
   assert.deepEqual(buildTaskCall('demo-progress', { steps: 3, delay: 0.1 }).args, [3, 0.1]);
   rejects('demo-progress', { steps: 3 }, /'delay' must be a number/);
@@ -75,31 +79,30 @@ test('a body that is not an object is refused', () => {
   rejects('predict', null, /got null/);
 });
 
-test('tokens carry tasks, sub and a short exp, HS256', () => {
-  const token = mintToken('s3cret', ['t-1'], { ttlSeconds: 60, sub: 'alice' });
-  const [header] = token.split('.');
-  assert.equal(JSON.parse(Buffer.from(header, 'base64url')).alg, 'HS256');
-  const claims = verifyToken('s3cret', token);
-  assert.deepEqual(claims.tasks, ['t-1']);
-  assert.equal(claims.sub, 'alice');
-  assert.equal(claims.exp - claims.iat, 60);
-  assert.throws(() => verifyToken('other', token), /invalid signature/);
-  assert.equal(verifyToken('s3cret', mintToken('s3cret', ['t'])).sub, undefined);
-});
-
-test('config: secret required, defaults from DESIGN.md, bad numbers named', () => {
+test('config: secret required and >= 32 bytes, defaults, bad values named', () => {
+  const secret = 'a'.repeat(64);
   assert.throws(() => readConfig({}), (err) => err instanceof ConfigError && /PUSHSERVER_SECRET/.test(err.message));
-  const config = readConfig({ PUSHSERVER_SECRET: 'x' });
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: 'change-me' }), /at least 32 bytes/);
+  const config = readConfig({ PUSHSERVER_SECRET: secret });
   assert.equal(config.brokerUrl, 'redis://127.0.0.1:6379/0');
   assert.equal(config.resultBackend, 'redis://127.0.0.1:6379/1');
   assert.equal(config.port, 3000);
   assert.equal(config.host, '127.0.0.1');
   assert.equal(config.queue, 'celery');
+  assert.equal(config.client, 'celery-ts', "the article's client is the default");
   assert.equal(config.tokenTtl, 900);
+  assert.equal(config.sessionTtl, 8 * 3600);
+  assert.equal(config.authRateLimit, 20);
+  assert.equal(config.secureCookie, false);
   assert.equal(config.pushserverPublicUrl, 'http://127.0.0.1:8000');
-  assert.throws(() => readConfig({ PUSHSERVER_SECRET: 'x', PORT: 'abc' }), /PORT must be an integer/);
+  assert.equal(readConfig({ PUSHSERVER_SECRET: secret, CELERY_NODE_CLIENT: 'celery-node' }).client, 'celery-node');
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, CELERY_NODE_CLIENT: 'node-celery-ts' }), /CELERY_NODE_CLIENT must be one of celery-ts, celery-node/);
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, PORT: 'abc' }), /PORT must be an integer/);
   // During a rotation the server accepts "new,old"; tokens are signed with the first.
-  assert.equal(readConfig({ PUSHSERVER_SECRET: 'new-secret, old-secret' }).secret, 'new-secret');
+  assert.equal(readConfig({ PUSHSERVER_SECRET: `${secret}, ${'b'.repeat(64)}` }).secret, secret);
   assert.throws(() => readConfig({ PUSHSERVER_SECRET: ' , ' }), /PUSHSERVER_SECRET/);
-  assert.throws(() => readConfig({ PUSHSERVER_SECRET: 'x', TOKEN_TTL: '0' }), /TOKEN_TTL/);
+  assert.equal(readConfig({ PUSHSERVER_SECRET: secret, TOKEN_TTL_SECONDS: '5' }).tokenTtl, 5);
+  assert.equal(readConfig({ PUSHSERVER_SECRET: secret, TOKEN_TTL: '7' }).tokenTtl, 7, 'the older name still works');
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, TOKEN_TTL_SECONDS: '0' }), /TOKEN_TTL_SECONDS/);
+  assert.equal(readConfig({ PUSHSERVER_SECRET: secret, COOKIE_SECURE: '1' }).secureCookie, true);
 });

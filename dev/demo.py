@@ -1,4 +1,4 @@
-"""``pushserver demo``: start a local stack and watch real tasks' progress pushed to a terminal client.
+"""``make demo`` (``python -m dev.demo``): start a local stack and watch real tasks' progress pushed to a terminal.
 
 It starts Redis (only if none answers at the broker URL), a Celery worker and
 ``pushserver serve``, then dispatches the example tasks the way a web backend
@@ -21,17 +21,28 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import click
 import socketio
 from celery import Celery
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from .auth import mint_token
-from .devstack import (ROOT, Proc, free_port, http_status, redis_ping, start_mongo, start_pushserver,
-                       start_redis, start_worker, wait_until)
-from .state import READY_STATES
-
-BIN_DIR = Path(sys.executable).parent
+from dev.stack import (
+    BIN,
+    ROOT,
+    Proc,
+    free_port,
+    http_status,
+    redis_ping,
+    start_mongo,
+    start_pushserver,
+    start_redis,
+    start_worker,
+    wait_until,
+)
+from pushserver.auth import mint_token
+from pushserver.config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, check_url
+from pushserver.state import READY_STATES
 
 STATE_STYLE = {
     "SUCCESS": "bold green", "FAILURE": "bold red", "REVOKED": "red", "RETRY": "yellow",
@@ -99,11 +110,14 @@ class Demo:
             mongo, self.mongo_url = start_mongo(self.log_dir)
             self.procs.append(mongo)
             say(f"started nx-27017 (MongoDB wire protocol) at {self.mongo_url} [dim](pid {mongo.pid})[/]")
+        # The page's webhook demo posts to the local Express app's sink, on loopback,
+        # which the webhook task refuses unless the network is allowed explicitly.
         worker = start_worker("demo-worker", self.broker, self.backend, self.log_dir,
-                              concurrency=4, log_level="warning")
+                              concurrency=4, log_level="warning",
+                              extra_env={"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"})
         self.procs.append(worker)
         say(f"started a Celery worker [dim](pid {worker.pid}, events on: -E)[/]")
-        beat = Proc("beat", [str(BIN_DIR / "celery"), "-A", "workers", "beat", "-l", "warning",
+        beat = Proc("beat", [str(BIN / "celery"), "-A", "workers", "beat", "-l", "warning",
                              "-s", str(self.log_dir / "beat-schedule")], self.log_dir,
                     env={"CELERY_BROKER_URL": self.broker, "CELERY_RESULT_BACKEND": self.backend,
                          "NIGHTLY_REPORT_EVERY": "300", "REPORTS_DIR": str(self.log_dir / "reports")})
@@ -114,9 +128,8 @@ class Demo:
         web_origins = f"http://127.0.0.1:{self.web_port},http://localhost:{self.web_port}"
         server, self.url = start_pushserver(
             "pushserver", self.broker, self.backend, self.log_dir, secret=self.secret, port=self.port,
-            log_level="INFO", extra=["--mongo", self.mongo_url, "--cors", web_origins])
+            log_level="INFO", extra=["--mongo", self.mongo_url, "--cors", web_origins], ready=30)
         self.procs.append(server)
-        wait_until(lambda: http_status(self.url + "/readyz") == 200, 30, "pushserver to be ready")
         say(f"started pushserver at [bold]{self.url}[/] [dim](pid {server.pid})[/]")
         self._start_web(say)
         say(f"[dim]logs in {self.log_dir}[/]")
@@ -250,3 +263,45 @@ def run_demo(broker: str, backend: str, port: int, once: bool, web_port: int = 3
         return 0
     finally:
         demo.stop()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--broker", envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"], default=DEFAULT_BROKER,
+              show_default=True, show_envvar=True, metavar="URL",
+              help="Celery broker (Redis); started here when nothing answers at a loopback address.")
+@click.option("--backend", envvar=["PUSHSERVER_RESULT_BACKEND", "CELERY_RESULT_BACKEND"], default=DEFAULT_BACKEND,
+              show_default=True, show_envvar=True, metavar="URL", help="Celery result backend (Redis).")
+@click.option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, show_envvar=True, type=int,
+              help="Port for the demo's pushserver.")
+@click.option("--web-port", envvar="DEMO_WEB_PORT", default=3000, show_default=True, show_envvar=True, type=int,
+              help="Port for the Express app serving the React page.")
+@click.option("--mongo", envvar="PUSHSERVER_MONGO_URL", show_envvar=True, metavar="URL",
+              help="MongoDB for the event log; unset: the demo starts nx-27017.")
+@click.option("--once", is_flag=True, help="Run one round of tasks, then stop everything and exit.")
+def main(broker: str, backend: str, port: int, web_port: int, mongo: str | None, once: bool) -> None:
+    """Start the whole stack locally and watch tasks pushed live.
+
+    Redis (if none answers at the broker URL), nx-27017 as MongoDB (unless
+    --mongo), a Celery worker, Celery Beat, pushserver, and the Express app
+    serving the React page; then a round of tasks drawn in the terminal.
+    Ctrl-C stops everything it started and nothing else.
+    """
+    for flag, url in (("--broker", broker), ("--backend", backend)):
+        try:
+            check_url(flag, url, {"redis"})
+        except ConfigError as exc:
+            _fail(f"{exc} (the demo runs on Redis)")
+    try:
+        sys.exit(run_demo(broker, backend, port, once, web_port, mongo or None))
+    except RuntimeError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> None:
+    """One clear line on stderr, exit code 2 (as ``pushserver`` does for a configuration error)."""
+    click.echo(f"demo: error: {message}", err=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

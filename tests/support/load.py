@@ -18,19 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pushserver.devstack import ROOT
+from bench import stream as bench_stream
+from dev.stack import ROOT
 
-BENCH = ROOT / "bench"
 #: sent, received, started, 3 x progress, succeeded
 EVENTS_PER_TASK = 7
-
-
-def _bench_stream() -> Any:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    import stream  # bench/stream.py
-
-    return stream
 
 
 @dataclass
@@ -44,10 +36,9 @@ class RecordedStream:
 def record_stream(broker_url: str, events: int, path: Path, shape: str = "unbatched",
                   concurrency: int = 64, seed: int = 7) -> RecordedStream:
     """Record about ``events`` task events (whole lifecycles) for ``broker_url``'s event channel."""
-    stream = _bench_stream()
     n_tasks = max(1, events // EVENTS_PER_TASK)
-    specs = list(stream.lifecycles(n_tasks, progress_steps=3, concurrency=concurrency, seed=seed))
-    recorded = stream.record(specs, broker_url, shape)
+    specs = list(bench_stream.lifecycles(n_tasks, progress_steps=3, concurrency=concurrency, seed=seed))
+    recorded = bench_stream.record(specs, broker_url, shape)
     recorded.save(path)
     task_ids = [fields["uuid"] for _, kind, fields in specs if kind == "task-sent"]
     return RecordedStream(path, recorded.events, len(recorded.messages), task_ids)
@@ -58,14 +49,14 @@ class Publisher:
 
     def __init__(self, broker_url: str, stream: RecordedStream, log_dir: Path, *, rate: float = 0.0,
                  max_backlog: int = 0) -> None:
-        args = [sys.executable, str(BENCH / "publish.py"), "--redis", broker_url, "--stream", str(stream.path)]
+        args = [sys.executable, "-m", "bench.publish", "--redis", broker_url, "--stream", str(stream.path)]
         if rate:
             args += ["--rate", str(rate)]
         if max_backlog:
             args += ["--max-backlog", str(max_backlog)]
         self._stderr = open(log_dir / f"publisher-{os.getpid()}-{id(self)}.log", "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True, start_new_session=True)
+                                     stderr=self._stderr, text=True, start_new_session=True, cwd=ROOT)
         line = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
         if line != "READY":
             self.stop()

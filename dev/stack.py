@@ -1,4 +1,4 @@
-"""A local stack of real processes (Redis, Celery workers, pushserver), for ``pushserver demo`` and the tests.
+"""A local stack of real processes (Redis, Celery workers, pushserver, nx-27017), for the demo, tests and benchmarks.
 
 Every process is started in its own session and stopped by its PID (process
 group), so stopping the stack never touches anything it did not start.
@@ -6,6 +6,7 @@ group), so stopping the stack never touches anything it did not start.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -106,11 +107,12 @@ def redis_ping(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def start_worker(name: str, broker: str, backend: str, log_dir: Path, *, pool: str = "threads",
-                 concurrency: int = 4, queues: str = "celery", log_level: str = "info") -> Proc:
+                 concurrency: int = 4, queues: str = "celery", log_level: str = "info",
+                 extra_env: dict[str, str] | None = None) -> Proc:
     """``celery -A workers worker -E`` with the given pool, consuming ``queues``."""
     env = {"CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": backend,
            "OUTBOX_DIR": str(log_dir / "outbox"), "MEDIA_DIR": str(log_dir / "media"),
-           "REPORTS_DIR": str(log_dir / "reports")}
+           "REPORTS_DIR": str(log_dir / "reports"), **(extra_env or {})}
     return Proc(name, [str(BIN / "celery"), "-A", "workers", "worker", "-E", "-P", pool,
                        "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h",
                        "--without-mingle", "--without-gossip", "-l", log_level], log_dir, env)
@@ -118,8 +120,11 @@ def start_worker(name: str, broker: str, backend: str, log_dir: Path, *, pool: s
 
 def start_pushserver(name: str, broker: str, backend: str, log_dir: Path, *, secret: str | None,
                      extra: list[str] | None = None, port: int | None = None,
-                     log_level: str = "DEBUG") -> tuple[Proc, str]:
-    """``pushserver serve`` on a free port; returns the process and its base URL once /healthz answers."""
+                     log_level: str = "DEBUG", ready: float = 0.0) -> tuple[Proc, str]:
+    """``pushserver serve`` on a free port; returns the process and its base URL once /healthz answers.
+
+    With ``ready`` (seconds), also wait that long for /readyz to answer 200 (the receiver connected).
+    """
     port = port or free_port()
     args = [str(BIN / "pushserver"), "serve", "--broker", broker, "--backend", backend,
             "--port", str(port), "--log-level", log_level]
@@ -127,11 +132,29 @@ def start_pushserver(name: str, broker: str, backend: str, log_dir: Path, *, sec
     proc = Proc(name, args + (extra or []), log_dir,
                 env={"PUSHSERVER_SECRET": "", "PUSHSERVER_MONGO_URL": ""})
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_status(url + "/healthz") == 200 or not proc.alive(), 20,
-               f"{name} to answer /healthz")
-    if not proc.alive():
-        raise RuntimeError(f"{name} exited early:\n{proc.log()}")
+    try:
+        wait_until(lambda: http_status(url + "/healthz") == 200 or not proc.alive(), 20,
+                   f"{name} to answer /healthz")
+        if not proc.alive():
+            raise RuntimeError(f"{name} exited early:\n{proc.log()}")
+        if ready:
+            wait_until(lambda: is_ready(url) or not proc.alive(), ready, f"{name} /readyz")
+            if not proc.alive():
+                raise RuntimeError(f"{name} exited before it was ready:\n{proc.log()}")
+    except BaseException:
+        proc.stop()  # a server that never became usable is not left running
+        raise
     return proc, url
+
+
+def is_ready(url: str) -> bool:
+    """Whether the server at ``url`` answers /readyz with 200 (its receiver is connected to the broker)."""
+    return http_status(url + "/readyz") == 200
+
+
+def readyz(url: str) -> dict[str, Any]:
+    """The JSON a server's /readyz answers (whatever its status)."""
+    return json.loads(http_get(url + "/readyz")[1])
 
 
 def http_status(url: str, headers: dict[str, str] | None = None) -> int | None:
@@ -154,16 +177,26 @@ def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, byte
         return exc.code, exc.read()
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (Linux /proc), 0 when it is gone."""
+def proc_status(pid: int, key: str) -> int:
+    """A number from a process's Linux /proc status (``VmRSS``, ``Threads``, ...), 0 when it is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc), 0 when it is gone."""
+    return proc_status(pid, "VmRSS") * 1024
+
+
+def thread_count(pid: int) -> int:
+    """Threads of a process (Linux /proc), 0 when it is gone."""
+    return proc_status(pid, "Threads")
 
 
 def start_mongo(log_dir: Path, port: int | None = None) -> tuple[Proc, str]:

@@ -1,0 +1,46 @@
+"""What the fault scenarios share: sizes from the environment, an all-tasks token, counting deliveries, async waits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Callable
+
+from pushserver.auth import mint_token
+from tests.support.clients import Watcher
+from tests.support.stack import SECRET
+
+
+def env_number(name: str, default: float) -> float:
+    """A positive number from the environment (a scenario's size or duration)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {raw!r}")
+    return value
+
+
+def token(*task_ids: str) -> str:
+    """A token the suites' servers accept for ``task_ids`` (every task when none), valid for an hour."""
+    return mint_token(SECRET, task_ids or ("*",), ttl=3600)
+
+
+def delivered(watchers: list[Watcher], task_ids: list[str], state: str = "SUCCESS") -> int:
+    """How many (client, task) pairs have seen ``state``."""
+    return sum(1 for w in watchers for t in task_ids
+               if any(u["state"] == state for u in w.updates.get(t, [])))
+
+
+async def until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
+    """``wait_until`` for async tests: polls without blocking the clients on the event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
