@@ -24,10 +24,12 @@ system-deps:
 	  echo "installing redis-server (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-## The Node examples the demo serves: Express (on the built @celery-pushserver/node) and the built React page (skipped without npm).
+## The Node examples the demo serves: Express and the built React page (skipped without npm).
+## They install the packages of clients/js, which are built first.
 examples-build:
 	@if command -v npm >/dev/null; then \
-	  (cd clients/js && [ -f node/dist/index.js ] || { npm ci --no-audit --no-fund --loglevel=error && npm run build --silent --workspaces --if-present; }) && \
+	  (cd clients/js && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && \
+	    for pkg in client react node; do [ ! -f $$pkg/package.json ] || [ -f $$pkg/dist/index.js ] || (cd $$pkg && npm run build --silent) || exit 1; done) && \
 	  (cd examples/react-client && [ -f dist/index.html ] || { npm ci --no-audit --no-fund --loglevel=error && npm run build --silent; }) && \
 	  (cd examples/express-dispatch && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error --omit=dev); \
 	else echo "npm not found: the demo runs without the web page"; fi

@@ -1,19 +1,18 @@
 # The Express dispatch app, serving the production build of the React client.
 
-# Stage 0: the npm packages in clients/js, built, then pruned to production dependencies.
+# Stage 0: the @celery-pushserver packages (the clients/js npm workspace), built.
 FROM node:22-bookworm-slim AS packages
 WORKDIR /src/clients/js
-COPY clients/js/package.json clients/js/package-lock.json clients/js/tsconfig.base.json ./
-COPY clients/js/node/package.json ./node/
-RUN npm ci --no-audit --no-fund
-COPY clients/js/node/tsconfig.json ./node/
-COPY clients/js/node/src ./node/src
-RUN npm run build -w node && npm prune --omit=dev --no-audit --no-fund
+COPY clients/js/ ./
+RUN npm ci --no-audit --no-fund && npm run build --workspaces && npm prune --omit=dev --no-audit --no-fund
 
-# Stage 1: build the React client (Vite) into examples/react-client/dist.
+# Stage 1: build the React client (Vite) into examples/react-client/dist. It
+# installs @celery-pushserver/client and /react from ../../clients/js, packed
+# like registry packages (.npmrc: install-links=true).
 FROM node:22-bookworm-slim AS client
+COPY --from=packages /src/clients/js /src/clients/js
 WORKDIR /src/examples/react-client
-COPY examples/react-client/package.json examples/react-client/package-lock.json ./
+COPY examples/react-client/package.json examples/react-client/package-lock.json examples/react-client/.npmrc ./
 RUN npm ci --no-audit --no-fund
 COPY examples/react-client/index.html examples/react-client/vite.config.js ./
 COPY examples/react-client/public ./public

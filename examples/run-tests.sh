@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Install, build and test the npm packages in clients/js (vitest unit tests in
-# each; node --test integration of @celery-pushserver/node against Redis, a
-# Celery worker and pushserver) and the Node examples: the React client
-# (vitest), the Express dispatch app (node --test against Redis + a Celery
-# worker) and the browser end-to-end test (node --test + playwright-core +
-# Debian's Chromium).
+# Install, build and test the JavaScript packages and the Node examples: the
+# packages in clients/js (@celery-pushserver/client, /react, /node: vitest unit
+# tests, and the client's integration tests against a real pushserver), the
+# React client (vitest), the Express dispatch app (node --test against Redis +
+# a Celery worker) and the browser end-to-end test (node --test +
+# playwright-core + Debian's Chromium).
 #
 # Works on a fresh clone: installs with `npm ci` from the committed lockfiles,
-# builds the packages and the React app, and installs chromium / redis-server with apt when
+# builds the packages (the examples install them from clients/js, as a user
+# would) and the React app, and installs chromium / redis-server with apt when
 # missing (run as root). Needs the Python venv at ../.venv (`make` creates it).
 # Every suite runs even when an earlier one fails; the exit code is non-zero
 # if any install, build or test failed.
@@ -15,7 +16,6 @@ set -uo pipefail
 
 EXAMPLES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$EXAMPLES")"
-PACKAGES="$REPO/clients/js"
 REPORTS="$(mktemp -d "${TMPDIR:-/tmp}/examples-tests.XXXXXX")"
 trap 'rm -rf "$REPORTS"' EXIT
 
@@ -67,11 +67,22 @@ for tool in celery pushserver; do
 done
 
 # --- install and build ----------------------------------------------------
-# The examples depend on the packages through file: links, so build these first.
-step "npm ci in clients/js (workspace)"
-(cd "$PACKAGES" && npm ci --no-progress) || fail "npm ci failed in clients/js"
-step "build the packages"
-(cd "$PACKAGES" && npm run build --workspaces --if-present) || fail "building the packages failed"
+CLIENTS="$REPO/clients/js"
+PACKAGES=()
+for pkg in client react node; do
+  [ -f "$CLIENTS/$pkg/package.json" ] && PACKAGES+=("$pkg")
+done
+
+step "npm ci in clients/js (workspace: ${PACKAGES[*]})"
+(cd "$CLIENTS" && npm ci --no-progress) || fail "npm ci failed in clients/js"
+for pkg in "${PACKAGES[@]}"; do
+  step "build clients/js/$pkg"
+  (cd "$CLIENTS/$pkg" && npm run build) || fail "build failed in clients/js/$pkg"
+  if (cd "$CLIENTS/$pkg" && npm pkg get scripts.typecheck | grep -q tsc); then
+    step "typecheck clients/js/$pkg (sources and tests)"
+    (cd "$CLIENTS/$pkg" && npm run typecheck) || fail "typecheck failed in clients/js/$pkg"
+  fi
+done
 
 for pkg in react-client express-dispatch e2e; do
   step "npm ci in examples/$pkg"
@@ -101,27 +112,28 @@ run_node_suite() { # run_node_suite NAME DIR GLOB
   record "$name" "$passed" "$failed" "$code"
 }
 
-run_vitest_suite() { # run_vitest_suite NAME DIR
-  local name=$1 dir=$2 code
+run_vitest() { # run_vitest NAME DIR [VITEST ARGS...]
+  local name=$1 dir=$2 code passed failed
+  shift 2
   step "$name (vitest)"
-  (cd "$dir" && npx --no-install vitest run \
-      --reporter=default --reporter=json --outputFile.json="$REPORTS/$name.vitest.json")
+  (cd "$dir" && npx --no-install vitest run "$@" \
+      --reporter=default --reporter=json --outputFile.json="$REPORTS/${name//[^A-Za-z0-9]/_}.json")
   code=$?
   read -r passed failed < <(node -e '
     try {
       const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
       console.log(r.numPassedTests, r.numFailedTests);
-    } catch { console.log(0, 0); }' "$REPORTS/$name.vitest.json")
+    } catch { console.log(0, 0); }' "$REPORTS/${name//[^A-Za-z0-9]/_}.json")
   record "$name" "$passed" "$failed" "$code"
 }
 
-for pkg_dir in "$PACKAGES"/*/; do
-  [ -f "$pkg_dir/package.json" ] || continue
-  run_vitest_suite "js-$(basename "$pkg_dir")" "$pkg_dir"
+for pkg in "${PACKAGES[@]}"; do
+  # A package without tests yet is reported, not counted as passing.
+  if [ -d "$CLIENTS/$pkg/test" ]; then run_vitest "clients/js/$pkg" "$CLIENTS/$pkg"; else echo "WARNING: clients/js/$pkg has no test/ folder" >&2; fi
 done
-run_node_suite js-node-integration "$PACKAGES/node" 'test/integration/*.test.mjs'
-
-run_vitest_suite react-client "$EXAMPLES/react-client"
+run_vitest "clients/js/client integration" "$CLIENTS/client" --config vitest.integration.config.ts
+run_node_suite js-node-integration "$CLIENTS/node" 'test/integration/*.test.mjs'
+run_vitest react-client "$EXAMPLES/react-client"
 
 run_node_suite express-dispatch "$EXAMPLES/express-dispatch" 'test/*.test.js'
 run_node_suite e2e "$EXAMPLES/e2e" 'tests/*.test.js'

@@ -14,6 +14,7 @@ import json
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path

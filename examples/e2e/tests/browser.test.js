@@ -1,7 +1,13 @@
 // End to end in a real browser: Debian's Chromium (via playwright-core) on the
-// React client served by Express, live updates from a real pushserver fed by a
-// real Celery worker through a private Redis. Every process runs on a free
-// loopback port and is stopped by PID when the suite ends.
+// React client (built on @celery-pushserver/react) served by Express, live
+// updates from a real pushserver fed by a real Celery worker through a private
+// Redis. Every process runs on a free loopback port and is stopped by PID when
+// the suite ends.
+//
+// Express mints tokens that live TOKEN_TTL_SECONDS (a few seconds here) and the
+// pushserver runs with no leeway, so tokens expire in the middle of tasks: the
+// pushserver sends `token_expired`, the page's task client fetches a fresh token
+// from GET /api/tasks/:id/token and subscribes again.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -23,11 +29,15 @@ const CHROMIUM_ARGS = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync',
 ];
-const SECRET = randomBytes(16).toString('hex');
+const SECRET = randomBytes(32).toString('hex');
+const TOKEN_TTL_SECONDS = 4;
+const USER = { username: `e2e-${randomBytes(3).toString('hex')}`, password: randomBytes(12).toString('hex') };
 
 let redis; let worker; let pushserver; let express; let context; let page; let userDataDir;
 const websockets = [];
 const pageErrors = [];
+const tokenRequests = []; // {taskId, status} of GET /api/tasks/:id/token
+const serverErrors = []; // pushserver:error payloads received by the page
 
 function stackOutput() {
   return [worker, pushserver, express].filter(Boolean)
@@ -69,12 +79,16 @@ describe('task console in Chromium', () => {
     const env = { CELERY_BROKER_URL: redis.url(0), CELERY_RESULT_BACKEND: redis.url(1) };
     const expressPort = await freePort();
     [worker, pushserver] = await Promise.all([
-      startWorker({ env }),
-      startPushserver({ env, secret: SECRET, cors: [`http://127.0.0.1:${expressPort}`] }),
+      // The webhook demo posts to Express on loopback, which the task refuses unless allowed.
+      startWorker({ env: { ...env, WEBHOOK_ALLOWED_NETWORKS: '127.0.0.1/32' } }),
+      startPushserver({ env: { ...env, PUSHSERVER_TOKEN_LEEWAY: '0' }, secret: SECRET, cors: [`http://127.0.0.1:${expressPort}`] }),
     ]);
     express = await startExpress({
       port: expressPort,
-      env: { ...env, PUSHSERVER_SECRET: SECRET, PUSHSERVER_PUBLIC_URL: pushserver.url, STATIC_DIR: CLIENT_DIST },
+      env: {
+        ...env, PUSHSERVER_SECRET: SECRET, PUSHSERVER_PUBLIC_URL: pushserver.url, STATIC_DIR: CLIENT_DIST,
+        TOKEN_TTL_SECONDS: String(TOKEN_TTL_SECONDS),
+      },
     });
 
     userDataDir = tempDir('chromium-profile');
@@ -89,9 +103,26 @@ describe('task console in Chromium', () => {
       const entry = { url: ws.url(), closed: false };
       websockets.push(entry);
       ws.on('close', () => { entry.closed = true; });
+      ws.on('framereceived', ({ payload }) => {
+        // Socket.IO event frames: 42["pushserver:error",{...}]
+        const text = String(payload);
+        if (!text.startsWith('42["pushserver:error"')) return;
+        try { serverErrors.push(JSON.parse(text.slice(2))[1]); } catch { /* not JSON */ }
+      });
+    });
+    page.on('response', (res) => {
+      const match = /\/api\/tasks\/([^/]+)\/token$/.exec(new URL(res.url()).pathname);
+      if (match) tokenRequests.push({ taskId: decodeURIComponent(match[1]), status: res.status() });
     });
     page.on('pageerror', (err) => pageErrors.push(err.message));
     await page.goto(express.url);
+    // No session yet: the page asks to sign in. Create the account from the form.
+    await page.getByTestId('sign-in').waitFor({ timeout: 20_000 });
+    await page.getByLabel('Username').fill(USER.username);
+    await page.getByLabel('Password').fill(USER.password);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByTestId('signed-in-as').waitFor({ timeout: 10_000 });
+    assert.equal(await page.getByTestId('signed-in-as').textContent(), USER.username);
     await page.locator('[data-testid="connection"][data-status="connected"]').waitFor({ timeout: 20_000 });
     // Set once: a reload would wipe it, so it proves the page was never reloaded.
     await page.evaluate(() => { window.__loadedOnce = true; });
@@ -158,6 +189,47 @@ describe('task console in Chromium', () => {
     assert.match(await card.getByTestId('result').textContent(), /Image resized/);
   });
 
+  test('a token that expires mid-task is refreshed, and the page still sees every step and SUCCESS', async () => {
+    // 6 steps of 1.2 s: the 4-second token expires around the middle.
+    await page.getByTestId('steps-delay').fill('1.2');
+    const started = Date.now();
+    const { card, id } = await startFromPage('resize-image', 'Resize image');
+    const percents = [];
+    while (Date.now() - started < 40_000) {
+      const [state, value] = await Promise.all([
+        card.getAttribute('data-state'),
+        card.getByRole('progressbar').getAttribute('aria-valuenow').catch(() => null),
+      ]);
+      if (state === 'PROGRESS' && value !== null && percents.at(-1) !== Number(value)) percents.push(Number(value));
+      if (state === 'SUCCESS') break;
+      await sleep(100);
+    }
+    await waitForState(card, 'SUCCESS', 1000);
+    const expired = serverErrors.filter((e) => e?.code === 'token_expired' && e.task_ids?.includes(id));
+    assert.ok(expired.length >= 1, `the pushserver said token_expired for ${id}: ${JSON.stringify(serverErrors)}`);
+    const refreshed = tokenRequests.filter((r) => r.taskId === id);
+    assert.ok(refreshed.length >= 1 && refreshed.every((r) => r.status === 200), `fresh tokens fetched: ${JSON.stringify(refreshed)}`);
+    assert.ok(Date.now() - started > TOKEN_TTL_SECONDS * 1000, 'the task outlived its first token');
+    assert.deepEqual(percents, [...percents].sort((a, b) => a - b), 'progress only moves forward');
+    assert.ok(percents.length >= 3, `saw progress ${JSON.stringify(percents)}`);
+    assert.match(await card.getByTestId('result').textContent(), /Image resized to 640 × 400 px/);
+    assert.equal(await card.locator('.task-card__warning').count(), 0, 'no "live updates stopped" warning');
+  });
+
+  test('another user gets no token for my task (404), and my page is not affected', async () => {
+    const [mine] = await page.locator('[data-testid="task-card"]').evaluateAll((cards) => cards.map((c) => c.dataset.taskId));
+    // A second, independent session through Node's fetch: register, then ask for my task's token.
+    const register = await fetch(`${express.url}/api/register`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: `${USER.username}-b`, password: USER.password }),
+    });
+    assert.equal(register.status, 201);
+    const cookie = register.headers.get('set-cookie').split(';')[0];
+    const res = await fetch(`${express.url}/api/tasks/${mine}/token`, { headers: { cookie } });
+    assert.equal(res.status, 404);
+    assert.equal((await res.json()).error.code, 'not_found');
+  });
+
   test('a failing task shows its error', async () => {
     await page.getByLabel('Error message').fill('Disk quota exceeded on /media');
     const { card } = await startFromPage('fail', 'Run failing task');
@@ -204,6 +276,23 @@ describe('task console in Chromium', () => {
       },
       before, { timeout: 20_000 },
     );
+  });
+
+  test('sign out, then sign in again: the session API works from the form and the list is still there', async () => {
+    const count = await page.locator('[data-testid="task-card"]').count();
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByTestId('sign-in').waitFor({ timeout: 10_000 });
+    const me = await page.evaluate(async () => (await fetch('/api/me')).status);
+    assert.equal(me, 401, 'the session cookie is gone');
+    await page.getByLabel('Username').fill(USER.username);
+    await page.getByLabel('Password').fill('not-the-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: /wrong username or password/ }).waitFor({ timeout: 10_000 });
+    await page.getByLabel('Password').fill(USER.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('signed-in-as').waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('[data-testid="task-card"]').count(), count);
+    await page.locator('[data-testid="connection"][data-status="connected"]').waitFor({ timeout: 20_000 });
   });
 
   test('a screenshot of the finished page is saved', async () => {

@@ -1,7 +1,7 @@
-import { useTaskStatus } from '../useTaskStatus.js';
+import { isTerminal } from '@celery-pushserver/client';
+import { useTaskStatus } from '@celery-pushserver/react';
 import { describeException } from '../pythonLiteral.js';
 import { describeResult, labelFor } from '../taskKinds.js';
-import { isTerminal } from '../taskStore.js';
 import { ProgressBar } from './ProgressBar.jsx';
 import { StateBadge } from './StateBadge.jsx';
 
@@ -65,8 +65,8 @@ function Outcome({ kind, task }) {
 }
 
 /** One task in the activity list, kept live by useTaskStatus. */
-export function TaskCard({ id, token, kind, createdAt, onDismiss, client }) {
-  const { task: known, error } = useTaskStatus(id, token, client ? { client } : undefined);
+export function TaskCard({ id, token, kind, createdAt, onDismiss }) {
+  const { task: known, error } = useTaskStatus(id, { token });
   const task = known ?? { task_id: id, state: 'PENDING', progress: null };
   const done = isTerminal(task.state);
   const meta = [

@@ -1,13 +1,12 @@
-// A stand-in for a socket.io-client Socket: records emits, lets a test play the server.
+// A stand-in for a socket.io-client Socket, passed to createTaskClient({socket}):
+// records emits and lets a test play the server.
 
 export class FakeSocket {
-  constructor(url, options) {
-    this.url = url;
-    this.options = options;
+  constructor() {
     this.connected = false;
+    this.active = true;
     this.handlers = new Map();
     this.emitted = []; // {event, payload, ack}
-    this.connectCalls = 0;
   }
 
   on(event, handler) {
@@ -16,27 +15,28 @@ export class FakeSocket {
     return this;
   }
 
-  off() {
-    this.handlers.clear();
+  off(event, handler) {
+    this.handlers.get(event)?.delete(handler);
     return this;
   }
 
   timeout() {
     // socket.timeout(ms).emit(event, payload, (err, ack) => ...)
-    return { emit: (event, payload, ack) => this.emitted.push({ event, payload, ack: (value) => ack(null, value), timeout: () => ack(new Error('timeout')) }) };
+    return { emit: (event, payload, ack) => this.emitted.push({ event, payload, ack: (value) => ack(null, value) }) };
   }
 
-  emit(event, payload, ack) {
-    this.emitted.push({ event, payload, ack });
+  emit(event, payload) {
+    this.emitted.push({ event, payload, ack: () => {} });
     return this;
   }
 
   connect() {
-    this.connectCalls += 1;
+    return this;
   }
 
   disconnect() {
     this.connected = false;
+    return this;
   }
 
   // --- the server's side ---
@@ -50,27 +50,10 @@ export class FakeSocket {
     this.fire('connect');
   }
 
-  serverDisconnect(reason = 'transport close') {
-    this.connected = false;
-    this.fire('disconnect', reason);
-  }
-
   /** Emits of `event` not yet looked at by takeEmits. */
   takeEmits(event) {
     const taken = this.emitted.filter((e) => e.event === event);
     this.emitted = this.emitted.filter((e) => e.event !== event);
     return taken;
   }
-}
-
-/** An `io()` replacement that hands out FakeSockets and remembers them. */
-export function fakeIo() {
-  const sockets = [];
-  const io = (url, options) => {
-    const socket = new FakeSocket(url, options);
-    sockets.push(socket);
-    return socket;
-  };
-  io.sockets = sockets;
-  return io;
 }
