@@ -18,11 +18,19 @@ $(STAMP): pyproject.toml constraints/celery56.txt
 	$(BIN)/pip install --quiet -c constraints/celery56.txt -e '.[dev,workers]'
 	touch $(STAMP)
 
-## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI).
+## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI):
+## redis-server; redis-sentinel and openssl for the fault suite's Sentinel failover and TLS scenarios;
+## prometheus (with promtool) for deploy/prometheus/ and the observability test.
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 ## The Node examples the demo serves: Express and the built React page (skipped without npm).
 ## They install the packages of clients/js, which are built first.
@@ -77,7 +85,7 @@ test-celery-versions: system-deps $(addsuffix /.installed,$(CELERY_VENVS))
 	  || exit 1; \
 	done
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) system-deps
 	$(BIN)/pytest -p no:cacheprovider tests/unit
 
 test-examples:

@@ -41,7 +41,7 @@ from dev.stack import (
     wait_until,
 )
 from pushserver.auth import mint_token
-from pushserver.config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, check_url
+from pushserver.config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, check_redis_tls, check_url, redact_url
 from pushserver.state import READY_STATES
 
 STATE_STYLE = {
@@ -96,16 +96,17 @@ class Demo:
         say = self.console.print
         parts = urlsplit(self.broker)
         host, port = parts.hostname or "127.0.0.1", parts.port or 6379
-        if redis_ping(port, host):
-            say(f"[dim]using the Redis already running at {host}:{port}[/]")
+        if redis_answers(self.broker):
+            say(f"[dim]using the Redis already running at {host}:{port}"
+                f"{' (TLS)' if parts.scheme == 'rediss' else ''}[/]")
         elif parts.scheme == "redis" and host in ("127.0.0.1", "localhost"):
             redis, _ = start_redis(self.log_dir, port=port)
             self.procs.append(redis)
             say(f"started redis-server on {host}:{port} [dim](pid {redis.pid})[/]")
         else:
-            raise RuntimeError(f"no Redis answers at {host}:{port} (from the broker URL {self.broker})")
+            raise RuntimeError(f"no Redis answers at {host}:{port} (from the broker URL {redact_url(self.broker)})")
         if self.mongo_url:
-            say(f"[dim]event log in the MongoDB at {self.mongo_url}[/]")
+            say(f"[dim]event log in the MongoDB at {redact_url(self.mongo_url)}[/]")
         else:
             mongo, self.mongo_url = start_mongo(self.log_dir)
             self.procs.append(mongo)
@@ -226,6 +227,23 @@ class Demo:
         return finals
 
 
+def redis_answers(url: str) -> bool:
+    """Tell whether the Redis of a redis:// or rediss:// URL answers PING (TLS, certificates and password as the
+    URL says)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    except ValueError:
+        return False
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 def _port_or_free(port: int, say: Any, what: str) -> int:
     """``port`` if nothing listens there, else a free one (said out loud)."""
     if http_status(f"http://127.0.0.1:{port}/") is None and not redis_ping(port):
@@ -288,9 +306,10 @@ def main(broker: str, backend: str, port: int, web_port: int, mongo: str | None,
     """
     for flag, url in (("--broker", broker), ("--backend", backend)):
         try:
-            check_url(flag, url, {"redis"})
+            check_url(flag, url, {"redis", "rediss"})
+            check_redis_tls(flag, url)
         except ConfigError as exc:
-            _fail(f"{exc} (the demo runs on Redis)")
+            _fail(f"{exc} (the demo runs on Redis, with or without TLS)")
     try:
         sys.exit(run_demo(broker, backend, port, once, web_port, mongo or None))
     except RuntimeError as exc:

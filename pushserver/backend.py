@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 from celery import Celery
+from celery.backends.base import BaseKeyValueStoreBackend
 from celery.utils.saferepr import saferepr
 
 from .state import normalize_progress
@@ -98,12 +100,79 @@ def _exception_repr(result: Any) -> str | None:
     return saferepr(result, RESULT_REPR_MAXLEN)
 
 
+#: Keys per batched read: one MGET round trip each.
+MAX_KEYS_PER_READ = 1000
+
+
 class ResultBackend:
     """Reads task states from the Celery result backend without blocking the event loop."""
 
-    def __init__(self, app: Celery, workers: int = 4) -> None:
+    def __init__(self, app: Celery, workers: int = 4, on_read: Callable[[str, int], None] | None = None) -> None:
         self.app = app
+        self.on_read = on_read  # (how, keys): counted per round trip, "batch" or "single"
+        self.failing = False  # the last read failed: logged once per outage, not once per read
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-backend")
+
+    @property
+    def batched(self) -> bool:
+        """True when one round trip reads many tasks (key-value backends: Redis, rediss, Sentinel, memcached)."""
+        return _mget_supported(self.app.backend)
+
+    async def lookup_many(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each task's state as an event, for those the backend knows; one round trip per 1 000 on key-value
+        backends, one per task on the others. A backend outage gives an empty answer, never an error."""
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return {}
+        loop = asyncio.get_running_loop()
+        try:
+            metas = await loop.run_in_executor(self._pool, self._get_metas, ids)
+        except Exception as exc:  # noqa: BLE001 - a backend outage delays reconciliation, never fails it
+            self._failed(exc)
+            return {}
+        self._answered()
+        found: dict[str, dict[str, Any]] = {}
+        for task_id, meta in metas.items():
+            event = meta_to_event(task_id, meta) if meta else None
+            if event is not None:
+                found[task_id] = event
+        return found
+
+    def _get_metas(self, task_ids: list[str]) -> dict[str, Mapping[str, Any] | None]:
+        backend = self.app.backend
+        if not _mget_supported(backend):
+            metas = {}
+            for task_id in task_ids:
+                metas[task_id] = backend.get_task_meta(task_id)
+                self._count("single", 1)
+            return metas
+        found: dict[str, Mapping[str, Any] | None] = {}
+        for start in range(0, len(task_ids), MAX_KEYS_PER_READ):
+            chunk = task_ids[start : start + MAX_KEYS_PER_READ]
+            keys = [backend.get_key_for_task(t) for t in chunk]
+            values = backend.mget(keys)
+            self._count("batch", len(chunk))
+            if hasattr(values, "get"):  # memcached-style clients answer a mapping, Redis a list
+                values = [values.get(key) for key in keys]
+            for task_id, value in zip(chunk, values):
+                found[task_id] = backend.decode_result(value) if value else None
+        return found
+
+    def _failed(self, exc: BaseException) -> None:
+        if not self.failing:
+            self.failing = True
+            log.warning(
+                "result backend unreachable (%s: %s); snapshots and reconciliation wait for it", type(exc).__name__, exc
+            )
+
+    def _answered(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.info("result backend answers again")
+
+    def _count(self, how: str, keys: int) -> None:
+        if self.on_read is not None:
+            self.on_read(how, keys)
 
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
         """The task's state as an event, or None when the backend knows nothing (or cannot be reached)."""
@@ -111,13 +180,20 @@ class ResultBackend:
         try:
             meta = await loop.run_in_executor(self._pool, self._get_meta, task_id)
         except Exception as exc:  # noqa: BLE001 - a backend outage degrades snapshots, never fails them
-            log.warning("result backend lookup failed for a task (%s: %s)", type(exc).__name__, exc)
+            self._failed(exc)
             return None
+        self._answered()
         return meta_to_event(task_id, meta) if meta else None
 
     def _get_meta(self, task_id: str) -> Mapping[str, Any] | None:
         backend = self.app.backend
+        self._count("single", 1)
         return backend.get_task_meta(task_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _mget_supported(backend: Any) -> bool:
+    """Whether the backend implements Celery's ``mget`` (the base class only raises NotImplementedError)."""
+    return isinstance(backend, BaseKeyValueStoreBackend) and type(backend).mget is not BaseKeyValueStoreBackend.mget

@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar, get_type_hints
 import click
 
 from .auth import WILDCARD, mint_token, secret_problem
-from .config import DEFAULT_BROKER, ConfigError, Settings, check_url, option_of, split_list
+from .config import DEFAULT_BROKER, ConfigError, Settings, check_redis_tls, check_url, option_of, split_list
 from .logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,9 +79,8 @@ def broker_options(command: F) -> F:
 @settings_options
 def serve(**options: Any) -> None:
     """Run the push server until SIGTERM or Ctrl-C."""
-    settings = Settings.from_options(options)
     try:
-        settings.validate()
+        settings = Settings.from_options(options).validate()
     except ConfigError as exc:
         fail(str(exc))
     configure_logging(settings.log_level)

@@ -13,10 +13,11 @@ configuration table (a unit test holds the three together).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .auth import MAX_LEEWAY, secret_problem
 from .errors import PushserverError
@@ -27,9 +28,12 @@ DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
 #: Room for a few events of the largest size the event log keeps whole (eventlog.MAX_EVENT_BYTES).
 MIN_EVENT_LOG_QUEUE_BYTES = 4 * 1024 * 1024
 
-BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "memory"}
-BACKEND_SCHEMES = {"redis", "rediss", "rpc", "db", "mongodb", "disabled", "cache", "memory"}
+BROKER_SCHEMES = {"redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "memory"}
+BACKEND_SCHEMES = {"redis", "rediss", "sentinel", "rpc", "db", "mongodb", "disabled", "cache", "memory"}
 BACKLOG_RANGE = (16, 1_000_000)
+RECONCILE_BATCH_RANGE = (1, 10_000)
+#: The values of ``ssl_cert_reqs`` both kombu (broker) and Celery's Redis backend accept.
+SSL_CERT_REQS = {"required", "optional", "none", "CERT_REQUIRED", "CERT_OPTIONAL", "CERT_NONE"}
 
 
 class ConfigError(PushserverError):
@@ -44,6 +48,40 @@ def split_list(value: str | None) -> list[str]:
 def none_if_empty(value: str | None) -> str | None:
     """An environment variable set to the empty string means: not set."""
     return value or None
+
+
+def json_object(value: str | None) -> dict[str, Any]:
+    """A JSON object from a flag or environment variable (unset or blank: ``{}``); ConfigError otherwise."""
+    if value is None or not value.strip():
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise ConfigError(f"not a JSON object ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"not a JSON object (got a {type(parsed).__name__})")
+    return parsed
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs (each ``;``-separated URL)."""
+    return ";".join(_redact_one(part) for part in url.split(";"))
+
+
+def _redact_one(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None and "password=" not in parts.query:
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}"
+    query = "&".join("password=***" if item.startswith("password=") else item for item in parts.query.split("&"))
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 @dataclass(frozen=True)
@@ -93,6 +131,15 @@ class Settings:
     result_backend: str = field(default=DEFAULT_BACKEND, metadata=option(
         "--backend", ("PUSHSERVER_RESULT_BACKEND", "CELERY_RESULT_BACKEND"),
         "Celery result backend, read for snapshots of tasks not in memory.", metavar="URL"))
+    broker_transport_options: dict[str, Any] = field(default_factory=dict, metadata=option(
+        "--broker-transport-options", ("PUSHSERVER_BROKER_TRANSPORT_OPTIONS", "CELERY_BROKER_TRANSPORT_OPTIONS"),
+        "Celery's broker_transport_options as a JSON object, e.g. {\"master_name\": \"mymaster\"} for a"
+        " sentinel:// broker.", metavar="JSON", convert=json_object))
+    backend_transport_options: dict[str, Any] = field(default_factory=dict, metadata=option(
+        "--backend-transport-options",
+        ("PUSHSERVER_BACKEND_TRANSPORT_OPTIONS", "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"),
+        "Celery's result_backend_transport_options as a JSON object, e.g. {\"master_name\": \"mymaster\"} for"
+        " a sentinel:// backend.", metavar="JSON", convert=json_object))
     mongo_url: str | None = field(default=None, metadata=option(
         "--mongo", "PUSHSERVER_MONGO_URL", "MongoDB for the event log (unset: no log).",
         metavar="URL", convert=none_if_empty))
@@ -121,6 +168,10 @@ class Settings:
         metavar="ORIGINS", convert=split_list))
     max_tasks: int = field(default=100_000, metadata=option(
         "--max-tasks", "PUSHSERVER_MAX_TASKS", "Tasks kept in memory; the least recently updated are evicted."))
+    metrics_task_names: int = field(default=200, metadata=option(
+        "--metrics-task-names", "PUSHSERVER_METRICS_TASK_NAMES",
+        "Distinct task names (and worker hostnames) the task-level metrics label; events of any further ones"
+        " are counted under 'other'.", range=(1, 100_000)))
     progress_hz: float = field(default=10.0, metadata=option(
         "--progress-hz", "PUSHSERVER_PROGRESS_HZ",
         "Most progress updates per second sent for one task (the newest wins)."))
@@ -179,6 +230,18 @@ class Settings:
     event_queue_expires: float = field(default=86400.0, metadata=option(
         "--event-queue-expires", "PUSHSERVER_EVENT_QUEUE_EXPIRES",
         "Seconds the --event-queue outlives its last consumer before RabbitMQ deletes it."))
+    reconcile_after: float = field(default=5.0, metadata=option(
+        "--reconcile-after", "PUSHSERVER_RECONCILE_AFTER",
+        "Seconds a watched unfinished task may go without an event before the result backend is read for it"
+        " (again each time its silence doubles); 0 turns this off.", range=(0, 86400)))
+    reconcile_max_interval: float = field(default=60.0, metadata=option(
+        "--reconcile-max-interval", "PUSHSERVER_RECONCILE_MAX_INTERVAL",
+        "Longest wait between two result-backend reads of a quiet task: a finished task whose events were"
+        " lost is delivered within this (plus two seconds).", range=(1, 86400)))
+    reconcile_batch: int = field(default=1000, metadata=option(
+        "--reconcile-batch", "PUSHSERVER_RECONCILE_BATCH",
+        "Most quiet tasks read per second, in one round trip on Redis (MGET); other backends read"
+        " task by task.", range=RECONCILE_BATCH_RANGE))
     receiver: str = field(default="process", metadata=option(
         "--receiver", "PUSHSERVER_RECEIVER",
         "Where Celery's event receiver decodes: a child process (a core of its own; about twice the ingest"
@@ -213,20 +276,31 @@ class Settings:
 
     @classmethod
     def from_options(cls, values: Mapping[str, Any]) -> Settings:
-        """Settings from the flags' values as click parsed them (keyed by ``Option.param``), each converted."""
+        """Settings from the flags' values as click parsed them (keyed by ``Option.param``), each converted
+        (ConfigError for a value that does not convert)."""
         kwargs = {}
         for setting in fields(cls):
             opt = option_of(setting)
             value = values[opt.param]
-            kwargs[setting.name] = opt.convert(value) if opt.convert is not None else value
+            try:
+                kwargs[setting.name] = opt.convert(value) if opt.convert is not None else value
+            except ConfigError as exc:
+                raise ConfigError(f"{opt.flag}: {exc}") from None
         return cls(**kwargs)
 
     def validate(self) -> Settings:
         """Raise ConfigError for the first setting that cannot work; return self otherwise."""
         check_url("--broker", self.broker_url, BROKER_SCHEMES)
         check_url("--backend", self.result_backend, BACKEND_SCHEMES, allow_plus=True)
+        check_redis_tls("--broker", self.broker_url)
+        check_redis_tls("--backend", self.result_backend)
+        check_sentinel("--broker", self.broker_url, self.broker_transport_options, "--broker-transport-options")
+        check_sentinel("--backend", self.result_backend, self.backend_transport_options,
+                       "--backend-transport-options")
         if self.mongo_url:
             check_url("--mongo", self.mongo_url, {"mongodb", "mongodb+srv"})
+        if self.reconcile_after and self.reconcile_max_interval < self.reconcile_after:
+            raise ConfigError("--reconcile-max-interval must be at least --reconcile-after")
         if not self.secrets and not self.insecure:
             raise ConfigError(
                 "no secret: set PUSHSERVER_SECRET (or --secret) to the key Express signs tokens with,"
@@ -247,6 +321,8 @@ class Settings:
             raise ConfigError(f"--port: {self.port} is not a TCP port (0-65535)")
         if self.max_tasks < 1:
             raise ConfigError("--max-tasks must be at least 1")
+        if not 1 <= self.metrics_task_names <= 100_000:
+            raise ConfigError("--metrics-task-names must be 1 to 100000")
         if not self.progress_hz > 0:
             raise ConfigError("--progress-hz must be greater than 0")
         if self.forward_results not in ("repr", "none"):
@@ -282,16 +358,46 @@ class Settings:
 
 
 def check_url(flag: str, url: str, schemes: set[str], allow_plus: bool = False) -> None:
-    """Raise ConfigError unless ``url`` parses and uses one of ``schemes``."""
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a non-numeric port
-    except ValueError as exc:
-        raise ConfigError(f"{flag}: {url!r} is not a valid URL ({exc})") from None
-    scheme = parts.scheme.split("+")[0] if allow_plus else parts.scheme
-    if scheme not in schemes:
-        raise ConfigError(
-            f"{flag}: unsupported URL scheme {parts.scheme!r} in {url!r}"
-            f" (expected one of {', '.join(sorted(schemes))})"
-        )
+    """Raise ConfigError unless ``url`` parses and uses one of ``schemes`` (passwords never in the message).
+
+    A ``sentinel://`` URL may list several sentinels, separated by ``;``, as Celery and kombu take them.
+    """
+    for one in url.split(";") if url.startswith("sentinel://") else [url]:
+        try:
+            parts = urlsplit(one)
+            _ = parts.port  # raises ValueError for a non-numeric port
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {redact_url(one)!r} is not a valid URL ({exc})") from None
+        scheme = parts.scheme.split("+")[0] if allow_plus else parts.scheme
+        if scheme not in schemes:
+            raise ConfigError(
+                f"{flag}: unsupported URL scheme {parts.scheme!r} in {redact_url(one)!r}"
+                f" (expected one of {', '.join(sorted(schemes))})"
+            )
+
+
+def check_redis_tls(flag: str, url: str) -> None:
+    """Refuse a ``rediss://`` URL without ``ssl_cert_reqs``.
+
+    Celery's backend would fail on its first read (and answer PENDING for
+    every finished task), kombu's broker would connect without checking the
+    certificate: neither is what someone writing ``rediss://`` meant.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return
+    reqs = parse_qs(parts.query).get("ssl_cert_reqs")
+    if not reqs:
+        raise ConfigError(f"{flag}: a rediss:// URL needs ssl_cert_reqs: add"
+                          " ?ssl_cert_reqs=required&ssl_ca_certs=/path/to/ca.pem (or ssl_cert_reqs=none"
+                          " to skip certificate verification)")
+    if reqs[-1] not in SSL_CERT_REQS:
+        raise ConfigError(f"{flag}: ssl_cert_reqs={reqs[-1]!r}: use required, optional or none")
+
+
+def check_sentinel(flag: str, url: str, options: Mapping[str, Any], options_flag: str) -> None:
+    """Refuse a ``sentinel://`` URL whose transport options do not name the master."""
+    if url.startswith("sentinel://") and not options.get("master_name"):
+        raise ConfigError(f"{flag}: a sentinel:// URL needs the master's name: pass"
+                          f" {options_flag} '{{\"master_name\": \"mymaster\"}}'")
 

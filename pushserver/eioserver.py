@@ -69,6 +69,7 @@ from .inbound import (
     BINARY_ACK,
     BINARY_EVENT,
     CLIENT_EVENTS,
+    CLIENT_PACKET_TYPES,
     EVENT,
     Inbound,
     PacketHeader,
@@ -95,7 +96,7 @@ class SendQueue:
     ``join`` event are made on first use.
     """
 
-    __slots__ = ("_finished", "_getters", "_items", "_unfinished")
+    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "nbytes")
 
     maxsize = 0
 
@@ -104,6 +105,7 @@ class SendQueue:
         self._getters: list[asyncio.Future[Any]] | None = None
         self._unfinished = 0
         self._finished: asyncio.Event | None = None
+        self.nbytes = 0  # the payload bytes of the packets queued (what a client that stops reading costs)
 
     def qsize(self) -> int:
         return len(self._items)
@@ -116,6 +118,7 @@ class SendQueue:
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
+        self.nbytes += _payload_size(item)
         self._unfinished += 1
         if self._finished is not None:
             self._finished.clear()
@@ -127,7 +130,9 @@ class SendQueue:
     def get_nowait(self) -> Any:
         if not self._items:
             raise asyncio.QueueEmpty
-        return self._items.pop(0)
+        item = self._items.pop(0)
+        self.nbytes -= _payload_size(item)
+        return item
 
     async def get(self) -> Any:
         """The next item, waiting for one."""
@@ -149,7 +154,9 @@ class SendQueue:
                 if self._items and not getter.cancelled():
                     self._wakeup_next()
                 raise
-        return self._items.pop(0)
+        item = self._items.pop(0)
+        self.nbytes -= _payload_size(item)
+        return item
 
     def task_done(self) -> None:
         if self._unfinished <= 0:
@@ -171,6 +178,12 @@ class SendQueue:
             if not getter.done():
                 getter.set_result(None)
                 break
+
+
+def _payload_size(item: Any) -> int:
+    """The size of a queued Engine.IO packet's payload (0 for the end-of-queue None)."""
+    data = getattr(item, "data", None)
+    return len(data) if isinstance(data, (str, bytes)) else 0
 
 
 class AiohttpWebSocket(eio_aiohttp.WebSocket):
@@ -327,14 +340,17 @@ class SocketIOServer(socketio.AsyncServer):
     buffers anything. Extra keyword arguments go to EngineIOServer.
     """
 
-    def __init__(self, *args: Any, inbound: Inbound | None = None,
-                 client_events: frozenset[str] = CLIENT_EVENTS, max_unread: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, inbound: Inbound | None = None, client_events: frozenset[str] = CLIENT_EVENTS,
+                 max_unread: int = 0, max_unread_bytes: int = 0, **kwargs: Any) -> None:
         for problem in unvetted():
             log.warning("%s: pushserver relies on its internals (pushserver/dependencies.py)", problem)
         super().__init__(*args, **kwargs)
         self.inbound = inbound
         self.client_events = client_events
-        self.max_unread = max_unread  # packets queued unread after which a client is dropped (0: no limit)
+        # Packets, and payload bytes, queued unread after which a client that sends more is dropped
+        # (0: no limit); the bytes are known with the lean send queue only.
+        self.max_unread = max_unread
+        self.max_unread_bytes = max_unread_bytes
         self._frame_size = 0  # the size of the packet being dispatched (dispatch is sequential)
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
@@ -373,12 +389,14 @@ class SocketIOServer(socketio.AsyncServer):
                 await self._refuse(eio_sid, header, "too_many",
                                    f"rate limit: at most {inbound.rate:g} messages a second")
             return
-        if self.max_unread:
+        if self.max_unread or self.max_unread_bytes:
             queue = self.eio.send_queue(eio_sid)
-            if queue is not None and queue.qsize() >= self.max_unread:
+            if queue is not None and (self.max_unread and queue.qsize() >= self.max_unread or self.max_unread_bytes
+                                      and queue.nbytes >= self.max_unread_bytes):
                 inbound.on_refused("unread")
                 await self.drop_session(eio_sid, "slow_consumer", "disconnected: more than"
-                                        f" {self.max_unread} messages were waiting to be read")
+                                        f" {self.max_unread} messages or {self.max_unread_bytes} bytes were"
+                                        " waiting to be read")
                 return
         if header is None or header.kind in (BINARY_EVENT, BINARY_ACK):
             # Binary frames are attachments; binary packets announce them. Neither is
@@ -387,6 +405,11 @@ class SocketIOServer(socketio.AsyncServer):
             if header is not None and header.kind == BINARY_EVENT and header.ack_id is not None:
                 await self._refuse(eio_sid, header, "bad_request",
                                    "binary data is not accepted: this protocol is JSON text only")
+            return
+        if header.kind not in CLIENT_PACKET_TYPES:
+            # CONNECT_ERROR or no Socket.IO type at all: python-socketio would raise (a
+            # traceback per packet); nothing to answer.
+            inbound.on_refused("malformed")
             return
         self._frame_size = len(text or "")
         await super()._handle_eio_message(eio_sid, data)
@@ -455,6 +478,9 @@ class SocketIOServer(socketio.AsyncServer):
                 sio_packet.EVENT, namespace="/", data=[ERROR_EVENT, {"code": code, "message": message}]))
         sock.queue.put_nowait(None)  # the writer sends what is queued, then closes the transport
         await sock.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+        # As engineio's own disconnect(): a closed session left in the table answers the next
+        # long-polling request with an error (HTTP 500) instead of "invalid session" (HTTP 400).
+        self.eio.sockets.pop(eio_sid, None)
 
 
 #: Running client-event handlers (asyncio keeps only weak references to tasks).

@@ -19,7 +19,9 @@ python-socketio decodes or buffers it:
 - **bytes in flight**: the client messages whose handlers are still running
   (each counted at its size plus ``HANDLER_OVERHEAD``) may not exceed
   ``--max-connection-bytes`` per connection;
-- **event names**: only ``CLIENT_EVENTS`` reach a handler (see SocketIOServer).
+- **event names**: only ``CLIENT_EVENTS`` reach a handler (see SocketIOServer);
+- **packet types**: a text packet that is no Socket.IO type a client sends
+  (CONNECT_ERROR, or no type at all) is dropped, counted as ``malformed``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ HANDLER_OVERHEAD = 1024
 
 # Socket.IO v5 packet types (socketio.packet), as the first character of a text packet.
 CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = "0123456"
+#: The packet types a client may send as text (CONNECT_ERROR is the server's; binary ones are refused).
+CLIENT_PACKET_TYPES = frozenset({CONNECT, DISCONNECT, EVENT, ACK})
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def peek_packet(data: str) -> PacketHeader:
     return PacketHeader(kind, namespace, ack_id)
 
 
-@dataclass
+@dataclass(slots=True)
 class Allowance:
     """One connection's state: its rate bucket, its recent over-limit packets, and its bytes in flight."""
 

@@ -47,6 +47,8 @@ class Ingest:
             self.metrics.events.labels(_type_label(event_type)).inc(n)
         task_events = [event for event in batch if is_task_event(event)]
         self._merge_task_events(task_events)
+        # Task-level metrics (task_metrics.py) read the batch once merged, worker events included.
+        self.metrics.task_level.observe(batch, self.store)
         if self.eventlog is not None:
             self.eventlog.record(task_events)
 

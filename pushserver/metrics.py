@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .task_metrics import TaskMetrics
 
 
 class Metrics:
     """The server's counters, gauges and histograms, and prometheus-client's ``process_*`` figures."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_tasks: int = 100_000, max_task_names: int = 200) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         # Resident memory, CPU time and open file descriptors of this process (Linux /proc).
         ProcessCollector(registry=r)
+        #: Task-level metrics (runtime, outcome, running, workers) from the same events, by task name.
+        self.task_level = TaskMetrics(max_names=max_task_names, max_running=max_tasks)
+        r.register(self.task_level)
         self.events = Counter("pushserver_events_ingested_total",
                               "Celery events received, by event type", ["type"], registry=r)
         self.updates = Counter("pushserver_updates_emitted_total",
@@ -25,6 +32,10 @@ class Metrics:
         self.clients = Gauge("pushserver_connected_clients", "Connected Socket.IO clients", registry=r)
         self.subscriptions = Gauge("pushserver_subscriptions", "Active task subscriptions", registry=r)
         self.tasks = Gauge("pushserver_tasks_in_memory", "Tasks held in the in-memory store", registry=r)
+        capacity = Gauge("pushserver_tasks_capacity",
+                         "Tasks the in-memory store holds before it evicts the least recently updated (--max-tasks)",
+                         registry=r)
+        capacity.set(max_tasks)
         self.receiver_connected = Gauge("pushserver_receiver_connected",
                                         "1 while the event receiver is connected to the broker",
                                         registry=r)
@@ -33,13 +44,22 @@ class Metrics:
         self.reconciled = Counter("pushserver_reconciled_total",
                                   "Watched tasks whose state was corrected from the result backend"
                                   " after a receiver reconnect", registry=r)
+        self.quiet_checked = Counter("pushserver_quiet_tasks_checked_total",
+                                     "Watched unfinished tasks read from the result backend because no event"
+                                     " had mentioned them for a while", registry=r)
+        self.quiet_reconciled = Counter("pushserver_quiet_tasks_reconciled_total",
+                                        "Quiet tasks whose state the result backend changed (their events were"
+                                        " lost)", registry=r)
+        self.backend_reads = Counter("pushserver_backend_reads_total",
+                                     "Result-backend round trips, by kind (batch: one MGET for many tasks;"
+                                     " single: one task)", ["kind"], registry=r)
         self.refused = Counter("pushserver_requests_refused_total",
                                "Subscribe calls and HTTP requests refused, by error code",
                                ["code"], registry=r)
         self.messages_refused = Counter(
             "pushserver_client_messages_refused_total",
             "Client packets and sessions refused before any handler ran, by reason (event_name, binary, rate,"
-            " flood, in_flight, unread, connections_per_address)", ["reason"], registry=r)
+            " flood, in_flight, unread, malformed, connections_per_address)", ["reason"], registry=r)
         self.expired = Counter("pushserver_subscriptions_expired_total",
                                "Subscriptions ended because their token expired (exp + leeway)", registry=r)
         self.snapshots = Counter("pushserver_snapshots_total",
@@ -50,12 +70,23 @@ class Metrics:
         self.slow_consumers = Counter("pushserver_slow_consumer_disconnects_total",
                                       "Clients disconnected for leaving too many updates unread",
                                       registry=r)
+        # Known label values start at 0, so rates and alerts have a series before the first one happens.
+        for kind in ("transition", "progress"):
+            self.updates.labels(kind)
+        for code in ("bad_request", "unauthorized", "forbidden", "too_many"):
+            self.refused.labels(code)
         self.latency = Histogram(
             "pushserver_event_to_emit_seconds",
             "Time from a worker's event timestamp to its emit to subscribers",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+
+    def watch_store(self, evicted: Callable[[], float]) -> None:
+        """Expose the store's count of tasks evicted to stay within --max-tasks."""
+        self.registry.register(_CounterFunction("pushserver_tasks_evicted",
+                                                "Tasks evicted from the in-memory store (least recently updated first)"
+                                                " to stay within --max-tasks", evicted))
 
     def watch_receiver(self, malformed: Callable[[], float]) -> None:
         """Expose the receiver thread's count of events it could not decode."""
@@ -78,6 +109,8 @@ class Metrics:
         self.eventlog_sanitised = Counter("pushserver_eventlog_sanitised_total",
                                           "Events logged with values MongoDB cannot hold rewritten, or"
                                           " texts cut", registry=r)
+        for kind in ("transition", "progress", "refused", "invalid"):
+            self.eventlog_dropped.labels(kind)
         self.eventlog_up = Gauge("pushserver_eventlog_up", "1 while MongoDB takes event-log writes",
                                  registry=r)
         self.eventlog_up.set(1)
@@ -96,3 +129,14 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _CounterFunction(Collector):
+    """A counter whose value another object keeps (prometheus-client's Counter has no set_function)."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        self.name, self.documentation, self.value = name, documentation, value
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.value())
+

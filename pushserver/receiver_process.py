@@ -141,10 +141,11 @@ class ReceiverProcess(Receiver):
         queue: EventQueueOptions | None = None,
         log_level: str = "INFO",
         backoff: Backoff | None = None,
+        transport_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(on_batch, on_status)
         self.config = {
-            "broker_url": broker_url, "log_level": log_level,
+            "broker_url": broker_url, "log_level": log_level, "transport_options": transport_options or {},
             "queue": None if queue is None else
             {"name": queue.name, "ttl": queue.ttl, "expires": queue.expires},
         }
@@ -193,7 +194,7 @@ class ReceiverProcess(Receiver):
             else:
                 self._transport = transport
                 self.pid = transport.get_pid()
-                # On stdin rather than argv: the broker URL may hold a password.
+                # On stdin rather than argv: the broker URL and its options may hold a password.
                 _stdin(transport).write(json.dumps(self.config).encode() + b"\n")
                 if self._stopping.is_set():  # stop() came while we were starting it
                     _stdin(transport).close()
@@ -342,13 +343,30 @@ class PipeWriter:
 
 
 def strip_non_task_events(batch: Batch) -> Batch:
-    """What the server can use of a batch: task events whole, of any other event only its type.
+    """What the server can use of a batch: task events whole, of a worker event its hostname and heartbeat
+    interval (for pushserver_worker_online), of any other event only its type.
 
     The server merges task events and only counts the others by type; the
     rest of a worker heartbeat, or of a forged event with a megabyte task id
     (which no client could subscribe to), would cross the pipe for nothing.
     """
-    return [event if is_task_event(event) else {"type": _short_type(event.get("type"))} for event in batch]
+    return [event if is_task_event(event) else _worker_or_type(event) for event in batch]
+
+
+_WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+
+
+def _worker_or_type(event: dict[str, Any]) -> dict[str, Any]:
+    event_type = _short_type(event.get("type"))
+    if event_type not in _WORKER_EVENTS:
+        return {"type": event_type}
+    kept: dict[str, Any] = {"type": event_type}
+    hostname, freq = event.get("hostname"), event.get("freq")
+    if isinstance(hostname, str):
+        kept["hostname"] = hostname[:255]
+    if isinstance(freq, (int, float)) and not isinstance(freq, bool):
+        kept["freq"] = freq
+    return kept
 
 
 def _short_type(event_type: Any) -> str | None:
@@ -380,7 +398,8 @@ def child_main() -> int:
     configure_logging(config["log_level"])
     queue = EventQueueOptions(**config["queue"]) if config["queue"] else None
     writer = PipeWriter(frames_fd)
-    capture = CaptureLoop(make_celery(config["broker_url"]),
+    app = make_celery(config["broker_url"], broker_transport_options=config.get("transport_options"))
+    capture = CaptureLoop(app,
                           lambda batch: writer.add_batch(strip_non_task_events(batch)),
                           lambda status: writer.send("status", status.value), queue=queue,
                           on_malformed=lambda total: writer.send("malformed", total))

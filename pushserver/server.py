@@ -23,7 +23,7 @@ from .auth import TokenVerifier
 from .backend import ResultBackend
 from .celeryapp import make_celery
 from .coalesce import Coalescer
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, redact_url
 from .eventlog import EventLog
 from .fanout import FanoutManager
 from .gctune import freeze_startup, maintain
@@ -33,6 +33,7 @@ from .metrics import Metrics
 from .policy import ForwardingPolicy
 from .receiver import EventQueueOptions, Receiver, ReceiverStatus, ReceiverThread
 from .receiver_process import ReceiverProcess
+from .reconciler import SETTLED, QuietReconciler
 from .snapshots import MemoryView, Snapshots
 from .sockets import SocketApi
 from .state import TaskStore
@@ -46,12 +47,21 @@ class PushServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.celery = make_celery(settings.broker_url, settings.result_backend)
-        self.metrics = Metrics()
+        self.celery = make_celery(settings.broker_url, settings.result_backend,
+                                  settings.broker_transport_options, settings.backend_transport_options)
+        try:
+            # Celery builds its backend on first use, and a backend it cannot build
+            # would fail every read later (snapshots answering PENDING): fail now.
+            _ = self.celery.backend
+        except (ValueError, ImportError, KeyError, TypeError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"--backend {redact_url(settings.result_backend)}: {first_line}") from None
+        self.metrics = Metrics(max_tasks=settings.max_tasks, max_task_names=settings.metrics_task_names)
         # What no client is ever sent is not kept either (bounded memory per task).
         policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
         self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
-        self.backend = ResultBackend(self.celery)
+        self.metrics.watch_store(lambda: self.store.evicted)
+        self.backend = ResultBackend(self.celery, on_read=self._count_backend_read)
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
             self.eventlog = EventLog(settings.mongo_url, settings.mongo_db,
@@ -74,6 +84,12 @@ class PushServer:
         self.snapshots = Snapshots(memory, self.backend, self.eventlog, self.ingest.merge, self.metrics)
         self.sockets = SocketApi(settings, access, self.subscriptions, self.snapshots, coalescer, self.fanout,
                                  self.metrics)
+        self.reconciler: QuietReconciler | None = None
+        if settings.reconcile_after > 0:
+            self.reconciler = QuietReconciler(
+                self._quiet_candidates, self._marker_of, self.backend.lookup_many, self.ingest.merge,
+                after=settings.reconcile_after, max_interval=settings.reconcile_max_interval,
+                batch=settings.reconcile_batch, on_checked=self._count_quiet_checks)
         self.app = web.Application()
         self.sockets.sio.attach(self.app)
         HttpApi(access, self.snapshots, policy, self.metrics, self.readiness, self.eventlog,
@@ -82,6 +98,34 @@ class PushServer:
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._background: set[asyncio.Task[Any]] = set()
+
+    # -- the quiet-task reconciler's view of the watched tasks ---------------------
+
+    def _quiet_candidates(self) -> list[tuple[str, Any]]:
+        """Every watched unfinished task with its last event's stamp (which changes with each event merged)."""
+        store = self.store
+        found: list[tuple[str, Any]] = []
+        for task_id in self.subscriptions.watched():
+            task = store.get(task_id)
+            if task is None:
+                found.append((task_id, None))
+            elif not task.ready:
+                found.append((task_id, task.last_event))
+        return found
+
+    def _marker_of(self, task_id: str) -> Any:
+        task = self.store.get(task_id)
+        if not self.subscriptions.is_watched(task_id) or (task is not None and task.ready):
+            return SETTLED
+        return task.last_event if task is not None else None
+
+    def _count_quiet_checks(self, checked: int, changed: int) -> None:
+        self.metrics.quiet_checked.inc(checked)
+        self.metrics.quiet_reconciled.inc(changed)
+
+    def _count_backend_read(self, kind: str, keys: int) -> None:
+        # Called from the backend's threads: prometheus_client counters are thread-safe.
+        self.metrics.backend_reads.labels(kind).inc()
 
     def readiness(self) -> dict[str, Any]:
         """What ``/readyz`` reports: ready only while the receiver is connected to the broker."""
@@ -128,10 +172,13 @@ class PushServer:
         else:
             receiver = ReceiverProcess(self.settings.broker_url, self.ingest.ingest,
                                        self._on_receiver_status, queue=queue,
-                                       log_level=self.settings.log_level)
+                                       log_level=self.settings.log_level,
+                                       transport_options=self.settings.broker_transport_options)
         self.receiver = receiver
         self.metrics.watch_receiver(lambda: receiver.malformed)
         receiver.start()
+        if self.reconciler is not None:
+            self.reconciler.start()
         mode = "INSECURE: every subscription allowed" if not self.settings.secrets else "tokens required"
         log.info("pushserver listening on http://%s:%d (%s)", self.settings.host, self.bound_port(), mode)
 
@@ -170,6 +217,8 @@ class PushServer:
                 await site.stop()
         closed = await self._close_connections(timeout=min(3.0, self.settings.shutdown_timeout / 4))
         log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
+        if self.reconciler is not None:
+            await self.reconciler.stop()
         self.sockets.close()
         if self.receiver is not None:
             await self.receiver.stop()

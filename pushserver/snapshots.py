@@ -9,7 +9,6 @@ event (through ``Ingest.merge``), so watchers of the task hear of it too.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -84,9 +83,7 @@ class Snapshots:
         disconnected subscriber, so what finished meanwhile is only there.
         """
         todo = [t for t in watched if not _is_ready(self.store.get(t))]
-        events = await asyncio.gather(*(self.backend.lookup(t) for t in todo))
-        found = [e for e in events if e is not None]
-        changed = self.merge(found)
+        changed = self.merge((await self.backend.lookup_many(todo)).values())
         self.metrics.reconciled.inc(changed)
         if todo:
             log.info("reconciled %d watched tasks from the result backend: %d changed", len(todo), changed)

@@ -30,6 +30,8 @@ from .protocol import ERROR_EVENT, OrjsonCodec, ProtocolError, error_ack, parse_
 from .snapshots import Snapshots
 from .subscriptions import Subscriptions
 
+#: A client that keeps sending while this many times --max-connection-bytes of answers wait unread is dropped.
+UNREAD_BYTES_FACTOR = 8
 
 class SocketApi:
     """python-socketio's server with pushserver's handlers: who is connected, what they watch, until when."""
@@ -60,6 +62,7 @@ class SocketApi:
         self.sio = SocketIOServer(
             client_manager=fanout,
             inbound=self.inbound, max_unread=settings.hard_backlog,
+            max_unread_bytes=UNREAD_BYTES_FACTOR * settings.max_connection_bytes,
             transports=settings.transports.split(","),
             async_mode="aiohttp",
             cors_allowed_origins=_cors_setting(settings.cors_origins),
@@ -180,7 +183,9 @@ class SocketApi:
 
     async def _end_expired(self, expired: dict[str, list[str]]) -> None:
         """Take each connection out of the rooms its tokens no longer grant, then tell it which."""
-        for sid, task_ids in expired.items():
+        for n, (sid, task_ids) in enumerate(expired.items()):
+            if n and n % 256 == 0:
+                await asyncio.sleep(0)  # thousands of tokens may end in one second: let the loop breathe
             mine = self.subscriptions.tasks_of(sid)
             # Not one renewed (subscribed again with a fresh token) since the wheel fired.
             ended = [t for t in task_ids if t in mine and self.expiry.deadline(sid, t) is None]

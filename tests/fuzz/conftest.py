@@ -76,7 +76,7 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
         worker = base.worker("fuzz-worker", pool="threads", concurrency=2, wait=False)
         common = ["--token-audience", AUDIENCE, "--token-issuer", ISSUER, "--cors", ALLOWED_ORIGIN]
         main_server = base.server("pushserver-main", secret=",".join(secrets), ready=20,
-                                  extra=common + ["--subscribe-rate", "1000000"])
+                                  extra=common + ["--subscribe-rate", "1000000", "--message-rate", "1000000"])
         limits_server = base.server("pushserver-limits", secret=",".join(secrets), ready=20,
                                     extra=common + ["--subscribe-rate", f"{LIMITS_RATE:g}",
                                                     "--max-connections-per-ip", str(LIMITS_PER_IP),

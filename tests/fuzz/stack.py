@@ -2,10 +2,11 @@
 
 ``main`` is configured the way a careful production deployment would be
 (two secrets for rotation, audience and issuer checks, a CORS allowlist)
-but with the subscribe rate limit out of the way, so that thousands of
-payloads per second reach the parser. ``limits`` keeps a tight rate limit
-and a per-address connection limit behind a trusted proxy, for the tests of
-those limits under fuzzing.
+but with the subscribe and message rate limits out of the way, so that
+thousands of payloads per second reach the parser. ``limits`` keeps a tight
+subscribe rate limit, the default message rate limit and a per-address
+connection limit behind a trusted proxy, for the tests of those limits under
+fuzzing.
 """
 
 from __future__ import annotations

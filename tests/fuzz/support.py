@@ -134,6 +134,22 @@ class Outcome:
         return self.ack is not None
 
 
+class AckSafeClient(socketio.AsyncClient):
+    """python-socketio's client, unharmed by an ack for id 0.
+
+    The client keeps its ack-id counter in its callback table under id 0 and
+    hands out ids from 1; socket.io-client (JS) starts at 0. The server
+    answers every ack-asking packet, so a raw packet this suite sends with
+    ack id 0 comes back as an ack for 0, which would replace the stock
+    client's counter and break every later call on the connection.
+    """
+
+    async def _handle_ack(self, namespace: str, id: int, data: Any) -> None:
+        if id == 0:
+            return
+        await super()._handle_ack(namespace, id, data)
+
+
 class SocketClient:
     """One real python-socketio ``AsyncClient`` connection to pushserver, driven from synchronous code.
 
@@ -175,7 +191,7 @@ class SocketClient:
             # Also when Socket.IO says "not connected": a namespace-level disconnect (the
             # client re-sent CONNECT, say) leaves the Engine.IO transport open.
             await self.sio.disconnect()
-        self.sio = sio = socketio.AsyncClient(reconnection=False)
+        self.sio = sio = AckSafeClient(reconnection=False)
         self._closed = closed = asyncio.Event()
         self.closed_reason = None
         self.connect_error = None

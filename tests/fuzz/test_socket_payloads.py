@@ -221,7 +221,8 @@ MALFORMED = st.one_of(
 def test_malformed_packets_keep_the_connection(fuzz_stack: FuzzStack, client: SocketClient,
                                                packet: str) -> None:
     """Packets that are not events of ours (bad JSON shape, unknown types, other namespaces, stray
-    acks): no ack is owed, but the connection and the server must survive them."""
+    acks): no ack is owed (an ack-asking unknown event gets bad_request), but the connection and the
+    server must survive them."""
     count_case("socket: malformed packets")
     outcome = client.send_packet(packet)
     assert not outcome.closed, f"packet {packet[:80]!r} closed the connection ({outcome.close_reason})"

@@ -100,6 +100,16 @@ def test_other_limits() -> None:
     assert "--progress-hz" in refused(progress_hz=float("nan"))
 
 
+def test_client_message_limits_and_transports() -> None:
+    assert "--message-rate" in refused(message_rate=0)
+    assert "--message-rate" in refused(message_rate=float("nan"))
+    assert "--max-connection-bytes" in refused(max_connection_bytes=64 * 1024)
+    settings(max_connection_bytes=65 * 1024).validate()
+    assert "--transports" in refused(transports="polling")
+    assert "--transports" in refused(transports="")
+    settings(transports="websocket").validate()
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

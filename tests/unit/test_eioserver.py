@@ -435,3 +435,74 @@ async def test_sessions_per_address_are_counted_at_the_engineio_handshake() -> N
         ws, _ = await raw_connect(session, server.url)  # the slot is free again
         assert refused == ["connections_per_address"] * 2
         await ws.close()
+
+
+def test_the_python_socketio_hooks_overridden_are_there() -> None:
+    """SocketIOServer overrides python-socketio 5.18.1's internal entry points: fail loudly if they move."""
+    import inspect
+
+    expected = {
+        "_handle_eio_connect": ["self", "eio_sid", "environ"],
+        "_handle_eio_disconnect": ["self", "eio_sid", "reason"],
+        "_handle_eio_message": ["self", "eio_sid", "data"],
+        "_handle_event": ["self", "eio_sid", "namespace", "id", "data"],
+        "_handle_event_internal": ["self", "server", "sid", "eio_sid", "data", "namespace", "id"],
+        "_send_packet": ["self", "eio_sid", "pkt"],
+    }
+    for name, params in expected.items():
+        method = getattr(socketio.AsyncServer, name)
+        assert list(inspect.signature(method).parameters) == params, name
+    assert hasattr(socketio.AsyncServer(async_mode="aiohttp"), "_binary_packet")
+
+
+async def test_a_long_polling_flooder_is_dropped_and_its_session_is_gone() -> None:
+    inbound, refused = limits(rate=1.0, burst=5.0, flood_strikes=10)
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        base = server.url + "/socket.io/?EIO=4&transport=polling"
+        async with session.get(base) as r:
+            url = base + "&sid=" + json.loads((await r.text())[1:])["sid"]
+        async with session.post(url, data="40") as r:
+            assert r.status == 200
+        statuses = []
+        for k in range(4):  # engineio takes at most 16 packets per long-polling POST
+            body = "\x1e".join(f'42{k * 16 + i}["echo",{i}]' for i in range(16))
+            async with session.post(url, data=body) as r:
+                statuses.append(r.status)
+        assert statuses[0] == 200 and statuses[-1] == 400  # "invalid session", not an error 500
+        assert refused.count("flood") == 1 and len(inbound) == 0 and len(server.disconnects) == 1
+
+
+async def test_send_queue_counts_the_bytes_it_holds() -> None:
+    from engineio import packet
+
+    q = SendQueue()
+    q.put_nowait(packet.Packet(packet.MESSAGE, "x" * 100))
+    q.put_nowait(packet.Packet(packet.PING))
+    q.put_nowait(None)
+    assert q.nbytes == 100
+    q.get_nowait()
+    assert q.nbytes == 0 and q.qsize() == 2
+    await q.get()
+    await q.get()
+    assert q.nbytes == 0
+
+
+async def test_a_client_that_sends_but_does_not_read_is_dropped_past_the_unread_bytes() -> None:
+    inbound, refused = limits()
+    async with serving(inbound=inbound, max_unread_bytes=2_000_000) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)
+        sent = 0
+        try:
+            while sent < 2000 and not refused:  # 60 KB answers, none of them read
+                await ws.send_str(f'42{sent}["echo","{"x" * 60_000}"]')
+                sent += 1
+                await asyncio.sleep(0.002)
+        except (ConnectionError, aiohttp.ClientError):
+            pass
+        for _ in range(100):
+            if server.disconnects:
+                break
+            await asyncio.sleep(0.02)
+        assert refused == ["unread"] and len(server.disconnects) == 1, (sent, refused)
+        assert sent < 200  # 2 MB of answers, plus what the sockets' buffers took
+        await ws.close()

@@ -138,11 +138,16 @@ def test_capture_loop_hands_over_batches_in_order_after_it_reports_connected():
 
 def test_only_task_events_cross_the_pipe_whole():
     task = {"type": "task-started", "uuid": "t1", "hostname": "w@h", "timestamp": 1.0}
-    heartbeat = {"type": "worker-heartbeat", "hostname": "w@h", "active": 3, "loadavg": [0.1, 0.2, 0.3]}
+    heartbeat = {"type": "worker-heartbeat", "hostname": "w@h", "freq": 2.0, "active": 3, "loadavg": [0.1, 0.2, 0.3]}
+    huge_host = {"type": "worker-online", "hostname": "h" * (1 << 20), "freq": "often"}
     huge_id = {"type": "task-started", "uuid": "u" * (1 << 20)}
     forged = {"type": "x" * 1000, "uuid": "t2"}
-    assert strip_non_task_events([task, heartbeat, huge_id, forged]) == [
-        task, {"type": "worker-heartbeat"}, {"type": "task-started"}, {"type": None}]
+    other = {"type": "custom-event", "hostname": "w@h", "freq": 2.0}
+    # Worker events keep what pushserver_worker_online needs: the hostname (cut) and heartbeat interval.
+    assert strip_non_task_events([task, heartbeat, huge_host, huge_id, forged, other]) == [
+        task, {"type": "worker-heartbeat", "hostname": "w@h", "freq": 2.0},
+        {"type": "worker-online", "hostname": "h" * 255}, {"type": "task-started"}, {"type": None},
+        {"type": "custom-event"}]
 
 
 class _RunsCode:

@@ -100,6 +100,22 @@ def test_config_reads_the_environment() -> None:
     assert conf["broker_transport_options"]["visibility_timeout"] == 5
 
 
+def test_config_reads_transport_options_as_json_and_the_events_switch() -> None:
+    conf = build_config({
+        "CELERY_BROKER_URL": "sentinel://s1:26379/0;sentinel://s2:26379/0",
+        "CELERY_BROKER_TRANSPORT_OPTIONS": '{"master_name": "mymaster"}',
+        "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": '{"master_name": "mymaster", "sentinel_kwargs": {"password": "p"}}',
+        "CELERY_WORKER_SEND_TASK_EVENTS": "0",
+    })
+    assert conf["broker_transport_options"] == {"visibility_timeout": 3600, "master_name": "mymaster"}
+    assert conf["result_backend_transport_options"]["sentinel_kwargs"] == {"password": "p"}
+    assert conf["worker_send_task_events"] is False
+    with pytest.raises(ValueError, match="CELERY_BROKER_TRANSPORT_OPTIONS must be a JSON object"):
+        build_config({"CELERY_BROKER_TRANSPORT_OPTIONS": "master_name=m"})
+    with pytest.raises(ValueError, match="CELERY_WORKER_SEND_TASK_EVENTS"):
+        build_config({"CELERY_WORKER_SEND_TASK_EVENTS": "maybe"})
+
+
 def test_nightly_report_runs_at_midnight_utc_unless_an_interval_is_set() -> None:
     schedule = nightly_report_schedule({})
     assert isinstance(schedule, crontab)
