@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints/celery56.txt
 	touch $(STAMP)
 
 ## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI):
-## redis-server; redis-sentinel and openssl for the fault suite's Sentinel failover and TLS scenarios;
+## redis-server; redis-sentinel and openssl for the Sentinel failover and TLS scenarios (fault suite, Node suites);
 ## prometheus (with promtool) for deploy/prometheus/ and the observability test.
 system-deps:
 	@missing=""; \

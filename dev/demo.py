@@ -1,7 +1,8 @@
 """``make demo`` (``python -m dev.demo``): start a local stack and watch real tasks' progress pushed to a terminal.
 
-It starts Redis (only if none answers at the broker URL), a Celery worker and
-``pushserver serve``, then dispatches the example tasks the way a web backend
+It starts Redis (only if none answers at the broker URL), nx-27017 as the
+MongoDB of the whole app (unless one is given), a Celery worker, Celery Beat,
+``pushserver serve`` and the Express app, then dispatches the example tasks the way a web backend
 would, subscribes to each with its own token the way a browser would, and
 draws every pushed update as it arrives. Ctrl-C stops what it started, and
 nothing else.
@@ -63,7 +64,7 @@ class DemoTask:
 ROUND = [
     DemoTask("resize & watermark an image", "workers.tasks.resize_and_watermark",
              kwargs={"width": 480, "steps_delay": 0.4}),
-    DemoTask("send a welcome email", "workers.tasks.send_welcome_email", ("user-42",),
+    DemoTask("send a welcome email", "workers.tasks.send_welcome_email", ("demo-user-ada",),
              {"email": "ada@example.com"}),
     DemoTask("ML inference (iris)", "workers.tasks.predict", ([5.1, 3.5, 1.4, 0.2],)),
     DemoTask("a 10-step report", "workers.tasks.demo_progress", (10, 0.3)),
@@ -106,22 +107,26 @@ class Demo:
         else:
             raise RuntimeError(f"no Redis answers at {host}:{port} (from the broker URL {redact_url(self.broker)})")
         if self.mongo_url:
-            say(f"[dim]event log in the MongoDB at {redact_url(self.mongo_url)}[/]")
+            say(f"[dim]using the MongoDB at {redact_url(self.mongo_url)}[/]")
         else:
             mongo, self.mongo_url = start_mongo(self.log_dir)
             self.procs.append(mongo)
             say(f"started nx-27017 (MongoDB wire protocol) at {self.mongo_url} [dim](pid {mongo.pid})[/]")
+        # One MongoDB, one database each: Express's users and task records in 'app', the
+        # workers' reports and archive in 'workers', pushserver's event log in 'pushserver'.
+        _add_demo_user(self.mongo_url)
         # The page's webhook demo posts to the local Express app's sink, on loopback,
         # which the webhook task refuses unless the network is allowed explicitly.
         worker = start_worker("demo-worker", self.broker, self.backend, self.log_dir,
                               concurrency=4, log_level="warning",
-                              extra_env={"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"})
+                              extra_env={"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+                                         "MONGO_URL": self.mongo_url})
         self.procs.append(worker)
         say(f"started a Celery worker [dim](pid {worker.pid}, events on: -E)[/]")
         beat = Proc("beat", [str(BIN / "celery"), "-A", "workers", "beat", "-l", "warning",
                              "-s", str(self.log_dir / "beat-schedule")], self.log_dir,
                     env={"CELERY_BROKER_URL": self.broker, "CELERY_RESULT_BACKEND": self.backend,
-                         "NIGHTLY_REPORT_EVERY": "300", "REPORTS_DIR": str(self.log_dir / "reports")})
+                         "NIGHTLY_REPORT_EVERY": "300"})
         self.procs.append(beat)
         say(f"started Celery Beat [dim](pid {beat.pid}; the nightly report runs every 5 minutes here)[/]")
         self.port = _port_or_free(self.port, say, "pushserver")
@@ -147,7 +152,7 @@ class Demo:
         web = Proc("express", [node, str(server_js)], self.log_dir, cwd=server_js.parents[1], env={
             "HOST": "127.0.0.1", "PORT": str(self.web_port), "PUSHSERVER_SECRET": self.secret,
             "PUSHSERVER_PUBLIC_URL": self.url, "CELERY_BROKER_URL": self.broker,
-            "CELERY_RESULT_BACKEND": self.backend})
+            "CELERY_RESULT_BACKEND": self.backend, "MONGO_URL": self.mongo_url or ""})
         self.procs.append(web)
         self.web_url = web_url = f"http://127.0.0.1:{self.web_port}"
         wait_until(lambda: http_status(web_url + "/healthz") == 200 or not web.alive(), 30,
@@ -227,6 +232,23 @@ class Demo:
         return finals
 
 
+DEMO_USER = {"_id": "demo-user-ada", "username": "ada", "username_lower": "ada"}
+
+
+def _add_demo_user(mongo_url: str) -> None:
+    """The user the terminal round's welcome email is for, as Express stores one (without a password: no sign-in)."""
+    from pymongo import MongoClient
+    from pymongo.errors import DuplicateKeyError
+
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    try:
+        client["app"]["users"].insert_one(dict(DEMO_USER))
+    except DuplicateKeyError:
+        pass  # a MongoDB given with --mongo may have it from an earlier run
+    finally:
+        client.close()
+
+
 def redis_answers(url: str) -> bool:
     """Tell whether the Redis of a redis:// or rediss:// URL answers PING (TLS, certificates and password as the
     URL says)."""
@@ -294,13 +316,13 @@ def run_demo(broker: str, backend: str, port: int, once: bool, web_port: int = 3
 @click.option("--web-port", envvar="DEMO_WEB_PORT", default=3000, show_default=True, show_envvar=True, type=int,
               help="Port for the Express app serving the React page.")
 @click.option("--mongo", envvar="PUSHSERVER_MONGO_URL", show_envvar=True, metavar="URL",
-              help="MongoDB for the event log; unset: the demo starts nx-27017.")
+              help="MongoDB for the event log, Express and the workers; unset: the demo starts nx-27017.")
 @click.option("--once", is_flag=True, help="Run one round of tasks, then stop everything and exit.")
 def main(broker: str, backend: str, port: int, web_port: int, mongo: str | None, once: bool) -> None:
     """Start the whole stack locally and watch tasks pushed live.
 
-    Redis (if none answers at the broker URL), nx-27017 as MongoDB (unless
-    --mongo), a Celery worker, Celery Beat, pushserver, and the Express app
+    Redis (if none answers at the broker URL), nx-27017 as the MongoDB of
+    all of them (unless --mongo), a Celery worker, Celery Beat, pushserver, and the Express app
     serving the React page; then a round of tasks drawn in the terminal.
     Ctrl-C stops everything it started and nothing else.
     """

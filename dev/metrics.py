@@ -21,7 +21,7 @@ def parse(text: str) -> list[Sample]:
 
 
 def metric_sum(samples: Iterable[Sample], name: str, **labels: str) -> float:
-    """The sum of the samples called ``name`` (e.g. ``pushserver_events_ingested_total``) whose labels include ``labels``."""
+    """The sum of the samples called ``name`` (e.g. ``pushserver_subscriptions``) that carry ``labels``."""
     return sum(s.value for s in samples
                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 

@@ -112,7 +112,7 @@ def start_worker(name: str, broker: str, backend: str, log_dir: Path, *, pool: s
     """``celery -A workers worker -E`` with the given pool, consuming ``queues``."""
     env = {"CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": backend,
            "OUTBOX_DIR": str(log_dir / "outbox"), "MEDIA_DIR": str(log_dir / "media"),
-           "REPORTS_DIR": str(log_dir / "reports"), **(extra_env or {})}
+           **(extra_env or {})}
     return Proc(name, [str(BIN / "celery"), "-A", "workers", "worker", "-E", "-P", pool,
                        "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h",
                        "--without-mingle", "--without-gossip", "-l", log_level], log_dir, env)

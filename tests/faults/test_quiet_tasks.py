@@ -23,19 +23,21 @@ from pathlib import Path
 import pytest
 import redis
 
+from dev.metrics import metric
 from dev.stack import BIN, Proc
-from tests.faults.conftest import HOSTNAME, FaultStack, delivered, env_number, metric, redis_stack, token
 from tests.support.clients import Watcher
+from tests.support.faults import delivered, env_number, token
+from tests.support.stack import HOSTNAME, Stack, redis_stack
 
 AFTER = 5.0  # --reconcile-after's default
 SLACK = 2.0  # the tick (1 s) and a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
-def quiet(fault_dir: Path) -> Iterator[FaultStack]:
+def quiet(fault_dir: Path) -> Iterator[Stack]:
     log_dir = fault_dir / "quiet"
     log_dir.mkdir()
-    s = redis_stack(log_dir)
+    s = redis_stack(log_dir, name="faults")
     try:
         for name in ("quiet-off", "quiet-on"):
             s.procs.append(worker_without_events(s, name))
@@ -46,7 +48,7 @@ def quiet(fault_dir: Path) -> Iterator[FaultStack]:
         s.close()
 
 
-def worker_without_events(s: FaultStack, name: str) -> Proc:
+def worker_without_events(s: Stack, name: str) -> Proc:
     """``celery -A workers worker`` without ``-E`` and with ``worker_send_task_events`` off, consuming queue ``name``.
 
     (Celery's ``disable_events`` only works on such a worker: with ``-E`` the
@@ -78,7 +80,7 @@ def worker_without_events(s: FaultStack, name: str) -> Proc:
     )
 
 
-def set_events(s: FaultStack, worker: str, *, on: bool) -> None:
+def set_events(s: Stack, worker: str, *, on: bool) -> None:
     """``celery control enable_events`` / ``disable_events`` for one worker, waiting for its reply."""
     command = s.celery.control.enable_events if on else s.celery.control.disable_events
     replies = command(destination=[f"{worker}@{HOSTNAME}"], reply=True, timeout=5)
@@ -96,8 +98,8 @@ def redis_calls(port: int, command: str) -> int:
         client.close()
 
 
-async def test_worker_with_events_off_clients_still_get_success_and_result(quiet: FaultStack, watchers, report):
-    _, url = quiet.server("quiet-events-off")
+async def test_worker_with_events_off_clients_still_get_success_and_result(quiet: Stack, watchers, report):
+    url = quiet.server("quiet-events-off").url
     clients = await watchers(url, 2)
     ids = [str(uuid.uuid4()) for _ in range(5)]
     for w in clients:
@@ -127,8 +129,8 @@ async def test_worker_with_events_off_clients_still_get_success_and_result(quiet
     assert metric(url, "pushserver_events_ingested_total", type="task-succeeded") == 0
 
 
-async def test_events_switched_off_mid_task_the_lost_success_is_delivered(quiet: FaultStack, watchers, report):
-    _, url = quiet.server("quiet-disabled-mid-task")
+async def test_events_switched_off_mid_task_the_lost_success_is_delivered(quiet: Stack, watchers, report):
+    url = quiet.server("quiet-disabled-mid-task").url
     clients = await watchers(url, 2)
     ids = [str(uuid.uuid4()) for _ in range(4)]
     for w in clients:
@@ -163,11 +165,11 @@ async def test_events_switched_off_mid_task_the_lost_success_is_delivered(quiet:
     assert metric(url, "pushserver_events_ingested_total", type="task-succeeded") == 0
 
 
-async def test_a_long_silent_task_is_not_hammered(quiet: FaultStack, watchers, report):
+async def test_a_long_silent_task_is_not_hammered(quiet: Stack, watchers, report):
     after, longest, seconds = 1.0, 8.0, 24.0
-    _, url = quiet.server(
+    url = quiet.server(
         "quiet-long-task", extra=["--reconcile-after", str(after), "--reconcile-max-interval", str(longest)]
-    )
+    ).url
     (w,) = await watchers(url)
     task_id = str(uuid.uuid4())
     assert (await w.subscribe([task_id]))["ok"]
@@ -202,10 +204,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def test_ten_thousand_quiet_tasks_cost_at_most_one_backend_round_trip_a_second(quiet: FaultStack, report):
+async def test_ten_thousand_quiet_tasks_cost_at_most_one_backend_round_trip_a_second(quiet: Stack, report):
     """10 000 watched tasks that never run (10 clients x 1 000): Redis counts the server's MGETs."""
     seconds = env_number("PUSHSERVER_QUIET_SECONDS", 60)
-    proc, url = quiet.server("quiet-ten-thousand")
+    server = quiet.server("quiet-ten-thousand")
+    proc, url = server.proc, server.url
     clients = [Watcher(url) for _ in range(10)]
     for w in clients:
         await w.connect(token())

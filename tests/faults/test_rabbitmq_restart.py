@@ -24,15 +24,17 @@ from typing import Any
 
 import pytest
 
+from dev.metrics import metric
 from dev.stack import http_get, http_status, start_redis
-from tests.faults.conftest import RUN_ID, FaultStack, delivered, metric, token, until
+from tests.support.faults import delivered, token, until
 from tests.support.rabbitmq_node import RabbitNode, rabbitmq_installed
+from tests.support.stack import RUN_ID, Stack
 
 REPLICAS = 3
 STEPS = 10
 
 
-class RestartStack(FaultStack):
+class RestartStack(Stack):
     node: RabbitNode
 
 
@@ -47,7 +49,7 @@ def restart_stack(fault_dir: Path) -> Iterator[RestartStack]:
     log_dir.mkdir()
     node = RabbitNode(log_dir / "node").start()
     redis, port = start_redis(log_dir)
-    s = RestartStack(node.url, f"redis://127.0.0.1:{port}/0", log_dir, redis=redis, redis_port=port)
+    s = RestartStack(node.url, f"redis://127.0.0.1:{port}/0", log_dir, redis=redis, redis_port=port, name="faults")
     s.node = node
     try:
         s.worker(f"rmq-restart-threads-{RUN_ID}", pool="threads", concurrency=8, wait=False)
@@ -75,7 +77,7 @@ async def test_rabbitmq_restart_every_replica_catches_up_from_its_event_queue(
         s.server(f"rmq-restart-replica-{i}", extra=["--event-queue", f"pushserver-{RUN_ID}-replica-{i}"])
         for i in range(REPLICAS)
     ]
-    clients = [w for _, url in replicas for w in await watchers(url, 1)]
+    clients = [w for r in replicas for w in await watchers(r.url, 1)]
     ids = [str(uuid.uuid4()) for _ in range(6)]
     for w in clients:
         assert (await w.subscribe(ids))["ok"]
@@ -89,15 +91,15 @@ async def test_rabbitmq_restart_every_replica_catches_up_from_its_event_queue(
     down_at = time.monotonic()
     await asyncio.to_thread(s.node.stop)
     figures["stopped_s"] = round(time.monotonic() - down_at, 1)
-    for _, url in replicas:
-        await until(lambda url=url: http_status(url + "/readyz") == 503, 30, "/readyz to report the lost broker")
+    for r in replicas:
+        await until(lambda url=r.url: http_status(url + "/readyz") == 503, 30, "/readyz to report the lost broker")
     await asyncio.to_thread(s.node.start)
     up_at = time.monotonic()
     figures["outage_s"] = round(up_at - down_at, 1)
     whole = 0
     try:
-        for _, url in replicas:
-            await until(lambda url=url: http_status(url + "/readyz") == 200, 60, "the replica to reconnect")
+        for r in replicas:
+            await until(lambda url=r.url: http_status(url + "/readyz") == 200, 60, "the replica to reconnect")
         figures["ready_again_s"] = round(time.monotonic() - up_at, 1)
         for w in clients:
             for t in ids:
@@ -106,7 +108,7 @@ async def test_rabbitmq_restart_every_replica_catches_up_from_its_event_queue(
 
         def caught_up() -> int:
             return sum(
-                1 for _, url in replicas for t in ids if ((snapshot(url, t)["progress"] or {}).get("current") == STEPS)
+                1 for r in replicas for t in ids if ((snapshot(r.url, t)["progress"] or {}).get("current") == STEPS)
             )
 
         # The workers' buffered events reach each replica's queue a little after the reconcile's SUCCESS.
@@ -122,10 +124,10 @@ async def test_rabbitmq_restart_every_replica_catches_up_from_its_event_queue(
             delivered(clients, ids),
             **figures,
             whole_history=f"{whole}/{REPLICAS * len(ids)}",
-            reconnects=int(sum(metric(url, "pushserver_receiver_reconnects_total") for _, url in replicas)),
+            reconnects=int(sum(metric(r.url, "pushserver_receiver_reconnects_total") for r in replicas)),
         )
     for w in clients:
         for t in ids:
             assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == str(STEPS)
     assert whole == REPLICAS * len(ids)
-    assert all(proc.alive() for proc, _ in replicas)
+    assert all(r.proc.alive() for r in replicas)

@@ -19,8 +19,9 @@ from urllib.parse import quote
 import pytest
 
 from dev.stack import BIN, free_port, http_get, http_status, start_pushserver, wait_until
-from tests.faults.conftest import SECRET, FaultStack, delivered, until
+from tests.support.faults import delivered, until
 from tests.support.redis_servers import Certificates, make_certificates, start_redis_server, start_tls_redis
+from tests.support.stack import SECRET, Stack
 
 
 def tls_url(port: int, db: int, ca: Path) -> str:
@@ -33,10 +34,12 @@ def certs(fault_dir: Path) -> Certificates:
 
 
 @pytest.fixture(scope="module")
-def tls(fault_dir: Path, certs: Certificates) -> Iterator[FaultStack]:
+def tls(fault_dir: Path, certs: Certificates) -> Iterator[Stack]:
     log_dir = fault_dir / "tls"
     redis, port = start_tls_redis(log_dir, certs)
-    s = FaultStack(tls_url(port, 0, certs.ca), tls_url(port, 1, certs.ca), log_dir, redis=redis, redis_port=port)
+    s = Stack(
+        tls_url(port, 0, certs.ca), tls_url(port, 1, certs.ca), log_dir, redis=redis, redis_port=port, name="faults"
+    )
     try:
         s.worker("tls-worker", pool="threads", concurrency=4)
         yield s
@@ -45,9 +48,9 @@ def tls(fault_dir: Path, certs: Certificates) -> Iterator[FaultStack]:
 
 
 async def test_rediss_broker_and_backend_with_certificate_verification(
-    tls: FaultStack, certs: Certificates, watchers, report
+    tls: Stack, certs: Certificates, watchers, report
 ):
-    _, url = tls.server("tls-server")
+    url = tls.server("tls-server").url
     clients = await watchers(url, 2)
     ids = [str(uuid.uuid4()) for _ in range(4)]
     for w in clients:
@@ -75,7 +78,7 @@ async def test_rediss_broker_and_backend_with_certificate_verification(
     assert ack["tasks"][0]["state"] == "SUCCESS" and ack["tasks"][0]["result"] == "1"
 
 
-async def test_a_certificate_from_another_ca_is_refused(tls: FaultStack, fault_dir: Path):
+async def test_a_certificate_from_another_ca_is_refused(tls: Stack, fault_dir: Path):
     other = make_certificates(fault_dir / "tls" / "other", name="other-ca")
     assert tls.redis_port is not None
     proc, url = start_pushserver(
@@ -92,7 +95,7 @@ async def test_a_certificate_from_another_ca_is_refused(tls: FaultStack, fault_d
     assert proc.alive()
 
 
-def test_a_rediss_backend_without_ssl_cert_reqs_is_refused_at_start(tls: FaultStack):
+def test_a_rediss_backend_without_ssl_cert_reqs_is_refused_at_start(tls: Stack):
     assert tls.redis_port is not None
     backend = f"rediss://127.0.0.1:{tls.redis_port}/1"
     done = subprocess.run(
@@ -129,12 +132,13 @@ async def test_passwords_and_acl_users_work_and_never_show(fault_dir: Path, watc
     # whether the password leaks from the event log's errors and status.
     mongo_with_password = f"mongodb://app:{mongo_pw}@127.0.0.1:{free_port()}/?authSource=admin"
     # Workers and the dispatching client use the default user's password, pushserver an ACL user.
-    s = FaultStack(
+    s = Stack(
         f"redis://:{default_pw}@127.0.0.1:{port}/0",
         f"redis://:{default_pw}@127.0.0.1:{port}/1",
         log_dir,
         redis=redis,
         redis_port=port,
+        name="faults",
     )
     try:
         s.worker("auth-worker", pool="threads", concurrency=4)

@@ -23,14 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from dev.stack import http_status
-from tests.faults.conftest import FaultStack, delivered, environ, metric, readyz, until
+from dev.metrics import metric
+from dev.stack import http_status, readyz
+from tests.support.faults import delivered, until
 from tests.support.redis_servers import SentinelSet, start_sentinel_set, wait_for_failover
+from tests.support.stack import Stack, environ
 
 OPTIONS = json.dumps({"master_name": "mymaster"})
 
 
-class SentinelStack(FaultStack):
+class SentinelStack(Stack):
     sentinel: SentinelSet
 
 
@@ -39,7 +41,7 @@ def sentinel_stack(fault_dir: Path) -> Iterator[SentinelStack]:
     log_dir = fault_dir / "sentinel"
     log_dir.mkdir()
     sentinels = start_sentinel_set(log_dir)
-    s = SentinelStack(sentinels.url(0), sentinels.url(1), log_dir)
+    s = SentinelStack(sentinels.url(0), sentinels.url(1), log_dir, name="faults")
     s.sentinel = sentinels
     s.celery.conf.broker_transport_options = {"master_name": "mymaster"}
     s.celery.conf.result_backend_transport_options = {"master_name": "mymaster"}
@@ -61,9 +63,10 @@ async def test_sentinel_failover_mid_task_every_completion_is_delivered(
     sentinel_stack: SentinelStack, watchers, report
 ):
     s = sentinel_stack
-    proc, url = s.server(
+    server = s.server(
         "sentinel-server", extra=["--broker-transport-options", OPTIONS, "--backend-transport-options", OPTIONS]
     )
+    proc, url = server.proc, server.url
     clients = await watchers(url, 2)
     ids = [str(uuid.uuid4()) for _ in range(8)]
     for w in clients:

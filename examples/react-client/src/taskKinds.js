@@ -40,9 +40,9 @@ export function describeResult(kind, rawResult) {
   try {
     switch (isObject || kind === 'demo-progress' ? kind : null) {
       case 'welcome-email':
-        if (result.delivered_to === 'smtp') return { headline: `Sent to ${result.user_id} by SMTP`, details: [] };
+        if (result.delivered_to === 'smtp') return { headline: `Sent to ${result.username ?? result.user_id} by SMTP`, details: [] };
         return {
-          headline: `Welcome email for ${result.user_id} written to the outbox`,
+          headline: `Welcome email for ${result.username ?? result.user_id} written to the outbox`,
           details: [['File', fileName(result.delivered_to)]],
         };
       case 'resize-image':
