@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar, get_type_hints
 import click
 
 from .auth import WILDCARD, mint_token, secret_problem
-from .config import DEFAULT_BROKER, ConfigError, Settings, check_redis_tls, check_url, option_of, split_list
+from .config import DEFAULT_BROKER, ConfigError, Settings, option_of, split_list
 from .logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
