@@ -36,9 +36,15 @@ class Access:
         except TokenError as exc:
             raise ProtocolError("unauthorized", str(exc)) from None
 
-    def authorize(self, task_ids: Iterable[str], token: str | None, held: Grant | None = None, *,
-                  missing: str = "a token is required: pass it at connect or in this call",
-                  not_granted: str | None = None) -> Grant | None:
+    def authorize(
+        self,
+        task_ids: Iterable[str],
+        token: str | None,
+        held: Grant | None = None,
+        *,
+        missing: str = "a token is required: pass it at connect or in this call",
+        not_granted: str | None = None,
+    ) -> Grant | None:
         """The grant naming every task in ``task_ids``, or ProtocolError.
 
         ``token`` is the call's own token; without one, ``held`` (the grant a

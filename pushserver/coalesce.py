@@ -24,8 +24,14 @@ from .subscriptions import Subscriptions
 class Coalescer:
     """Turns each visible change of a watched task into a ``task:update`` on the fanout, progress rate-limited."""
 
-    def __init__(self, memory: MemoryView, subscriptions: Subscriptions, fanout: FanoutManager,
-                 metrics: Metrics, progress_hz: float) -> None:
+    def __init__(
+        self,
+        memory: MemoryView,
+        subscriptions: Subscriptions,
+        fanout: FanoutManager,
+        metrics: Metrics,
+        progress_hz: float,
+    ) -> None:
         self.memory = memory
         self.subscriptions = subscriptions
         self.fanout = fanout

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -28,8 +29,7 @@ STATUS_FOR_CODE = {
 
 def json_error(code: str, message: str) -> web.Response:
     """An error response with the API's ``{error: {code, message}}`` body and matching status."""
-    return web.json_response({"error": {"code": code, "message": message}},
-                             status=STATUS_FOR_CODE.get(code, 500))
+    return web.json_response({"error": {"code": code, "message": message}}, status=STATUS_FOR_CODE.get(code, 500))
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -44,9 +44,16 @@ def bearer_token(request: web.Request) -> str | None:
 class HttpApi:
     """Routes of the HTTP API, with the same snapshots, authorisation and forwarding policy as Socket.IO."""
 
-    def __init__(self, access: Access, snapshots: Snapshots, policy: ForwardingPolicy, metrics: Metrics,
-                 readiness: Callable[[], dict[str, Any]], eventlog: EventLog | None = None,
-                 cors_origins: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        access: Access,
+        snapshots: Snapshots,
+        policy: ForwardingPolicy,
+        metrics: Metrics,
+        readiness: Callable[[], dict[str, Any]],
+        eventlog: EventLog | None = None,
+        cors_origins: list[str] | None = None,
+    ) -> None:
         self.cors_origins = set(cors_origins or ())
         self.access = access
         self.snapshots = snapshots
@@ -98,8 +105,9 @@ class HttpApi:
 
     def _authorize(self, token: str | None, task_id: str) -> None:
         """ProtocolError unless the bearer token grants ``task_id``."""
-        self.access.authorize([task_id], token, missing="a bearer token is required",
-                              not_granted="the token does not grant this task")
+        self.access.authorize(
+            [task_id], token, missing="a bearer token is required", not_granted="the token does not grant this task"
+        )
 
     @web.middleware
     async def _cors(self, request: web.Request, handler: Any) -> web.StreamResponse:

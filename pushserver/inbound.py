@@ -27,8 +27,8 @@ python-socketio decodes or buffers it:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .limits import ConnectionCounter, TokenBucket
 
@@ -63,7 +63,7 @@ def peek_packet(data: str) -> PacketHeader:
         dash = data.find("-", 1, 12)
         i = dash + 1 if dash > 0 else 1
     namespace = "/"
-    if data[i:i + 1] == "/":
+    if data[i : i + 1] == "/":
         comma = data.find(",", i)
         end = comma if comma >= 0 else len(data)
         namespace = data[i:end][:256]
@@ -89,10 +89,18 @@ class Allowance:
 class Inbound:
     """The per-session and per-address limits on what clients send (see the module doc)."""
 
-    def __init__(self, *, rate: float, burst: float, max_in_flight_bytes: int, max_per_address: int = 0,
-                 address_of: Callable[[dict], str] = lambda environ: environ.get("REMOTE_ADDR") or "unknown",
-                 on_refused: Callable[[str], None] = lambda reason: None,
-                 flood_strikes: int = FLOOD_STRIKES, flood_window: float = FLOOD_WINDOW) -> None:
+    def __init__(
+        self,
+        *,
+        rate: float,
+        burst: float,
+        max_in_flight_bytes: int,
+        max_per_address: int = 0,
+        address_of: Callable[[dict], str] = lambda environ: environ.get("REMOTE_ADDR") or "unknown",
+        on_refused: Callable[[str], None] = lambda reason: None,
+        flood_strikes: int = FLOOD_STRIKES,
+        flood_window: float = FLOOD_WINDOW,
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self.max_in_flight_bytes = max_in_flight_bytes

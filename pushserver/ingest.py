@@ -17,10 +17,12 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from .backend import ResultReader
 from .coalesce import Coalescer
 from .eventlog import EventLog
 from .metrics import Metrics
 from .receiver import Batch
+from .results import ResultResolver
 from .state import EVENT_TO_STATE, TaskStore, is_task_event
 from .subscriptions import Subscriptions
 
@@ -30,13 +32,27 @@ _WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline
 class Ingest:
     """The receiver's consumer: merges each batch into the store and publishes what changed for watched tasks."""
 
-    def __init__(self, store: TaskStore, subscriptions: Subscriptions, coalescer: Coalescer, metrics: Metrics,
-                 eventlog: EventLog | None = None) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        subscriptions: Subscriptions,
+        coalescer: Coalescer,
+        metrics: Metrics,
+        eventlog: EventLog | None = None,
+        *,
+        results_from: ResultReader | None = None,
+        max_result_bytes: int = 0,
+    ) -> None:
         self.store = store
         self.subscriptions = subscriptions
         self.coalescer = coalescer
         self.metrics = metrics
         self.eventlog = eventlog
+        # --forward-results json: task-succeeded events wait for their value from the result backend
+        # (results.py), then come back through _merge_and_record like the rest of their batch.
+        self.results: ResultResolver | None = None
+        if results_from is not None:
+            self.results = ResultResolver(results_from, self._merge_and_record, metrics, max_result_bytes)
 
     def ingest(self, batch: Batch) -> None:
         """Merge a batch of decoded Celery events from the receiver, publish what changed, and record it."""
@@ -46,9 +62,18 @@ class Ingest:
         for event_type, n in by_type.items():
             self.metrics.events.labels(_type_label(event_type)).inc(n)
         task_events = [event for event in batch if is_task_event(event)]
+        observed: list[dict[str, Any]] = batch
+        if self.results is not None:
+            task_events = self.results.split(task_events)  # SUCCESS events come back via _merge_and_record
+            observed = [event for event in batch if not is_task_event(event)] + task_events
+        self._merge_and_record(task_events, observed)
+
+    def _merge_and_record(
+        self, task_events: list[dict[str, Any]], observed: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Merge task events, let the task-level metrics see them (``observed``: worker events too), record them."""
         self._merge_task_events(task_events)
-        # Task-level metrics (task_metrics.py) read the batch once merged, worker events included.
-        self.metrics.task_level.observe(batch, self.store)
+        self.metrics.task_level.observe(task_events if observed is None else observed, self.store)
         if self.eventlog is not None:
             self.eventlog.record(task_events)
 

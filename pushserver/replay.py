@@ -46,8 +46,10 @@ def parse_time(text: str, now: float | None = None) -> float:
     try:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
-        raise ValueError(f"{text!r} is not a time: use ISO-8601 (2024-11-24T10:00:00+01:00), "
-                         "'now', or a relative time like -15m, -2h, -7d") from None
+        raise ValueError(
+            f"{text!r} is not a time: use ISO-8601 (2024-11-24T10:00:00+01:00), "
+            "'now', or a relative time like -15m, -2h, -7d"
+        ) from None
     return moment.timestamp()  # a naive datetime is taken as local time, as Celery's timestamps are
 
 
@@ -99,8 +101,12 @@ class Pacer:
     sink, or one recorded out of order) goes at once.
     """
 
-    def __init__(self, speed: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        speed: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.speed = speed
         self.clock = clock
         self.sleep = sleep
@@ -131,8 +137,14 @@ class Tally:
     sent: int = 0
 
 
-def replay(source: Source, sink: Sink, pacer: Pacer, rejects: Callable[[str, str], None], tally: Tally,
-           on_sent: Callable[[], None] | None = None) -> Tally:
+def replay(
+    source: Source,
+    sink: Sink,
+    pacer: Pacer,
+    rejects: Callable[[str, str], None],
+    tally: Tally,
+    on_sent: Callable[[], None] | None = None,
+) -> Tally:
     """Send every event of ``source`` to ``sink`` at the pacer's speed, counting in ``tally`` as it goes."""
     for event in source.events(rejects):
         pacer.wait(event.get("timestamp"))
@@ -186,13 +198,15 @@ class ReplayRun:
                 raise ReplayError(f"{flag}: {exc}") from None
         try:
             # Republishing keeps the recorded pace unless told otherwise; exports go as fast as they can.
-            self.pace = (parse_speed(options.speed) if options.speed is not None
-                         else (1.0 if options.to == "broker" else None))
+            self.pace = (
+                parse_speed(options.speed) if options.speed is not None else (1.0 if options.to == "broker" else None)
+            )
         except ValueError as exc:
             raise ReplayError(f"--speed: {exc}") from None
         try:
-            self.filter = EventFilter(frozenset(options.tasks), frozenset(options.names),
-                                      window["--since"], window["--until"])
+            self.filter = EventFilter(
+                frozenset(options.tasks), frozenset(options.names), window["--since"], window["--until"]
+            )
         except ValueError as exc:
             raise ReplayError(str(exc)) from None
         if options.to == "broker":
@@ -200,8 +214,11 @@ class ReplayRun:
                 check_url("--broker", options.broker, BROKER_SCHEMES)
             except ConfigError as exc:
                 raise ReplayError(str(exc)) from None
-        elif (options.to != "stdout" and options.from_file
-              and Path(options.to).resolve() == Path(options.from_file).resolve()):
+        elif (
+            options.to != "stdout"
+            and options.from_file
+            and Path(options.to).resolve() == Path(options.from_file).resolve()
+        ):
             raise ReplayError(f"--to {options.to}: that is the --from file; write to another file")
         self.tally = Tally()
         self.source: Source | None = None

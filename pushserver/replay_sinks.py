@@ -93,8 +93,7 @@ class BrokerSink:
         dispatcher = self._dispatchers.get(hostname)
         if dispatcher is None:
             # Offline buffering would hide a lost broker: let publish errors raise.
-            dispatcher = self.app.events.Dispatcher(self.connection, hostname=hostname,
-                                                    buffer_while_offline=False)
+            dispatcher = self.app.events.Dispatcher(self.connection, hostname=hostname, buffer_while_offline=False)
             self._dispatchers[hostname] = dispatcher
         return dispatcher
 

@@ -187,8 +187,14 @@ class JsonlSource:
 class MongoSource:
     """Events from the event log's ``task_events`` collection, ordered by (timestamp, _id)."""
 
-    def __init__(self, url: str, database: str = "pushserver", event_filter: EventFilter = EventFilter(),
-                 *, timeout_ms: int = 3000) -> None:
+    def __init__(
+        self,
+        url: str,
+        database: str = "pushserver",
+        event_filter: EventFilter = EventFilter(),
+        *,
+        timeout_ms: int = 3000,
+    ) -> None:
         from pymongo import MongoClient
         from pymongo.errors import ConfigurationError, InvalidURI
 
@@ -196,8 +202,9 @@ class MongoSource:
         self.filter = event_filter
         self.timeout_ms = timeout_ms
         try:
-            self.client: Any = MongoClient(url, serverSelectionTimeoutMS=timeout_ms,
-                                           connectTimeoutMS=timeout_ms, tz_aware=True)
+            self.client: Any = MongoClient(
+                url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True
+            )
         except (ConfigurationError, InvalidURI, ValueError) as exc:
             raise ReplayError(f"--mongo: {redact(url)} is not a usable MongoDB URL ({exc})") from None
         self.collection = self.client[database][COLLECTION]
@@ -222,8 +229,7 @@ class MongoSource:
         return query
 
     def _tasks_named(self) -> set[str]:
-        query: dict[str, Any] = {"type": {"$in": list(NAMED_TYPES)},
-                                 "event.name": {"$in": sorted(self.filter.names)}}
+        query: dict[str, Any] = {"type": {"$in": list(NAMED_TYPES)}, "event.name": {"$in": sorted(self.filter.names)}}
         if self.filter.until is not None:
             query["timestamp"] = {"$lte": self.filter.until}
         return {doc["task_id"] for doc in self._guarded(lambda: self.collection.find(query, {"task_id": 1}))}
@@ -268,8 +274,9 @@ class MongoSource:
         try:
             yield from make()
         except ServerSelectionTimeoutError:
-            raise ReplayError(f"cannot reach MongoDB at {redact(self.url)} "
-                              f"(no server answered within {self.timeout_ms / 1000:g} s)") from None
+            raise ReplayError(
+                f"cannot reach MongoDB at {redact(self.url)} (no server answered within {self.timeout_ms / 1000:g} s)"
+            ) from None
         except OperationFailure as exc:
             reason = exc.details.get("errmsg") if exc.details else exc
             raise ReplayError(f"MongoDB refused the query: {reason}") from None

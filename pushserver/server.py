@@ -20,7 +20,7 @@ from aiohttp import web
 
 from .access import Access
 from .auth import TokenVerifier
-from .backend import ResultBackend
+from .backend import ResultBackend, ResultReader
 from .celeryapp import make_celery
 from .coalesce import Coalescer
 from .config import ConfigError, Settings, redact_url
@@ -47,8 +47,12 @@ class PushServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.celery = make_celery(settings.broker_url, settings.result_backend,
-                                  settings.broker_transport_options, settings.backend_transport_options)
+        self.celery = make_celery(
+            settings.broker_url,
+            settings.result_backend,
+            settings.broker_transport_options,
+            settings.backend_transport_options,
+        )
         try:
             # Celery builds its backend on first use, and a backend it cannot build
             # would fail every read later (snapshots answering PENDING): fail now.
@@ -61,39 +65,81 @@ class PushServer:
         policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
         self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
         self.metrics.watch_store(lambda: self.store.evicted)
-        self.backend = ResultBackend(self.celery, on_read=self._count_backend_read)
+        self.backend = ResultBackend(
+            self.celery,
+            on_read=self._count_backend_read,
+            results=settings.forward_results,
+            max_result_bytes=settings.max_result_bytes,
+        )
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
-            self.eventlog = EventLog(settings.mongo_url, settings.mongo_db,
-                                     retention_days=settings.retention_days,
-                                     max_queue_bytes=settings.event_log_queue_bytes, metrics=self.metrics)
-            self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0,
-                                        lambda: self.eventlog.queued_bytes if self.eventlog else 0)
+            self.eventlog = EventLog(
+                settings.mongo_url,
+                settings.mongo_db,
+                retention_days=settings.retention_days,
+                max_queue_bytes=settings.event_log_queue_bytes,
+                metrics=self.metrics,
+            )
+            self.metrics.watch_eventlog(
+                lambda: self.eventlog.queued if self.eventlog else 0,
+                lambda: self.eventlog.queued_bytes if self.eventlog else 0,
+            )
         verifier = None
         if settings.secrets:
-            verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway,
-                                     audience=settings.token_audience, issuer=settings.token_issuer)
+            verifier = TokenVerifier(
+                settings.secrets,
+                leeway=settings.token_leeway,
+                audience=settings.token_audience,
+                issuer=settings.token_issuer,
+            )
         access = Access(verifier)
         self.subscriptions = Subscriptions(settings.max_subscriptions)
         memory = MemoryView(self.store, policy)
         # Built in the order an update travels back from where it leaves.
-        self.fanout = FanoutManager(self.metrics, memory.visible,
-                                    soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog)
+        self.fanout = FanoutManager(
+            self.metrics, memory.visible, soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog
+        )
         coalescer = Coalescer(memory, self.subscriptions, self.fanout, self.metrics, settings.progress_hz)
-        self.ingest = Ingest(self.store, self.subscriptions, coalescer, self.metrics, self.eventlog)
+        # --forward-results json: task-succeeded events wait for their value from the result backend.
+        reader = None
+        if settings.forward_results == "json":
+            reader = ResultReader(self.backend.app, on_read=self.backend.on_read)
+        self.ingest = Ingest(
+            self.store,
+            self.subscriptions,
+            coalescer,
+            self.metrics,
+            self.eventlog,
+            results_from=reader,
+            max_result_bytes=settings.max_result_bytes,
+        )
         self.snapshots = Snapshots(memory, self.backend, self.eventlog, self.ingest.merge, self.metrics)
-        self.sockets = SocketApi(settings, access, self.subscriptions, self.snapshots, coalescer, self.fanout,
-                                 self.metrics)
+        self.sockets = SocketApi(
+            settings, access, self.subscriptions, self.snapshots, coalescer, self.fanout, self.metrics
+        )
         self.reconciler: QuietReconciler | None = None
         if settings.reconcile_after > 0:
             self.reconciler = QuietReconciler(
-                self._quiet_candidates, self._marker_of, self.backend.lookup_many, self.ingest.merge,
-                after=settings.reconcile_after, max_interval=settings.reconcile_max_interval,
-                batch=settings.reconcile_batch, on_checked=self._count_quiet_checks)
+                self._quiet_candidates,
+                self._marker_of,
+                self.backend.lookup_many,
+                self.ingest.merge,
+                after=settings.reconcile_after,
+                max_interval=settings.reconcile_max_interval,
+                batch=settings.reconcile_batch,
+                on_checked=self._count_quiet_checks,
+            )
         self.app = web.Application()
         self.sockets.sio.attach(self.app)
-        HttpApi(access, self.snapshots, policy, self.metrics, self.readiness, self.eventlog,
-                cors_origins=settings.cors_origins).install(self.app)
+        HttpApi(
+            access,
+            self.snapshots,
+            policy,
+            self.metrics,
+            self.readiness,
+            self.eventlog,
+            cors_origins=settings.cors_origins,
+        ).install(self.app)
         self.receiver: Receiver | None = None
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
@@ -143,8 +189,7 @@ class PushServer:
     async def start(self) -> None:
         """Bind the HTTP/Socket.IO port, then start receiving events."""
         # A handler still running when stop() has closed every connection is cut after this.
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=2.0)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         try:
@@ -152,30 +197,36 @@ class PushServer:
         except OSError as exc:
             await self._runner.cleanup()
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"--port: {self.settings.host}:{self.settings.port} is already in use"
-                ) from None
-            raise ConfigError(f"--host/--port: cannot listen on "
-                              f"{self.settings.host}:{self.settings.port} ({exc.strerror})") from None
+                raise ConfigError(f"--port: {self.settings.host}:{self.settings.port} is already in use") from None
+            raise ConfigError(
+                f"--host/--port: cannot listen on {self.settings.host}:{self.settings.port} ({exc.strerror})"
+            ) from None
         if self.eventlog is not None:
             self.eventlog.start()
         queue = None
         if self.settings.event_queue:
-            queue = EventQueueOptions(self.settings.event_queue, self.settings.event_queue_ttl,
-                                      self.settings.event_queue_expires)
+            queue = EventQueueOptions(
+                self.settings.event_queue, self.settings.event_queue_ttl, self.settings.event_queue_expires
+            )
             if self.settings.broker_url.startswith(("redis", "rediss")):
-                log.warning("--event-queue has no effect on Redis: events are pub/sub messages that"
-                            " no queue keeps (gaps are reconciled from the result backend)")
+                log.warning(
+                    "--event-queue has no effect on Redis: events are pub/sub messages that"
+                    " no queue keeps (gaps are reconciled from the result backend)"
+                )
         receiver: Receiver
         if self.settings.receiver == "thread":
             receiver = ReceiverThread(self.celery, self.ingest.ingest, self._on_receiver_status, queue=queue)
         else:
-            receiver = ReceiverProcess(self.settings.broker_url, self.ingest.ingest,
-                                       self._on_receiver_status, queue=queue,
-                                       log_level=self.settings.log_level,
-                                       transport_options=self.settings.broker_transport_options)
+            receiver = ReceiverProcess(
+                self.settings.broker_url,
+                self.ingest.ingest,
+                self._on_receiver_status,
+                queue=queue,
+                log_level=self.settings.log_level,
+                transport_options=self.settings.broker_transport_options,
+            )
         self.receiver = receiver
-        self.metrics.watch_receiver(lambda: receiver.malformed)
+        self.metrics.watch_receiver(lambda: receiver.malformed, lambda: receiver.shed)
         receiver.start()
         if self.reconciler is not None:
             self.reconciler.start()
@@ -222,6 +273,8 @@ class PushServer:
         self.sockets.close()
         if self.receiver is not None:
             await self.receiver.stop()
+        if self.ingest.results is not None:
+            await self.ingest.results.close()  # SUCCESS events still held go out (and into the event log)
         try:
             await asyncio.wait_for(self.sockets.sio.shutdown(), timeout=2)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless
@@ -231,8 +284,9 @@ class PushServer:
         if self.eventlog is not None:
             queued, started = self.eventlog.queued, loop.time()
             if await self.eventlog.flush(timeout=max(0.5, deadline - loop.time())):
-                log.info("shutdown: event log flushed (%d queued events written in %.2fs)",
-                         queued, loop.time() - started)
+                log.info(
+                    "shutdown: event log flushed (%d queued events written in %.2fs)", queued, loop.time() - started
+                )
             else:
                 log.warning("event log: %d events not written before shutdown", self.eventlog.queued)
             await self.eventlog.close()
@@ -256,4 +310,3 @@ class PushServer:
         await stop.wait()
         gc_maintenance.cancel()
         await self.stop()
-

@@ -45,8 +45,9 @@ class MemoryView:
 class Snapshots:
     """Reads a task's current state through the three tiers, and corrects watched tasks after a reconnect."""
 
-    def __init__(self, memory: MemoryView, backend: ResultBackend, eventlog: EventLog | None,
-                 merge: Merge, metrics: Metrics) -> None:
+    def __init__(
+        self, memory: MemoryView, backend: ResultBackend, eventlog: EventLog | None, merge: Merge, metrics: Metrics
+    ) -> None:
         self.memory = memory
         self.store = memory.store
         self.backend = backend

@@ -33,11 +33,20 @@ from .subscriptions import Subscriptions
 #: A client that keeps sending while this many times --max-connection-bytes of answers wait unread is dropped.
 UNREAD_BYTES_FACTOR = 8
 
+
 class SocketApi:
     """python-socketio's server with pushserver's handlers: who is connected, what they watch, until when."""
 
-    def __init__(self, settings: Settings, access: Access, subscriptions: Subscriptions, snapshots: Snapshots,
-                 coalescer: Coalescer, fanout: FanoutManager, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        access: Access,
+        subscriptions: Subscriptions,
+        snapshots: Snapshots,
+        coalescer: Coalescer,
+        fanout: FanoutManager,
+        metrics: Metrics,
+    ) -> None:
         self.settings = settings
         self.access = access
         self.subscriptions = subscriptions
@@ -53,15 +62,19 @@ class SocketApi:
         socketio_logger, engineio_logger = library_loggers()
         # Every Engine.IO session and client packet passes these limits first (inbound.py).
         self.inbound = Inbound(
-            rate=settings.message_rate, burst=settings.message_burst,
+            rate=settings.message_rate,
+            burst=settings.message_burst,
             max_in_flight_bytes=settings.max_connection_bytes,
             max_per_address=settings.max_connections_per_ip,
-            address_of=self._address_of, on_refused=self._count_refused_message)
+            address_of=self._address_of,
+            on_refused=self._count_refused_message,
+        )
         # python-socketio's AsyncServer with less kept per connection (eioserver.py),
         # its rooms kept by a manager that sends with backlog limits (fanout.py).
         self.sio = SocketIOServer(
             client_manager=fanout,
-            inbound=self.inbound, max_unread=settings.hard_backlog,
+            inbound=self.inbound,
+            max_unread=settings.hard_backlog,
             max_unread_bytes=UNREAD_BYTES_FACTOR * settings.max_connection_bytes,
             transports=settings.transports.split(","),
             async_mode="aiohttp",
@@ -84,8 +97,9 @@ class SocketApi:
 
     def _address_of(self, environ: dict[str, Any]) -> str:
         """The client's address, as --max-connections-per-ip counts it."""
-        return client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
-                              self.settings.trust_proxy)
+        return client_address(
+            environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), self.settings.trust_proxy
+        )
 
     def _count_refused_message(self, reason: str) -> None:
         self.metrics.messages_refused.labels(reason).inc()
@@ -133,8 +147,9 @@ class SocketApi:
         try:
             bucket = self._buckets.get(sid)
             if bucket is not None and not bucket.take():
-                raise ProtocolError("too_many", f"rate limit: at most {self.settings.subscribe_rate:g}"
-                                                " subscribe calls per second")
+                raise ProtocolError(
+                    "too_many", f"rate limit: at most {self.settings.subscribe_rate:g} subscribe calls per second"
+                )
             request = parse_subscription(payload, self.settings.max_ids_per_call)
             grant = self.access.authorize(request.task_ids, request.token, self._grants.get(sid))
             self.subscriptions.add(sid, request.task_ids)
@@ -196,10 +211,15 @@ class SocketApi:
             self.coalescer.forget(self.subscriptions.remove(sid, ended))
             self.metrics.expired.inc(len(ended))
             # After leaving the rooms: no update for these tasks follows the notice.
-            await self.sio.emit(ERROR_EVENT, {
-                "code": "token_expired", "task_ids": ended,
-                "message": "the token for these tasks has expired: subscribe again with a fresh token",
-            }, to=sid)
+            await self.sio.emit(
+                ERROR_EVENT,
+                {
+                    "code": "token_expired",
+                    "task_ids": ended,
+                    "message": "the token for these tasks has expired: subscribe again with a fresh token",
+                },
+                to=sid,
+            )
         self.metrics.subscriptions.set(len(self.subscriptions))
 
 

@@ -72,9 +72,7 @@ def nightly_report_schedule(env: Mapping[str, str] = os.environ) -> crontab | ti
 
 def build_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """Return the Celery settings for the example workers, read from ``env``."""
-    visibility_timeout = int(
-        _positive_number(env, "CELERY_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT)
-    )
+    visibility_timeout = int(_positive_number(env, "CELERY_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT))
     # With acks_late, Redis redelivers an unacknowledged task only after this
     # timeout; tests shorten it to see redelivery without waiting an hour.
     transport_options = {"visibility_timeout": visibility_timeout}

@@ -78,7 +78,7 @@ def render_welcome_email(
     )
     escaped = html.escape(greeting)
     msg.add_alternative(
-        "<!doctype html>\n<html><body style=\"font-family: sans-serif\">\n"
+        '<!doctype html>\n<html><body style="font-family: sans-serif">\n'
         f"<h1>Hello {escaped},</h1>\n"
         "<p>Welcome aboard! Your account is ready.</p>\n"
         "<p>This message was rendered and delivered by a Celery task whose "

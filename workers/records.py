@@ -59,8 +59,13 @@ def _record_state(task_id: str | None, state: str, stamp: str) -> None:
     except PyMongoError as exc:
         # The task itself must not fail because its bookkeeping could not be written.
         _paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
-        logger.warning("could not record state %s of task %s in MongoDB (%s); not recording states for %.0f s",
-                       state, task_id, exc, PAUSE_AFTER_FAILURE)
+        logger.warning(
+            "could not record state %s of task %s in MongoDB (%s); not recording states for %.0f s",
+            state,
+            task_id,
+            exc,
+            PAUSE_AFTER_FAILURE,
+        )
         return
     if skipped:
         logger.warning("recording task states in MongoDB again; %d were not recorded meanwhile", skipped)

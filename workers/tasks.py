@@ -130,9 +130,7 @@ def resize_and_watermark(
             # too fast for anyone to see progress move.
             time.sleep(delay)
 
-    result = process_image(
-        image_b64, width, watermark, _directory("MEDIA_DIR", "media"), _file_stem(self), on_step
-    )
+    result = process_image(image_b64, width, watermark, _directory("MEDIA_DIR", "media"), _file_stem(self), on_step)
     if self.request.id and os.environ.get("MONGO_URL"):
         records.set_fields(self.request.id, {"output": {**result.as_dict(), "watermark": watermark}}, "output_at")
     return result.as_dict()

@@ -128,6 +128,6 @@ async def test_rabbitmq_restart_every_replica_catches_up_from_its_event_queue(
         )
     for w in clients:
         for t in ids:
-            assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == str(STEPS)
+            assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == STEPS
     assert whole == REPLICAS * len(ids)
     assert all(r.proc.alive() for r in replicas)

@@ -73,9 +73,9 @@ async def test_rediss_broker_and_backend_with_certificate_verification(
         )
     for w in clients:
         for t in ids:
-            assert w.updates[t][-1]["result"] == "3"
+            assert w.updates[t][-1]["result"] == 3
             assert any(u["state"] == "PROGRESS" for u in w.updates[t])  # events came over TLS
-    assert ack["tasks"][0]["state"] == "SUCCESS" and ack["tasks"][0]["result"] == "1"
+    assert ack["tasks"][0]["state"] == "SUCCESS" and ack["tasks"][0]["result"] == 1
 
 
 async def test_a_certificate_from_another_ca_is_refused(tls: Stack, fault_dir: Path):

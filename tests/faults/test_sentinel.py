@@ -108,7 +108,7 @@ async def test_sentinel_failover_mid_task_every_completion_is_delivered(
         )
     for w in clients:
         for t in ids:
-            assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == "10"
+            assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == 10
     assert readyz(url)["receiver"] == "connected"
     # The workers followed the new master and take new work on both pools.
     after = [s.send("demo_progress", 2, 0.05), s.send("demo_progress", 2, 0.05, queue="prefork")]

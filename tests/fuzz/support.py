@@ -14,8 +14,9 @@ import json
 import os
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import socketio
 
@@ -161,8 +162,15 @@ class SocketClient:
     (deep nesting) and know each message's size to the byte.
     """
 
-    def __init__(self, runner: LoopThread, url: str, *, token: str | None = None,
-                 headers: dict[str, str] | None = None, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        runner: LoopThread,
+        url: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
         self.runner = runner
         # python-socketio waits this long for the namespace even when the server has
         # already closed the transport (an oversized CONNECT packet): keep it short there.
@@ -214,9 +222,13 @@ class SocketClient:
             arrived.set()
 
         try:
-            await sio.connect(self.url, auth={"token": self.token} if self.token is not None else None,
-                              headers=self.headers, transports=["websocket"],
-                              wait_timeout=self.connect_timeout)
+            await sio.connect(
+                self.url,
+                auth={"token": self.token} if self.token is not None else None,
+                headers=self.headers,
+                transports=["websocket"],
+                wait_timeout=self.connect_timeout,
+            )
         except socketio.exceptions.ConnectionError as exc:
             if self.connect_error is None:
                 self.connect_error = str(exc)
@@ -301,11 +313,11 @@ class SocketClient:
         except Exception:  # noqa: BLE001 - a dead connection shows as `closed`
             ack = None
         await asyncio.sleep(0)
-        return Outcome(wire_size(packet_text), None if ack is None else (ack,), self._closed.is_set(),
-                       self.closed_reason)
+        return Outcome(
+            wire_size(packet_text), None if ack is None else (ack,), self._closed.is_set(), self.closed_reason
+        )
 
-    async def _outcome(self, fut: asyncio.Future, size: int, fast: float = FAST_ACK,
-                       grace: float = GRACE) -> Outcome:
+    async def _outcome(self, fut: asyncio.Future, size: int, fast: float = FAST_ACK, grace: float = GRACE) -> Outcome:
         closed = self._closed
         assert closed is not None and self.sio is not None
         closing = asyncio.ensure_future(closed.wait())
@@ -328,6 +340,7 @@ class SocketClient:
 
     def wait_received(self, predicate: Callable[[str, Any], bool], timeout: float) -> tuple[str, Any] | None:
         """Wait until a server-sent event satisfies ``predicate(event, data)``; return it, or None on timeout."""
+
         async def wait() -> tuple[str, Any] | None:
             deadline = asyncio.get_running_loop().time() + timeout
             seen = 0
@@ -344,6 +357,7 @@ class SocketClient:
                     await asyncio.wait_for(self._arrived.wait(), left)
                 except asyncio.TimeoutError:
                     pass
+
         return self.runner.run(wait())
 
     def wait_closed(self, timeout: float = CLOSE_WAIT) -> bool:
@@ -354,6 +368,7 @@ class SocketClient:
             except asyncio.TimeoutError:
                 return False
             return True
+
         return self.runner.run(wait())
 
 
@@ -380,10 +395,19 @@ def fuzz_settings(examples: int, *, shrink: bool = True, **overrides: Any):
     from hypothesis import HealthCheck, Phase, settings
 
     phases = list(Phase) if shrink else [Phase.explicit, Phase.reuse, Phase.generate]
-    return settings(max_examples=budget(examples), deadline=None, phases=phases, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example, HealthCheck.filter_too_much],
-                    **overrides)
+    return settings(
+        max_examples=budget(examples),
+        deadline=None,
+        phases=phases,
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+            HealthCheck.filter_too_much,
+        ],
+        **overrides,
+    )
 
 
 def fill(value: Any, mapping: dict[str, str]) -> Any:

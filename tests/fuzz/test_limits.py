@@ -12,11 +12,11 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from dev.stack import wait_until
+
 from .model import check_error
 from .stack import ALLOWED_ORIGIN, LIMITS_PER_IP, LIMITS_RATE, FuzzStack, Server
 from .strategies import HEADER_VALUE, ORIGINS
-from dev.stack import wait_until
-
 from .support import LoopThread, SocketClient, count_case, fuzz_settings
 
 pytestmark = pytest.mark.integration
@@ -38,11 +38,14 @@ def limits(fuzz_stack: FuzzStack) -> Server:
 
 
 @fuzz_settings(40)
-@given(rush=st.integers(0, int(BURST) + 40), well_formed=st.booleans(),
-       calls=st.lists(st.tuples(st.sampled_from([0.0] * 8 + [0.005, 0.02, 0.1]), st.booleans()),
-                      max_size=12))
-def test_subscribe_rate_limit(limits: Server, client_loop: LoopThread, rush: int, well_formed: bool,
-                              calls: list[tuple[float, bool]]) -> None:
+@given(
+    rush=st.integers(0, int(BURST) + 40),
+    well_formed=st.booleans(),
+    calls=st.lists(st.tuples(st.sampled_from([0.0] * 8 + [0.005, 0.02, 0.1]), st.booleans()), max_size=12),
+)
+def test_subscribe_rate_limit(
+    limits: Server, client_loop: LoopThread, rush: int, well_formed: bool, calls: list[tuple[float, bool]]
+) -> None:
     """However subscribe calls are spaced, at most burst + rate x elapsed get past the bucket, and the
     first ``burst`` always do; a refusal is ``too_many`` and the connection stays up."""
     count_case("limits: subscribe rate")
@@ -82,8 +85,10 @@ def test_subscribe_rate_limit(limits: Server, client_loop: LoopThread, rush: int
 
 async def polling_handshake(url: str, forwarded_for: str) -> tuple[int, str]:
     """An Engine.IO long-polling handshake from ``forwarded_for``: its status and body."""
-    async with aiohttp.ClientSession() as session, session.get(
-            url + "/socket.io/?EIO=4&transport=polling", headers={"X-Forwarded-For": forwarded_for}) as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url + "/socket.io/?EIO=4&transport=polling", headers={"X-Forwarded-For": forwarded_for}) as r,
+    ):
         return r.status, await r.text()
 
 
@@ -91,10 +96,12 @@ HOPS = st.one_of(st.ip_addresses().map(str), HEADER_VALUE.filter(lambda v: "," n
 
 
 @fuzz_settings(60)
-@given(hop=HOPS, spoofed=st.lists(st.one_of(HOPS, st.just(""), st.just(" ")), min_size=1, max_size=6),
-       n=st.integers(1, LIMITS_PER_IP + 3))
-def test_connections_per_address(limits: Server, client_loop: LoopThread, hop: str, spoofed: list[str],
-                                 n: int) -> None:
+@given(
+    hop=HOPS,
+    spoofed=st.lists(st.one_of(HOPS, st.just(""), st.just(" ")), min_size=1, max_size=6),
+    n=st.integers(1, LIMITS_PER_IP + 3),
+)
+def test_connections_per_address(limits: Server, client_loop: LoopThread, hop: str, spoofed: list[str], n: int) -> None:
     """Behind --trust-proxy the address is the last X-Forwarded-For hop (the one our proxy appended):
     whatever a client writes to its left, at most --max-connections-per-ip connections (Engine.IO
     sessions) per address, the rest refused with a reason; closing them frees the address again."""
@@ -104,8 +111,7 @@ def test_connections_per_address(limits: Server, client_loop: LoopThread, hop: s
     try:
         for i in range(n):
             header = f"{spoofed[i % len(spoofed)]}, {hop}"
-            client = SocketClient(client_loop, limits.url, headers={"X-Forwarded-For": header},
-                                  connect_timeout=3.0)
+            client = SocketClient(client_loop, limits.url, headers={"X-Forwarded-For": header}, connect_timeout=3.0)
             clients.append(client)
             accepted = client.connect()
             if i < LIMITS_PER_IP:

@@ -37,10 +37,25 @@ MESSAGE_RATE, MESSAGE_BURST = 50.0, 250
 #: Over-limit packets within 10 s after which a client is dropped (pushserver/inbound.py FLOOD_STRIKES).
 FLOOD_STRIKES = 100
 
-RESERVED = ["connect", "disconnect", "connect_error", "message", "error", "task:update", "pushserver:error",
-            "*", "__disconnect_final", "newListener", "Subscribe", "subscribe ", "unsubscribe\x00", ""]
+RESERVED = [
+    "connect",
+    "disconnect",
+    "connect_error",
+    "message",
+    "error",
+    "task:update",
+    "pushserver:error",
+    "*",
+    "__disconnect_final",
+    "newListener",
+    "Subscribe",
+    "subscribe ",
+    "unsubscribe\x00",
+    "",
+]
 EVENT_NAMES = st.one_of(st.sampled_from(RESERVED), st.text(max_size=30)).filter(
-    lambda name: name not in ("subscribe", "unsubscribe"))
+    lambda name: name not in ("subscribe", "unsubscribe")
+)
 _addresses = itertools.count(1)
 
 
@@ -63,8 +78,9 @@ def watched(fuzz_stack: FuzzStack, client: SocketClient) -> str:
 @example(name="disconnect", args=["io client disconnect"])
 @example(name="connect", args=[{"REMOTE_ADDR": "192.0.2.1", "HTTP_X_FORWARDED_FOR": "192.0.2.1"}, None])
 @example(name="connect", args=[])
-def test_other_event_names_never_reach_a_handler(fuzz_stack: FuzzStack, client: SocketClient, watched: str,
-                                                 name: str, args: list[Any]) -> None:
+def test_other_event_names_never_reach_a_handler(
+    fuzz_stack: FuzzStack, client: SocketClient, watched: str, name: str, args: list[Any]
+) -> None:
     count_case("surface: other event names")
     before = fuzz_stack.main.readyz()
     outcome = client.call(name, *args)
@@ -81,9 +97,9 @@ def test_other_event_names_never_reach_a_handler(fuzz_stack: FuzzStack, client: 
 BINARY_PACKETS = st.builds(
     lambda kind, count, nsp, ack_id, data: f"{kind}{count}-{nsp}{'' if ack_id is None else ack_id}{data}",
     st.sampled_from(["5", "6"]),
-    st.one_of(st.integers(0, 3), st.integers(4, 10 ** 12)),
+    st.one_of(st.integers(0, 3), st.integers(4, 10**12)),
     st.sampled_from(["", "/,", "/admin,"]),
-    st.one_of(st.none(), st.integers(0, 10 ** 6)),
+    st.one_of(st.none(), st.integers(0, 10**6)),
     st.one_of(st.just('["subscribe",{"_placeholder":true,"num":0}]'), st.builds(encode_json, JSON)),
 )
 
@@ -91,9 +107,9 @@ BINARY_PACKETS = st.builds(
 @fuzz_settings(200, shrink=False)
 @given(packet=BINARY_PACKETS, frames=st.lists(st.binary(max_size=4096), max_size=8))
 @example(packet='51000000000-7["subscribe",{"_placeholder":true,"num":0}]', frames=[b"\x04" + b"x" * 4000] * 8)
-def test_binary_packets_are_refused_and_never_buffered(fuzz_stack: FuzzStack, client: SocketClient,
-                                                       client_loop: LoopThread, packet: str,
-                                                       frames: list[bytes]) -> None:
+def test_binary_packets_are_refused_and_never_buffered(
+    fuzz_stack: FuzzStack, client: SocketClient, client_loop: LoopThread, packet: str, frames: list[bytes]
+) -> None:
     count_case("surface: binary packets")
     client.ensure_connected()
     sio = client.sio
@@ -112,18 +128,23 @@ def test_binary_packets_are_refused_and_never_buffered(fuzz_stack: FuzzStack, cl
 
 def refusals(server: Server, reason: str) -> float:
     body = http_get(server.url + "/metrics")[1].decode()
-    match = re.search(rf'^pushserver_client_messages_refused_total{{reason="{reason}"}} ([0-9.e+]+)$', body, re.MULTILINE)
+    match = re.search(
+        rf'^pushserver_client_messages_refused_total{{reason="{reason}"}} ([0-9.e+]+)$', body, re.MULTILINE
+    )
     return float(match.group(1)) if match else 0.0
 
 
 @fuzz_settings(25, shrink=False)
-@given(count=st.integers(MESSAGE_BURST - 50, MESSAGE_BURST + FLOOD_STRIKES + 150),
-       kinds=st.lists(st.sampled_from(["ack", "no-ack", "unknown", "binary"]), min_size=1, max_size=4))
+@given(
+    count=st.integers(MESSAGE_BURST - 50, MESSAGE_BURST + FLOOD_STRIKES + 150),
+    kinds=st.lists(st.sampled_from(["ack", "no-ack", "unknown", "binary"]), min_size=1, max_size=4),
+)
 @example(count=MESSAGE_BURST + FLOOD_STRIKES + 20, kinds=["ack"])
 @example(count=MESSAGE_BURST + FLOOD_STRIKES + 20, kinds=["no-ack"])
 @example(count=MESSAGE_BURST + 20, kinds=["ack", "unknown"])
-def test_floods_are_cut_at_the_message_rate(fuzz_stack: FuzzStack, client_loop: LoopThread, count: int,
-                                            kinds: list[str]) -> None:
+def test_floods_are_cut_at_the_message_rate(
+    fuzz_stack: FuzzStack, client_loop: LoopThread, count: int, kinds: list[str]
+) -> None:
     """Sent back to back: about the burst gets through, an ack-asking message over it gets too_many, and
     more than FLOOD_STRIKES over it drop the connection with a pushserver:error notice."""
     count_case("surface: message floods")
@@ -131,10 +152,14 @@ def test_floods_are_cut_at_the_message_rate(fuzz_stack: FuzzStack, client_loop: 
     frames = []
     for i in range(count):
         kind = kinds[i % len(kinds)]
-        frames.append({"ack": f'42{i}["unsubscribe",{{"task_id":"f{i}"}}]',
-                       "no-ack": f'42["unsubscribe",{{"task_id":"f{i}"}}]',
-                       "unknown": f'42{i}["flood-{i}",{i}]',
-                       "binary": f'451-{i}["subscribe",{{"_placeholder":true,"num":0}}]'}[kind])
+        frames.append(
+            {
+                "ack": f'42{i}["unsubscribe",{{"task_id":"f{i}"}}]',
+                "no-ack": f'42["unsubscribe",{{"task_id":"f{i}"}}]',
+                "unknown": f'42{i}["flood-{i}",{i}]',
+                "binary": f'451-{i}["subscribe",{{"_placeholder":true,"num":0}}]',
+            }[kind]
+        )
     rate_before, floods_before = refusals(limits, "rate"), refusals(limits, "flood")
     result = client_loop.run(_flood(limits, frames))
     over = refusals(limits, "rate") - rate_before
@@ -146,8 +171,10 @@ def test_floods_are_cut_at_the_message_rate(fuzz_stack: FuzzStack, client_loop: 
         assert result["notice"]["code"] == "too_many" and "disconnected" in result["notice"]["message"], result
     else:
         admitted = count + 1 - over  # the Socket.IO connect took a token too
-        assert min(count + 1, MESSAGE_BURST) <= admitted <= MESSAGE_BURST + MESSAGE_RATE * result["elapsed"] + 2, \
-            (admitted, result)
+        assert min(count + 1, MESSAGE_BURST) <= admitted <= MESSAGE_BURST + MESSAGE_RATE * result["elapsed"] + 2, (
+            admitted,
+            result,
+        )
     # Each ack-asking message over the rate was answered too_many (until the drop).
     assert result["too_many"] <= over, result
     if "ack" in kinds and not dropped and over >= len(kinds):
@@ -161,8 +188,10 @@ async def _flood(server: Server, frames: list[str]) -> dict[str, Any]:
     codes: list[str] = []
     notice = None
     dropped = False
-    async with aiohttp.ClientSession() as session, \
-            session.ws_connect(url, headers={"X-Forwarded-For": fresh_address()}) as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers={"X-Forwarded-For": fresh_address()}) as ws,
+    ):
         await ws.receive_str(timeout=5)
         await ws.send_str("40")
         assert (await ws.receive_str(timeout=5)).startswith("40")
@@ -183,11 +212,16 @@ async def _flood(server: Server, frames: list[str]) -> dict[str, Any]:
             last = time.monotonic()
             data = msg.data
             if data.startswith("43"):
-                ack = json.loads(data[len(data) - len(data[2:].lstrip("0123456789")):])[0]
+                ack = json.loads(data[len(data) - len(data[2:].lstrip("0123456789")) :])[0]
                 codes.append(ack.get("error", {}).get("code", "ok") if isinstance(ack, dict) else "ok")
             elif data.startswith('42["pushserver:error"'):
                 notice = json.loads(data[2:])[1]
             elif data == "2":
                 await ws.send_str("3")
-    return {"too_many": codes.count("too_many"), "answered": len(codes), "dropped": dropped,
-            "notice": notice, "elapsed": last - started}
+    return {
+        "too_many": codes.count("too_many"),
+        "answered": len(codes),
+        "dropped": dropped,
+        "notice": notice,
+        "elapsed": last - started,
+    }

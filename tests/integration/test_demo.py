@@ -18,10 +18,25 @@ def test_demo_starts_redis_runs_a_round_and_stops_what_it_started():
     redis_port, server_port, web_port = free_port(), free_port(), free_port()
     broker = f"redis://127.0.0.1:{redis_port}/0"
     done = subprocess.run(
-        [sys.executable, "-m", "dev.demo", "--once", "--port", str(server_port),
-         "--web-port", str(web_port),
-         "--broker", broker, "--backend", f"redis://127.0.0.1:{redis_port}/1"],
-        capture_output=True, text=True, timeout=180, env={**os.environ, "PUSHSERVER_MONGO_URL": ""}, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "dev.demo",
+            "--once",
+            "--port",
+            str(server_port),
+            "--web-port",
+            str(web_port),
+            "--broker",
+            broker,
+            "--backend",
+            f"redis://127.0.0.1:{redis_port}/1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PUSHSERVER_MONGO_URL": ""},
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -44,16 +59,33 @@ def test_demo_runs_on_redis_with_tls_and_a_password(tmp_path: Path):
     query = f"ssl_cert_reqs=required&ssl_ca_certs={quote(str(certs.ca))}"
     try:
         bare = subprocess.run(
-            [sys.executable, "-m", "dev.demo", "--once",
-             "--broker", f"rediss://:{password}@127.0.0.1:{port}/0"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT)
+            [sys.executable, "-m", "dev.demo", "--once", "--broker", f"rediss://:{password}@127.0.0.1:{port}/0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert bare.returncode == 2 and "a rediss:// URL needs ssl_cert_reqs" in bare.stderr, bare.stderr
         done = subprocess.run(
-            [sys.executable, "-m", "dev.demo", "--once", "--port", str(server_port),
-             "--web-port", str(web_port),
-             "--broker", f"rediss://:{password}@127.0.0.1:{port}/0?{query}",
-             "--backend", f"rediss://:{password}@127.0.0.1:{port}/1?{query}"],
-            capture_output=True, text=True, timeout=180, env={**os.environ, "PUSHSERVER_MONGO_URL": ""}, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "dev.demo",
+                "--once",
+                "--port",
+                str(server_port),
+                "--web-port",
+                str(web_port),
+                "--broker",
+                f"rediss://:{password}@127.0.0.1:{port}/0?{query}",
+                "--backend",
+                f"rediss://:{password}@127.0.0.1:{port}/1?{query}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "PUSHSERVER_MONGO_URL": ""},
+            cwd=ROOT,
         )
     finally:
         redis.stop()

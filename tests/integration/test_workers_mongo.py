@@ -47,21 +47,42 @@ class MongoStack:
     def workers(self) -> Database[dict[str, Any]]:
         return self.mongo[WORKERS_DB]
 
-    def run(self, name: str, *args: object, queue: str = "celery", task_id: str | None = None,
-            timeout: float = 30, **kwargs: object) -> AsyncResult:
+    def run(
+        self,
+        name: str,
+        *args: object,
+        queue: str = "celery",
+        task_id: str | None = None,
+        timeout: float = 30,
+        **kwargs: object,
+    ) -> AsyncResult:
         """Send ``workers.tasks.<name>`` and wait until it has finished (whatever the outcome)."""
         result = self.stack.send(name, *args, queue=queue, task_id=task_id, **kwargs)
         wait_until(lambda: result.ready(), timeout, f"{name} to finish (worker logs in {self.stack.log_dir})")
         return result
 
-    def record(self, task: str, *, owner: str = "u-test", state: str = "PENDING",
-               created_at: datetime | None = None, task_id: str | None = None) -> str:
+    def record(
+        self,
+        task: str,
+        *,
+        owner: str = "u-test",
+        state: str = "PENDING",
+        created_at: datetime | None = None,
+        task_id: str | None = None,
+    ) -> str:
         """Insert a task record as Express writes it before publishing; return its id."""
         task_id = task_id or str(uuid.uuid4())
-        self.app.tasks.insert_one({
-            "_id": task_id, "owner": owner, "kind": task.rsplit(".", 1)[-1], "task": task,
-            "args_summary": "", "state": state, "created_at": created_at or datetime.now(timezone.utc),
-        })
+        self.app.tasks.insert_one(
+            {
+                "_id": task_id,
+                "owner": owner,
+                "kind": task.rsplit(".", 1)[-1],
+                "task": task,
+                "args_summary": "",
+                "state": state,
+                "created_at": created_at or datetime.now(timezone.utc),
+            }
+        )
         return task_id
 
 
@@ -98,8 +119,15 @@ def clean(mstack: MongoStack) -> MongoStack:
 
 def _add_user(mstack: MongoStack, username: str) -> str:
     user_id = str(uuid.uuid4())
-    mstack.app.users.insert_one({"_id": user_id, "username": username, "username_lower": username.lower(),
-                                 "password_hash": "scrypt$unused", "created_at": datetime.now(timezone.utc)})
+    mstack.app.users.insert_one(
+        {
+            "_id": user_id,
+            "username": username,
+            "username_lower": username.lower(),
+            "password_hash": "scrypt$unused",
+            "created_at": datetime.now(timezone.utc),
+        }
+    )
     return user_id
 
 
@@ -165,19 +193,31 @@ def test_tasks_without_a_record_leave_the_collection_alone(clean: MongoStack) ->
 def test_nightly_report_aggregates_the_day_and_archives_old_records(clean: MongoStack) -> None:
     now = datetime.now(timezone.utc)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # BSON dates hold milliseconds
-    today = {("workers.tasks.predict", "SUCCESS"): 3, ("workers.tasks.predict", "FAILURE"): 1,
-             ("workers.tasks.resize_and_watermark", "SUCCESS"): 2, ("workers.tasks.fail", "FAILURE"): 4,
-             ("workers.tasks.demo_progress", "PENDING"): 1}
+    today = {
+        ("workers.tasks.predict", "SUCCESS"): 3,
+        ("workers.tasks.predict", "FAILURE"): 1,
+        ("workers.tasks.resize_and_watermark", "SUCCESS"): 2,
+        ("workers.tasks.fail", "FAILURE"): 4,
+        ("workers.tasks.demo_progress", "PENDING"): 1,
+    }
     for (task, state), count in today.items():
         for i in range(count):
             clean.record(task, state=state, created_at=now - timedelta(hours=1 + i))
     # Older than a day but younger than the archive age: in neither the counts nor the archive.
-    kept = [clean.record("workers.tasks.predict", state="SUCCESS", created_at=now - timedelta(days=d))
-            for d in (2, 29)]
+    kept = [clean.record("workers.tasks.predict", state="SUCCESS", created_at=now - timedelta(days=d)) for d in (2, 29)]
     # Older than the default 30 days: archived, in several batches (500 a batch).
-    old = [{"_id": f"old-{i}", "owner": "u-old", "kind": "predict", "task": "workers.tasks.predict",
-            "args_summary": "", "state": "SUCCESS", "created_at": now - timedelta(days=31, minutes=i)}
-           for i in range(1201)]
+    old = [
+        {
+            "_id": f"old-{i}",
+            "owner": "u-old",
+            "kind": "predict",
+            "task": "workers.tasks.predict",
+            "args_summary": "",
+            "state": "SUCCESS",
+            "created_at": now - timedelta(days=31, minutes=i),
+        }
+        for i in range(1201)
+    ]
     clean.app.tasks.insert_many(old)
 
     task_id = str(uuid.uuid4())
@@ -208,7 +248,10 @@ def test_nightly_report_aggregates_the_day_and_archives_old_records(clean: Mongo
     # Progress as it went: counting, each archived batch, the end.
     assert "counting the day's tasks" in messages
     assert [m for m in messages if m.startswith("archived ")] == [
-        "archived 500 of 1201 records", "archived 1000 of 1201 records", "archived 1201 of 1201 records"]
+        "archived 500 of 1201 records",
+        "archived 1000 of 1201 records",
+        "archived 1201 of 1201 records",
+    ]
     assert messages[-1] == "report saved; archived 1201 records"
 
 
@@ -260,8 +303,12 @@ class _ProgressListener:
 @pytest.fixture
 def in_process(clean: MongoStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MongoStack:
     """Run task bodies in this process, on the module's MongoDB, writing files under ``tmp_path``."""
-    for name, value in {"MONGO_URL": clean.url, "MONGO_APP_DB": APP_DB, "MONGO_WORKERS_DB": WORKERS_DB,
-                        "OUTBOX_DIR": str(tmp_path / "outbox")}.items():
+    for name, value in {
+        "MONGO_URL": clean.url,
+        "MONGO_APP_DB": APP_DB,
+        "MONGO_WORKERS_DB": WORKERS_DB,
+        "OUTBOX_DIR": str(tmp_path / "outbox"),
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("SMTP_URL", raising=False)
     return clean
@@ -284,7 +331,6 @@ def test_send_welcome_email_by_smtp(in_process: MongoStack, monkeypatch: pytest.
     (data,) = sink.messages  # type: ignore[attr-defined]
     assert f"To: user-{user_id}@example.com".encode() in data
     assert b"Hello linus," in data
-
 
 
 def test_workers_without_mongo_url_say_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -192,7 +192,7 @@ def celery_subcommand(command: list[str]) -> tuple[list[str], str, list[str]]:
     i = 1
     while i < len(command) and command[i].startswith("-"):
         i += 1 if "=" in command[i] or command[i] not in takes_value else 2
-    return command[1:i], command[i] if i < len(command) else "", command[i + 1:]
+    return command[1:i], command[i] if i < len(command) else "", command[i + 1 :]
 
 
 def celery_app_name(global_options: list[str]) -> str | None:

@@ -83,8 +83,13 @@ async def test_send_queue_getter_cancelled_as_an_item_arrives_loses_nothing() ->
 
 
 def test_trim_environ_keeps_only_what_pushserver_reads() -> None:
-    environ = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4", "HTTP_COOKIE": "secret",
-               "aiohttp.request": object(), "QUERY_STRING": "EIO=4"}
+    environ = {
+        "REMOTE_ADDR": "10.0.0.1",
+        "HTTP_X_FORWARDED_FOR": "1.2.3.4",
+        "HTTP_COOKIE": "secret",
+        "aiohttp.request": object(),
+        "QUERY_STRING": "EIO=4",
+    }
     same = environ
     trim_environ(environ)
     assert same == {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}
@@ -108,14 +113,18 @@ def test_connect_handlers_see_the_peer_address_whichever_way_registered() -> Non
     assert inspect.iscoroutinefunction(eio.handlers["connect"])
 
 
-def test_an_unvetted_library_is_logged_at_start(monkeypatch: pytest.MonkeyPatch,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unvetted_library_is_logged_at_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(eioserver, "unvetted", lambda: ["python-engineio 4.99.0 is outside the vetted range"])
     with caplog.at_level(logging.WARNING, logger="pushserver.eioserver"):
         SocketIOServer(async_mode="aiohttp")
     assert [r.getMessage() for r in caplog.records] == [
-        ("python-engineio 4.99.0 is outside the vetted range: pushserver relies on its internals"
-         " (pushserver/dependencies.py)")]
+        (
+            "python-engineio 4.99.0 is outside the vetted range: pushserver relies on its internals"
+            " (pushserver/dependencies.py)"
+        )
+    ]
 
 
 # -- sessions against a real server ---------------------------------------------
@@ -140,8 +149,13 @@ class Server:
 @contextlib.asynccontextmanager
 async def serving(**options: Any) -> AsyncIterator[Server]:
     options.setdefault("client_events", frozenset({"echo", "slow"}))
-    sio = SocketIOServer(async_mode="aiohttp", cors_allowed_origins="*", ping_interval=PING_INTERVAL,
-                         ping_timeout=PING_TIMEOUT, **options)
+    sio = SocketIOServer(
+        async_mode="aiohttp",
+        cors_allowed_origins="*",
+        ping_interval=PING_INTERVAL,
+        ping_timeout=PING_TIMEOUT,
+        **options,
+    )
     app = web.Application()
     sio.attach(app)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
@@ -335,7 +349,7 @@ def test_peek_packet_reads_type_namespace_and_ack_id() -> None:
     assert peek_packet('2["x"]') == PacketHeader("2", "/", None)
     assert peek_packet('2/admin,7["x"]') == PacketHeader("2", "/admin", 7)
     assert peek_packet('51-12["x",{"_placeholder":true,"num":0}]') == PacketHeader("5", "/", 12)
-    assert peek_packet('52-/nsp,3[]') == PacketHeader("5", "/nsp", 3)
+    assert peek_packet("52-/nsp,3[]") == PacketHeader("5", "/nsp", 3)
     assert peek_packet("") == PacketHeader("", "/", None)
     assert peek_packet("2" + "9" * 40) == PacketHeader("2", "/", int("9" * 16))
 
@@ -344,10 +358,18 @@ async def test_only_client_events_reach_handlers_lifecycle_names_included() -> N
     inbound, refused = limits()
     async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
         ws, _ = await raw_connect(session, server.url)
-        for i, frame in enumerate(['["disconnect","io client disconnect"]', '["connect",{"REMOTE_ADDR":"x"}]',
-                                   '["message","hi"]', '[7,"x"]', '[]', '["__proto__"]']):
+        for i, frame in enumerate(
+            [
+                '["disconnect","io client disconnect"]',
+                '["connect",{"REMOTE_ADDR":"x"}]',
+                '["message","hi"]',
+                '[7,"x"]',
+                "[]",
+                '["__proto__"]',
+            ]
+        ):
             await ws.send_str(f"42{i}{frame}")
-            reply = json.loads((await ws.receive_str(timeout=2))[2 + len(str(i)):])
+            reply = json.loads((await ws.receive_str(timeout=2))[2 + len(str(i)) :])
             assert reply[0]["error"]["code"] == "bad_request", frame
         await ws.send_str('42["disconnect","no ack asked"]')
         await ws.send_str('429["echo","still connected"]')

@@ -24,8 +24,15 @@ def test_connect_and_disconnect_twice_count_once() -> None:
         memory = MemoryView(TaskStore(10), ForwardingPolicy())
         fanout = FanoutManager(metrics, memory.visible)
         coalescer = Coalescer(memory, subscriptions, fanout, metrics, settings.progress_hz)
-        sockets = SocketApi(settings, Access(None), subscriptions, snapshots=None,  # type: ignore[arg-type]
-                            coalescer=coalescer, fanout=fanout, metrics=metrics)
+        sockets = SocketApi(
+            settings,
+            Access(None),
+            subscriptions,
+            snapshots=None,  # type: ignore[arg-type]
+            coalescer=coalescer,
+            fanout=fanout,
+            metrics=metrics,
+        )
 
         def clients() -> float | None:
             return metrics.registry.get_sample_value("pushserver_connected_clients")

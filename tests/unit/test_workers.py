@@ -24,14 +24,14 @@ import pytest
 from celery.schedules import crontab
 from PIL import Image
 
+import pushserver.worker
+from pushserver.worker import ThreadsPoolEventsFix, progress_fields
 from workers import app, tasks
 from workers.app import build_config, nightly_report_schedule
 from workers.emails import SmtpServer, parse_smtp_url, recipient_for, render_welcome_email, send_smtp, write_eml
 from workers.images import decode_image, draw_watermark, generate_test_image, process_image, resize_to_width
 from workers.model import predict_iris, validate_features
 from workers.reporting import archive_after, day_pipeline
-import pushserver.worker
-from pushserver.worker import ThreadsPoolEventsFix, progress_fields
 from workers.threads_pool import WAKEUP_INTERVAL, ThreadsPoolWakeup
 from workers.webhooks import post_json, validate_url, validate_urls
 
@@ -90,23 +90,27 @@ def test_the_example_app_turns_events_on_with_pushserver_worker() -> None:
 
 
 def test_config_reads_the_environment() -> None:
-    conf = build_config({
-        "CELERY_BROKER_URL": "redis://h:1/9",
-        "CELERY_RESULT_BACKEND": "redis://h:1/10",
-        "CELERY_VISIBILITY_TIMEOUT": "5",
-    })
+    conf = build_config(
+        {
+            "CELERY_BROKER_URL": "redis://h:1/9",
+            "CELERY_RESULT_BACKEND": "redis://h:1/10",
+            "CELERY_VISIBILITY_TIMEOUT": "5",
+        }
+    )
     assert conf["broker_url"] == "redis://h:1/9"
     assert conf["result_backend"] == "redis://h:1/10"
     assert conf["broker_transport_options"]["visibility_timeout"] == 5
 
 
 def test_config_reads_transport_options_as_json_and_the_events_switch() -> None:
-    conf = build_config({
-        "CELERY_BROKER_URL": "sentinel://s1:26379/0;sentinel://s2:26379/0",
-        "CELERY_BROKER_TRANSPORT_OPTIONS": '{"master_name": "mymaster"}',
-        "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": '{"master_name": "mymaster", "sentinel_kwargs": {"password": "p"}}',
-        "CELERY_WORKER_SEND_TASK_EVENTS": "0",
-    })
+    conf = build_config(
+        {
+            "CELERY_BROKER_URL": "sentinel://s1:26379/0;sentinel://s2:26379/0",
+            "CELERY_BROKER_TRANSPORT_OPTIONS": '{"master_name": "mymaster"}',
+            "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": '{"master_name": "mymaster", "sentinel_kwargs": {"password": "p"}}',
+            "CELERY_WORKER_SEND_TASK_EVENTS": "0",
+        }
+    )
     assert conf["broker_transport_options"] == {"visibility_timeout": 3600, "master_name": "mymaster"}
     assert conf["result_backend_transport_options"]["sentinel_kwargs"] == {"password": "p"}
     assert conf["worker_send_task_events"] is False
@@ -340,8 +344,9 @@ def test_bad_image_data_is_a_clear_value_error(image_b64: str, match: str) -> No
         tasks.resize_and_watermark(image_b64)
 
 
-@pytest.mark.parametrize("kwargs", [{"width": 0}, {"width": 10_000}, {"width": "640"},
-                                    {"watermark": "w" * 101}, {"steps_delay": -1}])
+@pytest.mark.parametrize(
+    "kwargs", [{"width": 0}, {"width": 10_000}, {"width": "640"}, {"watermark": "w" * 101}, {"steps_delay": -1}]
+)
 def test_bad_image_options_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         tasks.resize_and_watermark(None, **kwargs)
@@ -369,8 +374,19 @@ def test_predict_classifies_iris_samples(features: list[float], label: str) -> N
     json.dumps(result)
 
 
-@pytest.mark.parametrize("features", [[1, 2, 3], [1, 2, 3, 4, 5], "1,2,3,4", [1, 2, "3", 4],
-                                      [1, 2, None, 4], [1, 2, float("nan"), 4], [True, 2, 3, 4], None])
+@pytest.mark.parametrize(
+    "features",
+    [
+        [1, 2, 3],
+        [1, 2, 3, 4, 5],
+        "1,2,3,4",
+        [1, 2, "3", 4],
+        [1, 2, None, 4],
+        [1, 2, float("nan"), 4],
+        [True, 2, 3, 4],
+        None,
+    ],
+)
 def test_predict_refuses_bad_features(features: Any) -> None:
     with pytest.raises(ValueError):
         predict_iris(features)

@@ -10,5 +10,5 @@ export { PRECEDENCE, TERMINAL_STATES, isTerminal, shouldReplace } from './preced
 export { createTaskStore, EMPTY_RECORD } from './store.js';
 export type { RecordListener, TaskStore } from './store.js';
 export type {
-  ConnectionInfo, ConnectionStatus, TaskProblem, TaskProgress, TaskRecord, TaskState, TaskStateName,
+  ConnectionInfo, ConnectionStatus, ResultFormat, TaskProblem, TaskProgress, TaskRecord, TaskState, TaskStateName,
 } from './types.js';
