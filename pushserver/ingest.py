@@ -4,7 +4,9 @@ The receiver delivers batches of decoded Celery events to ``Ingest.ingest``.
 Task events are merged into the TaskStore (state.py: order-independent,
 idempotent); each visible change of a task someone watches goes to the
 Coalescer (coalesce.py), which decides when it leaves through the fanout
-(fanout.py). Every task event is also queued for the event log.
+(fanout.py). Every task event is also queued for the event log. Under
+``--forward-results json`` a ``task-succeeded`` event first waits for its
+value from the result backend (results.py) and then takes the same way.
 
 Events read back from the result backend or the event log (snapshots.py)
 come in through ``Ingest.merge``: merged and published the same way, but not
