@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar, get_type_hints
 import click
 
 from .auth import WILDCARD, mint_token, secret_problem
-from .config import DEFAULT_BROKER, ConfigError, Settings, check_url, option_of, split_list
+from .config import DEFAULT_BROKER, ConfigError, Settings, option_of, split_list
 from .logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -211,65 +211,38 @@ def replay_command(
     and writes each event to --to with the recorded gaps divided by --speed.
     Ctrl-C stops cleanly (exit 130) and says how many events were sent.
     """
-    from pathlib import Path
-
     from . import replay as rp
-    from .config import BROKER_SCHEMES
 
-    # A MongoDB URL from the environment is a default, which --from overrides.
-    mongo_from_env = ctx.get_parameter_source("mongo") is click.core.ParameterSource.ENVIRONMENT
-    if from_file and mongo and not mongo_from_env:
-        fail("give one source, --mongo URL or --from FILE.jsonl, not both")
-    if not from_file and not mongo:
-        fail("no source: give --mongo URL (or set PUSHSERVER_MONGO_URL) or --from FILE.jsonl")
-    window: dict[str, float | None] = {}
-    for flag, value in (("--since", since), ("--until", until)):
-        try:
-            window[flag] = rp.parse_time(value) if value else None
-        except ValueError as exc:
-            fail(f"{flag}: {exc}")
+    options = rp.ReplayOptions(
+        mongo=mongo,
+        mongo_db=mongo_db,
+        from_file=from_file,
+        tasks=tasks,
+        names=names,
+        since=since,
+        until=until,
+        to=to,
+        broker=broker,
+        speed=speed,
+        strict=strict,
+        mongo_from_env=ctx.get_parameter_source("mongo") is click.core.ParameterSource.ENVIRONMENT,
+    )
     try:
-        pace = rp.parse_speed(speed) if speed is not None else (1.0 if to == "broker" else None)
-    except ValueError as exc:
-        fail(f"--speed: {exc}")
-    try:
-        event_filter = rp.EventFilter(frozenset(tasks), frozenset(names), window["--since"], window["--until"])
-    except ValueError as exc:
+        run = rp.ReplayRun(options)
+    except rp.ReplayError as exc:
         fail(str(exc))
-    if to == "broker":
-        try:
-            check_url("--broker", broker, BROKER_SCHEMES)
-        except ConfigError as exc:
-            fail(str(exc))
-    elif to != "stdout" and from_file and Path(to).resolve() == Path(from_file).resolve():
-        fail(f"--to {to}: that is the --from file; write to another file")
-
-    source: Any = None
-    sink: Any = None
-    tally = rp.Tally()
+    tally = run.tally
     output = sys.stdout.buffer
     rejects = rp.Rejects(lambda line: click.echo(line, err=True), strict=strict)
     configure_logging("WARNING")
     try:
-        if from_file:
-            if not Path(from_file).is_file():
-                fail(f"--from: {from_file}: no such file")
-            source = rp.JsonlSource(Path(from_file), event_filter)
-        else:
-            source = rp.MongoSource(mongo or "", mongo_db, event_filter)
-        tally.total = source.count()
-        if to == "stdout":
-            sink = rp.JsonlSink(output, flush_each=pace is not None)
-        elif to == "broker":
-            sink = rp.BrokerSink(broker)
-        else:
-            sink = rp.JsonlSink.to_file(Path(to))
-        show_bar = sys.stderr.isatty() and not (to == "stdout" and sys.stdout.isatty()) and tally.total > 0
-        with _replay_progress(show_bar, tally.total) as progress:
+        total = run.open(output)
+        show_bar = sys.stderr.isatty() and not (to == "stdout" and sys.stdout.isatty()) and total > 0
+        with _replay_progress(show_bar, total) as progress:
             if progress is not None:
                 rejects.report = lambda line: progress.console.print(line, markup=False, highlight=False)
             advance = (lambda: progress.advance(progress.task_ids[0])) if progress is not None else None
-            rp.replay(source, sink, rp.Pacer(pace), rejects, tally, on_sent=advance)
+            run.run(rejects, on_sent=advance)
     except KeyboardInterrupt:
         click.echo(f"replay interrupted: {tally.sent} of {tally.total} events sent", err=True)
         sys.exit(130)
@@ -285,12 +258,7 @@ def replay_command(
     except rp.ReplayError as exc:
         fail(f"{exc}; {tally.sent} of {tally.total} events sent" if tally.sent else str(exc))
     finally:
-        for resource in (sink, source):
-            if resource is not None and hasattr(resource, "close"):
-                try:
-                    resource.close()
-                except Exception:  # noqa: BLE001 - closing must not mask the outcome
-                    pass
+        run.close()
     click.echo(f"replayed {tally.sent} events ({rejects.count} skipped)", err=True)
 
 

@@ -84,7 +84,7 @@ log = logging.getLogger("pushserver.eioserver")
 #: discarding whatever else arrives: a dropped flooder's connection is gone after this.
 CLOSE_TIMEOUT = 2.0
 
-#: The environ keys pushserver reads (Hub._on_connect); the rest is dropped after connect.
+#: The environ keys pushserver reads (SocketApi._on_connect); the rest is dropped after connect.
 KEPT_ENVIRON = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR")
 
 

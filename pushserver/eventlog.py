@@ -1,6 +1,6 @@
 """The event log: every task event recorded in MongoDB, written in batches off the hot path.
 
-The hub hands each received task event to ``EventLog.record`` (an append to an
+Ingest (ingest.py) hands each received task event to ``EventLog.record`` (an append to an
 in-memory queue); a background writer drains the queue with
 ``insert_many(ordered=False)``. A slow or absent MongoDB therefore never
 delays a Socket.IO update: the queue absorbs it, bounded in events and in
@@ -162,7 +162,7 @@ class EventLog:
         """Queue task events for writing; never blocks, never raises."""
         before = self.queued
         for event in events:
-            # Only measured here (its JSON, ~0.3 µs): the writer makes it storable.
+            # Only measured here (its JSON; docs/benchmarks.md): the writer makes it storable.
             try:
                 size = len(orjson.dumps(event))
             except TypeError:  # orjson refuses it (a 70-bit integer, a surrogate...): measure it the long way

@@ -90,10 +90,11 @@ class FanoutManager(socketio.AsyncManager):
         # data on every encode, a large share of the emit path: docs/benchmarks.md).
         return eio_packet.Packet(eio_packet.MESSAGE, "2" + OrjsonCodec.dumps([UPDATE_EVENT, payload]))
 
-    def forget(self, sid: str) -> None:
-        """Drop bookkeeping of a disconnected connection."""
+    async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> Any:
+        """python-socketio's hook for a connection leaving the namespace: drop what is kept for it here too."""
         self._owed.pop(sid, None)
         self._dropping.discard(sid)
+        return await super().disconnect(sid, namespace, **kwargs)
 
     # -- catching laggards up -------------------------------------------------
 

@@ -10,10 +10,12 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pymongo.errors import PyMongoError
 
+from .access import Access
 from .eventlog import EventLog, document_to_event
-from .hub import Hub
 from .metrics import Metrics
+from .policy import ForwardingPolicy
 from .protocol import ProtocolError, validate_task_id
+from .snapshots import Snapshots
 
 STATUS_FOR_CODE = {
     "bad_request": 400,
@@ -40,18 +42,22 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 class HttpApi:
-    """Routes of the HTTP API, sharing the hub's snapshot logic and authorisation."""
+    """Routes of the HTTP API, with the same snapshots, authorisation and forwarding policy as Socket.IO."""
 
     def __init__(
         self,
-        hub: Hub,
+        access: Access,
+        snapshots: Snapshots,
+        policy: ForwardingPolicy,
         metrics: Metrics,
         readiness: Callable[[], dict[str, Any]],
         eventlog: EventLog | None = None,
         cors_origins: list[str] | None = None,
     ) -> None:
         self.cors_origins = set(cors_origins or ())
-        self.hub = hub
+        self.access = access
+        self.snapshots = snapshots
+        self.policy = policy
         self.metrics = metrics
         self.readiness = readiness
         self.eventlog = eventlog
@@ -71,17 +77,17 @@ class HttpApi:
         """``GET /tasks/{id}``: the task's snapshot, for a bearer of a token that names it."""
         try:
             task_id = validate_task_id(request.match_info["task_id"])
-            self.hub.authorize_token(bearer_token(request), task_id)
+            self._authorize(bearer_token(request), task_id)
         except ProtocolError as exc:
             self.metrics.refused.labels(exc.code).inc()
             return json_error(exc.code, exc.message)
-        return web.json_response(await self.hub.snapshot(task_id), dumps=_dumps)
+        return web.json_response(await self.snapshots.snapshot(task_id), dumps=_dumps)
 
     async def get_events(self, request: web.Request) -> web.Response:
         """``GET /tasks/{id}/events?limit=&after=``: the task's recorded events, oldest first."""
         try:
             task_id = validate_task_id(request.match_info["task_id"])
-            self.hub.authorize_token(bearer_token(request), task_id)
+            self._authorize(bearer_token(request), task_id)
             limit, after = _paging(request.query)
         except ProtocolError as exc:
             self.metrics.refused.labels(exc.code).inc()
@@ -92,10 +98,16 @@ class HttpApi:
             documents = await self.eventlog.history(task_id, limit=limit, after=after)
         except PyMongoError as exc:
             return json_error("unavailable", f"the event log cannot be read now ({type(exc).__name__})")
-        events = [{"id": d["_id"], **self.hub.policy.event(document_to_event(d))} for d in documents]
+        events = [{"id": d["_id"], **self.policy.event(document_to_event(d))} for d in documents]
         last = documents[-1] if len(documents) == limit else None
         cursor = f"{last['timestamp']!r}:{last['_id']}" if last else None
         return web.json_response({"task_id": task_id, "events": events, "next": cursor}, dumps=_dumps)
+
+    def _authorize(self, token: str | None, task_id: str) -> None:
+        """ProtocolError unless the bearer token grants ``task_id``."""
+        self.access.authorize(
+            [task_id], token, missing="a bearer token is required", not_granted="the token does not grant this task"
+        )
 
     @web.middleware
     async def _cors(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -1,7 +1,7 @@
 """The Socket.IO protocol's payloads: validation of what clients send, and the acks we answer.
 
 Everything here is pure so that every malformed payload a browser can send is
-covered by fast unit tests; the hub only calls ``parse_subscription``.
+covered by fast unit tests; the Socket.IO handlers (sockets.py) only call ``parse_subscription``.
 """
 
 from __future__ import annotations

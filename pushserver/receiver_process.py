@@ -231,7 +231,7 @@ class ReceiverProcess(Receiver):
         self._status_changed(ReceiverStatus.STOPPED)
 
     def _on_messages(self, messages: list[tuple[str, Any]]) -> None:
-        # Events of consecutive frames go to the hub as one batch; a status
+        # Events of consecutive frames go to Ingest as one batch; a status
         # message keeps its place between them.
         batch: Batch = []
         for kind, payload in messages:

@@ -1,7 +1,7 @@
 """Task results as JSON: ``task-succeeded`` events held until their value is read from the result backend.
 
 Celery's ``task-succeeded`` event carries only a truncated repr of the result. Under ``--forward-results
-json`` the hub hands such events here instead of merging them; every other event goes on at once. The
+json`` Ingest (ingest.py) hands such events here instead of merging them; every other event goes on at once. The
 resolver reads the values in batches (all SUCCESS events that arrive while a read is in flight share the
 next one), puts each value in its event (``result``, ``result_format``) and hands the events back to be
 merged, emitted and recorded, so updates, snapshots and the event log all carry the same value.

@@ -1,4 +1,11 @@
-"""The composition root: builds the store, receiver, hub and HTTP API from Settings and runs them."""
+"""The composition root: builds the pieces of the data path and the HTTP API from Settings, and runs them.
+
+An event's way through the server, one module per step: receiver.py /
+receiver_process.py (it enters) -> ingest.py (counted, recorded, merged by
+state.py's rules) -> coalesce.py (when it may leave) -> fanout.py (it leaves,
+to room ``task:<id>``). Clients come in through sockets.py (Socket.IO) and
+http.py, both authorised by access.py and answered from snapshots.py.
+"""
 
 from __future__ import annotations
 
@@ -11,26 +18,32 @@ from typing import Any
 
 from aiohttp import web
 
+from .access import Access
 from .auth import TokenVerifier
-from .backend import ResultBackend
+from .backend import ResultBackend, ResultReader
 from .celeryapp import make_celery
+from .coalesce import Coalescer
 from .config import ConfigError, Settings, redact_url
 from .eventlog import EventLog
+from .fanout import FanoutManager
 from .gctune import freeze_startup, maintain
 from .http import HttpApi
-from .hub import Hub
+from .ingest import Ingest
 from .metrics import Metrics
 from .policy import ForwardingPolicy
 from .receiver import EventQueueOptions, Receiver, ReceiverStatus, ReceiverThread
 from .receiver_process import ReceiverProcess
 from .reconciler import SETTLED, QuietReconciler
+from .snapshots import MemoryView, Snapshots
+from .sockets import SocketApi
 from .state import TaskStore
+from .subscriptions import Subscriptions
 
 log = logging.getLogger("pushserver")
 
 
 class PushServer:
-    """One pushserver process: Celery event receiver -> TaskStore -> Socket.IO hub, plus the HTTP API."""
+    """One pushserver process: Celery event receiver -> TaskStore -> Socket.IO rooms, plus the HTTP API."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -79,36 +92,66 @@ class PushServer:
                 audience=settings.token_audience,
                 issuer=settings.token_issuer,
             )
-        self.hub = Hub(settings, self.store, self.backend, self.metrics, verifier, self.eventlog)
+        access = Access(verifier)
+        self.subscriptions = Subscriptions(settings.max_subscriptions)
+        memory = MemoryView(self.store, policy)
+        # Built in the order an update travels back from where it leaves.
+        self.fanout = FanoutManager(
+            self.metrics, memory.visible, soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog
+        )
+        coalescer = Coalescer(memory, self.subscriptions, self.fanout, self.metrics, settings.progress_hz)
+        # --forward-results json: task-succeeded events wait for their value from the result backend.
+        reader = None
+        if settings.forward_results == "json":
+            reader = ResultReader(self.backend.app, on_read=self.backend.on_read)
+        self.ingest = Ingest(
+            self.store,
+            self.subscriptions,
+            coalescer,
+            self.metrics,
+            self.eventlog,
+            results_from=reader,
+            max_result_bytes=settings.max_result_bytes,
+        )
+        self.snapshots = Snapshots(memory, self.backend, self.eventlog, self.ingest.merge, self.metrics)
+        self.sockets = SocketApi(
+            settings, access, self.subscriptions, self.snapshots, coalescer, self.fanout, self.metrics
+        )
         self.reconciler: QuietReconciler | None = None
         if settings.reconcile_after > 0:
             self.reconciler = QuietReconciler(
                 self._quiet_candidates,
                 self._marker_of,
                 self.backend.lookup_many,
-                self.hub.merge,
+                self.ingest.merge,
                 after=settings.reconcile_after,
                 max_interval=settings.reconcile_max_interval,
                 batch=settings.reconcile_batch,
                 on_checked=self._count_quiet_checks,
             )
         self.app = web.Application()
-        self.hub.sio.attach(self.app)
-        HttpApi(self.hub, self.metrics, self.readiness, self.eventlog, cors_origins=settings.cors_origins).install(
-            self.app
-        )
+        self.sockets.sio.attach(self.app)
+        HttpApi(
+            access,
+            self.snapshots,
+            policy,
+            self.metrics,
+            self.readiness,
+            self.eventlog,
+            cors_origins=settings.cors_origins,
+        ).install(self.app)
         self.receiver: Receiver | None = None
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
-    # -- the quiet-task reconciler's view of the hub ------------------------------
+    # -- the quiet-task reconciler's view of the watched tasks ---------------------
 
     def _quiet_candidates(self) -> list[tuple[str, Any]]:
         """Every watched unfinished task with its last event's stamp (which changes with each event merged)."""
         store = self.store
         found: list[tuple[str, Any]] = []
-        for task_id in self.hub.subscriptions.watched():
+        for task_id in self.subscriptions.watched():
             task = store.get(task_id)
             if task is None:
                 found.append((task_id, None))
@@ -118,7 +161,7 @@ class PushServer:
 
     def _marker_of(self, task_id: str) -> Any:
         task = self.store.get(task_id)
-        if not self.hub.subscriptions.is_watched(task_id) or (task is not None and task.ready):
+        if not self.subscriptions.is_watched(task_id) or (task is not None and task.ready):
             return SETTLED
         return task.last_event if task is not None else None
 
@@ -139,7 +182,7 @@ class PushServer:
             "reconnects": self.receiver.reconnects if self.receiver else 0,
             "event_log": self.eventlog.status() if self.eventlog else "off",
             "tasks_in_memory": len(self.store),
-            "subscriptions": len(self.hub.subscriptions),
+            "subscriptions": len(self.subscriptions),
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
 
@@ -172,11 +215,11 @@ class PushServer:
                 )
         receiver: Receiver
         if self.settings.receiver == "thread":
-            receiver = ReceiverThread(self.celery, self.hub.ingest, self._on_receiver_status, queue=queue)
+            receiver = ReceiverThread(self.celery, self.ingest.ingest, self._on_receiver_status, queue=queue)
         else:
             receiver = ReceiverProcess(
                 self.settings.broker_url,
-                self.hub.ingest,
+                self.ingest.ingest,
                 self._on_receiver_status,
                 queue=queue,
                 log_level=self.settings.log_level,
@@ -206,7 +249,7 @@ class PushServer:
             # connect: a client may subscribe as soon as the port is open.
             if reconnected:
                 self.metrics.reconnects.inc()
-            task = asyncio.get_running_loop().create_task(self.hub.reconcile())
+            task = asyncio.get_running_loop().create_task(self.snapshots.reconcile(self.subscriptions.watched()))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -227,13 +270,13 @@ class PushServer:
         log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
         if self.reconciler is not None:
             await self.reconciler.stop()
-        self.hub.expiry.close()
+        self.sockets.close()
         if self.receiver is not None:
             await self.receiver.stop()
-        if self.hub.results is not None:
-            await self.hub.results.close()  # SUCCESS events still held go out (and into the event log)
+        if self.ingest.results is not None:
+            await self.ingest.results.close()  # SUCCESS events still held go out (and into the event log)
         try:
-            await asyncio.wait_for(self.hub.sio.shutdown(), timeout=2)
+            await asyncio.wait_for(self.sockets.sio.shutdown(), timeout=2)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless
             pass
         if self._runner is not None:
@@ -252,7 +295,7 @@ class PushServer:
 
     async def _close_connections(self, timeout: float) -> int:
         """End every client's transport, so that clients reconnect at once (EngineIOServer.close_transports)."""
-        closed: int = await self.hub.sio.eio.close_transports(timeout)
+        closed: int = await self.sockets.sio.eio.close_transports(timeout)
         return closed
 
     async def run_forever(self) -> None:

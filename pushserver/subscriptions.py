@@ -1,4 +1,4 @@
-"""Who watches which task: the two-way index the hub keeps beside Socket.IO's rooms.
+"""Who watches which task: the two-way index kept beside Socket.IO's rooms.
 
 python-socketio's rooms say who receives an emit; this index answers what the
 rooms cannot cheaply: how many tasks one connection watches (the limit), and

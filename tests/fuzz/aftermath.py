@@ -139,7 +139,10 @@ def unhandled_errors(log: str) -> Counter[str]:
         if exception.startswith(HANDLED):
             continue
         # An error is ours when it went through our code, or names it (a handler called wrongly).
-        if ours or re.search(r"\b(Hub|HttpApi|PushServer|Fanout|TaskStore|TokenVerifier)\.", exception):
+        if ours or re.search(
+            r"\b(SocketApi|Ingest|Coalescer|Snapshots|Access|HttpApi|PushServer|Fanout|TaskStore|TokenVerifier)\.",
+            exception,
+        ):
             where = ours[-1] if ours else frames[-1] if frames else "?"
             found[f"{exception[:160]}  (at {where.rsplit('/', 1)[-1]})"] += 1
     for j, line in enumerate(lines):

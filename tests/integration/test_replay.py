@@ -19,9 +19,10 @@ from celery import Celery
 from pymongo import AsyncMongoClient, MongoClient
 
 from dev.stack import BIN, free_port, http_get, http_status, is_ready, start_pushserver, wait_until
-from pushserver import replay as replay_module
+from pushserver import replay_sources
 from pushserver.eventlog import COLLECTION, document_to_event, ensure_indexes, event_id, event_to_document
-from pushserver.replay import EventFilter, MongoSource, Rejects, to_json_line
+from pushserver.replay import Rejects
+from pushserver.replay_sources import EventFilter, MongoSource, to_json_line
 from tests.support.clients import Watcher
 from tests.support.stack import PREFORK_QUEUE, Server, Stack
 
@@ -247,7 +248,7 @@ async def test_export_from_the_log_in_recorded_order_with_filters(
     assert window == of("exp-recent")[2:]
 
     # Many tasks of one name are matched here rather than by a huge $in: same events, same count.
-    monkeypatch.setattr(replay_module, "MAX_IN_IDS", 1)
+    monkeypatch.setattr(replay_sources, "MAX_IN_IDS", 1)
     source_of_many = MongoSource(mongo, mongo_db, EventFilter(names=frozenset({"workers.tasks.predict"})))
     try:
         assert source_of_many.count() == len(of("exp-old", "exp-other"))

@@ -14,23 +14,9 @@ from click.testing import CliRunner
 
 from pushserver.cli import main
 from pushserver.eventlog import event_id
-from pushserver.replay import (
-    BadInput,
-    BrokerSink,
-    EventFilter,
-    JsonlSink,
-    JsonlSource,
-    Pacer,
-    Rejects,
-    Tally,
-    check_event,
-    dispatcher_fields,
-    due_offset,
-    parse_speed,
-    parse_time,
-    replay,
-    to_json_line,
-)
+from pushserver.replay import BadInput, Pacer, Rejects, Tally, due_offset, parse_speed, parse_time, replay
+from pushserver.replay_sinks import BrokerSink, JsonlSink, dispatcher_fields
+from pushserver.replay_sources import EventFilter, JsonlSource, check_event, to_json_line
 
 NOW = 1_732_430_000.0
 

@@ -29,7 +29,7 @@ def samples(metrics: TaskMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]
 
 
 def feed(metrics: TaskMetrics, store: TaskStore, events: list[dict]) -> None:
-    """What Hub.ingest does: merge the batch, then account for it."""
+    """What Ingest.ingest does: merge the batch, then account for it."""
     for event in events:
         if event["type"].startswith("task-"):
             store.merge_event(event)
