@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install, build and test the JavaScript packages and the Node examples: the
 # packages in clients/js (@celery-pushserver/client, /react, /node: vitest unit
-# tests, and the client's integration tests against a real pushserver), the
+# tests, the client's integration tests against a real pushserver, and their
+# `npm pack` tarballs installed into a fresh folder and used from Node), the
 # React client (vitest), the Express dispatch app (node --test against Redis, nx-27017 +
 # a Celery worker) and the browser end-to-end test (node --test +
 # playwright-core + Debian's Chromium).
@@ -135,6 +136,7 @@ for pkg in "${PACKAGES[@]}"; do
 done
 run_vitest "clients/js/client integration" "$CLIENTS/client" --config vitest.integration.config.ts
 run_node_suite js-node-integration "$CLIENTS/node" 'test/integration/*.test.mjs'
+run_node_suite js-tarballs "$CLIENTS" 'test/*.test.mjs'
 run_vitest react-client "$EXAMPLES/react-client"
 
 run_node_suite express-dispatch "$EXAMPLES/express-dispatch" 'test/*.test.js'
