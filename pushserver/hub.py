@@ -39,6 +39,7 @@ from .protocol import (
 from .receiver import Batch
 from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
 from .subscriptions import Subscriptions
+from .workflow_watch import WorkflowWatch
 
 log = logging.getLogger("pushserver.hub")
 
@@ -95,6 +96,7 @@ class Hub:
             logger=socketio_logger,
             engineio_logger=engineio_logger,
         )
+        self.workflows = WorkflowWatch(settings, store, backend, self.sio, self.fanout, self.snapshot)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("subscribe", self._on_subscribe)
@@ -142,6 +144,7 @@ class Hub:
         self.fanout.forget(sid)
         self.expiry.drop(sid)
         self._forget(self.subscriptions.drop(sid))
+        self.workflows.drop(sid)
         self.metrics.subscriptions.set(len(self.subscriptions))
 
     def _forget(self, task_ids: Iterable[str]) -> None:
@@ -162,6 +165,9 @@ class Hub:
                 raise ProtocolError("too_many", f"rate limit: at most {self.settings.subscribe_rate:g}"
                                                 " subscribe calls per second")
             request = parse_subscription(payload, self.settings.max_ids_per_call)
+            if request.workflow_ids:
+                grant = self._authorize(sid, request.workflow_ids, request.token)
+                return await self.workflows.subscribe(sid, request, grant.expires_at if grant else None)
             grant = self._authorize(sid, request.task_ids, request.token)
             self.subscriptions.add(sid, request.task_ids)
         except ProtocolError as exc:
@@ -189,6 +195,8 @@ class Hub:
             request = parse_subscription(payload, self.settings.max_ids_per_call)
         except ProtocolError as exc:
             return exc.ack()
+        if request.workflow_ids:
+            return await self.workflows.unsubscribe(sid, request)
         mine = self.subscriptions.tasks_of(sid)
         for task_id in request.task_ids:
             if task_id in mine:
@@ -241,7 +249,7 @@ class Hub:
         if now >= grant.expires_at:
             raise ProtocolError("unauthorized", "token has expired")
         for task_id in task_ids:
-            if not grant.allows(task_id, now):
+            if not grant.allows(task_id, now, self.workflows.containing(task_id)):
                 raise ProtocolError("forbidden", f"the token does not grant task {task_id[:64]!r}")
         return grant
 
@@ -255,7 +263,7 @@ class Hub:
             grant = self.verifier.verify(token)
         except TokenError as exc:
             raise ProtocolError("unauthorized", str(exc)) from None
-        if not grant.allows(task_id):
+        if not grant.allows(task_id, workflows=self.workflows.containing(task_id)):
             raise ProtocolError("forbidden", "the token does not grant this task")
 
     # -- snapshots -----------------------------------------------------------
@@ -293,7 +301,8 @@ class Hub:
 
     async def reconcile(self) -> int:
         """Once the receiver (re)connects, correct every watched unfinished task from the result backend."""
-        todo = [t for t in self.subscriptions.watched() if not _is_ready(self.store.get(t))]
+        watched = dict.fromkeys(self.subscriptions.watched() + self.workflows.members_watched())
+        todo = [t for t in watched if not _is_ready(self.store.get(t))]
         events = await asyncio.gather(*(self.backend.lookup(t) for t in todo))
         found = [e for e in events if e is not None]
         changed = self.merge(found)
@@ -323,12 +332,16 @@ class Hub:
 
     def _merge_task_events(self, events: list[dict[str, Any]]) -> int:
         changed = 0
+        workflows = self.workflows
         for event in events:
+            workflows.observe(event)
             change = self.store.merge_event(event)
             if change is not None:
                 changed += 1
                 if self.subscriptions.is_watched(change.task.task_id):
                     self._publish(change)
+                workflows.changed(change.task, change.transition)
+        workflows.flush()
         self.metrics.tasks.set(len(self.store))
         return changed
 

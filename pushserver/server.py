@@ -149,6 +149,7 @@ class PushServer:
         closed = await self._close_connections(timeout=min(3.0, self.settings.shutdown_timeout / 4))
         log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
         self.hub.expiry.close()
+        self.hub.workflows.close()
         if self.receiver is not None:
             await self.receiver.stop()
         try:
