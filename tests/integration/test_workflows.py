@@ -161,3 +161,27 @@ async def test_a_server_restart_mid_workflow(stack: Stack) -> None:
             after.proc.stop()
     finally:
         await w.close()
+
+
+async def test_fanout_webhooks_saves_its_group_and_both_its_ids_are_workflows(stack: Stack, server: Server) -> None:
+    # The suite's workers keep the default webhook address guard: deliveries to loopback are refused,
+    # each a FAILURE at once, which the fan-out's WorkflowState counts like any other.
+    urls = [f"http://127.0.0.1:9/hook/{i}" for i in range(5)]
+    fanout = stack.send("fanout_webhooks", urls, payload={"event": "order.paid"})
+    returned = await asyncio.to_thread(fanout.get, timeout=30)
+    w = await Watcher(server.url).connect()
+    try:
+        # The fan-out task's own id: a workflow of itself and the deliveries it spawned (their root_id).
+        await w.subscribe(fanout.id, server.token(fanout.id), workflows=True)
+        whole = await w.wait_workflow(fanout.id, lambda s: s["completed"] + s["failed"] == 6, timeout=60)
+        assert (whole["kind"], whole["state"], whole["counts"]) == ("chain", "FAILURE", {"FAILURE": 5, "SUCCESS": 1})
+        assert whole["task_ids"][0] == fanout.id
+        assert sorted(whole["task_ids"][1:]) == sorted(returned["task_ids"])
+        # The saved group: its id, returned by the task, is a workflow of the deliveries.
+        group_id = returned["group_id"]
+        ack = await w.subscribe(group_id, server.token(group_id), workflows=True)
+        [state] = ack["workflows"]
+        assert (state["kind"], state["state"], state["task_ids"]) == ("group", "FAILURE", returned["task_ids"])
+        assert state["counts"] == {"FAILURE": 5}
+    finally:
+        await w.close()
