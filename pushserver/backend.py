@@ -159,7 +159,7 @@ class ResultBackend:
 
 
 def leaf_ids(result: ResultBase, limit: int) -> list[str]:
-    """The task ids in a (possibly nested) group result: each child, the steps before it (a chain's), and nested groups'."""
+    """The task ids in a (possibly nested) group result: each child, the chain steps before it, nested groups'."""
     found: list[str] = []
     todo: list[ResultBase] = [result]
     while todo and len(found) <= limit:

@@ -11,8 +11,9 @@ does not depend on the order in which members changed.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .state import FAILURE, PENDING, PRECEDENCE, READY_STATES, STARTED, SUCCESS, TaskState
 
