@@ -8,10 +8,11 @@ from typing import Any
 from celery import chain, chord, group
 from celery.canvas import Signature
 
-from dev.stack import free_port, wait_until
+from dev.stack import free_port, http_status, is_ready, start_pushserver, wait_until
 from pushserver.worker import save_workflow
 from tests.support.clients import Watcher
 from tests.support.stack import Server, Stack
+from tests.support.tcpproxy import TcpProxy
 
 
 def sig(stack: Stack, name: str, *args: Any) -> Signature:
@@ -185,3 +186,29 @@ async def test_fanout_webhooks_saves_its_group_and_both_its_ids_are_workflows(st
         assert state["counts"] == {"FAILURE": 5}
     finally:
         await w.close()
+
+
+async def test_a_group_finishing_while_the_receiver_is_away_is_reconciled(stack: Stack, server: Server) -> None:
+    # Only the server's broker connection goes through the proxy: workers and the result backend keep running.
+    proxy = TcpProxy("127.0.0.1", stack.redis_port).start()
+    proc, url = start_pushserver("workflow-reconnect", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
+                                 stack.log_dir, secret=server.secret)
+    try:
+        wait_until(lambda: is_ready(url), 20, "the server to be ready")
+        result = group(sig(stack, "sleep", 1.0) for _ in range(4)).apply_async()
+        workflow_id = save_workflow(result)
+        w = await Watcher(url).connect()
+        try:
+            ack = await w.subscribe(workflow_id, server.token(workflow_id), workflows=True)
+            assert ack["workflows"][0]["state"] != "SUCCESS"
+            proxy.cut()
+            await asyncio.to_thread(wait_until, lambda: http_status(url + "/readyz") == 503, 15, "a lost broker")
+            await asyncio.to_thread(wait_until, result.ready, 30, "the group to finish while away", interval=0.1)
+            proxy.restore()
+            done = await w.wait_workflow(workflow_id, succeeded(4), timeout=30)
+            assert done["counts"] == {"SUCCESS": 4}
+        finally:
+            await w.close()
+    finally:
+        proc.stop()
+        proxy.close()
