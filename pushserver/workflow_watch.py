@@ -238,25 +238,27 @@ class WorkflowWatch:
         self._spawn(self._settle(workflow_id))
 
     async def _settle(self, workflow_id: str) -> None:
+        watched = self._workflows.get(workflow_id)
+        before = watched.total if watched is not None else 0
         try:
             found = await self.backend.membership(workflow_id, self.max_size)
         finally:
             self._settling.discard(workflow_id)
         workflow = self._workflows.get(workflow_id)
-        if workflow is None:
+        if workflow is None or workflow is not watched:
             return
-        before = workflow.total
         # Without a result backend the chain ends with its last known step.
         for task_id in found.task_ids if found is not None else ():
             if workflow.total >= self.max_size:
                 break
             if workflow.add(task_id):
                 self._join(workflow, task_id)
-        if workflow.total == before:
-            workflow.settled = True
+        if workflow.total == before and workflow.completed == workflow.total:
+            workflow.settled = True  # no step appeared, from the backend or the events, while we asked
         else:
             await asyncio.gather(*(self.snapshot(t) for t in workflow.task_ids()
                                    if not _is_ready(self.store.get(t))))
+            self._maybe_settle(workflow_id)
         self._dirty[workflow_id] = True
         self.flush()
 
