@@ -98,7 +98,13 @@ class WorkflowWatch:
         unknown = [t for t in members if not _is_ready(self.store.get(t))]
         await asyncio.gather(*(self.snapshot(t) for t in unknown))
         for workflow_id in ids:
-            self._maybe_settle(workflow_id)
+            # A chain whose known steps all succeeded: ask the backend for a next step before the ack,
+            # so that a subscribe after the end answers SUCCESS at once.
+            workflow = self._workflows.get(workflow_id)
+            if (workflow is not None and not workflow.settled and workflow.completed == workflow.total
+                    and workflow_id not in self._settling):
+                self._settling.add(workflow_id)
+                await self._settle(workflow_id)
         # Read memory again with no await before the ack leaves: never older than an update already sent.
         return {"ok": True, "workflows": [self._workflows[w].to_dict() for w in ids if w in self._workflows]}
 

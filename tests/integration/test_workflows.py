@@ -83,6 +83,13 @@ async def test_a_chain_of_3_grows_as_its_steps_are_sent(stack: Stack, server: Se
         assert first["task_ids"][0] == workflow_id
         done = await w.wait_workflow(workflow_id, succeeded(3), timeout=60)
         assert done["task_ids"] == [result.parent.parent.id, result.parent.id, result.id]
+        # After the end, a new subscriber's ack is the final state itself.
+        late = await Watcher(server.url).connect()
+        try:
+            [final] = (await late.subscribe(workflow_id, server.token(workflow_id), workflows=True))["workflows"]
+            assert (final["state"], final["total"], final["task_ids"]) == ("SUCCESS", 3, done["task_ids"])
+        finally:
+            await late.close()
         totals = [u["total"] for u in w.workflow_updates[workflow_id]]
         assert totals == sorted(totals)
         assert not any(u["state"] == "SUCCESS" and u["total"] < 3 for u in w.workflow_updates[workflow_id])
@@ -178,6 +185,13 @@ async def test_fanout_webhooks_saves_its_group_and_both_its_ids_are_workflows(st
         assert (whole["kind"], whole["state"], whole["counts"]) == ("chain", "FAILURE", {"FAILURE": 5, "SUCCESS": 1})
         assert whole["task_ids"][0] == fanout.id
         assert sorted(whole["task_ids"][1:]) == sorted(returned["task_ids"])
+        # A late subscribe to the finished fan-out answers its end at once.
+        late = await Watcher(server.url).connect()
+        try:
+            [again] = (await late.subscribe(fanout.id, server.token(fanout.id), workflows=True))["workflows"]
+            assert (again["state"], again["total"], again["counts"]) == ("FAILURE", 6, {"FAILURE": 5, "SUCCESS": 1})
+        finally:
+            await late.close()
         # The saved group: its id, returned by the task, is a workflow of the deliveries.
         group_id = returned["group_id"]
         ack = await w.subscribe(group_id, server.token(group_id), workflows=True)

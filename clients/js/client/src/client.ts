@@ -178,6 +178,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
     ackTimeout,
     later,
     isClosed: () => closed,
+    maxFinished,
   });
 
   function setConnection(status: ConnectionStatus, error: string | null = null): void {

@@ -30,6 +30,8 @@ export interface WorkflowDeps {
   ackTimeout: number;
   later: (fn: () => void, ms: number) => void;
   isClosed: () => boolean;
+  /** How many finished workflows nobody watches are remembered (shown at once when watched again). */
+  maxFinished: number;
 }
 
 interface Entry {
@@ -58,7 +60,9 @@ function isWorkflowState(value: unknown): value is WorkflowState {
 
 /** The workflow half of a task client. */
 export function createWorkflows(deps: WorkflowDeps) {
-  const { socket, getToken, hasConnectionToken, ackTimeout, later, isClosed } = deps;
+  const { socket, getToken, hasConnectionToken, ackTimeout, later, isClosed, maxFinished } = deps;
+  // Finished workflows nobody watches, oldest first: a remount shows them before the server answers.
+  const released = new Map<string, true>();
   const watched = new Map<string, Entry>();
   const records = new Map<string, WorkflowRecord>();
   const listeners = new Map<string, Set<(record: WorkflowRecord) => void>>();
@@ -157,6 +161,7 @@ export function createWorkflows(deps: WorkflowDeps) {
     const set_ = listeners.get(id) ?? new Set();
     listeners.set(id, set_);
     set_.add(mine);
+    released.delete(id);
     let entry = watched.get(id);
     if (!entry) {
       entry = { refs: 0, given: token, token, fresh: false, generation: 0, backoff: RETRY_DELAY_MS };
@@ -186,7 +191,17 @@ export function createWorkflows(deps: WorkflowDeps) {
         if (socket.connected) socket.emit('unsubscribe', { workflow_id: id });
         if (!listeners.get(id)?.size) {
           listeners.delete(id);
-          records.delete(id);
+          const state = records.get(id)?.workflow?.state;
+          if (state === 'SUCCESS' || state === 'FAILURE') {
+            released.set(id, true);
+            for (const oldest of released.keys()) {
+              if (released.size <= maxFinished) break;
+              released.delete(oldest);
+              records.delete(oldest);
+            }
+          } else {
+            records.delete(id);
+          }
         }
       });
     };

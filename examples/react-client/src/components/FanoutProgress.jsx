@@ -12,7 +12,13 @@ const DOT_ORDER = ['SUCCESS', 'FAILURE', 'REVOKED', 'REJECTED', 'RETRY', 'PROGRE
 export function FanoutProgress({ workflowId, token }) {
   const { workflow, error } = useWorkflowStatus(workflowId, { token });
   if (!workflow) {
-    return error ? <p className="task-card__warning" role="alert">Fan-out progress unavailable: {error.message}</p> : null;
+    if (error) return <p className="task-card__warning" role="alert">Fan-out progress unavailable: {error.message}</p>;
+    return (
+      <div className="fanout" data-testid="fanout" data-state="PENDING">
+        <div className="progress__track progress__track--pending" role="progressbar" aria-label="Fan-out progress" />
+        <div className="progress__caption"><span className="progress__message">Waiting for the fan-out…</span></div>
+      </div>
+    );
   }
   const dots = DOT_ORDER.flatMap((state) => Array.from({ length: workflow.counts[state] ?? 0 }, () => state));
   const finished = workflow.completed + workflow.failed;

@@ -101,3 +101,14 @@ describe('FanoutProgress', () => {
     expect(screen.getByTestId('fanout-caption').textContent).toBe('5 of 5 tasks finished, 1 failed');
   });
 });
+
+describe('FanoutProgress before its first snapshot', () => {
+  it('shows a waiting bar, then a refusal as a warning', () => {
+    const { socket } = renderWithClient(<TaskCard id="f2" token="tok" kind="webhooks" createdAt={Date.now()} />);
+    expect(screen.getByTestId('fanout').dataset.state).toBe('PENDING');
+    expect(screen.getByText('Waiting for the fan-out…')).toBeTruthy();
+    const sub = socket.takeEmits('subscribe').find((e) => e.payload.workflow_id === 'f2');
+    act(() => sub.ack({ ok: false, error: { code: 'too_many', message: 'workflow has more than 10000 members (--max-workflow-size)' } }));
+    expect(screen.getByRole('alert').textContent).toMatch(/Fan-out progress unavailable: workflow has more than 10000 members/);
+  });
+});

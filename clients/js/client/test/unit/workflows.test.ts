@@ -82,3 +82,28 @@ describe('watchWorkflow', () => {
     expect(() => client.watchWorkflow('')).toThrow(TypeError);
   });
 });
+
+describe('finished workflows', () => {
+  it('are remembered after the last watcher stops, and shown at once when watched again', async () => {
+    const { client, socket } = setup();
+    const stop = client.watchWorkflow('g1', undefined, { token: 'tok' });
+    socket.takeEmits('subscribe')[0]!.ack({ ok: true, workflows: [workflow('g1', 'SUCCESS', 3)] });
+    stop();
+    await flush();
+    expect(client.workflowRecord('g1').workflow?.state).toBe('SUCCESS');
+    const seen: string[] = [];
+    client.watchWorkflow('g1', (w) => seen.push(w.state), { token: 'tok' });
+    await flush();
+    expect(seen).toEqual(['SUCCESS']);
+    expect(socket.takeEmits('subscribe')).toHaveLength(1); // and asked again all the same
+  });
+
+  it('an unfinished one is forgotten', async () => {
+    const { client, socket } = setup();
+    const stop = client.watchWorkflow('g1', undefined, { token: 'tok' });
+    socket.takeEmits('subscribe')[0]!.ack({ ok: true, workflows: [workflow('g1', 'STARTED', 1)] });
+    stop();
+    await flush();
+    expect(client.workflowRecord('g1').workflow).toBeNull();
+  });
+});
