@@ -19,14 +19,18 @@ $(STAMP): pyproject.toml constraints/celery56.txt
 	touch $(STAMP)
 
 ## Install Debian packages the tests and the demo need, when they are missing (we run as root in CI):
-## redis-server; prometheus (with promtool) for deploy/prometheus/ and the observability test.
+## redis-server; redis-sentinel and openssl for the Sentinel failover and TLS scenarios (fault suite, Node suites);
+## prometheus (with promtool) for deploy/prometheus/ and the observability test.
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
-	  echo "installing prometheus and promtool (Debian), for the alert rule tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 ## The Node examples the demo serves: Express and the built React page (skipped without npm).
 ## They install the packages of clients/js, which are built first.

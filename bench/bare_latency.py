@@ -45,12 +45,20 @@ def main() -> None:
         threading.Thread(target=watch, daemon=True).start()
         receiver.capture(limit=None, timeout=None, wakeup=False)
     lat = sorted(x * 1000 for x in latencies)
-    print(json.dumps({
-        "received": len(lat), "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
-        "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else float("nan"),
-        "mean_ms": sum(lat) / len(lat) if lat else float("nan"),
-        "cpu_pct": 100 * (time.process_time() - cpu0) / (time.perf_counter() - wall0),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "received": len(lat),
+                "p50_ms": percentile(lat, 50),
+                "p95_ms": percentile(lat, 95),
+                "p99_ms": percentile(lat, 99),
+                "max_ms": lat[-1] if lat else float("nan"),
+                "mean_ms": sum(lat) / len(lat) if lat else float("nan"),
+                "cpu_pct": 100 * (time.process_time() - cpu0) / (time.perf_counter() - wall0),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

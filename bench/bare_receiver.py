@@ -66,8 +66,7 @@ def main() -> None:
             error = f"{type(exc).__name__}: {exc}"
         stop.set()
         samples.append((time.time(), count))
-    print(json.dumps({"count": count, "first": first, "last": last, "samples": samples, "error": error}),
-          flush=True)
+    print(json.dumps({"count": count, "first": first, "last": last, "samples": samples, "error": error}), flush=True)
 
 
 if __name__ == "__main__":

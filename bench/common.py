@@ -19,10 +19,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import redis
 
@@ -43,6 +44,7 @@ def log(message: str) -> None:
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
     """``dev.stack.wait_until``, taking an exception from ``predicate`` for "not yet" (a process still starting)."""
+
     def attempt() -> object:
         try:
             return predicate()
@@ -156,7 +158,7 @@ class PrivateRedis:
     def backend_url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/1"
 
-    def __enter__(self) -> "PrivateRedis":
+    def __enter__(self) -> PrivateRedis:
         if shutil.which("redis-server") is None:
             raise SystemExit("bench: redis-server not found (apt-get install redis-server)")
         self.proc, _ = start_redis(Path(tempfile.mkdtemp(prefix="pushserver-bench-redis-")), port=self.port)
@@ -181,8 +183,9 @@ class PrivateRedis:
 
         Unlike counting subscribers, this holds while an earlier consumer is still shutting down.
         """
-        return any(int(c["id"]) > client_id and int(c.get("psub", 0)) > 0
-                   for c in self.client.client_list(_type="pubsub"))
+        return any(
+            int(c["id"]) > client_id and int(c.get("psub", 0)) > 0 for c in self.client.client_list(_type="pubsub")
+        )
 
     def outbuf_disconnections(self) -> int | None:
         """Subscribers Redis cut off for exceeding their output buffer limit (Redis >= 7)."""
@@ -201,11 +204,13 @@ SERVER_REV: str | None = None
 def use_server_snapshot(rev: str) -> str:
     """Export ``pushserver/`` at git revision ``rev`` to a temporary directory and run the server from it."""
     global SERVER_SOURCE, SERVER_REV
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", rev + "^{commit}"],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", rev + "^{commit}"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     target = Path(tempfile.mkdtemp(prefix=f"pushserver-{sha[:10]}-"))
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "pushserver"],
-                             check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", sha, "pushserver"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     SERVER_SOURCE, SERVER_REV = target, sha
     return sha
@@ -216,10 +221,15 @@ def server_code() -> str:
     if SERVER_REV:
         return f"commit {SERVER_REV[:10]} (exported with git archive)"
     try:
-        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "pushserver"],
-                               check=True, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "pushserver"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "working tree (not a git checkout)"
     return f"working tree at {sha[:10]}" + (" with uncommitted changes to pushserver/" if dirty else "")
@@ -279,9 +289,15 @@ class ConsumerProcess:
 class PushServerProcess(ConsumerProcess):
     """``pushserver serve --insecure`` against the private Redis, as users start it."""
 
-    def __init__(self, redis_server: PrivateRedis, extra_args: Sequence[str] = (),
-                 gc_log: Path | None = None, extra_env: dict[str, str] | None = None,
-                 background_stop: bool = False, wrapper: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        redis_server: PrivateRedis,
+        extra_args: Sequence[str] = (),
+        gc_log: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        background_stop: bool = False,
+        wrapper: Sequence[str] = (),
+    ) -> None:
         self.redis = redis_server
         self.background_stop = background_stop
         self.port = free_port()
@@ -293,11 +309,25 @@ class PushServerProcess(ConsumerProcess):
         self.proc: subprocess.Popen | None = None
         self._conn: http.client.HTTPConnection | None = None
 
-    def __enter__(self) -> "PushServerProcess":
+    def __enter__(self) -> PushServerProcess:
         cmd, env, cwd = server_command(
-            ["serve", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
-             "--broker", self.redis.url, "--backend", self.redis.backend_url,
-             "--log-level", "WARNING", *self.extra_args], self.wrapper)
+            [
+                "serve",
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--broker",
+                self.redis.url,
+                "--backend",
+                self.redis.backend_url,
+                "--log-level",
+                "WARNING",
+                *self.extra_args,
+            ],
+            self.wrapper,
+        )
         env.update(self.extra_env)
         self.log_path = Path(f"/tmp/pushserver-bench-{self.port}.log")
         self._log = open(self.log_path, "wb")
@@ -419,10 +449,18 @@ def machine_info() -> dict[str, Any]:
 
 def versions(redis_version: str) -> dict[str, str]:
     out = {"Python": platform.python_version()}
-    for dist, label in [("celery", "Celery"), ("kombu", "kombu"), ("redis", "redis-py"),
-                        ("hiredis", "hiredis"), ("python-socketio", "python-socketio"),
-                        ("python-engineio", "python-engineio"), ("aiohttp", "aiohttp"),
-                        ("orjson", "orjson"), ("flower", "Flower"), ("celery-pushserver", "celery-pushserver")]:
+    for dist, label in [
+        ("celery", "Celery"),
+        ("kombu", "kombu"),
+        ("redis", "redis-py"),
+        ("hiredis", "hiredis"),
+        ("python-socketio", "python-socketio"),
+        ("python-engineio", "python-engineio"),
+        ("aiohttp", "aiohttp"),
+        ("orjson", "orjson"),
+        ("flower", "Flower"),
+        ("celery-pushserver", "celery-pushserver"),
+    ]:
         try:
             out[label] = metadata.version(dist)
         except metadata.PackageNotFoundError:

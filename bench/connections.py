@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bench import common, report
 from bench.common import PYTHON, PrivateRedis, PushServerProcess, log, tree_rss_bytes, wait_quiet
@@ -37,8 +38,18 @@ SETTLE_S = 3.0
 class ClientGroup:
     """raw_clients.py processes, ``n`` clients in all, ready (connected and subscribed) on return."""
 
-    def __init__(self, url: str, mode: str, n: int, procs: int, tasks_file: Path, per_client: int = 1,
-                 offset: int = 0, extra: list[str] | None = None, timeout: float = 180.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        mode: str,
+        n: int,
+        procs: int,
+        tasks_file: Path,
+        per_client: int = 1,
+        offset: int = 0,
+        extra: list[str] | None = None,
+        timeout: float = 180.0,
+    ) -> None:
         self.procs: list[subprocess.Popen] = []
         self.ready: list[dict[str, Any]] = []
         share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
@@ -46,11 +57,31 @@ class ClientGroup:
         for count in share:
             if not count:
                 continue
-            self.procs.append(subprocess.Popen(
-                [PYTHON, "-m", "bench.raw_clients", "--url", url, "--mode", mode,
-                 "--clients", str(count), "--offset", str(start), "--tasks", str(tasks_file),
-                 "--per-client", str(per_client), *(extra or [])],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        PYTHON,
+                        "-m",
+                        "bench.raw_clients",
+                        "--url",
+                        url,
+                        "--mode",
+                        mode,
+                        "--clients",
+                        str(count),
+                        "--offset",
+                        str(start),
+                        "--tasks",
+                        str(tasks_file),
+                        "--per-client",
+                        str(per_client),
+                        *(extra or []),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
             start += count
         for proc in self.procs:
             self.ready.append(self._read(proc))
@@ -75,13 +106,15 @@ class ClientGroup:
         return [p.pid for p in self.procs]
 
     def summary(self) -> dict[str, Any]:
-        return {"connected": sum(r["connected"] for r in self.ready),
-                "subscribed": sum(r["subscribed"] for r in self.ready),
-                "failures": sum(r["failures"] for r in self.ready),
-                "failed": [f for r in self.ready for f in r["failed"]][:5],
-                "connect_seconds": max(r["connect_seconds"] for r in self.ready),
-                "client_nofile": min(r["nofile"] for r in self.ready),
-                "client_rss_mb": sum(r["rss_mb"] for r in self.ready)}
+        return {
+            "connected": sum(r["connected"] for r in self.ready),
+            "subscribed": sum(r["subscribed"] for r in self.ready),
+            "failures": sum(r["failures"] for r in self.ready),
+            "failed": [f for r in self.ready for f in r["failed"]][:5],
+            "connect_seconds": max(r["connect_seconds"] for r in self.ready),
+            "client_nofile": min(r["nofile"] for r in self.ready),
+            "client_rss_mb": sum(r["rss_mb"] for r in self.ready),
+        }
 
     def close(self) -> None:
         for proc in self.procs:
@@ -108,8 +141,15 @@ def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
-def measure(redis_server: PrivateRedis, steps: list[int], procs: int, tasks_file: Path,
-            hold: float, settle: float, server_wrapper: Sequence[str] = ()) -> dict[str, Any]:
+def measure(
+    redis_server: PrivateRedis,
+    steps: list[int],
+    procs: int,
+    tasks_file: Path,
+    hold: float,
+    settle: float,
+    server_wrapper: Sequence[str] = (),
+) -> dict[str, Any]:
     """One run: a fresh server, its RSS with no client, then with clients added up to each step."""
     out: dict[str, Any] = {"steps": []}
     with PushServerProcess(redis_server, background_stop=True, wrapper=server_wrapper) as server:
@@ -125,8 +165,9 @@ def measure(redis_server: PrivateRedis, steps: list[int], procs: int, tasks_file
             for step in steps:
                 add = step - have
                 t0 = time.monotonic()
-                group = ClientGroup(server.url, "idle", add, procs, tasks_file, offset=have,
-                                    extra=["--concurrency", "100"])
+                group = ClientGroup(
+                    server.url, "idle", add, procs, tasks_file, offset=have, extra=["--concurrency", "100"]
+                )
                 groups.append(group)
                 have = step
                 s = group.summary()
@@ -134,25 +175,36 @@ def measure(redis_server: PrivateRedis, steps: list[int], procs: int, tasks_file
                 m = server.metrics()
                 rss = tree_rss_bytes(server.pid)
                 clients_rss = sum(rss_bytes(pid) for g in groups for pid in g.pids)
-                row = {"clients": step, "added": add, "connected_added": s["connected"],
-                       "subscribed_added": s["subscribed"], "failures": s["failures"], "failed": s["failed"],
-                       "connect_seconds": time.monotonic() - t0,
-                       "server_clients_metric": metric_sum(m, "pushserver_connected_clients"),
-                       "server_subscriptions_metric": metric_sum(m, "pushserver_subscriptions"),
-                       "server_open_fds": open_fds(server.pid),
-                       "rss_mb": rss / 1e6, "delta_mb": (rss - rss0) / 1e6,
-                       "kb_per_connection": (rss - rss0) / 1024 / step,
-                       "client_processes": sum(len(g.procs) for g in groups),
-                       "client_rss_mb": clients_rss / 1e6, "client_nofile": s["client_nofile"]}
+                row = {
+                    "clients": step,
+                    "added": add,
+                    "connected_added": s["connected"],
+                    "subscribed_added": s["subscribed"],
+                    "failures": s["failures"],
+                    "failed": s["failed"],
+                    "connect_seconds": time.monotonic() - t0,
+                    "server_clients_metric": metric_sum(m, "pushserver_connected_clients"),
+                    "server_subscriptions_metric": metric_sum(m, "pushserver_subscriptions"),
+                    "server_open_fds": open_fds(server.pid),
+                    "rss_mb": rss / 1e6,
+                    "delta_mb": (rss - rss0) / 1e6,
+                    "kb_per_connection": (rss - rss0) / 1024 / step,
+                    "client_processes": sum(len(g.procs) for g in groups),
+                    "client_rss_mb": clients_rss / 1e6,
+                    "client_nofile": s["client_nofile"],
+                }
                 if out["steps"]:
                     prev = out["steps"][-1]
-                    row["marginal_kb_per_connection"] = ((row["rss_mb"] - prev["rss_mb"]) * 1e6 / 1024
-                                                         / (step - prev["clients"]))
+                    row["marginal_kb_per_connection"] = (
+                        (row["rss_mb"] - prev["rss_mb"]) * 1e6 / 1024 / (step - prev["clients"])
+                    )
                 out["steps"].append(row)
-                log(f"{step:,} clients ({row['server_clients_metric']:.0f} on the server, "
+                log(
+                    f"{step:,} clients ({row['server_clients_metric']:.0f} on the server, "
                     f"{row['server_subscriptions_metric']:.0f} subscriptions, {s['failures']} failed to add) "
                     f"in {row['connect_seconds']:.1f}s: server RSS {row['rss_mb']:.1f} MB, "
-                    f"+{row['delta_mb']:.1f} MB = {row['kb_per_connection']:.1f} KB/connection")
+                    f"+{row['delta_mb']:.1f} MB = {row['kb_per_connection']:.1f} KB/connection"
+                )
             # The sockets must stay open through at least one Engine.IO ping round
             # (pingInterval 25 s) to count as idle connections a server keeps: hold,
             # then read the RSS again.
@@ -161,10 +213,13 @@ def measure(redis_server: PrivateRedis, steps: list[int], procs: int, tasks_file
                 time.sleep(hold)
                 rss = tree_rss_bytes(server.pid)
                 n = steps[-1]
-                out["after_hold"] = {"seconds": hold, "rss_mb": rss / 1e6, "delta_mb": (rss - rss0) / 1e6,
-                                     "kb_per_connection": (rss - rss0) / 1024 / n,
-                                     "server_clients_metric": metric_sum(server.metrics(),
-                                                                         "pushserver_connected_clients")}
+                out["after_hold"] = {
+                    "seconds": hold,
+                    "rss_mb": rss / 1e6,
+                    "delta_mb": (rss - rss0) / 1e6,
+                    "kb_per_connection": (rss - rss0) / 1024 / n,
+                    "server_clients_metric": metric_sum(server.metrics(), "pushserver_connected_clients"),
+                }
             stats = [s for g in groups for s in g.ask("stats")]
             out["client_pings_answered"] = sum(s["pings"] for s in stats)
             out["client_disconnects"] = sum(s["disconnects"] for s in stats)
@@ -175,8 +230,15 @@ def measure(redis_server: PrivateRedis, steps: list[int], procs: int, tasks_file
     return out
 
 
-def run(redis_server: PrivateRedis, runs: int, steps: list[int], procs: int = 2, hold: float = 30.0,
-        settle: float = SETTLE_S, server_wrapper: Sequence[str] = ()) -> dict[str, Any]:
+def run(
+    redis_server: PrivateRedis,
+    runs: int,
+    steps: list[int],
+    procs: int = 2,
+    hold: float = 30.0,
+    settle: float = SETTLE_S,
+    server_wrapper: Sequence[str] = (),
+) -> dict[str, Any]:
     """``runs`` fresh servers, each taken through every step of ``steps`` (started through ``server_wrapper``)."""
     steps = sorted(steps)
     workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-conn-"))
@@ -186,20 +248,28 @@ def run(redis_server: PrivateRedis, runs: int, steps: list[int], procs: int = 2,
     for i in range(runs):
         r = measure(redis_server, steps, procs, tasks_file, hold, settle, server_wrapper)
         out["runs"].append(r)
-        log(f"connections run {i + 1}/{runs}: {(r.get('after_hold') or r['steps'][-1])['kb_per_connection']:.1f} KB per connection at {steps[-1]:,}"
-            + (f" after {hold:.0f}s" if hold else "") + f"; client disconnects {r['client_disconnects']}")
+        log(
+            f"connections run {i + 1}/{runs}: {(r.get('after_hold') or r['steps'][-1])['kb_per_connection']:.1f} KB per connection at {steps[-1]:,}"
+            + (f" after {hold:.0f}s" if hold else "")
+            + f"; client disconnects {r['client_disconnects']}"
+        )
     return out
 
 
 def main(argv: Sequence[str] | None = None, server_wrapper: Sequence[str] = ()) -> int:
     """The experiments' command line; ``server_wrapper`` runs the server through a script (bench/mem_probe.py)."""
-    p = argparse.ArgumentParser(prog="python -m bench.connections", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.connections", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--steps", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--procs", type=int, default=2, help="client processes per step")
-    p.add_argument("--hold", type=float, default=30.0,
-                   help="after the last step, keep the sockets this long (>= one 25 s ping round) and read RSS again")
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=30.0,
+        help="after the last step, keep the sockets this long (>= one 25 s ping round) and read RSS again",
+    )
     p.add_argument("--server-rev", metavar="REV", help="run the server from this git revision (see run.py)")
     args = p.parse_args(argv)
     if args.server_rev:

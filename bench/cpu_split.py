@@ -65,16 +65,22 @@ def main() -> int:
     if args.server_rev:
         log(f"server code: {args.server_rev} = {common.use_server_snapshot(args.server_rev)}")
     with PrivateRedis() as redis_server:
-        streams = build_streams({"unbatched": args.tasks, "batched": 2 * args.tasks}, redis_server.url,
-                                redis_server.client, Path(tempfile.mkdtemp(prefix="pushserver-cpu-split-")))
+        streams = build_streams(
+            {"unbatched": args.tasks, "batched": 2 * args.tasks},
+            redis_server.url,
+            redis_server.client,
+            Path(tempfile.mkdtemp(prefix="pushserver-cpu-split-")),
+        )
         results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         for run in range(args.runs):
             for shape, stream in streams.items():
                 for mode in args.modes:
                     rate, server_us, child_us = drain(redis_server, stream, mode)
                     results.setdefault((shape, mode), []).append((rate, server_us, child_us))
-                    log(f"run {run + 1}/{args.runs} {shape} {mode}: {rate:,.0f} ev/s, server {server_us:.2f} "
-                        f"µs/event, receiver process {child_us:.2f} µs/event")
+                    log(
+                        f"run {run + 1}/{args.runs} {shape} {mode}: {rate:,.0f} ev/s, server {server_us:.2f} "
+                        f"µs/event, receiver process {child_us:.2f} µs/event"
+                    )
     print("stream     receiver  events/s  server µs/event  receiver process µs/event  total µs/event")
     for (shape, mode), rows in results.items():
         rate, server_us, child_us = (statistics.median(r[i] for r in rows) for i in range(3))

@@ -30,15 +30,23 @@ class FlowerProcess(ConsumerProcess):
         self.proc: subprocess.Popen | None = None
         self._conn: http.client.HTTPConnection | None = None
 
-    def __enter__(self) -> "FlowerProcess":
+    def __enter__(self) -> FlowerProcess:
         celery = shutil.which("celery", path=str(BIN)) or str(BIN / "celery")
         since = self.redis.last_client_id()
         self.log_path = Path(f"/tmp/flower-bench-{self.port}.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [celery, f"--broker={self.redis.url}", "flower", f"--port={self.port}", "--address=127.0.0.1",
-             "--logging=warning"],
-            stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                celery,
+                f"--broker={self.redis.url}",
+                "flower",
+                f"--port={self.port}",
+                "--address=127.0.0.1",
+                "--logging=warning",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_for(lambda: self.get("/healthcheck")[0] == 200, 30, "Flower's HTTP port")
             wait_for(lambda: self.redis.pattern_subscribed_since(since), 30, "Flower's event subscription")

@@ -23,11 +23,27 @@ def events(n: int) -> list[dict]:
     for i in range(n):
         task = str(uuid.uuid4())
         kind = ("task-received", "task-started", "task-progress", "task-succeeded")[i % 4]
-        event = {"type": kind, "uuid": task, "hostname": "celery@worker-1", "utcoffset": 0, "pid": 4242,
-                 "clock": 100_000 + i, "timestamp": now + i / 1000, "local_received": now + i / 1000 + 0.0004}
+        event = {
+            "type": kind,
+            "uuid": task,
+            "hostname": "celery@worker-1",
+            "utcoffset": 0,
+            "pid": 4242,
+            "clock": 100_000 + i,
+            "timestamp": now + i / 1000,
+            "local_received": now + i / 1000 + 0.0004,
+        }
         if kind == "task-received":
-            event.update(name="workers.tasks.resize_and_watermark", args="('img-1.png',)", kwargs="{}",
-                         retries=0, root_id=task, parent_id=None, eta=None, expires=None)
+            event.update(
+                name="workers.tasks.resize_and_watermark",
+                args="('img-1.png',)",
+                kwargs="{}",
+                retries=0,
+                root_id=task,
+                parent_id=None,
+                eta=None,
+                expires=None,
+            )
         elif kind == "task-progress":
             event.update(current=i, total=100, message="resizing")
         elif kind == "task-succeeded":

@@ -35,8 +35,17 @@ def install(path: str) -> None:
             return
         ms = 1000 * (time.perf_counter() - started.get("p", time.perf_counter()))
         if info["generation"] >= 1 or ms > 1.0:
-            log.write(json.dumps({"t": started.get("t"), "gen": info["generation"], "ms": round(ms, 3),
-                                  "collected": info["collected"]}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "t": started.get("t"),
+                        "gen": info["generation"],
+                        "ms": round(ms, 3),
+                        "collected": info["collected"],
+                    }
+                )
+                + "\n"
+            )
 
     gc.callbacks.append(callback)
 

@@ -104,8 +104,7 @@ def cpu_percent(cpu_samples: list[tuple[float, float]], window: tuple[float, flo
 class Publisher:
     """publish.py in its own process, loaded and waiting for the word."""
 
-    def __init__(self, redis_server: PrivateRedis, stream: Path, rate: float = 0.0,
-                 max_backlog: int = 0) -> None:
+    def __init__(self, redis_server: PrivateRedis, stream: Path, rate: float = 0.0, max_backlog: int = 0) -> None:
         cmd = [PYTHON, "-m", "bench.publish", "--redis", redis_server.url, "--stream", str(stream)]
         if rate:
             cmd += ["--rate", str(rate)]
@@ -146,10 +145,24 @@ def start_consumer(kind: str, redis_server: PrivateRedis, expected: int, timeout
     if kind == "bare":
         since = redis_server.last_client_id()
         bare = subprocess.Popen(
-            [PYTHON, "-m", "bench.bare_receiver", "--broker", redis_server.url,
-             "--expect", str(expected), "--idle", str(IDLE_S), "--sample", str(SAMPLE_S),
-             "--timeout", str(timeout)],
-            stdout=subprocess.PIPE, text=True)
+            [
+                PYTHON,
+                "-m",
+                "bench.bare_receiver",
+                "--broker",
+                redis_server.url,
+                "--expect",
+                str(expected),
+                "--idle",
+                str(IDLE_S),
+                "--sample",
+                str(SAMPLE_S),
+                "--timeout",
+                str(timeout),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             wait_for(lambda: redis_server.pattern_subscribed_since(since), 20, "the bare receiver's subscription")
         except BaseException:
@@ -163,8 +176,16 @@ def start_consumer(kind: str, redis_server: PrivateRedis, expected: int, timeout
     raise ValueError(kind)
 
 
-def measure(kind: str, redis_server: PrivateRedis, stream: Path, expected: int, *,
-            rate: float = 0.0, max_backlog: int = 0, timeout: float = 300.0) -> dict[str, Any]:
+def measure(
+    kind: str,
+    redis_server: PrivateRedis,
+    stream: Path,
+    expected: int,
+    *,
+    rate: float = 0.0,
+    max_backlog: int = 0,
+    timeout: float = 300.0,
+) -> dict[str, Any]:
     """Run one consumer of ``kind`` (see CONSUMERS) on the stream once; return count, lost, events/s, CPU%.
 
     The bare receiver samples its own count and reports at the end; pushserver
@@ -185,8 +206,9 @@ def measure(kind: str, redis_server: PrivateRedis, stream: Path, expected: int, 
         cpu_samples: list[tuple[float, float]] = []
         peak_backlog = 0
         base = server.processed() if server else 0.0  # Flower counts its own start-up events, if any
-        reconnects0 = (metric_sum(server.metrics(), "pushserver_receiver_reconnects_total")
-                       if kind == "pushserver" else 0)
+        reconnects0 = (
+            metric_sum(server.metrics(), "pushserver_receiver_reconnects_total") if kind == "pushserver" else 0
+        )
         disconnects0 = redis_server.outbuf_disconnections()
         foreign = ForeignLoad()
         publisher.go()
@@ -253,8 +275,9 @@ def measure(kind: str, redis_server: PrivateRedis, stream: Path, expected: int, 
         "messages_unheard": pub["messages_unheard"],
         "backlog_holds": pub["backlog_holds"],
         "peak_backlog_mb": peak_backlog / 1e6,
-        "redis_outbuf_disconnections": (disconnects1 - disconnects0
-                                        if disconnects0 is not None and disconnects1 is not None else None),
+        "redis_outbuf_disconnections": (
+            disconnects1 - disconnects0 if disconnects0 is not None and disconnects1 is not None else None
+        ),
         "foreign_cores": foreign_cores,
         "error": error,
     }
@@ -262,8 +285,11 @@ def measure(kind: str, redis_server: PrivateRedis, stream: Path, expected: int, 
 
 def describe(result: dict[str, Any]) -> str:
     rate = result["events_per_s"]
-    txt = (f"{result['consumer']}: {result['received']:,}/{result['sent']:,} events"
-           f", {rate:,.0f} ev/s" if rate else f"{result['consumer']}: {result['received']:,}/{result['sent']:,} events")
+    txt = (
+        f"{result['consumer']}: {result['received']:,}/{result['sent']:,} events, {rate:,.0f} ev/s"
+        if rate
+        else f"{result['consumer']}: {result['received']:,}/{result['sent']:,} events"
+    )
     if result["cpu_pct"] is not None:
         txt += f", CPU {result['cpu_pct']:.0f}%"
     if result["peak_backlog_mb"] > 1:
@@ -277,12 +303,23 @@ def describe(result: dict[str, Any]) -> str:
     return txt
 
 
-def run(redis_server: PrivateRedis, streams: dict[str, dict[str, Any]], runs: int,
-        burst_fraction: float = 0.8, burst: bool = True,
-        consumers: tuple[str, ...] = CONSUMERS) -> dict[str, Any]:
+def run(
+    redis_server: PrivateRedis,
+    streams: dict[str, dict[str, Any]],
+    runs: int,
+    burst_fraction: float = 0.8,
+    burst: bool = True,
+    consumers: tuple[str, ...] = CONSUMERS,
+) -> dict[str, Any]:
     """Every consumer on every shape, ``runs`` times saturating, then ``runs`` bursts (bare and pushserver)."""
-    out: dict[str, Any] = {"streams": streams, "saturating": {}, "burst": {}, "burst_fraction": burst_fraction,
-                           "max_backlog": MAX_BACKLOG, "sample_s": SAMPLE_S}
+    out: dict[str, Any] = {
+        "streams": streams,
+        "saturating": {},
+        "burst": {},
+        "burst_fraction": burst_fraction,
+        "max_backlog": MAX_BACKLOG,
+        "sample_s": SAMPLE_S,
+    }
     for shape, stream in streams.items():
         path, expected = Path(stream["path"]), stream["events"]
         sat = out["saturating"][shape] = {k: [] for k in consumers}

@@ -47,9 +47,11 @@ MAX_DRAIN_S = 30.0
 class ClientProcess:
     def __init__(self, url: str, n: int, tasks_file: Path) -> None:
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.latency_clients", "--url", url, "--clients", str(n),
-             "--tasks", str(tasks_file)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [PYTHON, "-m", "bench.latency_clients", "--url", url, "--clients", str(n), "--tasks", str(tasks_file)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -98,17 +100,19 @@ def gc_pauses(log: Path | None, t0: float, t1: float) -> dict[str, Any] | None:
     passes = [json.loads(line) for line in lines if line.strip()]
     passes = [p for p in passes if p.get("t") and t0 <= p["t"] <= t1]
     full = [p for p in passes if p["gen"] == 2]
-    return {"passes": len(passes), "gen2": len(full),
-            "max_ms": max((p["ms"] for p in passes), default=0.0),
-            "gen2_max_ms": max((p["ms"] for p in full), default=0.0)}
+    return {
+        "passes": len(passes),
+        "gen2": len(full),
+        "max_ms": max((p["ms"] for p in passes), default=0.0),
+        "gen2_max_ms": max((p["ms"] for p in full), default=0.0),
+    }
 
 
 def phase_plan(rate: float, duration: float) -> dict[str, Any]:
     events = int(round(rate * duration))
     slots = max(1, math.ceil(rate * SPACING_S))
     tasks = slots + math.ceil(events / EVENTS_PER_TASK) + 1
-    return {"rate": rate, "events": events, "slots": slots,
-            "task_ids": [str(uuid.uuid4()) for _ in range(tasks)]}
+    return {"rate": rate, "events": events, "slots": slots, "task_ids": [str(uuid.uuid4()) for _ in range(tasks)]}
 
 
 class PhasePublisher:
@@ -118,10 +122,25 @@ class PhasePublisher:
         tasks_file = workdir / f"tasks-{plan['rate']:g}-{uuid.uuid4().hex[:6]}.json"
         tasks_file.write_text(json.dumps(plan["task_ids"]))
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.latency_publisher", "--broker", redis_server.url,
-             "--rate", str(plan["rate"]), "--events", str(plan["events"]), "--slots", str(plan["slots"]),
-             "--tasks", str(tasks_file)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                PYTHON,
+                "-m",
+                "bench.latency_publisher",
+                "--broker",
+                redis_server.url,
+                "--rate",
+                str(plan["rate"]),
+                "--events",
+                str(plan["events"]),
+                "--slots",
+                str(plan["slots"]),
+                "--tasks",
+                str(tasks_file),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "READY":
             raise RuntimeError("latency publisher failed to start")
@@ -140,9 +159,10 @@ def run_baseline_phase(redis_server: PrivateRedis, plan: dict[str, Any], workdir
     """The same phase into a bare Celery Receiver: what Celery, kombu and Redis cost on their own."""
     since = redis_server.last_client_id()
     bare = subprocess.Popen(
-        [PYTHON, "-m", "bench.bare_latency", "--broker", redis_server.url,
-         "--expect", str(plan["events"])],
-        stdout=subprocess.PIPE, text=True)
+        [PYTHON, "-m", "bench.bare_latency", "--broker", redis_server.url, "--expect", str(plan["events"])],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(lambda: redis_server.pattern_subscribed_since(since), 20, "the bare receiver's subscription")
         publisher = PhasePublisher(redis_server, plan, workdir)
@@ -156,14 +176,21 @@ def run_baseline_phase(redis_server: PrivateRedis, plan: dict[str, Any], workdir
             bare.kill()
             bare.wait()
     stats = json.loads(out.strip().splitlines()[-1])
-    stats.update({"rate": plan["rate"], "events": plan["events"],
-                  "missing_updates": plan["events"] - stats["received"], "publisher": pub_result,
-                  "foreign_cores": foreign_cores})
+    stats.update(
+        {
+            "rate": plan["rate"],
+            "events": plan["events"],
+            "missing_updates": plan["events"] - stats["received"],
+            "publisher": pub_result,
+            "foreign_cores": foreign_cores,
+        }
+    )
     return stats
 
 
-def run_phase(redis_server: PrivateRedis, server: PushServerProcess, clients: ClientProcess,
-              plan: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def run_phase(
+    redis_server: PrivateRedis, server: PushServerProcess, clients: ClientProcess, plan: dict[str, Any], workdir: Path
+) -> dict[str, Any]:
     publisher = PhasePublisher(redis_server, plan, workdir)
     wait_quiet()
     m0 = server.metrics()
@@ -197,18 +224,20 @@ def run_phase(redis_server: PrivateRedis, server: PushServerProcess, clients: Cl
     def delta(name: str) -> int:
         return int(metric_sum(m1, name) - metric_sum(m0, name))
 
-    stats.update({
-        "rate": plan["rate"],
-        "events": plan["events"],
-        "expected_updates": plan["events"],
-        "missing_updates": plan["events"] - stats["received"],
-        "server_events": delta("pushserver_events_ingested_total"),
-        "server_updates": delta("pushserver_updates_emitted_total"),
-        "coalesced": delta("pushserver_progress_coalesced_total"),
-        "server_cpu_pct": server_cpu_pct,
-        "foreign_cores": foreign_cores,
-        "publisher": pub_result,
-    })
+    stats.update(
+        {
+            "rate": plan["rate"],
+            "events": plan["events"],
+            "expected_updates": plan["events"],
+            "missing_updates": plan["events"] - stats["received"],
+            "server_events": delta("pushserver_events_ingested_total"),
+            "server_updates": delta("pushserver_updates_emitted_total"),
+            "coalesced": delta("pushserver_progress_coalesced_total"),
+            "server_cpu_pct": server_cpu_pct,
+            "foreign_cores": foreign_cores,
+            "publisher": pub_result,
+        }
+    )
     return stats
 
 
@@ -223,16 +252,34 @@ def fill(server: PushServerProcess, redis_server: PrivateRedis, stream: dict[str
         count = metric_sum(server.metrics(), "pushserver_events_ingested_total")
     publisher.result()
     tasks = metric_sum(server.metrics(), "pushserver_tasks_in_memory")
-    log(f"prefilled the server with {count:,.0f} events, {tasks:,.0f} tasks in memory, "
-        f"RSS {tree_rss_bytes(server.pid) / 1e6:.0f} MB, in {time.monotonic() - t0:.1f}s")
+    log(
+        f"prefilled the server with {count:,.0f} events, {tasks:,.0f} tasks in memory, "
+        f"RSS {tree_rss_bytes(server.pid) / 1e6:.0f} MB, in {time.monotonic() - t0:.1f}s"
+    )
 
 
-def run(redis_server: PrivateRedis, n_clients: int, rates: list[float], duration: float, runs: int,
-        warmup_rate: float = 200.0, warmup_s: float = 2.0,
-        baseline: bool = True, server_gc: str = "default", prefill: int = 0) -> dict[str, Any]:
-    out: dict[str, Any] = {"clients": n_clients, "rates": rates, "duration_s": duration,
-                           "spacing_s": SPACING_S, "runs": {str(r): [] for r in rates},
-                           "baseline": {str(r): [] for r in rates}, "setup": [], "server_gc": server_gc}
+def run(
+    redis_server: PrivateRedis,
+    n_clients: int,
+    rates: list[float],
+    duration: float,
+    runs: int,
+    warmup_rate: float = 200.0,
+    warmup_s: float = 2.0,
+    baseline: bool = True,
+    server_gc: str = "default",
+    prefill: int = 0,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "clients": n_clients,
+        "rates": rates,
+        "duration_s": duration,
+        "spacing_s": SPACING_S,
+        "runs": {str(r): [] for r in rates},
+        "baseline": {str(r): [] for r in rates},
+        "setup": [],
+        "server_gc": server_gc,
+    }
     env = {"BENCH_SERVER_GC": server_gc} if server_gc != "default" else {}
     workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-latency-"))
     out["prefill_tasks"] = prefill
@@ -240,8 +287,7 @@ def run(redis_server: PrivateRedis, n_clients: int, rates: list[float], duration
     if prefill:
         # A long-running server holds up to --max-tasks tasks; their objects are
         # what a full garbage collection has to walk.
-        prefill_stream = build_streams({"batched": prefill}, redis_server.url, redis_server.client,
-                                       workdir)["batched"]
+        prefill_stream = build_streams({"batched": prefill}, redis_server.url, redis_server.client, workdir)["batched"]
     for i in range(runs):
         plans = [phase_plan(warmup_rate, warmup_s)] + [phase_plan(r, duration) for r in rates]
         all_ids = [t for plan in plans for t in plan["task_ids"]]
@@ -251,31 +297,41 @@ def run(redis_server: PrivateRedis, n_clients: int, rates: list[float], duration
             for rate in rates:
                 stats = run_baseline_phase(redis_server, phase_plan(rate, duration), workdir)
                 out["baseline"][str(rate)].append(stats)
-                log(f"latency run {i + 1}/{runs} at {rate:g} ev/s, bare Receiver baseline: "
+                log(
+                    f"latency run {i + 1}/{runs} at {rate:g} ev/s, bare Receiver baseline: "
                     f"p50 {stats['p50_ms']:.2f} p95 {stats['p95_ms']:.2f} p99 {stats['p99_ms']:.2f} "
                     f"max {stats['max_ms']:.1f} ms; {stats['received']}/{stats['events']} events; "
-                    f"other processes {stats['foreign_cores']:.2f} cores")
-        with PushServerProcess(redis_server, gc_log=workdir / f"gc-{i}.jsonl", extra_env=env,
-                               background_stop=True) as server:
+                    f"other processes {stats['foreign_cores']:.2f} cores"
+                )
+        with PushServerProcess(
+            redis_server, gc_log=workdir / f"gc-{i}.jsonl", extra_env=env, background_stop=True
+        ) as server:
             if prefill_stream is not None:
                 fill(server, redis_server, prefill_stream)
             clients = ClientProcess(server.url, n_clients, ids_file)
             try:
                 ready = clients.read()
                 subs = metric_sum(server.metrics(), "pushserver_subscriptions")
-                setup = {"connected": ready["connected"], "connect_seconds": ready["connect_seconds"],
-                         "failures": ready["failures"], "subscriptions": subs,
-                         "server_rss_mb": tree_rss_bytes(server.pid) / 1e6}
+                setup = {
+                    "connected": ready["connected"],
+                    "connect_seconds": ready["connect_seconds"],
+                    "failures": ready["failures"],
+                    "subscriptions": subs,
+                    "server_rss_mb": tree_rss_bytes(server.pid) / 1e6,
+                }
                 out["setup"].append(setup)
-                log(f"latency run {i + 1}/{runs}: {ready['connected']} clients connected and "
+                log(
+                    f"latency run {i + 1}/{runs}: {ready['connected']} clients connected and "
                     f"{subs:.0f} subscriptions in {ready['connect_seconds']:.1f}s"
-                    + (f"; {ready['failures']} FAILED: {ready['failed']}" if ready["failures"] else ""))
+                    + (f"; {ready['failures']} FAILED: {ready['failed']}" if ready["failures"] else "")
+                )
                 for plan in plans:
                     stats = run_phase(redis_server, server, clients, plan, workdir)
                     if plan is plans[0]:
                         continue
                     out["runs"][str(plan["rate"])].append(stats)
-                    log(f"latency run {i + 1}/{runs} at {plan['rate']:g} ev/s: "
+                    log(
+                        f"latency run {i + 1}/{runs} at {plan['rate']:g} ev/s: "
                         f"p50 {stats['p50_ms']:.2f} p95 {stats['p95_ms']:.2f} p99 {stats['p99_ms']:.2f} "
                         f"max {stats['max_ms']:.1f} ms; {stats['received']}/{stats['expected_updates']} "
                         f"updates, coalesced {stats['coalesced']}; CPU clients {stats['cpu_pct']:.0f}% "
@@ -286,7 +342,8 @@ def run(redis_server: PrivateRedis, n_clients: int, rates: list[float], duration
                         f"passes, longest {stats['gc_max_ms']:.1f} ms; server event->emit within "
                         f"2/10 ms: {stats['server_emit_within_ms_pct'].get('2', float('nan')):.1f}%/"
                         f"{stats['server_emit_within_ms_pct'].get('10', float('nan')):.1f}%; other processes "
-                        f"{stats['foreign_cores']:.2f} cores")
+                        f"{stats['foreign_cores']:.2f} cores"
+                    )
             finally:
                 clients.close()
     return out

@@ -63,12 +63,12 @@ class Clients:
             self.disconnects += 1
 
         sio.on("disconnect", on_disconnect)
-        mine = self.task_ids[i::self.n]
+        mine = self.task_ids[i :: self.n]
         async with sem:
             try:
                 await sio.connect(self.url, transports=["websocket"], wait_timeout=60)
                 for k in range(0, len(mine), MAX_IDS_PER_CALL):
-                    ack = await sio.call("subscribe", {"task_ids": mine[k:k + MAX_IDS_PER_CALL]}, timeout=60)
+                    ack = await sio.call("subscribe", {"task_ids": mine[k : k + MAX_IDS_PER_CALL]}, timeout=60)
                     if not ack.get("ok"):
                         self.failed.append(json.dumps(ack)[:200])
             except Exception as exc:  # noqa: BLE001 - reported to the harness
@@ -85,8 +85,10 @@ class Clients:
         lat = sorted(x * 1000.0 for x in self.latencies)
         return {
             "received": self.received,
-            "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
-            "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else float("nan"),
+            "p50_ms": percentile(lat, 50),
+            "p95_ms": percentile(lat, 95),
+            "p99_ms": percentile(lat, 99),
+            "max_ms": lat[-1] if lat else float("nan"),
             "mean_ms": sum(lat) / len(lat) if lat else float("nan"),
             "cpu_pct": 100.0 * cpu / wall if wall else 0.0,
             "disconnects": self.disconnects,
@@ -113,8 +115,18 @@ async def main() -> None:
     gc.freeze()
     gc.disable()
     connected = sum(1 for c in clients.clients if c.connected)
-    print(json.dumps({"ready": True, "connected": connected, "connect_seconds": seconds,
-                      "failed": clients.failed[:5], "failures": len(clients.failed)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "connected": connected,
+                "connect_seconds": seconds,
+                "failed": clients.failed[:5],
+                "failures": len(clients.failed),
+            }
+        ),
+        flush=True,
+    )
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

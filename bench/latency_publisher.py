@@ -30,8 +30,15 @@ from pathlib import Path
 from celery import Celery
 from kombu.transport import redis as kombu_redis
 
-LIFECYCLE = ["task-sent", "task-received", "task-started",
-             "task-progress", "task-progress", "task-progress", "task-succeeded"]
+LIFECYCLE = [
+    "task-sent",
+    "task-received",
+    "task-started",
+    "task-progress",
+    "task-progress",
+    "task-progress",
+    "task-succeeded",
+]
 PROGRESS_STEPS = 3
 MAX_PIPELINE = 50  # messages per round trip at most, when the publisher is behind
 
@@ -39,12 +46,18 @@ MAX_PIPELINE = 50  # messages per round trip at most, when the publisher is behi
 def fields_for(step: int, task_id: str) -> dict:
     kind = LIFECYCLE[step]
     if kind in ("task-sent", "task-received"):
-        return {"uuid": task_id, "name": "workers.tasks.demo_progress", "args": "(3, 0.1)",
-                "kwargs": "{}", "retries": 0, "root_id": task_id, "parent_id": None}
+        return {
+            "uuid": task_id,
+            "name": "workers.tasks.demo_progress",
+            "args": "(3, 0.1)",
+            "kwargs": "{}",
+            "retries": 0,
+            "root_id": task_id,
+            "parent_id": None,
+        }
     if kind == "task-progress":
         current = step - 2
-        return {"uuid": task_id, "current": current, "total": PROGRESS_STEPS,
-                "message": f"step {current}"}
+        return {"uuid": task_id, "current": current, "total": PROGRESS_STEPS, "message": f"step {current}"}
     if kind == "task-succeeded":
         return {"uuid": task_id, "result": "3", "runtime": 0.3}
     return {"uuid": task_id}
@@ -113,12 +126,20 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         dispatcher.close()
     lateness.sort()
-    print(json.dumps({
-        "events": args.events, "tasks": next_task, "seconds": elapsed, "round_trips": flushes,
-        "events_per_s": args.events / elapsed if elapsed else 0.0,
-        "lateness_p99_ms": 1000 * lateness[int(0.99 * (len(lateness) - 1))] if lateness else 0.0,
-        "lateness_max_ms": 1000 * lateness[-1] if lateness else 0.0,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "events": args.events,
+                "tasks": next_task,
+                "seconds": elapsed,
+                "round_trips": flushes,
+                "events_per_s": args.events / elapsed if elapsed else 0.0,
+                "lateness_p99_ms": 1000 * lateness[int(0.99 * (len(lateness) - 1))] if lateness else 0.0,
+                "lateness_max_ms": 1000 * lateness[-1] if lateness else 0.0,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

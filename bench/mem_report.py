@@ -59,7 +59,7 @@ def main() -> None:
         if abs(value) / n >= 20:
             print(f"  {package:32s} {value / n:7.0f} B")
     print()
-    for key, value in sorted(diff.items(), key=lambda kv: -kv[1])[:args.top]:
+    for key, value in sorted(diff.items(), key=lambda kv: -kv[1])[: args.top]:
         print(f"{value / n:7.0f} B  {(count1[key] - count0.get(key, 0)) / n:5.1f} blocks  {key}")
 
 

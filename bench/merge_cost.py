@@ -55,6 +55,7 @@ def main() -> None:
             print(f"{n:,} events ({args.tasks:,} tasks), best of {args.repeat}, µs per event:")
             events: list = []
             for shape, stream in streams.items():
+
                 def decode(stream: Stream = stream) -> None:
                     events.clear()
                     for _, payload, _ in stream.messages:
@@ -62,10 +63,12 @@ def main() -> None:
                         body = loads(base64.b64decode(envelope["body"]))
                         for raw in body if isinstance(body, list) else [body]:
                             events.append(receiver.event_from_message(raw)[1])
+
                 t = best_of(args.repeat, decode)
                 print(f"  decode, {shape:9s} ({len(stream.messages):,} messages): {1e6 * t / n:6.2f}")
 
         import pushserver.state
+
         print(f"  (pushserver from {Path(pushserver.state.__file__).parent})")
 
         def count() -> None:

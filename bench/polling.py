@@ -75,22 +75,55 @@ class Plan:
 def completer_start(redis_server: PrivateRedis, ids: list[str], workdir: Path) -> dict[str, Any]:
     path = workdir / f"start-{uuid.uuid4().hex[:6]}.json"
     path.write_text(json.dumps(ids))
-    out = subprocess.run([PYTHON, "-m", "bench.polling_completer", "--broker", redis_server.url,
-                          "--backend", redis_server.backend_url, "--ids", str(path), "--mode", "start"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "bench.polling_completer",
+            "--broker",
+            redis_server.url,
+            "--backend",
+            redis_server.backend_url,
+            "--ids",
+            str(path),
+            "--mode",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 class Completer:
-    def __init__(self, redis_server: PrivateRedis, rounds: list[list[str]], round_s: float, workdir: Path,
-                 seed: int) -> None:
+    def __init__(
+        self, redis_server: PrivateRedis, rounds: list[list[str]], round_s: float, workdir: Path, seed: int
+    ) -> None:
         path = workdir / f"rounds-{uuid.uuid4().hex[:6]}.json"
         path.write_text(json.dumps(rounds))
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.polling_completer", "--broker", redis_server.url,
-             "--backend", redis_server.backend_url, "--ids", str(path), "--mode", "complete",
-             "--round-s", str(round_s), "--seed", str(seed)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                PYTHON,
+                "-m",
+                "bench.polling_completer",
+                "--broker",
+                redis_server.url,
+                "--backend",
+                redis_server.backend_url,
+                "--ids",
+                str(path),
+                "--mode",
+                "complete",
+                "--round-s",
+                str(round_s),
+                "--seed",
+                str(seed),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def wait_ready(self) -> None:
         """Wait until the process is loaded (it loads while the clients connect)."""
@@ -110,12 +143,19 @@ class Completer:
 
 def redis_counts(redis_server: PrivateRedis) -> tuple[int, dict[str, int]]:
     info = redis_server.client.info("all")
-    stats = {k[len("cmdstat_"):]: int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_")}
+    stats = {k[len("cmdstat_") :]: int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_")}
     return int(info["total_commands_processed"]), stats
 
 
-def phase(mode: str, redis_server: PrivateRedis, server: PushServerProcess, ids: list[list[str]],
-          plan: Plan, workdir: Path, seed: int) -> dict[str, Any]:
+def phase(
+    mode: str,
+    redis_server: PrivateRedis,
+    server: PushServerProcess,
+    ids: list[list[str]],
+    plan: Plan,
+    workdir: Path,
+    seed: int,
+) -> dict[str, Any]:
     """One phase; ``ids[c]`` are client c's tasks in order (the last never completes)."""
     n = len(ids)
     flat = [t for mine in ids for t in mine]
@@ -127,8 +167,15 @@ def phase(mode: str, redis_server: PrivateRedis, server: PushServerProcess, ids:
     setup: dict[str, Any] = {}
     try:
         if mode != "none":
-            group = ClientGroup(server.url, mode, n, plan.procs, tasks_file, per_client=plan.rounds + 1,
-                                extra=["--interval", str(plan.interval)])
+            group = ClientGroup(
+                server.url,
+                mode,
+                n,
+                plan.procs,
+                tasks_file,
+                per_client=plan.rounds + 1,
+                extra=["--interval", str(plan.interval)],
+            )
             setup = group.summary()
             group.ask("start")
             if mode == "poll":
@@ -167,26 +214,34 @@ def phase(mode: str, redis_server: PrivateRedis, server: PushServerProcess, ids:
     latencies = sorted(1000.0 * (notices[t] - tc) for t, tc in completed.items() if t in notices)
     requests = sum(b["requests"] - a["requests"] for a, b in zip(c0, c1))
     errors = sum(b["request_errors"] - a["request_errors"] for a, b in zip(c0, c1))
-    by_command = {k: (stats1.get(k, 0) - stats0.get(k, 0)) / window for k in stats1
-                  if stats1.get(k, 0) - stats0.get(k, 0) > 0}
+    by_command = {
+        k: (stats1.get(k, 0) - stats0.get(k, 0)) / window for k in stats1 if stats1.get(k, 0) - stats0.get(k, 0) > 0
+    }
     result = {
-        "mode": mode, "clients": n, "window_s": window, "completed": len(completed),
-        "noticed": len(latencies), "missing": len(completed) - len(latencies) if mode != "none" else None,
+        "mode": mode,
+        "clients": n,
+        "window_s": window,
+        "completed": len(completed),
+        "noticed": len(latencies),
+        "missing": len(completed) - len(latencies) if mode != "none" else None,
         "mean_ms": sum(latencies) / len(latencies) if latencies else None,
         "p50_ms": percentile(latencies, 50) if latencies else None,
         "p99_ms": percentile(latencies, 99) if latencies else None,
         "max_ms": latencies[-1] if latencies else None,
-        "http_requests_per_s": requests / window, "http_errors": errors,
+        "http_requests_per_s": requests / window,
+        "http_errors": errors,
         "mean_request_ms": (sum(b["mean_request_ms"] or 0 for b in c1) / len(c1)) if c1 and mode == "poll" else None,
         "redis_commands": cmd1 - cmd0,
         "redis_commands_per_s": (cmd1 - cmd0) / window,
         "redis_by_command_per_s": dict(sorted(by_command.items(), key=lambda kv: -kv[1])),
         "server_cpu_pct": server_cpu_pct,
         "client_cpu_pct": [round(c["cpu_pct"], 1) for c in c1],
-        "updates_emitted": int(metric_sum(m1, "pushserver_updates_emitted_total")
-                               - metric_sum(m0, "pushserver_updates_emitted_total")),
+        "updates_emitted": int(
+            metric_sum(m1, "pushserver_updates_emitted_total") - metric_sum(m0, "pushserver_updates_emitted_total")
+        ),
         "completer_lateness_p99_ms": done["lateness_p99_ms"],
-        "foreign_cores": foreign_cores, "setup": setup,
+        "foreign_cores": foreign_cores,
+        "setup": setup,
     }
     return result
 
@@ -194,27 +249,36 @@ def phase(mode: str, redis_server: PrivateRedis, server: PushServerProcess, ids:
 def measure(redis_server: PrivateRedis, plan: Plan, workdir: Path, i: int, runs: int) -> dict[str, Any]:
     """One run: a fresh server, every task started, then the three phases on it."""
     with PushServerProcess(redis_server, background_stop=True) as server:
-        ids = {mode: [[str(uuid.uuid4()) for _ in range(plan.rounds + 1)] for _ in range(plan.clients)]
-               for mode in MODES}
+        ids = {
+            mode: [[str(uuid.uuid4()) for _ in range(plan.rounds + 1)] for _ in range(plan.clients)] for mode in MODES
+        }
         every = [t for per_mode in ids.values() for mine in per_mode for t in mine]
         before = server.processed()
         started = completer_start(redis_server, every, workdir)
-        wait_for(lambda: server.processed() >= before + started["events"], 60,
-                 "the server to merge the start events", 0.2)
-        log(f"polling run {i + 1}/{runs}: {len(every):,} tasks started "
-            f"({started['events']:,} events in {started['seconds']:.1f}s)")
+        wait_for(
+            lambda: server.processed() >= before + started["events"], 60, "the server to merge the start events", 0.2
+        )
+        log(
+            f"polling run {i + 1}/{runs}: {len(every):,} tasks started "
+            f"({started['events']:,} events in {started['seconds']:.1f}s)"
+        )
         results: dict[str, Any] = {}
         for mode in MODES:
             wait_quiet()
             r = phase(mode, redis_server, server, ids[mode], plan, workdir, seed=100 * i + len(results))
             results[mode] = r
-            lat = (f"notice mean {r['mean_ms']:.1f} p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} "
-                   f"max {r['max_ms']:.1f} ms, {r['noticed']}/{r['completed']} noticed; "
-                   if r["mean_ms"] is not None else "")
-            log(f"polling run {i + 1}/{runs} {mode}: {lat}HTTP {r['http_requests_per_s']:,.0f} req/s, "
+            lat = (
+                f"notice mean {r['mean_ms']:.1f} p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} "
+                f"max {r['max_ms']:.1f} ms, {r['noticed']}/{r['completed']} noticed; "
+                if r["mean_ms"] is not None
+                else ""
+            )
+            log(
+                f"polling run {i + 1}/{runs} {mode}: {lat}HTTP {r['http_requests_per_s']:,.0f} req/s, "
                 f"Redis {r['redis_commands_per_s']:,.0f} cmd/s {dict(list(r['redis_by_command_per_s'].items())[:4])}; "
                 f"CPU server {r['server_cpu_pct']:.0f}% clients {r['client_cpu_pct']}; "
-                f"other processes {r['foreign_cores']:.2f} cores")
+                f"other processes {r['foreign_cores']:.2f} cores"
+            )
     # The phases complete the same number of tasks: what a phase's clients impose
     # is its command count minus that of the phase without clients.
     base = results["none"]["redis_commands"]
@@ -225,10 +289,15 @@ def measure(redis_server: PrivateRedis, plan: Plan, workdir: Path, i: int, runs:
 
 
 def run(redis_server: PrivateRedis, runs: int, plan: Plan) -> dict[str, Any]:
-    out: dict[str, Any] = {"clients": plan.clients, "interval_s": plan.interval, "rounds": plan.rounds,
-                           "round_s": plan.round_s, "procs": plan.procs, "runs": []}
+    out: dict[str, Any] = {
+        "clients": plan.clients,
+        "interval_s": plan.interval,
+        "rounds": plan.rounds,
+        "round_s": plan.round_s,
+        "procs": plan.procs,
+        "runs": [],
+    }
     workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-polling-"))
     for i in range(runs):
         out["runs"].append(measure(redis_server, plan, workdir, i, runs))
     return out
-

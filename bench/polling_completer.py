@@ -42,15 +42,26 @@ def main() -> None:
         if args.mode == "start":
             t0 = time.perf_counter()
             for task_id in ids:
-                dispatcher.send("task-received", uuid=task_id, name="workers.tasks.report", args="()",
-                                kwargs="{}", retries=0, root_id=task_id, parent_id=None)
+                dispatcher.send(
+                    "task-received",
+                    uuid=task_id,
+                    name="workers.tasks.report",
+                    args="()",
+                    kwargs="{}",
+                    retries=0,
+                    root_id=task_id,
+                    parent_id=None,
+                )
                 dispatcher.send("task-started", uuid=task_id)
             dispatcher.close()
             print(json.dumps({"events": 2 * len(ids), "seconds": time.perf_counter() - t0}), flush=True)
             return
         rng = random.Random(args.seed)
-        schedule = sorted((r * args.round_s + rng.random() * args.round_s, task_id)
-                          for r, round_ids in enumerate(ids) for task_id in round_ids)
+        schedule = sorted(
+            (r * args.round_s + rng.random() * args.round_s, task_id)
+            for r, round_ids in enumerate(ids)
+            for task_id in round_ids
+        )
         backend = app.backend
         backend.client.ping()
         print("READY", flush=True)
@@ -70,9 +81,16 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         dispatcher.close()
     lateness.sort()
-    print(json.dumps({"completed": completed, "seconds": elapsed,
-                      "lateness_p99_ms": 1000 * lateness[int(0.99 * (len(lateness) - 1))] if lateness else 0.0}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "completed": completed,
+                "seconds": elapsed,
+                "lateness_p99_ms": 1000 * lateness[int(0.99 * (len(lateness) - 1))] if lateness else 0.0,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -45,9 +45,22 @@ def py_spy() -> str:
 
 
 def start_spy(pid: int, out: Path, fmt: str, rate: int, gil: bool = False) -> subprocess.Popen:
-    cmd = [py_spy(), "record", "--pid", str(pid), "--rate", str(rate), "--format", fmt,
-           "-o", str(out), "--threads", "--idle", "--nonblocking",
-           "--subprocesses"]  # the receiver process too (--receiver process, the default)
+    cmd = [
+        py_spy(),
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(rate),
+        "--format",
+        fmt,
+        "-o",
+        str(out),
+        "--threads",
+        "--idle",
+        "--nonblocking",
+        "--subprocesses",
+    ]  # the receiver process too (--receiver process, the default)
     if gil:
         cmd.append("--gil")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -81,8 +94,15 @@ def source_line(frame: str) -> str:
     return ""
 
 
-IDLE_HINTS = ("select (selectors.py", "poll (selectors.py", "wait (threading.py", "_eintr_retry",
-              "epoll", "_run_once (asyncio/base_events.py", "sleep")
+IDLE_HINTS = (
+    "select (selectors.py",
+    "poll (selectors.py",
+    "wait (threading.py",
+    "_eintr_retry",
+    "epoll",
+    "_run_once (asyncio/base_events.py",
+    "sleep",
+)
 
 
 def summarize(raw: Path, top: int = 25) -> str:
@@ -112,8 +132,9 @@ def summarize(raw: Path, top: int = 25) -> str:
     for thread, total in totals.most_common():
         if not active[thread]:
             continue
-        lines.append(f"\n== {thread}: {total} samples, running in {active[thread]} "
-                     f"({100 * active[thread] / total:.0f}%) ==")
+        lines.append(
+            f"\n== {thread}: {total} samples, running in {active[thread]} ({100 * active[thread] / total:.0f}%) =="
+        )
         lines.append("  own time (top of stack), % of running samples:")
         for frame, n in own[thread].most_common(top):
             code = source_line(frame)

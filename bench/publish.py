@@ -40,8 +40,12 @@ def main() -> None:
     p.add_argument("--redis", required=True, help="redis://host:port/db of the broker")
     p.add_argument("--stream", required=True, type=Path)
     p.add_argument("--rate", type=float, default=0.0, help="events/s, open loop (0 = max)")
-    p.add_argument("--max-backlog", type=int, default=0,
-                   help="hold while a subscriber has more than this many bytes queued in Redis (0 = never)")
+    p.add_argument(
+        "--max-backlog",
+        type=int,
+        default=0,
+        help="hold while a subscriber has more than this many bytes queued in Redis (0 = never)",
+    )
     args = p.parse_args()
 
     stream = Stream.load(args.stream)
@@ -55,7 +59,7 @@ def main() -> None:
     wall0 = time.time()
     messages = stream.messages
     for start in range(0, len(messages), CHUNK):
-        chunk = messages[start:start + CHUNK]
+        chunk = messages[start : start + CHUNK]
         if args.rate:
             due = t0 + events / args.rate
             delay = due - time.perf_counter()
@@ -72,12 +76,21 @@ def main() -> None:
         published += len(chunk)
         events += sum(n for _, _, n in chunk)
     elapsed = time.perf_counter() - t0
-    print(json.dumps({
-        "messages": published, "events": events, "seconds": elapsed,
-        "events_per_s": events / elapsed if elapsed else 0.0,
-        "messages_unheard": unheard, "backlog_holds": holds,
-        "started_at": wall0, "finished_at": wall0 + elapsed,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "messages": published,
+                "events": events,
+                "seconds": elapsed,
+                "events_per_s": events / elapsed if elapsed else 0.0,
+                "messages_unheard": unheard,
+                "backlog_holds": holds,
+                "started_at": wall0,
+                "finished_at": wall0 + elapsed,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ class Clients:
         self.base = args.url.rstrip("/")
         self.ws_url = self.base.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
         k = args.per_client
-        self.tasks = [task_ids[(args.offset + i) * k:(args.offset + i + 1) * k] for i in range(args.clients)]
+        self.tasks = [task_ids[(args.offset + i) * k : (args.offset + i + 1) * k] for i in range(args.clients)]
         self.connected = 0
         self.subscribed = 0
         self.failed: list[str] = []
@@ -83,13 +83,15 @@ class Clients:
 
     # -- websocket clients ---------------------------------------------------
 
-    async def ws_client(self, i: int, sem: asyncio.Semaphore, session: aiohttp.ClientSession,
-                        ready: asyncio.Event) -> None:
+    async def ws_client(
+        self, i: int, sem: asyncio.Semaphore, session: aiohttp.ClientSession, ready: asyncio.Event
+    ) -> None:
         ws = None
         try:
             async with sem:
-                ws = await session.ws_connect(self.ws_url, autoping=True, max_msg_size=0,
-                                              timeout=aiohttp.ClientWSTimeout(ws_close=2))
+                ws = await session.ws_connect(
+                    self.ws_url, autoping=True, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2)
+                )
                 opened = await asyncio.wait_for(ws.receive_str(), 30)
                 if not opened.startswith("0"):
                     raise RuntimeError(f"no Engine.IO open packet: {opened[:80]!r}")
@@ -183,12 +185,19 @@ class Clients:
 
     def stats(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0
-        return {"connected": self.connected, "subscribed": self.subscribed, "disconnects": self.disconnects,
-                "pings": self.pings, "updates": self.updates, "requests": self.requests,
-                "request_errors": self.request_errors, "seconds": wall,
-                "mean_request_ms": 1000 * self.request_seconds / self.requests if self.requests else None,
-                "cpu_pct": 100.0 * (time.process_time() - self.c0) / wall if wall else 0.0,
-                "rss_mb": _rss_mb()}
+        return {
+            "connected": self.connected,
+            "subscribed": self.subscribed,
+            "disconnects": self.disconnects,
+            "pings": self.pings,
+            "updates": self.updates,
+            "requests": self.requests,
+            "request_errors": self.request_errors,
+            "seconds": wall,
+            "mean_request_ms": 1000 * self.request_seconds / self.requests if self.requests else None,
+            "cpu_pct": 100.0 * (time.process_time() - self.c0) / wall if wall else 0.0,
+            "rss_mb": _rss_mb(),
+        }
 
 
 def _rss_mb() -> float:
@@ -224,8 +233,9 @@ async def main() -> None:
         clients.running = [asyncio.ensure_future(clients.poller(i, session, ready)) for i in range(args.clients)]
     else:
         sem = asyncio.Semaphore(args.concurrency)
-        clients.running = [asyncio.ensure_future(clients.ws_client(i, sem, session, ready))
-                           for i in range(args.clients)]
+        clients.running = [
+            asyncio.ensure_future(clients.ws_client(i, sem, session, ready)) for i in range(args.clients)
+        ]
         while clients.subscribed + len(clients.failed) < args.clients:
             await asyncio.sleep(0.05)
     seconds = time.perf_counter() - t0
@@ -234,9 +244,21 @@ async def main() -> None:
     gc.freeze()
     gc.disable()
     clients.reset()
-    print(dumps({"ready": True, "connected": clients.connected, "subscribed": clients.subscribed,
-                 "connect_seconds": seconds, "failures": len(clients.failed), "failed": clients.failed[:5],
-                 "nofile": nofile, "rss_mb": _rss_mb()}), flush=True)
+    print(
+        dumps(
+            {
+                "ready": True,
+                "connected": clients.connected,
+                "subscribed": clients.subscribed,
+                "connect_seconds": seconds,
+                "failures": len(clients.failed),
+                "failed": clients.failed[:5],
+                "nofile": nofile,
+                "rss_mb": _rss_mb(),
+            }
+        ),
+        flush=True,
+    )
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

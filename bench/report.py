@@ -29,8 +29,9 @@ CONSUMER_NAMES = {"bare": "bare Receiver", "pushserver": "pushserver", "flower":
 
 def _ratios(base: list[dict], push: list[dict]) -> list[float]:
     """pushserver / the other consumer, per run (each pair measured in the same run, on the same stream)."""
-    return [p["events_per_s"] / b["events_per_s"] for b, p in zip(base, push)
-            if b["events_per_s"] and p["events_per_s"]]
+    return [
+        p["events_per_s"] / b["events_per_s"] for b, p in zip(base, push) if b["events_per_s"] and p["events_per_s"]
+    ]
 
 
 def _met(ok: bool) -> str:
@@ -45,11 +46,15 @@ def per_connection_kb(run: dict[str, Any]) -> float:
 def polling_ratios(polling: dict[str, Any]) -> tuple[Any, Any]:
     """Per run: mean notice latency polling / push, and Redis load imposed push / polling."""
     runs = polling["runs"]
-    latency = spread(r["poll"]["mean_ms"] / r["push"]["mean_ms"] for r in runs
-                     if r["poll"]["mean_ms"] and r["push"]["mean_ms"])
+    latency = spread(
+        r["poll"]["mean_ms"] / r["push"]["mean_ms"] for r in runs if r["poll"]["mean_ms"] and r["push"]["mean_ms"]
+    )
     # A push load at or below the baseline's noise counts as 0.
-    load = spread(max(0.0, r["push"]["redis_imposed_per_s"]) / r["poll"]["redis_imposed_per_s"]
-                  for r in runs if r["poll"]["redis_imposed_per_s"] > 0)
+    load = spread(
+        max(0.0, r["push"]["redis_imposed_per_s"]) / r["poll"]["redis_imposed_per_s"]
+        for r in runs
+        if r["poll"]["redis_imposed_per_s"] > 0
+    )
     return latency, load
 
 
@@ -58,8 +63,7 @@ def _lost(results: list[dict]) -> str:
     if not any(lost):
         return "0"
     pct = [r["lost_pct"] for r in results]
-    return (f"**{sum(1 for x in lost if x)}/{len(lost)} runs lost events**: "
-            f"{spread(pct).fmt(1, '%')}")
+    return f"**{sum(1 for x in lost if x)}/{len(lost)} runs lost events**: {spread(pct).fmt(1, '%')}"
 
 
 def _within(runs: list[dict]) -> str:
@@ -81,8 +85,10 @@ def _gc(runs: list[dict]) -> str:
     gcs = [r.get("server_gc") for r in runs if r.get("server_gc")]
     if not gcs:
         return "–"
-    return (f"{sum(g['gen2'] for g in gcs)} in {len(gcs)} runs, "
-            f"{max(g['gen2_max_ms'] for g in gcs):.0f} ms (any generation: {max(g['max_ms'] for g in gcs):.0f} ms)")
+    return (
+        f"{sum(g['gen2'] for g in gcs)} in {len(gcs)} runs, "
+        f"{max(g['gen2_max_ms'] for g in gcs):.0f} ms (any generation: {max(g['max_ms'] for g in gcs):.0f} ms)"
+    )
 
 
 def headline(results: dict[str, Any]) -> list[dict[str, str]]:
@@ -90,8 +96,9 @@ def headline(results: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
 
     def row(figure: str, push: str, other: str = "", ratio: str = "", target: str = "", met: str = "") -> None:
-        rows.append({"figure": figure, "pushserver": push, "other": other, "ratio": ratio,
-                     "target": target, "met": met})
+        rows.append(
+            {"figure": figure, "pushserver": push, "other": other, "ratio": ratio, "target": target, "met": met}
+        )
 
     ingest = results.get("ingest")
     if ingest:
@@ -101,9 +108,14 @@ def headline(results: dict[str, Any]) -> list[dict[str, str]]:
                 if kind not in sat:
                     continue
                 ratio = spread(_ratios(sat[kind], sat["pushserver"]))
-                row(f"ingest, {shape} (events/s)", push.fmt(0),
+                row(
+                    f"ingest, {shape} (events/s)",
+                    push.fmt(0),
                     f"{CONSUMER_NAMES[kind]} {spread(r['events_per_s'] for r in sat[kind]).fmt(0)}",
-                    ratio.fmt(2, "×"), f"≥ {target:g}×", _met(ratio.median >= target))
+                    ratio.fmt(2, "×"),
+                    f"≥ {target:g}×",
+                    _met(ratio.median >= target),
+                )
     latency = results.get("latency")
     if latency:
         for rate, runs in latency["runs"].items():
@@ -111,28 +123,47 @@ def headline(results: dict[str, Any]) -> list[dict[str, str]]:
             is_target = float(rate) == TARGET_RATE
             for label, limit in (("p50", TARGET_P50_MS), ("p99", TARGET_P99_MS)):
                 fig = spread(r[f"{label}_ms"] for r in runs)
-                row(f"latency {label} at {float(rate):,.0f} ev/s (ms)", fig.fmt(2),
-                    f"bare Receiver {spread(r[f'{label}_ms'] for r in base).fmt(2)}" if base else "", "",
-                    f"≤ {limit:g} ms" if is_target else "", _met(fig.median <= limit) if is_target else "")
+                row(
+                    f"latency {label} at {float(rate):,.0f} ev/s (ms)",
+                    fig.fmt(2),
+                    f"bare Receiver {spread(r[f'{label}_ms'] for r in base).fmt(2)}" if base else "",
+                    "",
+                    f"≤ {limit:g} ms" if is_target else "",
+                    _met(fig.median <= limit) if is_target else "",
+                )
     connections = results.get("connections")
     if connections:
         kb = spread(per_connection_kb(r) for r in connections["runs"])
         n = connections["steps"][-1]
-        row(f"RSS per idle connection at {n:,} (KB)", kb.fmt(1), "", "",
+        row(
+            f"RSS per idle connection at {n:,} (KB)",
+            kb.fmt(1),
+            "",
+            "",
             f"≤ {TARGET_KB_PER_CONNECTION:g} KB at {TARGET_CONNECTIONS:,}",
-            _met(kb.median <= TARGET_KB_PER_CONNECTION) + ("" if n >= TARGET_CONNECTIONS else f" (at {n:,})"))
+            _met(kb.median <= TARGET_KB_PER_CONNECTION) + ("" if n >= TARGET_CONNECTIONS else f" (at {n:,})"),
+        )
     polling = results.get("polling")
     if polling:
         runs = polling["runs"]
         lat, load = polling_ratios(polling)
         polls = f"polling every {polling['interval_s']:g} s"
-        row(f"mean notice latency, {polling['clients']:,} clients (ms)",
+        row(
+            f"mean notice latency, {polling['clients']:,} clients (ms)",
             spread(r["push"]["mean_ms"] for r in runs).fmt(1),
-            f"{polls} {spread(r['poll']['mean_ms'] for r in runs).fmt(1)}", lat.fmt(0, "× lower"),
-            f"≥ {TARGET_NOTICE_RATIO:g}× lower", _met(lat.median >= TARGET_NOTICE_RATIO))
-        row("Redis commands/s imposed", spread(r["push"]["redis_imposed_per_s"] for r in runs).fmt(0),
-            f"{polls} {spread(r['poll']['redis_imposed_per_s'] for r in runs).fmt(0)}", load.fmt(3),
-            f"≤ {TARGET_LOAD_RATIO:g}", _met(load.median <= TARGET_LOAD_RATIO))
+            f"{polls} {spread(r['poll']['mean_ms'] for r in runs).fmt(1)}",
+            lat.fmt(0, "× lower"),
+            f"≥ {TARGET_NOTICE_RATIO:g}× lower",
+            _met(lat.median >= TARGET_NOTICE_RATIO),
+        )
+        row(
+            "Redis commands/s imposed",
+            spread(r["push"]["redis_imposed_per_s"] for r in runs).fmt(0),
+            f"{polls} {spread(r['poll']['redis_imposed_per_s'] for r in runs).fmt(0)}",
+            load.fmt(3),
+            f"≤ {TARGET_LOAD_RATIO:g}",
+            _met(load.median <= TARGET_LOAD_RATIO),
+        )
     return rows
 
 
@@ -142,18 +173,24 @@ def render(results: dict[str, Any]) -> str:
     w = out.append
     w(f"### {'Quick' if meta['quick'] else 'Full'} run — {meta['date']}")
     w("")
-    w(f"Command: `{meta['command']}` ({meta['runs']} runs per figure; figures are "
-      f"**median (min–max)** over the runs; total time {meta['seconds'] / 60:.1f} min).")
+    w(
+        f"Command: `{meta['command']}` ({meta['runs']} runs per figure; figures are "
+        f"**median (min–max)** over the runs; total time {meta['seconds'] / 60:.1f} min)."
+    )
     w("")
     for rerun in meta.get("reruns", []):
-        w(f"Re-measured on {rerun['date']}: **{', '.join(rerun['suites'])}**, with `{rerun['command']}` "
-          f"({rerun['runs']} runs; pushserver from the {rerun['server_code']}); the rest is from the run above.")
+        w(
+            f"Re-measured on {rerun['date']}: **{', '.join(rerun['suites'])}**, with `{rerun['command']}` "
+            f"({rerun['runs']} runs; pushserver from the {rerun['server_code']}); the rest is from the run above."
+        )
         w("")
     m = meta["machine"]
-    w(f"Machine: {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, Linux {m['kernel']}. "
-      f"Everything on loopback: a private `redis-server` started for the run "
-      f"(`client-output-buffer-limit {meta['redis_pubsub_limit']}`), the consumers, the publishers and "
-      f"the clients share these {m['cores']} cores.")
+    w(
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, Linux {m['kernel']}. "
+        f"Everything on loopback: a private `redis-server` started for the run "
+        f"(`client-output-buffer-limit {meta['redis_pubsub_limit']}`), the consumers, the publishers and "
+        f"the clients share these {m['cores']} cores."
+    )
     w("")
     w(f"Code under test: pushserver from the {meta['server_code']}.")
     w("")
@@ -164,11 +201,17 @@ def render(results: dict[str, Any]) -> str:
     w("| figure | pushserver | compared with | pushserver / that | target | met |")
     w("|---|---|---|---|---|---|")
     for row in headline(results):
-        w(f"| {row['figure']} | {row['pushserver']} | {row['other']} | {row['ratio']} | {row['target']} "
-          f"| {row['met']} |")
+        w(
+            f"| {row['figure']} | {row['pushserver']} | {row['other']} | {row['ratio']} | {row['target']} "
+            f"| {row['met']} |"
+        )
     w("")
-    for suite, section in (("ingest", ingest_section), ("latency", latency_section),
-                           ("connections", connections_section), ("polling", polling_section)):
+    for suite, section in (
+        ("ingest", ingest_section),
+        ("latency", latency_section),
+        ("connections", connections_section),
+        ("polling", polling_section),
+    ):
         if results.get(suite):
             w(section(results[suite]))
     return "\n".join(out)
@@ -179,32 +222,52 @@ def ingest_section(ingest: dict[str, Any]) -> str:
     w = out.append
     w("#### Ingest")
     w("")
-    w("| stream | events in messages | consumer | events/s | CPU % of one core | lost | peak Redis backlog "
-      "| other processes' load (cores) |")
+    w(
+        "| stream | events in messages | consumer | events/s | CPU % of one core | lost | peak Redis backlog "
+        "| other processes' load (cores) |"
+    )
     w("|---|---|---|---|---|---|---|---|")
 
     def row(run_kind: str, messages: str, kind: str, runs: list[dict[str, Any]]) -> None:
-        w(f"| {run_kind} | {messages} | {CONSUMER_NAMES.get(kind, kind)} | "
-          f"{spread(r['events_per_s'] for r in runs).fmt(0)} | "
-          f"{spread(r['cpu_pct'] for r in runs).fmt(0)} | {_lost(runs)} | "
-          f"{spread(r['peak_backlog_mb'] for r in runs).fmt(1, ' MB')} | "
-          f"{spread(r.get('foreign_cores') for r in runs).fmt(2)} |")
+        w(
+            f"| {run_kind} | {messages} | {CONSUMER_NAMES.get(kind, kind)} | "
+            f"{spread(r['events_per_s'] for r in runs).fmt(0)} | "
+            f"{spread(r['cpu_pct'] for r in runs).fmt(0)} | {_lost(runs)} | "
+            f"{spread(r['peak_backlog_mb'] for r in runs).fmt(1, ' MB')} | "
+            f"{spread(r.get('foreign_cores') for r in runs).fmt(2)} |"
+        )
 
     for shape, sat in ingest["saturating"].items():
         st = ingest["streams"][shape]
         for kind, runs in sat.items():
-            row(f"{shape}, saturating",
-                f"{st['events']:,} in {st['messages']:,} ({st['mean_message_bytes']:,} B each)", kind, runs)
+            row(
+                f"{shape}, saturating",
+                f"{st['events']:,} in {st['messages']:,} ({st['mean_message_bytes']:,} B each)",
+                kind,
+                runs,
+            )
     for shape, b in ingest["burst"].items():
         st = ingest["streams"][shape]
         for kind, runs in b.items():
             if kind != "offered_per_s":
-                row(f"{shape}, burst at {b['offered_per_s']:,.0f} ev/s",
-                    f"{st['events']:,} in {st['messages']:,}", kind, runs)
+                row(
+                    f"{shape}, burst at {b['offered_per_s']:,.0f} ev/s",
+                    f"{st['events']:,} in {st['messages']:,}",
+                    kind,
+                    runs,
+                )
     w("")
-    errors = sorted({f"{kind}: {r['error']}" for mode in ("saturating", "burst")
-                     for shape in ingest[mode].values() for kind, runs in shape.items()
-                     if kind != "offered_per_s" for r in runs if r.get("error")})
+    errors = sorted(
+        {
+            f"{kind}: {r['error']}"
+            for mode in ("saturating", "burst")
+            for shape in ingest[mode].values()
+            for kind, runs in shape.items()
+            if kind != "offered_per_s"
+            for r in runs
+            if r.get("error")
+        }
+    )
     if errors:
         w("Consumer errors seen: " + "; ".join(f"`{e}`" for e in errors) + ".")
         w("")
@@ -220,36 +283,49 @@ def latency_section(latency: dict[str, Any]) -> str:
     if latency.get("prefill_tasks"):
         w(f"The server's store was first filled with {latency['prefill_tasks']:,} finished tasks.")
         w("")
-    w(f"{latency['clients']:,} python-socketio clients in one process, one watcher per task; "
-      f"{latency['duration_s']:g} s per rate per run; connect + subscribe took "
-      f"{spread(s['connect_seconds'] for s in setup).fmt(1, ' s')}; server RSS after subscribe "
-      f"{spread(s['server_rss_mb'] for s in setup).fmt(0, ' MB')}.")
+    w(
+        f"{latency['clients']:,} python-socketio clients in one process, one watcher per task; "
+        f"{latency['duration_s']:g} s per rate per run; connect + subscribe took "
+        f"{spread(s['connect_seconds'] for s in setup).fmt(1, ' s')}; server RSS after subscribe "
+        f"{spread(s['server_rss_mb'] for s in setup).fmt(0, ' MB')}."
+    )
     w("")
-    w("| rate (events/s) | sent at (events/s) | path | p50 ms | p95 ms | p99 ms | max ms | "
-      "updates received / sent | "
-      "coalesced | client CPU % | server CPU % | server: emitted within 2 / 10 ms of the event | "
-      "server full GC passes, longest | other processes' load (cores) |")
+    w(
+        "| rate (events/s) | sent at (events/s) | path | p50 ms | p95 ms | p99 ms | max ms | "
+        "updates received / sent | "
+        "coalesced | client CPU % | server CPU % | server: emitted within 2 / 10 ms of the event | "
+        "server full GC passes, longest | other processes' load (cores) |"
+    )
     w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rate, runs in latency["runs"].items():
         base = latency["baseline"].get(rate) or []
         if base:
-            w(f"| {float(rate):,.0f} | {_sent(base)} | bare Celery Receiver (baseline) | "
-              + " | ".join(spread(r[k] for r in base).fmt(2) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
-              + f" | {sum(r['received'] for r in base):,} / {sum(r['events'] for r in base):,} | – | "
-              f"{spread(r['cpu_pct'] for r in base).fmt(0)} (receiver) | – | – | – | "
-              f"{spread(r.get('foreign_cores') for r in base).fmt(2)} |")
-        w(f"| {float(rate):,.0f} | {_sent(runs)} | pushserver → Socket.IO client | "
-          + " | ".join(spread(r[k] for r in runs).fmt(2) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
-          + f" | {sum(r['received'] for r in runs):,} / {sum(r['expected_updates'] for r in runs):,} | "
-          f"{sum(r['coalesced'] for r in runs)} | {spread(r['cpu_pct'] for r in runs).fmt(0)} | "
-          f"{spread(r['server_cpu_pct'] for r in runs).fmt(0)} | {_within(runs)} | {_gc(runs)} | "
-          f"{spread(r.get('foreign_cores') for r in runs).fmt(2)} |")
+            w(
+                f"| {float(rate):,.0f} | {_sent(base)} | bare Celery Receiver (baseline) | "
+                + " | ".join(spread(r[k] for r in base).fmt(2) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
+                + f" | {sum(r['received'] for r in base):,} / {sum(r['events'] for r in base):,} | – | "
+                f"{spread(r['cpu_pct'] for r in base).fmt(0)} (receiver) | – | – | – | "
+                f"{spread(r.get('foreign_cores') for r in base).fmt(2)} |"
+            )
+        w(
+            f"| {float(rate):,.0f} | {_sent(runs)} | pushserver → Socket.IO client | "
+            + " | ".join(spread(r[k] for r in runs).fmt(2) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
+            + f" | {sum(r['received'] for r in runs):,} / {sum(r['expected_updates'] for r in runs):,} | "
+            f"{sum(r['coalesced'] for r in runs)} | {spread(r['cpu_pct'] for r in runs).fmt(0)} | "
+            f"{spread(r['server_cpu_pct'] for r in runs).fmt(0)} | {_within(runs)} | {_gc(runs)} | "
+            f"{spread(r.get('foreign_cores') for r in runs).fmt(2)} |"
+        )
     w("")
     for rate, runs in latency["runs"].items():
-        cells = [f"{r['p99_ms']:.0f} ms / {(r.get('server_gc') or {}).get('gen2_max_ms', 0):.0f} ms / "
-                 f"{r.get('foreign_cores', 0):.2f}" for r in runs]
-        w(f"Each run at {float(rate):,.0f} events/s — p99 / the server's longest full GC pass (0: none) / "
-          f"other processes' load in cores: " + "; ".join(cells) + ".")
+        cells = [
+            f"{r['p99_ms']:.0f} ms / {(r.get('server_gc') or {}).get('gen2_max_ms', 0):.0f} ms / "
+            f"{r.get('foreign_cores', 0):.2f}"
+            for r in runs
+        ]
+        w(
+            f"Each run at {float(rate):,.0f} events/s — p99 / the server's longest full GC pass (0: none) / "
+            f"other processes' load in cores: " + "; ".join(cells) + "."
+        )
         w("")
     return "\n".join(out)
 
@@ -257,34 +333,47 @@ def latency_section(latency: dict[str, Any]) -> str:
 def connections_section(conn: dict[str, Any]) -> str:
     runs = conn["runs"]
     hold = conn.get("hold_s") or 0
-    lines = ["#### Idle connections (server RSS)", "",
-             f"One fresh server per run; raw Engine.IO websocket clients in {conn['procs']} processes per step, "
-             f"each connected and subscribed to one task of its own and answering the server's pings; RSS read "
-             f"{conn['settle_s']:g} s after each step" + (f", and again after holding the last step {hold:g} s "
-                                                        "(a ping round): that is the figure per connection" if hold else "")
-             + ". Server RSS is its whole process tree.", "",
-             "| idle subscribed sockets | server RSS | RSS added | per connection | marginal per connection | "
-             "connected on server | failed to connect | client disconnects |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|",
-             f"| 0 | {spread(r['rss_idle_mb'] for r in runs).fmt(1, ' MB')} | – | – | – | 0 | – | – |"]
+    lines = [
+        "#### Idle connections (server RSS)",
+        "",
+        f"One fresh server per run; raw Engine.IO websocket clients in {conn['procs']} processes per step, "
+        f"each connected and subscribed to one task of its own and answering the server's pings; RSS read "
+        f"{conn['settle_s']:g} s after each step"
+        + (
+            f", and again after holding the last step {hold:g} s (a ping round): that is the figure per connection"
+            if hold
+            else ""
+        )
+        + ". Server RSS is its whole process tree.",
+        "",
+        "| idle subscribed sockets | server RSS | RSS added | per connection | marginal per connection | "
+        "connected on server | failed to connect | client disconnects |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| 0 | {spread(r['rss_idle_mb'] for r in runs).fmt(1, ' MB')} | – | – | – | 0 | – | – |",
+    ]
     for i, step in enumerate(conn["steps"]):
         rows = [r["steps"][i] for r in runs]
         marginal = spread(row.get("marginal_kb_per_connection") for row in rows)
-        lines.append(f"| {step:,} | {spread(x['rss_mb'] for x in rows).fmt(1, ' MB')} | "
-                     f"{spread(x['delta_mb'] for x in rows).fmt(1, ' MB')} | "
-                     f"{spread(x['kb_per_connection'] for x in rows).fmt(1, ' KB')} | "
-                     f"{marginal.fmt(1, ' KB') if marginal.values else '–'} | "
-                     f"{spread(x['server_clients_metric'] for x in rows).fmt(0)} | "
-                     f"{sum(x['failures'] for x in rows)} | – |")
+        lines.append(
+            f"| {step:,} | {spread(x['rss_mb'] for x in rows).fmt(1, ' MB')} | "
+            f"{spread(x['delta_mb'] for x in rows).fmt(1, ' MB')} | "
+            f"{spread(x['kb_per_connection'] for x in rows).fmt(1, ' KB')} | "
+            f"{marginal.fmt(1, ' KB') if marginal.values else '–'} | "
+            f"{spread(x['server_clients_metric'] for x in rows).fmt(0)} | "
+            f"{sum(x['failures'] for x in rows)} | – |"
+        )
     held = [r["after_hold"] for r in runs if r.get("after_hold")]
     if held:
-        lines.append(f"| {conn['steps'][-1]:,}, after {hold:g} s | {spread(h['rss_mb'] for h in held).fmt(1, ' MB')} | "
-                     f"{spread(h['delta_mb'] for h in held).fmt(1, ' MB')} | "
-                     f"{spread(h['kb_per_connection'] for h in held).fmt(1, ' KB')} | – | "
-                     f"{spread(h['server_clients_metric'] for h in held).fmt(0)} | – | "
-                     f"{sum(r['client_disconnects'] for r in runs)} |")
+        lines.append(
+            f"| {conn['steps'][-1]:,}, after {hold:g} s | {spread(h['rss_mb'] for h in held).fmt(1, ' MB')} | "
+            f"{spread(h['delta_mb'] for h in held).fmt(1, ' MB')} | "
+            f"{spread(h['kb_per_connection'] for h in held).fmt(1, ' KB')} | – | "
+            f"{spread(h['server_clients_metric'] for h in held).fmt(0)} | – | "
+            f"{sum(r['client_disconnects'] for r in runs)} |"
+        )
     lines.append("")
     return "\n".join(lines)
+
 
 def polling_section(polling: dict[str, Any]) -> str:
     runs = polling["runs"]
@@ -293,18 +382,25 @@ def polling_section(polling: dict[str, Any]) -> str:
         return spread(r[mode].get(key) for r in runs)
 
     n, every = polling["clients"], polling["interval_s"]
-    lines = ["#### Push vs polling", "",
-             f"One fresh server per run; {n:,} clients in {polling['procs']} processes; each phase completes "
-             f"every client's current task once per round, {polling['rounds']} rounds of {polling['round_s']:g} s "
-             "(a result-backend record, then a `task-succeeded` event; no worker). Notice = the client knows the "
-             "task finished: a `task:update` received, or the first poll answering SUCCESS. Redis load imposed = "
-             "the phase's commands minus those of the phase with no client (the same completions), "
-             "per second.", "",
-             "| clients | HTTP req/s | Redis cmd/s (all) | Redis cmd/s imposed | notice mean | p50 | p99 | max | "
-             "not noticed | server CPU % | clients' CPU % | other processes' load (cores) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    labels = {"none": "none (completions only)", "push": f"{n:,} subscribed",
-              "poll": f"{n:,} polling every {every:g} s"}
+    lines = [
+        "#### Push vs polling",
+        "",
+        f"One fresh server per run; {n:,} clients in {polling['procs']} processes; each phase completes "
+        f"every client's current task once per round, {polling['rounds']} rounds of {polling['round_s']:g} s "
+        "(a result-backend record, then a `task-succeeded` event; no worker). Notice = the client knows the "
+        "task finished: a `task:update` received, or the first poll answering SUCCESS. Redis load imposed = "
+        "the phase's commands minus those of the phase with no client (the same completions), "
+        "per second.",
+        "",
+        "| clients | HTTP req/s | Redis cmd/s (all) | Redis cmd/s imposed | notice mean | p50 | p99 | max | "
+        "not noticed | server CPU % | clients' CPU % | other processes' load (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "none": "none (completions only)",
+        "push": f"{n:,} subscribed",
+        "poll": f"{n:,} polling every {every:g} s",
+    }
     for mode in ("none", "push", "poll"):
         imposed = col(mode, "redis_imposed_per_s").fmt(0) if mode != "none" else "(baseline)"
         if mode == "none":
@@ -314,12 +410,18 @@ def polling_section(polling: dict[str, Any]) -> str:
             lat = " | ".join(col(mode, k).fmt(1, " ms") for k in ("mean_ms", "p50_ms", "p99_ms", "max_ms"))
             lat += f" | {sum(r[mode]['missing'] for r in runs)}"
             client_cpu = spread(sum(r[mode]["client_cpu_pct"]) for r in runs).fmt(0)
-        lines.append(f"| {labels[mode]} | {col(mode, 'http_requests_per_s').fmt(0)} | "
-                     f"{col(mode, 'redis_commands_per_s').fmt(0)} | {imposed} | {lat} | "
-                     f"{col(mode, 'server_cpu_pct').fmt(0)} | {client_cpu} | {col(mode, 'foreign_cores').fmt(2)} |")
+        lines.append(
+            f"| {labels[mode]} | {col(mode, 'http_requests_per_s').fmt(0)} | "
+            f"{col(mode, 'redis_commands_per_s').fmt(0)} | {imposed} | {lat} | "
+            f"{col(mode, 'server_cpu_pct').fmt(0)} | {client_cpu} | {col(mode, 'foreign_cores').fmt(2)} |"
+        )
     lat, load = polling_ratios(polling)
-    lines += ["", f"Per run: mean notice latency polling / push {lat.fmt(0, '×')}; Redis load imposed "
-                  f"push / polling {load.fmt(3)}.", ""]
+    lines += [
+        "",
+        f"Per run: mean notice latency polling / push {lat.fmt(0, '×')}; Redis load imposed "
+        f"push / polling {load.fmt(3)}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -347,9 +449,11 @@ def stdout_summary(results: dict[str, Any]) -> str:
     latency = results.get("latency")
     if latency:
         for rate, runs in latency["runs"].items():
-            lines.append(f"clients at {float(rate):,.0f} ev/s: CPU {spread(r['cpu_pct'] for r in runs).fmt(0, '%')}, "
-                         f"missing updates {sum(r['missing_updates'] for r in runs)}, "
-                         f"coalesced {sum(r['coalesced'] for r in runs)}; publisher sent {_sent(runs)} ev/s")
+            lines.append(
+                f"clients at {float(rate):,.0f} ev/s: CPU {spread(r['cpu_pct'] for r in runs).fmt(0, '%')}, "
+                f"missing updates {sum(r['missing_updates'] for r in runs)}, "
+                f"coalesced {sum(r['coalesced'] for r in runs)}; publisher sent {_sent(runs)} ev/s"
+            )
     ingest = results.get("ingest")
     if ingest:
         for mode in ("saturating", "burst"):

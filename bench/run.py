@@ -54,48 +54,107 @@ class Sizes:
     poll: polling.Plan
 
 
-FULL = Sizes(runs=5, tasks=25_000, clients=1_000, rates=[100.0, 1000.0, 5000.0], duration=10.0, warmup=2.0,
-             burst=True, baseline=True, steps=[1_000, 10_000], hold=30.0, settle=3.0,
-             poll=polling.Plan(clients=1_000, rounds=3, round_s=4.0))
-QUICK = Sizes(runs=3, tasks=1_500, clients=100, rates=[1000.0], duration=3.0, warmup=1.0,
-              burst=False, baseline=False, steps=[1_000], hold=0.0, settle=0.5,
-              poll=polling.Plan(clients=300, rounds=1, round_s=1.5))
+FULL = Sizes(
+    runs=5,
+    tasks=25_000,
+    clients=1_000,
+    rates=[100.0, 1000.0, 5000.0],
+    duration=10.0,
+    warmup=2.0,
+    burst=True,
+    baseline=True,
+    steps=[1_000, 10_000],
+    hold=30.0,
+    settle=3.0,
+    poll=polling.Plan(clients=1_000, rounds=3, round_s=4.0),
+)
+QUICK = Sizes(
+    runs=3,
+    tasks=1_500,
+    clients=100,
+    rates=[1000.0],
+    duration=3.0,
+    warmup=1.0,
+    burst=False,
+    baseline=False,
+    steps=[1_000],
+    hold=0.0,
+    settle=0.5,
+    poll=polling.Plan(clients=300, rounds=1, round_s=1.5),
+)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="3 short runs of every suite at small sizes (< 2 min)")
     p.add_argument("--runs", type=int, help="runs per figure (default 5; 3 with --quick)")
-    p.add_argument("--only", choices=SUITES, action="append",
-                   help="run only this suite (repeatable); the other suites' figures in the docs are kept "
-                        "from the latest complete run of the same mode")
-    p.add_argument("--tasks", type=int, help="tasks in the unbatched ingest stream, 7 events each "
-                                             "(default 25 000; 1 500 with --quick); the batched one has twice as many")
-    p.add_argument("--clients", type=int, help="Socket.IO clients for latency, and clients for push vs polling "
-                                               "(default 1 000; 100 and 300 with --quick)")
-    p.add_argument("--rates", type=float, nargs="+",
-                   help="latency rates, events/s (default 100 1000 5000; 1000 with --quick)")
+    p.add_argument(
+        "--only",
+        choices=SUITES,
+        action="append",
+        help="run only this suite (repeatable); the other suites' figures in the docs are kept "
+        "from the latest complete run of the same mode",
+    )
+    p.add_argument(
+        "--tasks",
+        type=int,
+        help="tasks in the unbatched ingest stream, 7 events each "
+        "(default 25 000; 1 500 with --quick); the batched one has twice as many",
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        help="Socket.IO clients for latency, and clients for push vs polling (default 1 000; 100 and 300 with --quick)",
+    )
+    p.add_argument(
+        "--rates", type=float, nargs="+", help="latency rates, events/s (default 100 1000 5000; 1000 with --quick)"
+    )
     p.add_argument("--duration", type=float, help="seconds per latency rate per run (default 10; 3 with --quick)")
-    p.add_argument("--connections", type=int, nargs="+", metavar="N",
-                   help="idle connections to measure the server's RSS at (default 1000 10000; 1000 with --quick)")
-    p.add_argument("--hold", type=float, help="seconds the most idle connections are held before the last "
-                                              "RSS reading, >= one 25 s ping round (default 30; 0 with --quick)")
-    p.add_argument("--prefill", type=int, default=0, metavar="TASKS",
-                   help="before the latency phases, fill the server's store with this many finished tasks "
-                        "(a long-running server holds up to --max-tasks, 100 000 by default)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="idle connections to measure the server's RSS at (default 1000 10000; 1000 with --quick)",
+    )
+    p.add_argument(
+        "--hold",
+        type=float,
+        help="seconds the most idle connections are held before the last "
+        "RSS reading, >= one 25 s ping round (default 30; 0 with --quick)",
+    )
+    p.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        metavar="TASKS",
+        help="before the latency phases, fill the server's store with this many finished tasks "
+        "(a long-running server holds up to --max-tasks, 100 000 by default)",
+    )
     p.add_argument("--no-burst", action="store_true", help="skip the ingest burst (loss) runs (--quick does)")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="skip the bare-Receiver latency baseline (--quick does)")
-    p.add_argument("--server-rev", metavar="REV",
-                   help="run the server from this git revision of pushserver/ (exported to a temp dir) "
-                        "instead of the working tree, so that edits made during the run do not mix in")
-    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                   help="before each measurement, wait up to S seconds for processes outside the benchmark "
-                        "to use under 0.15 cores (for shared machines)")
-    p.add_argument("--server-gc", choices=("default", "disable"), default="default",
-                   help="diagnostic: 'disable' turns the server's garbage collector off in the latency runs "
-                        "(implies --no-write)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the bare-Receiver latency baseline (--quick does)")
+    p.add_argument(
+        "--server-rev",
+        metavar="REV",
+        help="run the server from this git revision of pushserver/ (exported to a temp dir) "
+        "instead of the working tree, so that edits made during the run do not mix in",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each measurement, wait up to S seconds for processes outside the benchmark "
+        "to use under 0.15 cores (for shared machines)",
+    )
+    p.add_argument(
+        "--server-gc",
+        choices=("default", "disable"),
+        default="default",
+        help="diagnostic: 'disable' turns the server's garbage collector off in the latency runs (implies --no-write)",
+    )
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     args = p.parse_args()
@@ -103,17 +162,25 @@ def main() -> int:
     quick = args.quick
     preset = QUICK if quick else FULL
     size = dataclasses.replace(
-        preset, runs=args.runs or preset.runs, tasks=args.tasks or preset.tasks,
-        clients=args.clients or preset.clients, rates=args.rates or preset.rates,
-        duration=args.duration or preset.duration, burst=preset.burst and not args.no_burst,
-        baseline=preset.baseline and not args.no_baseline, steps=args.connections or preset.steps,
-        hold=preset.hold if args.hold is None else args.hold)
+        preset,
+        runs=args.runs or preset.runs,
+        tasks=args.tasks or preset.tasks,
+        clients=args.clients or preset.clients,
+        rates=args.rates or preset.rates,
+        duration=args.duration or preset.duration,
+        burst=preset.burst and not args.no_burst,
+        baseline=preset.baseline and not args.no_baseline,
+        steps=args.connections or preset.steps,
+        hold=preset.hold if args.hold is None else args.hold,
+    )
     size.poll = dataclasses.replace(preset.poll, clients=args.clients or preset.poll.clients)
     runs = size.runs
     suites = args.only or list(SUITES)
     if "ingest" in suites and importlib.util.find_spec("flower") is None:
-        raise SystemExit("bench: the ingest suite compares with Flower, which is not installed: "
-                         ".venv/bin/pip install -e '.[bench]' (make bench does)")
+        raise SystemExit(
+            "bench: the ingest suite compares with Flower, which is not installed: "
+            ".venv/bin/pip install -e '.[bench]' (make bench does)"
+        )
     mode = "quick" if quick else "full"
     command = " ".join([".venv/bin/python -m bench.run", *map(shlex.quote, sys.argv[1:])])
 
@@ -125,13 +192,20 @@ def main() -> int:
     results: dict = {}
     with PrivateRedis() as redis_server:
         meta = {
-            "mode": mode, "quick": quick, "runs": runs, "command": command,
+            "mode": mode,
+            "quick": quick,
+            "runs": runs,
+            "command": command,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine_info(), "versions": versions(redis_server.version()),
+            "machine": machine_info(),
+            "versions": versions(redis_server.version()),
             "server_code": common.server_code(),
-            "redis_pubsub_limit": "pubsub " + " ".join(
+            "redis_pubsub_limit": "pubsub "
+            + " ".join(
                 redis_server.client.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
-                .split("pubsub ", 1)[1].split()[:3]),
+                .split("pubsub ", 1)[1]
+                .split()[:3]
+            ),
         }
         results["meta"] = meta
         suite_seconds = meta["suite_seconds"] = {}
@@ -141,16 +215,26 @@ def main() -> int:
             t_suite = time.time()
             if suite == "ingest":
                 workdir = Path(tempfile.mkdtemp(prefix="pushserver-bench-ingest-"))
-                streams = build_streams({"unbatched": size.tasks, "batched": 2 * size.tasks}, redis_server.url,
-                                        redis_server.client, workdir)
+                streams = build_streams(
+                    {"unbatched": size.tasks, "batched": 2 * size.tasks}, redis_server.url, redis_server.client, workdir
+                )
                 results["ingest"] = ingest.run(redis_server, streams, runs, burst=size.burst)
             elif suite == "latency":
-                results["latency"] = latency.run(redis_server, size.clients, size.rates, size.duration, runs,
-                                                 warmup_s=size.warmup, baseline=size.baseline,
-                                                 server_gc=args.server_gc, prefill=args.prefill)
+                results["latency"] = latency.run(
+                    redis_server,
+                    size.clients,
+                    size.rates,
+                    size.duration,
+                    runs,
+                    warmup_s=size.warmup,
+                    baseline=size.baseline,
+                    server_gc=args.server_gc,
+                    prefill=args.prefill,
+                )
             elif suite == "connections":
-                results["connections"] = connections.run(redis_server, runs, size.steps, hold=size.hold,
-                                                         settle=size.settle)
+                results["connections"] = connections.run(
+                    redis_server, runs, size.steps, hold=size.hold, settle=size.settle
+                )
             elif suite == "polling":
                 results["polling"] = polling.run(redis_server, runs, size.poll)
             suite_seconds[suite] = time.time() - t_suite
@@ -168,8 +252,15 @@ def main() -> int:
             # run, and say in the block which figures were measured when.
             merged = json.loads(latest.read_text())
             merged["meta"].setdefault("reruns", []).append(
-                {"suites": suites, "date": meta["date"], "command": command, "runs": runs,
-                 "server_code": meta["server_code"], "seconds": meta["seconds"]})
+                {
+                    "suites": suites,
+                    "date": meta["date"],
+                    "command": command,
+                    "runs": runs,
+                    "server_code": meta["server_code"],
+                    "seconds": meta["seconds"],
+                }
+            )
             merged.update({k: v for k, v in results.items() if k != "meta"})
             results = merged
         dump_json(latest, results)

@@ -28,9 +28,10 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from celery import Celery
 from kombu.transport import redis as kombu_redis
@@ -40,19 +41,23 @@ from bench.common import log
 WORKERS = [f"celery@worker{i}.bench" for i in range(1, 5)]
 CLIENT = "gen4242@api.bench"
 TASKS = [
-    ("workers.tasks.resize_and_watermark", lambda r: (f"('uploads/{r.randrange(10**6)}.jpg', 800)", "{}"),
-     lambda r: f"{{'path': 'thumbs/{r.randrange(10**6)}.jpg', 'width': 800, 'height': 600}}"),
-    ("workers.tasks.send_welcome_email", lambda r: (f"({r.randrange(10**6)},)", "{}"),
-     lambda r: "'sent'"),
-    ("workers.tasks.predict", lambda r: (f"([{r.random():.4f}, {r.random():.4f}, {r.random():.4f}],)", "{}"),
-     lambda r: f"{{'label': 'cat', 'score': {r.random():.4f}}}"),
+    (
+        "workers.tasks.resize_and_watermark",
+        lambda r: (f"('uploads/{r.randrange(10**6)}.jpg', 800)", "{}"),
+        lambda r: f"{{'path': 'thumbs/{r.randrange(10**6)}.jpg', 'width': 800, 'height': 600}}",
+    ),
+    ("workers.tasks.send_welcome_email", lambda r: (f"({r.randrange(10**6)},)", "{}"), lambda r: "'sent'"),
+    (
+        "workers.tasks.predict",
+        lambda r: (f"([{r.random():.4f}, {r.random():.4f}, {r.random():.4f}],)", "{}"),
+        lambda r: f"{{'label': 'cat', 'score': {r.random():.4f}}}",
+    ),
 ]
 
 EventSpec = tuple[str, str, dict[str, Any]]  # (hostname, type, fields)
 
 
-def lifecycles(n_tasks: int, progress_steps: int = 3, concurrency: int = 64,
-               seed: int = 7) -> Iterator[EventSpec]:
+def lifecycles(n_tasks: int, progress_steps: int = 3, concurrency: int = 64, seed: int = 7) -> Iterator[EventSpec]:
     """Events of ``n_tasks`` tasks: sent, received, started, ``progress_steps`` x progress, succeeded.
 
     ``concurrency`` tasks are in flight at once and advance in random order,
@@ -66,30 +71,76 @@ def lifecycles(n_tasks: int, progress_steps: int = 3, concurrency: int = 64,
         while len(active) < concurrency and started < n_tasks:
             name, args_fn, result_fn = TASKS[started % len(TASKS)]
             args, kwargs = args_fn(rng)
-            active.append([str(uuid.UUID(int=rng.getrandbits(128), version=4)), name, (args, kwargs),
-                           result_fn, rng.choice(WORKERS), 0])
+            active.append(
+                [
+                    str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    name,
+                    (args, kwargs),
+                    result_fn,
+                    rng.choice(WORKERS),
+                    0,
+                ]
+            )
             started += 1
         i = rng.randrange(len(active))
         task = active[i]
         task_id, name, (args, kwargs), result_fn, worker, step = task
         if step == 0:
-            yield CLIENT, "task-sent", dict(
-                uuid=task_id, root_id=task_id, parent_id=None, name=name, args=args, kwargs=kwargs,
-                retries=0, eta=None, expires=None, queue="celery", exchange="", routing_key="celery")
+            yield (
+                CLIENT,
+                "task-sent",
+                dict(
+                    uuid=task_id,
+                    root_id=task_id,
+                    parent_id=None,
+                    name=name,
+                    args=args,
+                    kwargs=kwargs,
+                    retries=0,
+                    eta=None,
+                    expires=None,
+                    queue="celery",
+                    exchange="",
+                    routing_key="celery",
+                ),
+            )
         elif step == 1:
-            yield worker, "task-received", dict(
-                uuid=task_id, name=name, args=args, kwargs=kwargs, root_id=task_id, parent_id=None,
-                retries=0, eta=None, expires=None)
+            yield (
+                worker,
+                "task-received",
+                dict(
+                    uuid=task_id,
+                    name=name,
+                    args=args,
+                    kwargs=kwargs,
+                    root_id=task_id,
+                    parent_id=None,
+                    retries=0,
+                    eta=None,
+                    expires=None,
+                ),
+            )
         elif step == 2:
             yield worker, "task-started", dict(uuid=task_id)
         elif step < steps - 1:
             current = step - 2
-            yield worker, "task-progress", dict(
-                uuid=task_id, current=current, total=progress_steps,
-                percent=round(100.0 * current / progress_steps, 1), message=f"step {current}")
+            yield (
+                worker,
+                "task-progress",
+                dict(
+                    uuid=task_id,
+                    current=current,
+                    total=progress_steps,
+                    percent=round(100.0 * current / progress_steps, 1),
+                    message=f"step {current}",
+                ),
+            )
         else:
-            yield worker, "task-succeeded", dict(uuid=task_id, result=result_fn(rng),
-                                                 runtime=round(rng.uniform(0.01, 2.0), 6))
+            yield (
+                worker,
+                "task-succeeded",
+                dict(uuid=task_id, result=result_fn(rng), runtime=round(rng.uniform(0.01, 2.0), 6)),
+            )
         task[5] += 1
         if task[5] == steps:
             active[i] = active[-1]
@@ -117,7 +168,7 @@ class Stream:
                 f.write(f"{channel}\t{n}\t{payload}\n")
 
     @classmethod
-    def load(cls, path: Path, shape: str = "") -> "Stream":
+    def load(cls, path: Path, shape: str = "") -> Stream:
         stream = cls(shape)
         with open(path) as f:
             for line in f:
@@ -126,8 +177,13 @@ class Stream:
         return stream
 
     def summary(self) -> dict[str, Any]:
-        return {"shape": self.shape, "messages": len(self.messages), "events": self.events,
-                "bytes": self.bytes, "mean_message_bytes": round(self.bytes / max(1, len(self.messages)))}
+        return {
+            "shape": self.shape,
+            "messages": len(self.messages),
+            "events": self.events,
+            "bytes": self.bytes,
+            "mean_message_bytes": round(self.bytes / max(1, len(self.messages))),
+        }
 
 
 def _count_events(message: dict[str, Any]) -> int:
@@ -144,8 +200,9 @@ def record(specs: list[EventSpec], broker_url: str, shape: str) -> Stream:
         channel = conn.default_channel
 
         def put_fanout(exchange: str, message: dict[str, Any], routing_key: str, **_: Any) -> None:
-            stream.messages.append((channel._get_publish_topic(exchange, routing_key),
-                                    kombu_redis.dumps(message), _count_events(message)))
+            stream.messages.append(
+                (channel._get_publish_topic(exchange, routing_key), kombu_redis.dumps(message), _count_events(message))
+            )
 
         channel._put_fanout = put_fanout
         dispatchers: dict[str, Any] = {}
@@ -153,7 +210,8 @@ def record(specs: list[EventSpec], broker_url: str, shape: str) -> Stream:
             d = dispatchers.get(hostname)
             if d is None:
                 d = dispatchers[hostname] = app.events.Dispatcher(
-                    conn, hostname=hostname, buffer_group=["task"] if batched else None, buffer_limit=24)
+                    conn, hostname=hostname, buffer_group=["task"] if batched else None, buffer_limit=24
+                )
             d.send(event_type, **fields)
         for d in dispatchers.values():
             d.flush()
@@ -191,8 +249,9 @@ def verify_wire_format(stream: Stream, redis_client: Any, broker_url: str) -> No
         raise AssertionError(f"recorded messages differ from live ones:\n{live_payload}\n{recorded}")
 
 
-def build_streams(n_tasks: dict[str, int], broker_url: str, redis_client: Any, directory: Path,
-                  progress_steps: int = 3) -> dict[str, dict[str, Any]]:
+def build_streams(
+    n_tasks: dict[str, int], broker_url: str, redis_client: Any, directory: Path, progress_steps: int = 3
+) -> dict[str, dict[str, Any]]:
     """Record each shape (``n_tasks`` maps shape -> tasks); return {shape: summary with its file}."""
     out = {}
     for shape, tasks in n_tasks.items():
@@ -205,6 +264,8 @@ def build_streams(n_tasks: dict[str, int], broker_url: str, redis_client: Any, d
         s = stream.summary()
         s.update(path=str(path), tasks=tasks, by_type=dict(Counter(t for _, t, _ in specs)))
         out[shape] = s
-        log(f"recorded {shape} stream: {s['events']:,} events in {s['messages']:,} messages "
-            f"({s['bytes'] / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f}s")
+        log(
+            f"recorded {shape} stream: {s['events']:,} events in {s['messages']:,} messages "
+            f"({s['bytes'] / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f}s"
+        )
     return out

@@ -1,7 +1,8 @@
 """``make demo`` (``python -m dev.demo``): start a local stack and watch real tasks' progress pushed to a terminal.
 
-It starts Redis (only if none answers at the broker URL), a Celery worker and
-``pushserver serve``, then dispatches the example tasks the way a web backend
+It starts Redis (only if none answers at the broker URL), nx-27017 as the
+MongoDB of the whole app (unless one is given), a Celery worker, Celery Beat,
+``pushserver serve`` and the Express app, then dispatches the example tasks the way a web backend
 would, subscribes to each with its own token the way a browser would, and
 draws every pushed update as it arrives. Ctrl-C stops what it started, and
 nothing else.
@@ -41,12 +42,19 @@ from dev.stack import (
     wait_until,
 )
 from pushserver.auth import mint_token
-from pushserver.config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, check_url
+from pushserver.config import DEFAULT_BACKEND, DEFAULT_BROKER, ConfigError, check_redis_tls, check_url, redact_url
 from pushserver.state import READY_STATES
 
 STATE_STYLE = {
-    "SUCCESS": "bold green", "FAILURE": "bold red", "REVOKED": "red", "RETRY": "yellow",
-    "PROGRESS": "cyan", "STARTED": "cyan", "RECEIVED": "blue", "SENT": "blue", "PENDING": "dim",
+    "SUCCESS": "bold green",
+    "FAILURE": "bold red",
+    "REVOKED": "red",
+    "RETRY": "yellow",
+    "PROGRESS": "cyan",
+    "STARTED": "cyan",
+    "RECEIVED": "blue",
+    "SENT": "blue",
+    "PENDING": "dim",
 }
 
 
@@ -61,10 +69,12 @@ class DemoTask:
 
 
 ROUND = [
-    DemoTask("resize & watermark an image", "workers.tasks.resize_and_watermark",
-             kwargs={"width": 480, "steps_delay": 0.4}),
-    DemoTask("send a welcome email", "workers.tasks.send_welcome_email", ("user-42",),
-             {"email": "ada@example.com"}),
+    DemoTask(
+        "resize & watermark an image", "workers.tasks.resize_and_watermark", kwargs={"width": 480, "steps_delay": 0.4}
+    ),
+    DemoTask(
+        "send a welcome email", "workers.tasks.send_welcome_email", ("demo-user-ada",), {"email": "ada@example.com"}
+    ),
     DemoTask("ML inference (iris)", "workers.tasks.predict", ([5.1, 3.5, 1.4, 0.2],)),
     DemoTask("a 10-step report", "workers.tasks.demo_progress", (10, 0.3)),
     DemoTask("a flaky task (retries once)", "workers.tasks.flaky", (1, 1.0)),
@@ -75,8 +85,15 @@ ROUND = [
 class Demo:
     """The demo stack and its terminal client."""
 
-    def __init__(self, broker: str, backend: str, port: int, web_port: int = 3000,
-                 mongo_url: str | None = None, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        broker: str,
+        backend: str,
+        port: int,
+        web_port: int = 3000,
+        mongo_url: str | None = None,
+        console: Console | None = None,
+    ) -> None:
         self.broker = broker
         self.backend = backend
         self.port = port
@@ -96,39 +113,65 @@ class Demo:
         say = self.console.print
         parts = urlsplit(self.broker)
         host, port = parts.hostname or "127.0.0.1", parts.port or 6379
-        if redis_ping(port, host):
-            say(f"[dim]using the Redis already running at {host}:{port}[/]")
+        if redis_answers(self.broker):
+            say(
+                f"[dim]using the Redis already running at {host}:{port}"
+                f"{' (TLS)' if parts.scheme == 'rediss' else ''}[/]"
+            )
         elif parts.scheme == "redis" and host in ("127.0.0.1", "localhost"):
             redis, _ = start_redis(self.log_dir, port=port)
             self.procs.append(redis)
             say(f"started redis-server on {host}:{port} [dim](pid {redis.pid})[/]")
         else:
-            raise RuntimeError(f"no Redis answers at {host}:{port} (from the broker URL {self.broker})")
+            raise RuntimeError(f"no Redis answers at {host}:{port} (from the broker URL {redact_url(self.broker)})")
         if self.mongo_url:
-            say(f"[dim]event log in the MongoDB at {self.mongo_url}[/]")
+            say(f"[dim]using the MongoDB at {redact_url(self.mongo_url)}[/]")
         else:
             mongo, self.mongo_url = start_mongo(self.log_dir)
             self.procs.append(mongo)
             say(f"started nx-27017 (MongoDB wire protocol) at {self.mongo_url} [dim](pid {mongo.pid})[/]")
+        # One MongoDB, one database each: Express's users and task records in 'app', the
+        # workers' reports and archive in 'workers', pushserver's event log in 'pushserver'.
+        _add_demo_user(self.mongo_url)
         # The page's webhook demo posts to the local Express app's sink, on loopback,
         # which the webhook task refuses unless the network is allowed explicitly.
-        worker = start_worker("demo-worker", self.broker, self.backend, self.log_dir,
-                              concurrency=4, log_level="warning",
-                              extra_env={"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"})
+        worker = start_worker(
+            "demo-worker",
+            self.broker,
+            self.backend,
+            self.log_dir,
+            concurrency=4,
+            log_level="warning",
+            extra_env={"WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128", "MONGO_URL": self.mongo_url},
+        )
         self.procs.append(worker)
         say(f"started a Celery worker [dim](pid {worker.pid}, events on: -E)[/]")
-        beat = Proc("beat", [str(BIN / "celery"), "-A", "workers", "beat", "-l", "warning",
-                             "-s", str(self.log_dir / "beat-schedule")], self.log_dir,
-                    env={"CELERY_BROKER_URL": self.broker, "CELERY_RESULT_BACKEND": self.backend,
-                         "NIGHTLY_REPORT_EVERY": "300", "REPORTS_DIR": str(self.log_dir / "reports")})
+        beat = Proc(
+            "beat",
+            [str(BIN / "celery"), "-A", "workers", "beat", "-l", "warning", "-s", str(self.log_dir / "beat-schedule")],
+            self.log_dir,
+            env={
+                "CELERY_BROKER_URL": self.broker,
+                "CELERY_RESULT_BACKEND": self.backend,
+                "NIGHTLY_REPORT_EVERY": "300",
+            },
+        )
         self.procs.append(beat)
         say(f"started Celery Beat [dim](pid {beat.pid}; the nightly report runs every 5 minutes here)[/]")
         self.port = _port_or_free(self.port, say, "pushserver")
         self.web_port = _port_or_free(self.web_port, say, "the web app")
         web_origins = f"http://127.0.0.1:{self.web_port},http://localhost:{self.web_port}"
         server, self.url = start_pushserver(
-            "pushserver", self.broker, self.backend, self.log_dir, secret=self.secret, port=self.port,
-            log_level="INFO", extra=["--mongo", self.mongo_url, "--cors", web_origins], ready=30)
+            "pushserver",
+            self.broker,
+            self.backend,
+            self.log_dir,
+            secret=self.secret,
+            port=self.port,
+            log_level="INFO",
+            extra=["--mongo", self.mongo_url, "--cors", web_origins],
+            ready=30,
+        )
         self.procs.append(server)
         say(f"started pushserver at [bold]{self.url}[/] [dim](pid {server.pid})[/]")
         self._start_web(say)
@@ -139,18 +182,27 @@ class Demo:
         server_js = ROOT / "examples" / "express-dispatch" / "src" / "server.js"
         built = ROOT / "examples" / "react-client" / "dist" / "index.html"
         node = shutil.which("node")
-        if not (node and server_js.exists() and built.exists()
-                and (server_js.parents[1] / "node_modules").exists()):
+        if not (node and server_js.exists() and built.exists() and (server_js.parents[1] / "node_modules").exists()):
             say("[yellow]web app skipped[/]: run `make demo` (it installs the Node examples) to get the React page")
             return
-        web = Proc("express", [node, str(server_js)], self.log_dir, cwd=server_js.parents[1], env={
-            "HOST": "127.0.0.1", "PORT": str(self.web_port), "PUSHSERVER_SECRET": self.secret,
-            "PUSHSERVER_PUBLIC_URL": self.url, "CELERY_BROKER_URL": self.broker,
-            "CELERY_RESULT_BACKEND": self.backend})
+        web = Proc(
+            "express",
+            [node, str(server_js)],
+            self.log_dir,
+            cwd=server_js.parents[1],
+            env={
+                "HOST": "127.0.0.1",
+                "PORT": str(self.web_port),
+                "PUSHSERVER_SECRET": self.secret,
+                "PUSHSERVER_PUBLIC_URL": self.url,
+                "CELERY_BROKER_URL": self.broker,
+                "CELERY_RESULT_BACKEND": self.backend,
+                "MONGO_URL": self.mongo_url or "",
+            },
+        )
         self.procs.append(web)
         self.web_url = web_url = f"http://127.0.0.1:{self.web_port}"
-        wait_until(lambda: http_status(web_url + "/healthz") == 200 or not web.alive(), 30,
-                   "the Express app")
+        wait_until(lambda: http_status(web_url + "/healthz") == 200 or not web.alive(), 30, "the Express app")
         if not web.alive():
             raise RuntimeError(f"the Express app exited:\n{web.log()}")
         say(f"started the Express app serving the React page [dim](pid {web.pid})[/]")
@@ -172,9 +224,12 @@ class Demo:
         done = asyncio.Event()
         rows: dict[str, TaskID] = {}
         progress = Progress(
-            TextColumn("{task.description:<30}"), BarColumn(bar_width=28),
-            TextColumn("{task.percentage:>5.0f}%"), TextColumn("{task.fields[state]}"),
-            TextColumn("[dim]{task.fields[detail]}[/]"), console=self.console,
+            TextColumn("{task.description:<30}"),
+            BarColumn(bar_width=28),
+            TextColumn("{task.percentage:>5.0f}%"),
+            TextColumn("{task.fields[state]}"),
+            TextColumn("[dim]{task.fields[detail]}[/]"),
+            console=self.console,
         )
 
         def show(update: dict[str, Any]) -> None:
@@ -192,8 +247,9 @@ class Demo:
             if state in READY_STATES:
                 completed = 100 if state == "SUCCESS" else completed
                 finals[update["task_id"]] = state
-            progress.update(row, completed=completed, detail=detail[:60],
-                            state=f"[{STATE_STYLE.get(state, '')}]{state}[/]")
+            progress.update(
+                row, completed=completed, detail=detail[:60], state=f"[{STATE_STYLE.get(state, '')}]{state}[/]"
+            )
             if len(finals) == len(rows):
                 done.set()
 
@@ -206,24 +262,62 @@ class Demo:
                     result = app.send_task(item.name, args=item.args, kwargs=item.kwargs or {})
                     rows[result.id] = progress.add_task(item.label, total=100, state="SENT", detail="")
                     # Each task gets its own short-lived token, as Express mints them.
-                    ack = await client.call("subscribe", {"task_id": result.id,
-                                                          "token": mint_token(self.secret, [result.id])})
+                    ack = await client.call(
+                        "subscribe", {"task_id": result.id, "token": mint_token(self.secret, [result.id])}
+                    )
                     for snapshot in ack.get("tasks", []):
                         show(snapshot)
                 try:
                     await asyncio.wait_for(done.wait(), timeout)
                 except asyncio.TimeoutError:
-                    waiting = [progress.tasks[row].description for tid, row in rows.items()
-                               if tid not in finals]
-                    self.console.print(f"[red]still unfinished after {timeout:.0f}s:[/] {', '.join(waiting)}"
-                                       f" (see the logs in {self.log_dir})")
+                    waiting = [progress.tasks[row].description for tid, row in rows.items() if tid not in finals]
+                    self.console.print(
+                        f"[red]still unfinished after {timeout:.0f}s:[/] {', '.join(waiting)}"
+                        f" (see the logs in {self.log_dir})"
+                    )
         finally:
             await client.disconnect()
             app.close()
         ok = sum(state == "SUCCESS" for state in finals.values())
-        self.console.print(f"{len(finals)} tasks finished in {time.monotonic() - started:.1f}s "
-                           f"({ok} succeeded), every update pushed — no polling.")
+        self.console.print(
+            f"{len(finals)} tasks finished in {time.monotonic() - started:.1f}s "
+            f"({ok} succeeded), every update pushed — no polling."
+        )
         return finals
+
+
+DEMO_USER = {"_id": "demo-user-ada", "username": "ada", "username_lower": "ada"}
+
+
+def _add_demo_user(mongo_url: str) -> None:
+    """The user the terminal round's welcome email is for, as Express stores one (without a password: no sign-in)."""
+    from pymongo import MongoClient
+    from pymongo.errors import DuplicateKeyError
+
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    try:
+        client["app"]["users"].insert_one(dict(DEMO_USER))
+    except DuplicateKeyError:
+        pass  # a MongoDB given with --mongo may have it from an earlier run
+    finally:
+        client.close()
+
+
+def redis_answers(url: str) -> bool:
+    """Tell whether the Redis of a redis:// or rediss:// URL answers PING (TLS, certificates and password as the
+    URL says)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    except ValueError:
+        return False
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def _port_or_free(port: int, say: Any, what: str) -> int:
@@ -235,8 +329,9 @@ def _port_or_free(port: int, say: Any, what: str) -> int:
     return other
 
 
-def run_demo(broker: str, backend: str, port: int, once: bool, web_port: int = 3000,
-             mongo_url: str | None = None) -> int:
+def run_demo(
+    broker: str, backend: str, port: int, once: bool, web_port: int = 3000, mongo_url: str | None = None
+) -> int:
     """Run the demo until Ctrl-C (or after one round with ``once``); return the exit code."""
     demo = Demo(broker, backend, port, web_port, mongo_url)
     try:
@@ -249,7 +344,8 @@ def run_demo(broker: str, backend: str, port: int, once: bool, web_port: int = 3
             return 0 if len(finals) == len(ROUND) else 1
         demo.console.print(
             f"\nThe stack keeps running: pushserver at {demo.url} (try {demo.url}/metrics)"
-            + (f", the web page at {demo.web_url}" if demo.web_url else "") + ".\n"
+            + (f", the web page at {demo.web_url}" if demo.web_url else "")
+            + ".\n"
             "Press Enter for another round, Ctrl-C to stop everything the demo started."
         )
         while True:
@@ -266,31 +362,64 @@ def run_demo(broker: str, backend: str, port: int, once: bool, web_port: int = 3
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--broker", envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"], default=DEFAULT_BROKER,
-              show_default=True, show_envvar=True, metavar="URL",
-              help="Celery broker (Redis); started here when nothing answers at a loopback address.")
-@click.option("--backend", envvar=["PUSHSERVER_RESULT_BACKEND", "CELERY_RESULT_BACKEND"], default=DEFAULT_BACKEND,
-              show_default=True, show_envvar=True, metavar="URL", help="Celery result backend (Redis).")
-@click.option("--port", envvar="PUSHSERVER_PORT", default=8000, show_default=True, show_envvar=True, type=int,
-              help="Port for the demo's pushserver.")
-@click.option("--web-port", envvar="DEMO_WEB_PORT", default=3000, show_default=True, show_envvar=True, type=int,
-              help="Port for the Express app serving the React page.")
-@click.option("--mongo", envvar="PUSHSERVER_MONGO_URL", show_envvar=True, metavar="URL",
-              help="MongoDB for the event log; unset: the demo starts nx-27017.")
+@click.option(
+    "--broker",
+    envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"],
+    default=DEFAULT_BROKER,
+    show_default=True,
+    show_envvar=True,
+    metavar="URL",
+    help="Celery broker (Redis); started here when nothing answers at a loopback address.",
+)
+@click.option(
+    "--backend",
+    envvar=["PUSHSERVER_RESULT_BACKEND", "CELERY_RESULT_BACKEND"],
+    default=DEFAULT_BACKEND,
+    show_default=True,
+    show_envvar=True,
+    metavar="URL",
+    help="Celery result backend (Redis).",
+)
+@click.option(
+    "--port",
+    envvar="PUSHSERVER_PORT",
+    default=8000,
+    show_default=True,
+    show_envvar=True,
+    type=int,
+    help="Port for the demo's pushserver.",
+)
+@click.option(
+    "--web-port",
+    envvar="DEMO_WEB_PORT",
+    default=3000,
+    show_default=True,
+    show_envvar=True,
+    type=int,
+    help="Port for the Express app serving the React page.",
+)
+@click.option(
+    "--mongo",
+    envvar="PUSHSERVER_MONGO_URL",
+    show_envvar=True,
+    metavar="URL",
+    help="MongoDB for the event log, Express and the workers; unset: the demo starts nx-27017.",
+)
 @click.option("--once", is_flag=True, help="Run one round of tasks, then stop everything and exit.")
 def main(broker: str, backend: str, port: int, web_port: int, mongo: str | None, once: bool) -> None:
     """Start the whole stack locally and watch tasks pushed live.
 
-    Redis (if none answers at the broker URL), nx-27017 as MongoDB (unless
-    --mongo), a Celery worker, Celery Beat, pushserver, and the Express app
+    Redis (if none answers at the broker URL), nx-27017 as the MongoDB of
+    all of them (unless --mongo), a Celery worker, Celery Beat, pushserver, and the Express app
     serving the React page; then a round of tasks drawn in the terminal.
     Ctrl-C stops everything it started and nothing else.
     """
     for flag, url in (("--broker", broker), ("--backend", backend)):
         try:
-            check_url(flag, url, {"redis"})
+            check_url(flag, url, {"redis", "rediss"})
+            check_redis_tls(flag, url)
         except ConfigError as exc:
-            _fail(f"{exc} (the demo runs on Redis)")
+            _fail(f"{exc} (the demo runs on Redis, with or without TLS)")
     try:
         sys.exit(run_demo(broker, backend, port, once, web_port, mongo or None))
     except RuntimeError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -21,9 +21,8 @@ def parse(text: str) -> list[Sample]:
 
 
 def metric_sum(samples: Iterable[Sample], name: str, **labels: str) -> float:
-    """The sum of the samples called ``name`` (e.g. ``pushserver_events_ingested_total``) whose labels include ``labels``."""
-    return sum(s.value for s in samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    """The sum of the samples called ``name`` (e.g. ``pushserver_subscriptions``) that carry ``labels``."""
+    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def metric(url: str, name: str, **labels: str) -> float:

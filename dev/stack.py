@@ -16,8 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,15 +46,17 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
 class Proc:
     """A child process with its output in a log file; ``stop()`` ends it (and only it) by PID."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None,
-                 cwd: Path = ROOT) -> None:
+    def __init__(
+        self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.args = args
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")
         full_env = {**os.environ, **(env or {})}
-        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
-                                      cwd=cwd, start_new_session=True)
+        self.popen = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True
+        )
 
     @property
     def pid(self) -> int:
@@ -87,11 +90,16 @@ def start_redis(log_dir: Path, port: int | None = None) -> tuple[Proc, int]:
     """A private redis-server on a free port, keeping nothing on disk."""
     exe = shutil.which("redis-server")
     if exe is None:
-        raise RuntimeError("redis-server is not installed: `make demo` and `make test` install Debian's"
-                           " redis-server; or point CELERY_BROKER_URL at a running Redis")
+        raise RuntimeError(
+            "redis-server is not installed: `make demo` and `make test` install Debian's"
+            " redis-server; or point CELERY_BROKER_URL at a running Redis"
+        )
     port = port or free_port()
-    proc = Proc("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", str(log_dir)], log_dir)
+    proc = Proc(
+        "redis",
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(log_dir)],
+        log_dir,
+    )
     wait_until(lambda: redis_ping(port), 10, "redis-server to answer PING")
     return proc, port
 
@@ -106,35 +114,86 @@ def redis_ping(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def start_worker(name: str, broker: str, backend: str, log_dir: Path, *, pool: str = "threads",
-                 concurrency: int = 4, queues: str = "celery", log_level: str = "info",
-                 extra_env: dict[str, str] | None = None) -> Proc:
+def start_worker(
+    name: str,
+    broker: str,
+    backend: str,
+    log_dir: Path,
+    *,
+    pool: str = "threads",
+    concurrency: int = 4,
+    queues: str = "celery",
+    log_level: str = "info",
+    extra_env: dict[str, str] | None = None,
+) -> Proc:
     """``celery -A workers worker -E`` with the given pool, consuming ``queues``."""
-    env = {"CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": backend,
-           "OUTBOX_DIR": str(log_dir / "outbox"), "MEDIA_DIR": str(log_dir / "media"),
-           "REPORTS_DIR": str(log_dir / "reports"), **(extra_env or {})}
-    return Proc(name, [str(BIN / "celery"), "-A", "workers", "worker", "-E", "-P", pool,
-                       "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h",
-                       "--without-mingle", "--without-gossip", "-l", log_level], log_dir, env)
+    env = {
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": backend,
+        "OUTBOX_DIR": str(log_dir / "outbox"),
+        "MEDIA_DIR": str(log_dir / "media"),
+        **(extra_env or {}),
+    }
+    return Proc(
+        name,
+        [
+            str(BIN / "celery"),
+            "-A",
+            "workers",
+            "worker",
+            "-E",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            queues,
+            "-n",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            log_level,
+        ],
+        log_dir,
+        env,
+    )
 
 
-def start_pushserver(name: str, broker: str, backend: str, log_dir: Path, *, secret: str | None,
-                     extra: list[str] | None = None, port: int | None = None,
-                     log_level: str = "DEBUG", ready: float = 0.0) -> tuple[Proc, str]:
+def start_pushserver(
+    name: str,
+    broker: str,
+    backend: str,
+    log_dir: Path,
+    *,
+    secret: str | None,
+    extra: list[str] | None = None,
+    port: int | None = None,
+    log_level: str = "DEBUG",
+    ready: float = 0.0,
+) -> tuple[Proc, str]:
     """``pushserver serve`` on a free port; returns the process and its base URL once /healthz answers.
 
     With ``ready`` (seconds), also wait that long for /readyz to answer 200 (the receiver connected).
     """
     port = port or free_port()
-    args = [str(BIN / "pushserver"), "serve", "--broker", broker, "--backend", backend,
-            "--port", str(port), "--log-level", log_level]
+    args = [
+        str(BIN / "pushserver"),
+        "serve",
+        "--broker",
+        broker,
+        "--backend",
+        backend,
+        "--port",
+        str(port),
+        "--log-level",
+        log_level,
+    ]
     args += ["--secret", secret] if secret else ["--insecure"]
-    proc = Proc(name, args + (extra or []), log_dir,
-                env={"PUSHSERVER_SECRET": "", "PUSHSERVER_MONGO_URL": ""})
+    proc = Proc(name, args + (extra or []), log_dir, env={"PUSHSERVER_SECRET": "", "PUSHSERVER_MONGO_URL": ""})
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_status(url + "/healthz") == 200 or not proc.alive(), 20,
-                   f"{name} to answer /healthz")
+        wait_until(lambda: http_status(url + "/healthz") == 200 or not proc.alive(), 20, f"{name} to answer /healthz")
         if not proc.alive():
             raise RuntimeError(f"{name} exited early:\n{proc.log()}")
         if ready:
@@ -206,9 +265,23 @@ def start_mongo(log_dir: Path, port: int | None = None) -> tuple[Proc, str]:
         raise RuntimeError("nx-27017 is not installed: `pip install nx-27017` (make test does)")
     port = port or free_port()
     name = f"mongo-{port}"
-    proc = Proc(name, [str(exe), "--db", "memory", "-p", str(port), "--host", "127.0.0.1",
-                       "--pid-file", str(log_dir / f"{name}.pid"), "--log-file", str(log_dir / f"{name}.nx.log")],
-                log_dir)
+    proc = Proc(
+        name,
+        [
+            str(exe),
+            "--db",
+            "memory",
+            "-p",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--pid-file",
+            str(log_dir / f"{name}.pid"),
+            "--log-file",
+            str(log_dir / f"{name}.nx.log"),
+        ],
+        log_dir,
+    )
     url = f"mongodb://127.0.0.1:{port}"
     wait_until(lambda: mongo_ping(url) or not proc.alive(), 20, "nx-27017 to answer ping")
     if not proc.alive():

@@ -2,14 +2,15 @@
 # Install, build and test the JavaScript packages and the Node examples: the
 # packages in clients/js (@celery-pushserver/client, /react, /node: vitest unit
 # tests, and the client's integration tests against a real pushserver), the
-# React client (vitest), the Express dispatch app (node --test against Redis +
+# React client (vitest), the Express dispatch app (node --test against Redis, nx-27017 +
 # a Celery worker) and the browser end-to-end test (node --test +
 # playwright-core + Debian's Chromium).
 #
 # Works on a fresh clone: installs with `npm ci` from the committed lockfiles,
 # builds the packages (the examples install them from clients/js, as a user
-# would) and the React app, and installs chromium / redis-server with apt when
-# missing (run as root). Needs the Python venv at ../.venv (`make` creates it).
+# would) and the React app, and installs chromium / redis-server /
+# redis-sentinel (the Sentinel suites of clients/js/node and express-dispatch)
+# with apt when missing (run as root). Needs the Python venv at ../.venv (`make` creates it).
 # Every suite runs even when an earlier one fails; the exit code is non-zero
 # if any install, build or test failed.
 set -uo pipefail
@@ -59,10 +60,11 @@ apt_install() { # apt_install PACKAGE...
 missing=()
 [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 
-for tool in celery pushserver; do
+for tool in celery pushserver nx-27017; do
   [ -x "$REPO/.venv/bin/$tool" ] || echo "WARNING: $REPO/.venv/bin/$tool is missing; the suites that need it will fail (create the venv: make install)" >&2
 done
 

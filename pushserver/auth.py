@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import jwt.warnings
@@ -37,8 +38,10 @@ def secret_problem(secrets: Sequence[str]) -> str | None:
         size = len(secret.encode())
         if size < MIN_SECRET_BYTES:
             which = f"secret {i} of {len(secrets)}" if len(secrets) > 1 else "the secret"
-            return (f"{which} is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES}"
-                    " (make one with `openssl rand -hex 32`)")
+            return (
+                f"{which} is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES}"
+                " (make one with `openssl rand -hex 32`)"
+            )
     return None
 
 
@@ -72,8 +75,9 @@ _EVERY_TASK = frozenset({WILDCARD})
 class TokenVerifier:
     """Checks tokens against one or more shared secrets (the first signs; the rest ease rotation)."""
 
-    def __init__(self, secrets: Sequence[str], *, leeway: float = 5.0,
-                 audience: str | None = None, issuer: str | None = None) -> None:
+    def __init__(
+        self, secrets: Sequence[str], *, leeway: float = 5.0, audience: str | None = None, issuer: str | None = None
+    ) -> None:
         problem = secret_problem(secrets)
         if problem is not None:
             raise ValueError(problem)
@@ -119,8 +123,15 @@ class TokenVerifier:
         error: TokenError | None = None
         for secret in self.secrets:
             try:
-                return jwt.decode(token, secret, algorithms=[ALGORITHM], leeway=self.leeway,
-                                  audience=self.audience, issuer=self.issuer, options=options)
+                return jwt.decode(
+                    token,
+                    secret,
+                    algorithms=[ALGORITHM],
+                    leeway=self.leeway,
+                    audience=self.audience,
+                    issuer=self.issuer,
+                    options=options,
+                )
             except jwt.InvalidSignatureError:
                 error = TokenError("token signature is invalid")
             except jwt.ExpiredSignatureError:
@@ -137,8 +148,15 @@ class TokenVerifier:
         raise error
 
 
-def mint_token(secret: str, tasks: Iterable[str], *, ttl: float = 900.0, sub: str | None = None,
-               audience: str | None = None, issuer: str | None = None) -> str:
+def mint_token(
+    secret: str,
+    tasks: Iterable[str],
+    *,
+    ttl: float = 900.0,
+    sub: str | None = None,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> str:
     """Sign a token for ``tasks`` valid for ``ttl`` seconds (what Express does in production)."""
     now = int(time.time())
     claims: dict = {"tasks": list(tasks), "iat": now, "exp": now + int(ttl)}

@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 from celery import Celery
+from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
+from celery.backends.rpc import RPCBackend
 from celery.result import AsyncResult, GroupResult, ResultBase, result_from_tuple
 from celery.utils.saferepr import saferepr
 
-from .state import normalize_progress
+from .state import RESULT_REPR, json_result, normalize_progress
 from .workflows import CHAIN, CHORD, GROUP, Membership, chain_members
 
 log = logging.getLogger("pushserver.backend")
@@ -42,8 +45,19 @@ UNKNOWN_TIME = 0.0
 RESULT_REPR_MAXLEN = 1024
 
 
-def meta_to_event(task_id: str, meta: Mapping[str, Any], now: float | None = None) -> dict[str, Any] | None:
-    """Express a backend meta dict as the Celery event that would have announced it (None if it says nothing)."""
+def meta_to_event(
+    task_id: str,
+    meta: Mapping[str, Any],
+    now: float | None = None,
+    *,
+    results: str = "repr",
+    max_result_bytes: int = 64 * 1024,
+) -> dict[str, Any] | None:
+    """Express a backend meta dict as the Celery event that would have announced it (None if it says nothing).
+
+    With ``results="json"`` a SUCCESS carries the value itself (``result_format``, as ResultResolver adds it
+    to live events); otherwise its repr, as Celery's own event would.
+    """
     event_type = STATUS_TO_EVENT.get(meta.get("status"))  # type: ignore[arg-type]
     if event_type is None:
         return None
@@ -73,9 +87,17 @@ def meta_to_event(task_id: str, meta: Mapping[str, Any], now: float | None = Non
     if meta.get("worker"):
         event["hostname"] = meta["worker"]
     if event_type == "task-succeeded":
-        event["result"] = saferepr(result, RESULT_REPR_MAXLEN)
+        as_json = json_result(result, max_result_bytes) if results == "json" else None
+        if as_json is not None:
+            event.update(as_json)
+        else:
+            event["result"] = saferepr(result, RESULT_REPR_MAXLEN)
+            event["result_format"] = RESULT_REPR
     elif event_type in ("task-failed", "task-retried"):
         event["exception"] = _exception_repr(result)
+        exc_type = _exception_class(result)
+        if exc_type is not None:
+            event["exception_type"] = exc_type
         event["traceback"] = meta.get("traceback")
     elif event_type == "task-progress" and isinstance(result, Mapping):
         event.update(normalize_progress(result))
@@ -100,12 +122,101 @@ def _exception_repr(result: Any) -> str | None:
     return saferepr(result, RESULT_REPR_MAXLEN)
 
 
+def _exception_class(result: Any) -> str | None:
+    if isinstance(result, BaseException):
+        return type(result).__name__
+    if isinstance(result, Mapping) and isinstance(result.get("exc_type"), str):
+        return str(result["exc_type"])
+    return None
+
+
+#: Keys per batched read: one MGET round trip each.
+MAX_KEYS_PER_READ = 1000
+
+
 class ResultBackend:
     """Reads task states from the Celery result backend without blocking the event loop."""
 
-    def __init__(self, app: Celery, workers: int = 4) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        workers: int = 4,
+        on_read: Callable[[str, int], None] | None = None,
+        *,
+        results: str = "repr",
+        max_result_bytes: int = 64 * 1024,
+    ) -> None:
         self.app = app
+        self.on_read = on_read  # (how, keys): counted per round trip, "batch" or "single"
+        self.failing = False  # the last read failed: logged once per outage, not once per read
+        self.results = results  # how a SUCCESS result reads: meta_to_event's ``results``
+        self.max_result_bytes = max_result_bytes
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-backend")
+
+    @property
+    def batched(self) -> bool:
+        """True when one round trip reads many tasks (key-value backends: Redis, rediss, Sentinel, memcached)."""
+        return _mget_supported(self.app.backend)
+
+    async def lookup_many(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each task's state as an event, for those the backend knows; one round trip per 1 000 on key-value
+        backends, one per task on the others. A backend outage gives an empty answer, never an error."""
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return {}
+        loop = asyncio.get_running_loop()
+        try:
+            metas = await loop.run_in_executor(self._pool, self._get_metas, ids)
+        except Exception as exc:  # noqa: BLE001 - a backend outage delays reconciliation, never fails it
+            self._failed(exc)
+            return {}
+        self._answered()
+        found: dict[str, dict[str, Any]] = {}
+        for task_id, meta in metas.items():
+            event = (
+                meta_to_event(task_id, meta, results=self.results, max_result_bytes=self.max_result_bytes)
+                if meta
+                else None
+            )
+            if event is not None:
+                found[task_id] = event
+        return found
+
+    def _get_metas(self, task_ids: list[str]) -> dict[str, Mapping[str, Any] | None]:
+        backend = self.app.backend
+        if not _mget_supported(backend):
+            metas = {}
+            for task_id in task_ids:
+                metas[task_id] = backend.get_task_meta(task_id)
+                self._count("single", 1)
+            return metas
+        found: dict[str, Mapping[str, Any] | None] = {}
+        for start in range(0, len(task_ids), MAX_KEYS_PER_READ):
+            chunk = task_ids[start : start + MAX_KEYS_PER_READ]
+            keys = [backend.get_key_for_task(t) for t in chunk]
+            values = backend.mget(keys)
+            self._count("batch", len(chunk))
+            if hasattr(values, "get"):  # memcached-style clients answer a mapping, Redis a list
+                values = [values.get(key) for key in keys]
+            for task_id, value in zip(chunk, values):
+                found[task_id] = backend.decode_result(value) if value else None
+        return found
+
+    def _failed(self, exc: BaseException) -> None:
+        if not self.failing:
+            self.failing = True
+            log.warning(
+                "result backend unreachable (%s: %s); snapshots and reconciliation wait for it", type(exc).__name__, exc
+            )
+
+    def _answered(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.info("result backend answers again")
+
+    def _count(self, how: str, keys: int) -> None:
+        if self.on_read is not None:
+            self.on_read(how, keys)
 
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
         """The task's state as an event, or None when the backend knows nothing (or cannot be reached)."""
@@ -113,12 +224,16 @@ class ResultBackend:
         try:
             meta = await loop.run_in_executor(self._pool, self._get_meta, task_id)
         except Exception as exc:  # noqa: BLE001 - a backend outage degrades snapshots, never fails them
-            log.warning("result backend lookup failed for a task (%s: %s)", type(exc).__name__, exc)
+            self._failed(exc)
             return None
-        return meta_to_event(task_id, meta) if meta else None
+        self._answered()
+        return (
+            meta_to_event(task_id, meta, results=self.results, max_result_bytes=self.max_result_bytes) if meta else None
+        )
 
     def _get_meta(self, task_id: str) -> Mapping[str, Any] | None:
         backend = self.app.backend
+        self._count("single", 1)
         return backend.get_task_meta(task_id)
 
     async def membership(self, workflow_id: str, limit: int) -> Membership | None:
@@ -153,6 +268,72 @@ class ResultBackend:
             return _child_ids(meta.get("children"), limit)
 
         return Membership(workflow_id, CHAIN, tuple(chain_members(workflow_id, children_of, limit)))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _mget_supported(backend: Any) -> bool:
+    """Whether the backend implements Celery's ``mget`` (the base class only raises NotImplementedError)."""
+    return isinstance(backend, BaseKeyValueStoreBackend) and type(backend).mget is not BaseKeyValueStoreBackend.mget
+
+
+# -- the values of finished tasks, read in batches -----------------------------------------------
+
+#: Most task ids one read asks for (one Redis MGET).
+MAX_READ_BATCH = 500
+
+
+class ResultReader:
+    """Reads the stored results of just-finished tasks, many per call, on threads of its own.
+
+    Its own pool, so that reads for SUCCESS notices never queue behind snapshot lookups, nor these behind
+    them. ``readable`` is False for backends that hold nothing this server may read: none configured
+    (``disabled``) and ``rpc://``, whose results are messages for the caller, not records.
+    """
+
+    def __init__(self, app: Celery, workers: int = 2, on_read: Callable[[str, int], None] | None = None) -> None:
+        self.app = app
+        self.on_read = on_read  # ("result", keys) per round trip, beside ResultBackend's own kinds
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-reader")
+
+    @property
+    def readable(self) -> bool:
+        """Whether the backend keeps records this server can read."""
+        backend = self.app.backend
+        return (
+            not isinstance(backend, DisabledBackend)
+            and bool(getattr(backend, "persistent", True))
+            and not isinstance(backend, RPCBackend)
+        )
+
+    async def read(self, task_ids: list[str]) -> dict[str, Mapping[str, Any]]:
+        """The backend's meta of each finished task among ``task_ids`` (absent: no record); raises on failure."""
+        loop = asyncio.get_running_loop()
+        found: dict[str, Mapping[str, Any]] = {}
+        for start in range(0, len(task_ids), MAX_READ_BATCH):
+            chunk = task_ids[start : start + MAX_READ_BATCH]
+            found.update(await loop.run_in_executor(self._pool, self._read, chunk))
+        return found
+
+    def _read(self, task_ids: list[str]) -> dict[str, Mapping[str, Any]]:
+        backend = self.app.backend
+        if _mget_supported(backend):
+            keys = [backend.get_key_for_task(t) for t in task_ids]
+            values = backend.mget(keys)
+            self._count(len(keys))
+            if hasattr(values, "get"):  # memcached-style clients answer a mapping, Redis a list
+                values = [values.get(key) for key in keys]
+            return {t: backend.decode_result(v) for t, v in zip(task_ids, values) if v}
+        metas = {}
+        for task_id in task_ids:
+            metas[task_id] = backend.get_task_meta(task_id, cache=False)
+            self._count(1)
+        return {t: m for t, m in metas.items() if m and m.get("status") != "PENDING"}
+
+    def _count(self, keys: int) -> None:
+        if self.on_read is not None:
+            self.on_read("result", keys)  # a kind of its own: "batch" and "single" stay the reconciler's
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

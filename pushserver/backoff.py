@@ -15,7 +15,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The wait before the next attempt; grows with each call until ``reset``."""
-        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+        ceiling = min(self.cap, self.base * 2**self.attempt)
         self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)
 

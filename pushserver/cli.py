@@ -46,9 +46,13 @@ def settings_option(setting: Field[Any]) -> Callable[[F], F]:
     """The click option of one Settings field: its flag, env var(s), default, type and help, all from the field."""
     opt = option_of(setting)
     kind = get_type_hints(Settings)[setting.name]
-    attrs: dict[str, Any] = {"help": opt.help, "show_default": True, "metavar": opt.metavar,
-                             "envvar": list(opt.env) if len(opt.env) > 1 else opt.env[0],
-                             "default": None if setting.default is MISSING else setting.default}
+    attrs: dict[str, Any] = {
+        "help": opt.help,
+        "show_default": True,
+        "metavar": opt.metavar,
+        "envvar": list(opt.env) if len(opt.env) > 1 else opt.env[0],
+        "default": None if setting.default is MISSING else setting.default,
+    }
     if kind is bool and "/" not in opt.flag:
         attrs.update(is_flag=True, show_default=False)  # a switch, off unless given
     elif opt.choices is not None:
@@ -79,15 +83,15 @@ def broker_options(command: F) -> F:
 @settings_options
 def serve(**options: Any) -> None:
     """Run the push server until SIGTERM or Ctrl-C."""
-    settings = Settings.from_options(options)
     try:
-        settings.validate()
+        settings = Settings.from_options(options).validate()
     except ConfigError as exc:
         fail(str(exc))
     configure_logging(settings.log_level)
     if settings.insecure and not settings.secrets:
         logging.getLogger("pushserver").warning(
-            "--insecure: tokens are NOT checked; anyone who can reach this server can watch any task")
+            "--insecure: tokens are NOT checked; anyone who can reach this server can watch any task"
+        )
     from .server import PushServer
 
     try:
@@ -97,13 +101,25 @@ def serve(**options: Any) -> None:
 
 
 @main.command()
-@click_option("--task", "tasks", multiple=True, required=True, metavar="ID",
-              help="Task id the token grants (repeat; '*' grants every task).")
+@click_option(
+    "--task",
+    "tasks",
+    multiple=True,
+    required=True,
+    metavar="ID",
+    help="Task id the token grants (repeat; '*' grants every task).",
+)
 @click_option("--sub", metavar="USER", help="User id to record in the token.")
-@click_option("--ttl", default=900, show_default=True, type=click.IntRange(1, 30 * 86400),
-              help="Seconds until the token expires.")
-@click_option("--secret", envvar="PUSHSERVER_SECRET", required=True, metavar="S",
-              help="Secret to sign with; with a comma list, the first.")
+@click_option(
+    "--ttl", default=900, show_default=True, type=click.IntRange(1, 30 * 86400), help="Seconds until the token expires."
+)
+@click_option(
+    "--secret",
+    envvar="PUSHSERVER_SECRET",
+    required=True,
+    metavar="S",
+    help="Secret to sign with; with a comma list, the first.",
+)
 def token(tasks: tuple[str, ...], sub: str | None, ttl: int, secret: str) -> None:
     """Print a signed subscription token (for development and tests)."""
     secrets = split_list(secret)
@@ -115,39 +131,80 @@ def token(tasks: tuple[str, ...], sub: str | None, ttl: int, secret: str) -> Non
     click.echo(mint_token(secrets[0], tasks, ttl=ttl, sub=sub))
 
 
-
-
 @main.command("replay")
-@click_option("--mongo", envvar="PUSHSERVER_MONGO_URL", metavar="URL",
-              help="Read the event log (collection task_events) of this MongoDB.")
-@click_option("--mongo-db", envvar="PUSHSERVER_MONGO_DB", default="pushserver", show_default=True,
-              help="MongoDB database name.")
-@click_option("--from", "from_file", metavar="FILE.jsonl",
-              help="Read events from a JSON-lines file instead (the format --to FILE writes).")
+@click_option(
+    "--mongo",
+    envvar="PUSHSERVER_MONGO_URL",
+    metavar="URL",
+    help="Read the event log (collection task_events) of this MongoDB.",
+)
+@click_option(
+    "--mongo-db", envvar="PUSHSERVER_MONGO_DB", default="pushserver", show_default=True, help="MongoDB database name."
+)
+@click_option(
+    "--from",
+    "from_file",
+    metavar="FILE.jsonl",
+    help="Read events from a JSON-lines file instead (the format --to FILE writes).",
+)
 @click_option("--task", "tasks", multiple=True, metavar="ID", help="Only this task's events (repeat for more).")
-@click_option("--name", "names", multiple=True, metavar="NAME",
-              help="Only the events of tasks with this task name, e.g. workers.tasks.predict (repeat for more).")
-@click_option("--since", metavar="T",
-              help="Only events at or after T: ISO-8601 (without a zone: local time), 'now', "
-                   "or relative: -30s, -15m, -2h, -7d, -1w.")
+@click_option(
+    "--name",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    help="Only the events of tasks with this task name, e.g. workers.tasks.predict (repeat for more).",
+)
+@click_option(
+    "--since",
+    metavar="T",
+    help="Only events at or after T: ISO-8601 (without a zone: local time), 'now', "
+    "or relative: -30s, -15m, -2h, -7d, -1w.",
+)
 @click_option("--until", metavar="T", help="Only events at or before T (same forms as --since).")
-@click_option("--to", "to", default="stdout", show_default=True, metavar="stdout|broker|FILE.jsonl",
-              help="Where events go: JSON lines on stdout or into a file, or 'broker' to republish them "
-                   "on the live celeryev exchange of --broker.")
-@click_option("--broker", envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"],
-              default=DEFAULT_BROKER, show_default=True, metavar="URL",
-              help="Broker to republish on with --to broker; use the same Redis DB number as the "
-                   "workers.")
-@click_option("--speed", metavar="X|max",
-              help="Divide the recorded gaps between events by X (2 = twice as fast); 'max' sends as fast "
-                   "as the sink takes them.  [default: 1 with --to broker, max otherwise]")
-@click_option("--strict", is_flag=True,
-              help="Stop with exit code 2 at the first input line that is not an event, instead of "
-                   "reporting and skipping it.")
+@click_option(
+    "--to",
+    "to",
+    default="stdout",
+    show_default=True,
+    metavar="stdout|broker|FILE.jsonl",
+    help="Where events go: JSON lines on stdout or into a file, or 'broker' to republish them "
+    "on the live celeryev exchange of --broker.",
+)
+@click_option(
+    "--broker",
+    envvar=["PUSHSERVER_BROKER_URL", "CELERY_BROKER_URL"],
+    default=DEFAULT_BROKER,
+    show_default=True,
+    metavar="URL",
+    help="Broker to republish on with --to broker; use the same Redis DB number as the workers.",
+)
+@click_option(
+    "--speed",
+    metavar="X|max",
+    help="Divide the recorded gaps between events by X (2 = twice as fast); 'max' sends as fast "
+    "as the sink takes them.  [default: 1 with --to broker, max otherwise]",
+)
+@click_option(
+    "--strict",
+    is_flag=True,
+    help="Stop with exit code 2 at the first input line that is not an event, instead of reporting and skipping it.",
+)
 @click.pass_context
-def replay_command(ctx: click.Context, mongo: str | None, mongo_db: str, from_file: str | None,
-                   tasks: tuple[str, ...], names: tuple[str, ...], since: str | None, until: str | None,
-                   to: str, broker: str, speed: str | None, strict: bool) -> None:
+def replay_command(
+    ctx: click.Context,
+    mongo: str | None,
+    mongo_db: str,
+    from_file: str | None,
+    tasks: tuple[str, ...],
+    names: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    to: str,
+    broker: str,
+    speed: str | None,
+    strict: bool,
+) -> None:
     """Replay recorded task events: print or export them, or republish them to the broker.
 
     Reads the event log (--mongo) or a JSON-lines file (--from), oldest first,
@@ -246,7 +303,14 @@ def _replay_progress(enabled: bool, total: int) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False)
+    progress = Progress(
+        TextColumn("replay"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
     progress.add_task("replay", total=total)
     return progress

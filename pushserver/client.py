@@ -142,9 +142,12 @@ class TaskWatcher:
         self.ack_timeout = ack_timeout
         #: Connections made so far, the first included: ``connects - 1`` reconnects.
         self.connects = 0
-        self._sio = socketio.AsyncClient(reconnection=True, reconnection_attempts=0,
-                                         reconnection_delay=reconnection_delay,
-                                         reconnection_delay_max=reconnection_delay_max)
+        self._sio = socketio.AsyncClient(
+            reconnection=True,
+            reconnection_attempts=0,
+            reconnection_delay=reconnection_delay,
+            reconnection_delay_max=reconnection_delay_max,
+        )
         self._sio.on("connect", self._on_connect)
         self._sio.on("disconnect", self._on_disconnect)
         self._sio.on("connect_error", self._on_connect_error)
@@ -176,10 +179,14 @@ class TaskWatcher:
             raise WatcherClosed("this TaskWatcher was closed")
         self._refusal = None
         try:
-            await self._sio.connect(self.url, headers=self.headers,
-                                    auth={"token": self.token} if self.token else None,
-                                    transports=self.transports, socketio_path=self.socketio_path,
-                                    wait_timeout=self.connect_timeout)
+            await self._sio.connect(
+                self.url,
+                headers=self.headers,
+                auth={"token": self.token} if self.token else None,
+                transports=self.transports,
+                socketio_path=self.socketio_path,
+                wait_timeout=self.connect_timeout,
+            )
         except socketio.exceptions.ConnectionError as exc:
             # A failed first connect leaves engineio's HTTP session open; this closes it.
             await self._sio.eio.disconnect(abort=True)
@@ -253,8 +260,12 @@ class TaskWatcher:
         except asyncio.TimeoutError:
             if not self.connected:
                 return
-            self._broadcast(watch, PushserverClientError(
-                f"subscribe to task {watch.task_id}: no answer from the server within {self.ack_timeout}s"))
+            self._broadcast(
+                watch,
+                PushserverClientError(
+                    f"subscribe to task {watch.task_id}: no answer from the server within {self.ack_timeout}s"
+                ),
+            )
             return
         except WatcherClosed:
             return
@@ -264,8 +275,9 @@ class TaskWatcher:
             self._broadcast(watch, PushserverClientError(f"subscribe to task {watch.task_id}: bad ack {ack!r}"))
         elif not ack.get("ok"):
             error = ack.get("error") or {}
-            self._broadcast(watch, SubscribeRefused(watch.task_id, str(error.get("code", "unknown")),
-                                                    str(error.get("message", ""))))
+            self._broadcast(
+                watch, SubscribeRefused(watch.task_id, str(error.get("code", "unknown")), str(error.get("message", "")))
+            )
         else:
             for state in ack.get("tasks") or []:
                 if isinstance(state, dict) and state.get("task_id") == watch.task_id:

@@ -65,16 +65,17 @@ from engineio import packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
+from .dependencies import unvetted
 from .inbound import (
     BINARY_ACK,
     BINARY_EVENT,
     CLIENT_EVENTS,
+    CLIENT_PACKET_TYPES,
     EVENT,
     Inbound,
     PacketHeader,
     peek_packet,
 )
-from .dependencies import unvetted
 from .protocol import ERROR_EVENT
 
 log = logging.getLogger("pushserver.eioserver")
@@ -95,7 +96,7 @@ class SendQueue:
     ``join`` event are made on first use.
     """
 
-    __slots__ = ("_finished", "_getters", "_items", "_unfinished")
+    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "nbytes")
 
     maxsize = 0
 
@@ -104,6 +105,7 @@ class SendQueue:
         self._getters: list[asyncio.Future[Any]] | None = None
         self._unfinished = 0
         self._finished: asyncio.Event | None = None
+        self.nbytes = 0  # the payload bytes of the packets queued (what a client that stops reading costs)
 
     def qsize(self) -> int:
         return len(self._items)
@@ -116,6 +118,7 @@ class SendQueue:
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
+        self.nbytes += _payload_size(item)
         self._unfinished += 1
         if self._finished is not None:
             self._finished.clear()
@@ -127,7 +130,9 @@ class SendQueue:
     def get_nowait(self) -> Any:
         if not self._items:
             raise asyncio.QueueEmpty
-        return self._items.pop(0)
+        item = self._items.pop(0)
+        self.nbytes -= _payload_size(item)
+        return item
 
     async def get(self) -> Any:
         """The next item, waiting for one."""
@@ -149,7 +154,9 @@ class SendQueue:
                 if self._items and not getter.cancelled():
                     self._wakeup_next()
                 raise
-        return self._items.pop(0)
+        item = self._items.pop(0)
+        self.nbytes -= _payload_size(item)
+        return item
 
     def task_done(self) -> None:
         if self._unfinished <= 0:
@@ -173,13 +180,22 @@ class SendQueue:
                 break
 
 
+def _payload_size(item: Any) -> int:
+    """The size of a queued Engine.IO packet's payload (0 for the end-of-queue None)."""
+    data = getattr(item, "data", None)
+    return len(data) if isinstance(data, (str, bytes)) else 0
+
+
 class AiohttpWebSocket(eio_aiohttp.WebSocket):
     """engineio's aiohttp WebSocket wrapper, with compression as configured and unparseable packets skipped."""
 
     async def __call__(self, environ: dict[str, Any]) -> Any:
         # engineio's, but for WebSocketResponse's compress (aiohttp's default: on).
-        self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
-                                       compress=self.server.websocket_compression, timeout=CLOSE_TIMEOUT)
+        self._sock = WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size,
+            compress=self.server.websocket_compression,
+            timeout=CLOSE_TIMEOUT,
+        )
         await self._sock.prepare(environ["aiohttp.request"])
         self.environ = environ
         await self.handler(self)
@@ -229,6 +245,7 @@ def _with_peer_address(handler: Callable[..., Any]) -> Callable[..., Any]:
     """An engineio ``connect`` handler that first sets REMOTE_ADDR to the peer's address (aiohttp's request.remote)."""
     # engineio awaits a handler only if it is a coroutine function: keep its kind.
     if inspect.iscoroutinefunction(handler):
+
         async def connect_async(sid: str, environ: dict[str, Any], *args: Any) -> Any:
             _set_peer_address(environ)
             return await handler(sid, environ, *args)
@@ -264,6 +281,7 @@ class EngineIOServer(engineio.AsyncServer):
         if event != "connect" or self.async_mode != "aiohttp":
             return super().on(event, handler)
         if handler is None:  # used as a decorator
+
             def register(handler: Callable[..., Any]) -> Callable[..., Any]:
                 super(EngineIOServer, self).on(event, _with_peer_address(handler))
                 return handler
@@ -327,14 +345,24 @@ class SocketIOServer(socketio.AsyncServer):
     buffers anything. Extra keyword arguments go to EngineIOServer.
     """
 
-    def __init__(self, *args: Any, inbound: Inbound | None = None,
-                 client_events: frozenset[str] = CLIENT_EVENTS, max_unread: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        inbound: Inbound | None = None,
+        client_events: frozenset[str] = CLIENT_EVENTS,
+        max_unread: int = 0,
+        max_unread_bytes: int = 0,
+        **kwargs: Any,
+    ) -> None:
         for problem in unvetted():
             log.warning("%s: pushserver relies on its internals (pushserver/dependencies.py)", problem)
         super().__init__(*args, **kwargs)
         self.inbound = inbound
         self.client_events = client_events
-        self.max_unread = max_unread  # packets queued unread after which a client is dropped (0: no limit)
+        # Packets, and payload bytes, queued unread after which a client that sends more is dropped
+        # (0: no limit); the bytes are known with the lean send queue only.
+        self.max_unread = max_unread
+        self.max_unread_bytes = max_unread_bytes
         self._frame_size = 0  # the size of the packet being dispatched (dispatch is sequential)
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
@@ -366,27 +394,48 @@ class SocketIOServer(socketio.AsyncServer):
             inbound.on_refused("rate")
             if inbound.strike(eio_sid):
                 inbound.on_refused("flood")
-                await self.drop_session(eio_sid, "too_many", "disconnected: more than"
-                                        f" {inbound.flood_strikes} messages over the rate limit"
-                                        f" ({inbound.rate:g} a second) within {inbound.flood_window:g} s")
+                await self.drop_session(
+                    eio_sid,
+                    "too_many",
+                    "disconnected: more than"
+                    f" {inbound.flood_strikes} messages over the rate limit"
+                    f" ({inbound.rate:g} a second) within {inbound.flood_window:g} s",
+                )
             elif header is not None and header.kind == EVENT and header.ack_id is not None:
-                await self._refuse(eio_sid, header, "too_many",
-                                   f"rate limit: at most {inbound.rate:g} messages a second")
+                await self._refuse(
+                    eio_sid, header, "too_many", f"rate limit: at most {inbound.rate:g} messages a second"
+                )
             return
-        if self.max_unread:
+        if self.max_unread or self.max_unread_bytes:
             queue = self.eio.send_queue(eio_sid)
-            if queue is not None and queue.qsize() >= self.max_unread:
+            if queue is not None and (
+                self.max_unread
+                and queue.qsize() >= self.max_unread
+                or self.max_unread_bytes
+                and queue.nbytes >= self.max_unread_bytes
+            ):
                 inbound.on_refused("unread")
-                await self.drop_session(eio_sid, "slow_consumer", "disconnected: more than"
-                                        f" {self.max_unread} messages were waiting to be read")
+                await self.drop_session(
+                    eio_sid,
+                    "slow_consumer",
+                    "disconnected: more than"
+                    f" {self.max_unread} messages or {self.max_unread_bytes} bytes were"
+                    " waiting to be read",
+                )
                 return
         if header is None or header.kind in (BINARY_EVENT, BINARY_ACK):
             # Binary frames are attachments; binary packets announce them. Neither is
             # buffered: python-socketio would keep every frame until the count is met.
             inbound.on_refused("binary")
             if header is not None and header.kind == BINARY_EVENT and header.ack_id is not None:
-                await self._refuse(eio_sid, header, "bad_request",
-                                   "binary data is not accepted: this protocol is JSON text only")
+                await self._refuse(
+                    eio_sid, header, "bad_request", "binary data is not accepted: this protocol is JSON text only"
+                )
+            return
+        if header.kind not in CLIENT_PACKET_TYPES:
+            # CONNECT_ERROR or no Socket.IO type at all: python-socketio would raise (a
+            # traceback per packet); nothing to answer.
+            inbound.on_refused("malformed")
             return
         self._frame_size = len(text or "")
         await super()._handle_eio_message(eio_sid, data)
@@ -402,8 +451,12 @@ class SocketIOServer(socketio.AsyncServer):
             if self.inbound is not None:
                 self.inbound.on_refused("event_name")
             if id is not None:
-                await self._refuse(eio_sid, header, "bad_request",
-                                   f"unknown event: clients may send only {', '.join(sorted(self.client_events))}")
+                await self._refuse(
+                    eio_sid,
+                    header,
+                    "bad_request",
+                    f"unknown event: clients may send only {', '.join(sorted(self.client_events))}",
+                )
             return
         cost = 0
         if self.inbound is not None:
@@ -411,9 +464,13 @@ class SocketIOServer(socketio.AsyncServer):
             if reserved is None:
                 self.inbound.on_refused("in_flight")
                 if id is not None:
-                    await self._refuse(eio_sid, header, "too_many",
-                                       f"more than {self.inbound.max_in_flight_bytes} bytes of this"
-                                       " connection's messages are being handled: wait for their acks")
+                    await self._refuse(
+                        eio_sid,
+                        header,
+                        "too_many",
+                        f"more than {self.inbound.max_in_flight_bytes} bytes of this"
+                        " connection's messages are being handled: wait for their acks",
+                    )
                 return
             cost = reserved
         if self.async_handlers:
@@ -423,8 +480,9 @@ class SocketIOServer(socketio.AsyncServer):
         else:
             await self._run_client_event(sid, eio_sid, data, namespace, id, cost)
 
-    async def _run_client_event(self, sid: str, eio_sid: str, data: list[Any], namespace: str,
-                                id: int | None, cost: int) -> None:
+    async def _run_client_event(
+        self, sid: str, eio_sid: str, data: list[Any], namespace: str, id: int | None, cost: int
+    ) -> None:
         try:
             await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)
         finally:
@@ -441,9 +499,15 @@ class SocketIOServer(socketio.AsyncServer):
 
     async def _refuse(self, eio_sid: str, header: PacketHeader, code: str, message: str) -> None:
         """Answer an ack-asking packet with an error ack, as the protocol's handlers do."""
-        await self._send_packet(eio_sid, self.packet_class(
-            sio_packet.ACK, namespace=header.namespace, id=header.ack_id,
-            data=[{"ok": False, "error": {"code": code, "message": message}}]))
+        await self._send_packet(
+            eio_sid,
+            self.packet_class(
+                sio_packet.ACK,
+                namespace=header.namespace,
+                id=header.ack_id,
+                data=[{"ok": False, "error": {"code": code, "message": message}}],
+            ),
+        )
 
     async def drop_session(self, eio_sid: str, code: str, message: str) -> None:
         """Tell a client why (``pushserver:error``), then end its session without waiting for it to read."""
@@ -451,10 +515,17 @@ class SocketIOServer(socketio.AsyncServer):
         if sock is None or sock.closed or sock.closing:
             return
         if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
-            await self._send_packet(eio_sid, self.packet_class(
-                sio_packet.EVENT, namespace="/", data=[ERROR_EVENT, {"code": code, "message": message}]))
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(
+                    sio_packet.EVENT, namespace="/", data=[ERROR_EVENT, {"code": code, "message": message}]
+                ),
+            )
         sock.queue.put_nowait(None)  # the writer sends what is queued, then closes the transport
         await sock.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+        # As engineio's own disconnect(): a closed session left in the table answers the next
+        # long-polling request with an error (HTTP 500) instead of "invalid session" (HTTP 400).
+        self.eio.sockets.pop(eio_sid, None)
 
 
 #: Running client-event handlers (asyncio keeps only weak references to tasks).

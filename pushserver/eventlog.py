@@ -23,8 +23,9 @@ import asyncio
 import hashlib
 import logging
 from collections import deque
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import orjson
 from pymongo import ASCENDING, AsyncMongoClient
@@ -50,9 +51,15 @@ DEFAULT_QUEUE_BYTES = 64 << 20
 UNPREPARED = -1  # Storable.changed of an event queued but not yet made storable
 
 
+#: A task-succeeded event's result as the server renders it: Celery's repr, or the value read from the result
+#: backend (``--forward-results json``). The same event rendered either way is still one event.
+RENDERED_FIELDS = frozenset({"result", "result_format"})
+
+
 def event_id(event: Mapping[str, Any]) -> str:
     """A deterministic id for an event: the same event always gets the same id."""
-    identity = {k: v for k, v in event.items() if k not in TRANSPORT_FIELDS}
+    left_out = TRANSPORT_FIELDS | RENDERED_FIELDS if event.get("type") == "task-succeeded" else TRANSPORT_FIELDS
+    identity = {k: v for k, v in event.items() if k not in left_out}
     digest = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS, default=str))
     return digest.hexdigest()[:32]
 
@@ -76,8 +83,11 @@ def shrink(event: Mapping[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {}
     dropped: list[str] = []
     for key, value in event.items():
-        small = value is None or isinstance(value, (bool, int, float)) or (
-            isinstance(value, str) and len(value) <= SMALL_FIELD_CHARS)
+        small = (
+            value is None
+            or isinstance(value, (bool, int, float))
+            or (isinstance(value, str) and len(value) <= SMALL_FIELD_CHARS)
+        )
         if small and len(key) <= SMALL_FIELD_CHARS:
             kept[key] = value
         else:
@@ -94,12 +104,21 @@ def document_to_event(document: Mapping[str, Any]) -> dict[str, Any]:
 class EventLog:
     """Records task events in MongoDB through a bounded queue and a batching writer."""
 
-    def __init__(self, url: str, database: str = "pushserver", *, retention_days: float = 7,
-                 max_queue: int = 100_000, max_transitions: int = 1_000_000,
-                 max_queue_bytes: int = DEFAULT_QUEUE_BYTES, batch_size: int = 1000,
-                 metrics: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        database: str = "pushserver",
+        *,
+        retention_days: float = 7,
+        max_queue: int = 100_000,
+        max_transitions: int = 1_000_000,
+        max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        batch_size: int = 1000,
+        metrics: Any = None,
+    ) -> None:
         self.client: AsyncMongoClient = AsyncMongoClient(
-            url, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000, tz_aware=True)
+            url, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000, tz_aware=True
+        )
         self.collection = self.client[database][COLLECTION]
         self.retention_seconds = int(retention_days * 86400)
         self.max_queue = max_queue
@@ -179,8 +198,9 @@ class EventLog:
             if self._progress:
                 self.queued_bytes -= self._progress.popleft().size
                 self._count_drop("progress")
-            elif self._transitions and (len(self._transitions) > self.max_transitions
-                                        or self.queued_bytes > self.max_queue_bytes):
+            elif self._transitions and (
+                len(self._transitions) > self.max_transitions or self.queued_bytes > self.max_queue_bytes
+            ):
                 self.queued_bytes -= self._transitions.popleft().size
                 self._count_drop("transition")
             else:
@@ -197,9 +217,13 @@ class EventLog:
         if self.metrics is not None:
             self.metrics.eventlog_sanitised.inc()
         if _worth_logging(self.sanitised):
-            log.warning("event log: %d event(s) so far stored with values MongoDB cannot hold rewritten or texts"
-                        " cut (the latest: a %r event of task %r)", self.sanitised,
-                        str(item.event.get("type"))[:64], str(item.event.get("uuid"))[:64])
+            log.warning(
+                "event log: %d event(s) so far stored with values MongoDB cannot hold rewritten or texts"
+                " cut (the latest: a %r event of task %r)",
+                self.sanitised,
+                str(item.event.get("type"))[:64],
+                str(item.event.get("uuid"))[:64],
+            )
 
     # -- the writer ------------------------------------------------------------
 
@@ -216,9 +240,12 @@ class EventLog:
         if self.metrics is not None:
             self.metrics.eventlog_writer_running.set(0)
         error = None if task.cancelled() else task.exception()
-        log.error("event log writer stopped%s: events are no longer written to MongoDB (%d queued);"
-                  " restart the server", " (cancelled)" if task.cancelled() else "", self.queued,
-                  exc_info=error)
+        log.error(
+            "event log writer stopped%s: events are no longer written to MongoDB (%d queued); restart the server",
+            " (cancelled)" if task.cancelled() else "",
+            self.queued,
+            exc_info=error,
+        )
 
     async def _write_forever(self) -> None:
         backoff = Backoff(base=0.5, cap=10.0)
@@ -234,16 +261,20 @@ class EventLog:
             except PyMongoError as exc:
                 self._put_back(batch)
                 if self.healthy:
-                    log.warning("event log degraded: MongoDB unreachable (%s); events queue in memory"
-                                " and are written when it returns", type(exc).__name__)
+                    log.warning(
+                        "event log degraded: MongoDB unreachable (%s); events queue in memory"
+                        " and are written when it returns",
+                        type(exc).__name__,
+                    )
                 self._set_health(False)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             except Exception:  # one bad document must not end the log
                 # Not MongoDB being away: something in this batch it cannot
                 # take. Write the others one by one; the bad ones are dropped.
-                log.exception("event log: a batch of %d events could not be written; writing them one by one",
-                              len(batch))
+                log.exception(
+                    "event log: a batch of %d events could not be written; writing them one by one", len(batch)
+                )
                 await self._insert_each(batch)
                 continue
             if not self.healthy:
@@ -313,8 +344,11 @@ class EventLog:
             if lost:
                 self._count_drop("refused", lost)
                 if _worth_logging(self.drops["refused"]):
-                    log.warning("event log: MongoDB refused %d event(s) so far; they are not logged (%s)",
-                                self.drops["refused"], self._last_refusal)
+                    log.warning(
+                        "event log: MongoDB refused %d event(s) so far; they are not logged (%s)",
+                        self.drops["refused"],
+                        self._last_refusal,
+                    )
         self.written += inserted
         if self.metrics is not None:
             self.metrics.eventlog_written.inc(inserted)
@@ -348,8 +382,12 @@ class EventLog:
             except Exception as exc:  # noqa: BLE001 - this one document cannot be written: drop it alone
                 self._done([item])
                 self._count_drop("invalid")
-                log.warning("event log: dropped a %r event MongoDB cannot store (%s: %s)",
-                            str(item.event.get("type"))[:64], type(exc).__name__, str(exc)[:200])
+                log.warning(
+                    "event log: dropped a %r event MongoDB cannot store (%s: %s)",
+                    str(item.event.get("type"))[:64],
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
             else:
                 self._done([item])
 
@@ -382,8 +420,9 @@ class EventLog:
 
     # -- reading -----------------------------------------------------------------
 
-    async def history(self, task_id: str, *, limit: int = 100,
-                      after: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+    async def history(
+        self, task_id: str, *, limit: int = 100, after: tuple[float, str] | None = None
+    ) -> list[dict[str, Any]]:
         """A task's recorded events, oldest first, after the (timestamp, id) cursor."""
         query: dict[str, Any] = {"task_id": task_id}
         if after is not None:
@@ -391,7 +430,6 @@ class EventLog:
             query["$or"] = [{"timestamp": {"$gt": at}}, {"timestamp": at, "_id": {"$gt": last_id}}]
         cursor = self.collection.find(query).sort([("timestamp", ASCENDING), ("_id", ASCENDING)]).limit(limit)
         return [doc async for doc in cursor]
-
 
     async def latest_events(self, task_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """The recorded events of a task for rebuilding its state ([] when MongoDB cannot answer)."""

@@ -17,7 +17,7 @@ import asyncio
 import heapq
 import math
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 #: Called once per firing with connection sid -> the task ids (sorted) whose subscriptions just ended.
 ExpiredCallback = Callable[[dict[str, list[str]]], None]

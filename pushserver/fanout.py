@@ -40,8 +40,14 @@ class FanoutManager(socketio.AsyncManager):
     ``EngineIOServer``.
     """
 
-    def __init__(self, metrics: Metrics, snapshot_of: Callable[[str], dict[str, Any] | None], *,
-                 soft_backlog: int = 64, hard_backlog: int = 1024) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        snapshot_of: Callable[[str], dict[str, Any] | None],
+        *,
+        soft_backlog: int = 64,
+        hard_backlog: int = 1024,
+    ) -> None:
         super().__init__()
         self.metrics = metrics
         self.snapshot_of = snapshot_of
@@ -138,10 +144,14 @@ class FanoutManager(socketio.AsyncManager):
 
     async def _disconnect(self, sid: str) -> None:
         try:
-            await self.server.emit(SLOW_CONSUMER_EVENT, {
-                "code": "slow_consumer",
-                "message": f"disconnected: more than {self.hard_backlog} updates were waiting to be read",
-            }, to=sid)
+            await self.server.emit(
+                SLOW_CONSUMER_EVENT,
+                {
+                    "code": "slow_consumer",
+                    "message": f"disconnected: more than {self.hard_backlog} updates were waiting to be read",
+                },
+                to=sid,
+            )
             await asyncio.wait_for(self.server.disconnect(sid), timeout=5)
         except Exception:  # noqa: BLE001 - a client that cannot even be told is closed hard
             eio_sid = self.eio_sid_from_sid(sid, NAMESPACE)
@@ -149,5 +159,3 @@ class FanoutManager(socketio.AsyncManager):
                 await self.server.eio.abort(eio_sid)
         finally:
             self._dropping.discard(sid)
-
-

@@ -32,8 +32,7 @@ def freeze_startup() -> None:
     gc.freeze()
 
 
-async def maintain(freeze_every: float = FREEZE_EVERY,
-                   full_every: float = FULL_COLLECTION_EVERY) -> None:
+async def maintain(freeze_every: float = FREEZE_EVERY, full_every: float = FULL_COLLECTION_EVERY) -> None:
     """Freeze survivors every ``freeze_every`` s; unfreeze and fully collect every ``full_every`` s."""
     since_full = 0.0
     while True:
@@ -45,6 +44,5 @@ async def maintain(freeze_every: float = FREEZE_EVERY,
             started = time.perf_counter()
             found = gc.collect()
             pause = time.perf_counter() - started
-            log.info("periodic full garbage collection: %.0f ms, %d unreachable objects freed",
-                     pause * 1000, found)
+            log.info("periodic full garbage collection: %.0f ms, %d unreachable objects freed", pause * 1000, found)
         gc.freeze()

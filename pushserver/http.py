@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -26,8 +27,7 @@ STATUS_FOR_CODE = {
 
 def json_error(code: str, message: str) -> web.Response:
     """An error response with the API's ``{error: {code, message}}`` body and matching status."""
-    return web.json_response({"error": {"code": code, "message": message}},
-                             status=STATUS_FOR_CODE.get(code, 500))
+    return web.json_response({"error": {"code": code, "message": message}}, status=STATUS_FOR_CODE.get(code, 500))
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -42,8 +42,14 @@ def bearer_token(request: web.Request) -> str | None:
 class HttpApi:
     """Routes of the HTTP API, sharing the hub's snapshot logic and authorisation."""
 
-    def __init__(self, hub: Hub, metrics: Metrics, readiness: Callable[[], dict[str, Any]],
-                 eventlog: EventLog | None = None, cors_origins: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        metrics: Metrics,
+        readiness: Callable[[], dict[str, Any]],
+        eventlog: EventLog | None = None,
+        cors_origins: list[str] | None = None,
+    ) -> None:
         self.cors_origins = set(cors_origins or ())
         self.hub = hub
         self.metrics = metrics

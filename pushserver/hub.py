@@ -12,12 +12,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from socketio.exceptions import ConnectionRefusedError as ConnectionRefused
 
 from .auth import Grant, TokenError, TokenVerifier
-from .backend import ResultBackend
+from .backend import ResultBackend, ResultReader
 from .config import Settings
 from .eioserver import SocketIOServer, trim_environ
 from .eventlog import EventLog
@@ -37,11 +38,15 @@ from .protocol import (
     room_for,
 )
 from .receiver import Batch
+from .results import ResultResolver
 from .state import EVENT_TO_STATE, Change, TaskState, TaskStore, is_task_event
 from .subscriptions import Subscriptions
 from .workflow_watch import WorkflowWatch
 
 log = logging.getLogger("pushserver.hub")
+
+#: A client that keeps sending while this many times --max-connection-bytes of answers wait unread is dropped.
+UNREAD_BYTES_FACTOR = 8
 
 
 class Hub:
@@ -62,8 +67,16 @@ class Hub:
         self.metrics = metrics
         self.verifier = verifier  # None: --insecure, every subscription allowed
         self.eventlog = eventlog
-        self.policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks,
-                                       settings.forward_args)
+        self.policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
+        # --forward-results json: task-succeeded events wait for their value from the result backend.
+        self.results: ResultResolver | None = None
+        if settings.forward_results == "json":
+            self.results = ResultResolver(
+                ResultReader(backend.app, on_read=backend.on_read),
+                self._merge_and_record,
+                metrics,
+                settings.max_result_bytes,
+            )
         self.subscriptions = Subscriptions(settings.max_subscriptions)
         # When each (connection, task) subscription's token runs out: one timer for the server.
         self.expiry = ExpiryWheel(self._on_tokens_expired)
@@ -76,18 +89,24 @@ class Hub:
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
         # python-socketio's AsyncServer with less kept per connection (eioserver.py),
         # its rooms kept by a manager that sends with backlog limits (fanout.py).
-        self.fanout = FanoutManager(metrics, self._visible_state,
-                                    soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog)
+        self.fanout = FanoutManager(
+            metrics, self._visible_state, soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog
+        )
         socketio_logger, engineio_logger = library_loggers()
         # Every Engine.IO session and client packet passes these limits first (inbound.py).
         self.inbound = Inbound(
-            rate=settings.message_rate, burst=settings.message_burst,
+            rate=settings.message_rate,
+            burst=settings.message_burst,
             max_in_flight_bytes=settings.max_connection_bytes,
             max_per_address=settings.max_connections_per_ip,
-            address_of=self._address_of, on_refused=self._count_refused_message)
+            address_of=self._address_of,
+            on_refused=self._count_refused_message,
+        )
         self.sio = SocketIOServer(
             client_manager=self.fanout,
-            inbound=self.inbound, max_unread=settings.hard_backlog,
+            inbound=self.inbound,
+            max_unread=settings.hard_backlog,
+            max_unread_bytes=UNREAD_BYTES_FACTOR * settings.max_connection_bytes,
             transports=settings.transports.split(","),
             async_mode="aiohttp",
             cors_allowed_origins=_cors_setting(settings.cors_origins),
@@ -106,8 +125,9 @@ class Hub:
 
     def _address_of(self, environ: dict) -> str:
         """The client's address, as --max-connections-per-ip counts it."""
-        return client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
-                              self.settings.trust_proxy)
+        return client_address(
+            environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), self.settings.trust_proxy
+        )
 
     def _count_refused_message(self, reason: str) -> None:
         self.metrics.messages_refused.labels(reason).inc()
@@ -162,8 +182,9 @@ class Hub:
         try:
             bucket = self._buckets.get(sid)
             if bucket is not None and not bucket.take():
-                raise ProtocolError("too_many", f"rate limit: at most {self.settings.subscribe_rate:g}"
-                                                " subscribe calls per second")
+                raise ProtocolError(
+                    "too_many", f"rate limit: at most {self.settings.subscribe_rate:g} subscribe calls per second"
+                )
             request = parse_subscription(payload, self.settings.max_ids_per_call)
             if request.workflow_ids:
                 grant = self._authorize(sid, request.workflow_ids, request.token)
@@ -214,7 +235,9 @@ class Hub:
 
     async def _end_expired(self, expired: dict[str, list[str]]) -> None:
         """Take each connection out of the rooms its tokens no longer grant, then tell it which."""
-        for sid, task_ids in expired.items():
+        for n, (sid, task_ids) in enumerate(expired.items()):
+            if n and n % 256 == 0:
+                await asyncio.sleep(0)  # thousands of tokens may end in one second: let the loop breathe
             mine = self.subscriptions.tasks_of(sid)
             # Not one renewed (subscribed again with a fresh token) since the wheel fired.
             ended = [t for t in task_ids if t in mine and self.expiry.deadline(sid, t) is None]
@@ -225,10 +248,15 @@ class Hub:
             self._forget(self.subscriptions.remove(sid, ended))
             self.metrics.expired.inc(len(ended))
             # After leaving the rooms: no update for these tasks follows the notice.
-            await self.sio.emit(ERROR_EVENT, {
-                "code": "token_expired", "task_ids": ended,
-                "message": "the token for these tasks has expired: subscribe again with a fresh token",
-            }, to=sid)
+            await self.sio.emit(
+                ERROR_EVENT,
+                {
+                    "code": "token_expired",
+                    "task_ids": ended,
+                    "message": "the token for these tasks has expired: subscribe again with a fresh token",
+                },
+                to=sid,
+            )
         self.metrics.subscriptions.set(len(self.subscriptions))
 
     def _authorize(self, sid: str, task_ids: Iterable[str], token: str | None) -> Grant | None:
@@ -303,9 +331,7 @@ class Hub:
         """Once the receiver (re)connects, correct every watched unfinished task from the result backend."""
         watched = dict.fromkeys(self.subscriptions.watched() + self.workflows.members_watched())
         todo = [t for t in watched if not _is_ready(self.store.get(t))]
-        events = await asyncio.gather(*(self.backend.lookup(t) for t in todo))
-        found = [e for e in events if e is not None]
-        changed = self.merge(found)
+        changed = self.merge((await self.backend.lookup_many(todo)).values())
         self.metrics.reconciled.inc(changed)
         if todo:
             log.info("reconciled %d watched tasks from the result backend: %d changed", len(todo), changed)
@@ -321,8 +347,17 @@ class Hub:
         for event_type, n in by_type.items():
             self.metrics.events.labels(_type_label(event_type)).inc(n)
         task_events = [event for event in batch if is_task_event(event)]
+        observed: list[dict[str, Any]] = batch
+        if self.results is not None:
+            task_events = self.results.split(task_events)  # SUCCESS events come back via _merge_and_record
+            observed = [event for event in batch if not is_task_event(event)] + task_events
+        self._merge_and_record(task_events, observed)
+
+    def _merge_and_record(
+        self, task_events: list[dict[str, Any]], observed: list[dict[str, Any]] | None = None
+    ) -> None:
         self._merge_task_events(task_events)
-        self.metrics.task_level.observe(batch, self.store)
+        self.metrics.task_level.observe(task_events if observed is None else observed, self.store)
         if self.eventlog is not None:
             self.eventlog.record(task_events)
 
@@ -402,4 +437,3 @@ def _cors_setting(origins: list[str] | None) -> Any:
     if "*" in origins:
         return "*"
     return origins
-

@@ -19,14 +19,16 @@ python-socketio decodes or buffers it:
 - **bytes in flight**: the client messages whose handlers are still running
   (each counted at its size plus ``HANDLER_OVERHEAD``) may not exceed
   ``--max-connection-bytes`` per connection;
-- **event names**: only ``CLIENT_EVENTS`` reach a handler (see SocketIOServer).
+- **event names**: only ``CLIENT_EVENTS`` reach a handler (see SocketIOServer);
+- **packet types**: a text packet that is no Socket.IO type a client sends
+  (CONNECT_ERROR, or no type at all) is dropped, counted as ``malformed``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .limits import ConnectionCounter, TokenBucket
 
@@ -40,6 +42,8 @@ HANDLER_OVERHEAD = 1024
 
 # Socket.IO v5 packet types (socketio.packet), as the first character of a text packet.
 CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = "0123456"
+#: The packet types a client may send as text (CONNECT_ERROR is the server's; binary ones are refused).
+CLIENT_PACKET_TYPES = frozenset({CONNECT, DISCONNECT, EVENT, ACK})
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ def peek_packet(data: str) -> PacketHeader:
         dash = data.find("-", 1, 12)
         i = dash + 1 if dash > 0 else 1
     namespace = "/"
-    if data[i:i + 1] == "/":
+    if data[i : i + 1] == "/":
         comma = data.find(",", i)
         end = comma if comma >= 0 else len(data)
         namespace = data[i:end][:256]
@@ -71,7 +75,7 @@ def peek_packet(data: str) -> PacketHeader:
     return PacketHeader(kind, namespace, ack_id)
 
 
-@dataclass
+@dataclass(slots=True)
 class Allowance:
     """One connection's state: its rate bucket, its recent over-limit packets, and its bytes in flight."""
 
@@ -85,10 +89,18 @@ class Allowance:
 class Inbound:
     """The per-session and per-address limits on what clients send (see the module doc)."""
 
-    def __init__(self, *, rate: float, burst: float, max_in_flight_bytes: int, max_per_address: int = 0,
-                 address_of: Callable[[dict], str] = lambda environ: environ.get("REMOTE_ADDR") or "unknown",
-                 on_refused: Callable[[str], None] = lambda reason: None,
-                 flood_strikes: int = FLOOD_STRIKES, flood_window: float = FLOOD_WINDOW) -> None:
+    def __init__(
+        self,
+        *,
+        rate: float,
+        burst: float,
+        max_in_flight_bytes: int,
+        max_per_address: int = 0,
+        address_of: Callable[[dict], str] = lambda environ: environ.get("REMOTE_ADDR") or "unknown",
+        on_refused: Callable[[str], None] = lambda reason: None,
+        flood_strikes: int = FLOOD_STRIKES,
+        flood_window: float = FLOOD_WINDOW,
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self.max_in_flight_bytes = max_in_flight_bytes

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenBucket:
     """Allows ``rate`` calls per second on average, with bursts up to ``burst``."""
 

@@ -21,8 +21,7 @@ from types import TracebackType
 
 def configure_logging(level: str) -> None:
     """One line per state change, with a timestamp, on stderr."""
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     # kombu and celery log every reconnect attempt themselves; ours says it once.
     logging.getLogger("kombu").setLevel(logging.ERROR)
     logging.getLogger("celery").setLevel(logging.WARNING)
@@ -67,10 +66,12 @@ def _parsing_code() -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
         for m, names in ((engineio, ("packet.py", "payload.py")), (socketio, ("packet.py", "msgpack_packet.py")))
         for name in names
     )
-    functions = frozenset({
-        (os.path.join(os.path.dirname(engineio.__file__ or ""), "async_socket.py"), "receive"),
-        (protocol.__file__, "loads"),
-    })
+    functions = frozenset(
+        {
+            (os.path.join(os.path.dirname(engineio.__file__ or ""), "async_socket.py"), "receive"),
+            (protocol.__file__, "loads"),
+        }
+    )
     return files, functions
 
 

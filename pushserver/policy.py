@@ -7,17 +7,20 @@ disagree about what a client may see.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-RESULT_MODES = ("repr", "none")
+#: ``json``: the value the task returned, read from the result backend; ``repr``: Celery's repr from the
+#: event; ``none``: no result at all.
+RESULT_MODES = ("json", "repr", "none")
 
 
 @dataclass(frozen=True)
 class ForwardingPolicy:
-    """Which sensitive task fields reach clients: results (repr or none), tracebacks, arguments."""
+    """Which sensitive task fields reach clients: results (json, repr or none), tracebacks, arguments."""
 
-    results: str = "repr"
+    results: str = "json"
     tracebacks: bool = False
     args: bool = False
 
@@ -29,7 +32,7 @@ class ForwardingPolicy:
         """The TaskState fields no client ever gets under this policy: not worth keeping in memory."""
         fields: set[str] = set()
         if self.results == "none":
-            fields.add("result")
+            fields |= {"result", "result_format"}
         if not self.tracebacks:
             fields.add("traceback")
         if not self.args:
@@ -39,7 +42,7 @@ class ForwardingPolicy:
     def task(self, state: dict[str, Any]) -> dict[str, Any]:
         """Apply the policy to a TaskState dict (in place; it is always a fresh dict)."""
         if self.results == "none":
-            state["result"] = None
+            state["result"] = state["result_format"] = None
         if not self.tracebacks:
             state["traceback"] = None
         if not self.args:
@@ -52,6 +55,7 @@ class ForwardingPolicy:
         out = dict(event)
         if self.results == "none":
             out.pop("result", None)
+            out.pop("result_format", None)
         if not self.tracebacks:
             out.pop("traceback", None)
         if not self.args:

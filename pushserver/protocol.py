@@ -6,11 +6,10 @@ covered by fast unit tests; the hub only calls ``parse_subscription``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import json
 import re
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -156,5 +155,11 @@ def parse_subscription(payload: Any, max_ids: int = MAX_IDS_PER_CALL) -> Subscri
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

@@ -6,10 +6,13 @@ child process (``receiver_process.ReceiverProcess``, the default: decoding
 gets a core of its own instead of sharing the loop's GIL) or in a thread of
 the server (``ReceiverThread``, ``--receiver thread``).
 
-Redis disconnects a pub/sub subscriber that falls 32 MB behind, so the
-capturing side does nothing but decode and hand over: each event is appended
-to a buffer, and the loop is woken once per batch. Under load the loop finds
-hundreds of events per wake-up; idle, an event is handed over at once.
+Redis disconnects a pub/sub subscriber that falls 32 MB behind, so on Redis
+a drain thread moves the bytes off the socket into a bounded local backlog
+(``drain.py``), which decoding works through; far behind, ``task-progress``
+events are shed first, counted. The capturing side does nothing but decode
+and hand over: each event is appended to a buffer, and the loop is woken
+once per batch. Under load the loop finds hundreds of events per wake-up;
+idle, an event is handed over at once.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from celery import Celery
 from celery.events.receiver import EventReceiver
 
 from .backoff import Backoff
+from .drain import Drain
 
 log = logging.getLogger("pushserver.receiver")
 
@@ -60,8 +64,7 @@ class EventQueueOptions:
 
     def receiver_options(self) -> dict[str, Any]:
         """Keyword arguments for Celery's ``EventReceiver``."""
-        return {"queue_durable": True, "queue_exclusive": False,
-                "queue_ttl": self.ttl, "queue_expires": self.expires}
+        return {"queue_durable": True, "queue_exclusive": False, "queue_ttl": self.ttl, "queue_expires": self.expires}
 
 
 class TolerantEventReceiver(EventReceiver):
@@ -70,18 +73,30 @@ class TolerantEventReceiver(EventReceiver):
     Celery's own message callback decodes a message's events in one go: one
     malformed event raises out of ``capture()`` and costs a reconnect, and
     pub/sub keeps nothing of the gap. Here each event is decoded on its own.
-    ``before_drain`` is called before each drain of the connection.
+    ``before_drain`` is called before each drain of the connection. With a
+    ``drain``, a Redis channel's pub/sub socket is drained by a thread of its
+    own, and while the drain is far behind, ``task-progress`` events are
+    shed (``on_shed``) before they are decoded.
     """
 
     #: Fail fast and let CaptureLoop back off: kombu's default retries forever
     #: inside ensure_connection, where stop() cannot reach it.
     connect_max_retries = 1
 
-    def __init__(self, *args: Any, on_malformed: Callable[[Exception], None],
-                 before_drain: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        on_malformed: Callable[[Exception], None],
+        before_drain: Callable[[], None],
+        drain: Drain | None = None,
+        on_shed: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.on_malformed = on_malformed
         self.before_drain = before_drain
+        self.drain = drain
+        self.on_shed = on_shed
 
     def on_iteration(self) -> None:
         """kombu's ConsumerMixin hook, called before each drain."""
@@ -89,12 +104,20 @@ class TolerantEventReceiver(EventReceiver):
 
     def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:
         """As Celery's receiver (kombu's ConsumerMixin hook), with ``receive`` as the message callback."""
+        if self.drain is not None:
+            self.drain.install(channel)  # before the consumer subscribes, which opens the pub/sub connection
         return [Consumer(queues=[self.queue], callbacks=[self.receive], no_ack=True, accept=self.accept)]
 
     def receive(self, body: Any, message: Any) -> None:
         """Decode and dispatch each event of a message (a list of events since Celery 4, or one)."""
         decode, process = self.event_from_message, self.process
+        # Far behind Redis, progress is shed before the state transitions are: a
+        # later progress event, or the task's end, says the same thing again.
+        shedding = self.drain is not None and self.on_shed is not None and self.drain.behind()
         for one in body if isinstance(body, list) else (body,):
+            if shedding and isinstance(one, dict) and one.get("type") == "task-progress":
+                self.on_shed()  # type: ignore[misc]  # not None when shedding
+                continue
             try:
                 process(*decode(one))
             except Exception as exc:  # noqa: BLE001 - anything on the exchange may be junk
@@ -108,7 +131,10 @@ class CaptureLoop:
     each change of status, in the order they happened, both on the capturing
     thread. Events are handed over once per drain of the connection (every
     message Redis had ready), at most ``MAX_BATCH`` at a time: one lock and
-    one wake-up per batch, not per event, whoever takes them.
+    one wake-up per batch, not per event, whoever takes them. On Redis the
+    pub/sub socket is drained by a thread of its own (``drain.Drain``);
+    ``shed`` counts the progress events shed while it was far behind, and
+    ``on_shed`` gets that total with the batch after a change.
     """
 
     MAX_BATCH = 1000
@@ -121,6 +147,8 @@ class CaptureLoop:
         backoff: Backoff | None = None,
         queue: EventQueueOptions | None = None,
         on_malformed: Callable[[int], None] | None = None,
+        drain: Drain | None = None,
+        on_shed: Callable[[int], None] | None = None,
     ) -> None:
         self.app = app
         self.on_batch = on_batch
@@ -130,6 +158,10 @@ class CaptureLoop:
         self.queue = queue
         self.status = ReceiverStatus.STARTING
         self.malformed = 0
+        self.drain = drain if drain is not None else Drain()
+        self.on_shed = on_shed
+        self.shed = 0
+        self._shed_reported = 0
         self._stopping = threading.Event()
         self._receiver: Any = None
         self._ever_connected = False
@@ -167,8 +199,14 @@ class CaptureLoop:
                             self._mark_connected()
 
                     receiver = TolerantEventReceiver(
-                        conn, app=self.app, handlers={"*": self._on_event}, routing_key="#",
-                        on_malformed=self._dropped_malformed, before_drain=before_drain,
+                        conn,
+                        app=self.app,
+                        handlers={"*": self._on_event},
+                        routing_key="#",
+                        on_malformed=self._dropped_malformed,
+                        before_drain=before_drain,
+                        drain=self.drain,
+                        on_shed=self._shed_progress,
                         **(self.queue.receiver_options() if self.queue else {}),
                     )
                     if self.queue is not None:
@@ -184,11 +222,9 @@ class CaptureLoop:
                     break
                 delay = self.backoff.next_delay()
                 if self.status is not ReceiverStatus.RECONNECTING:
-                    log.warning("event receiver lost the broker (%s: %s); reconnecting",
-                                type(exc).__name__, exc)
+                    log.warning("event receiver lost the broker (%s: %s); reconnecting", type(exc).__name__, exc)
                 self._set_status(ReceiverStatus.RECONNECTING)
-                log.info("event receiver: attempt %d to reconnect in %.1fs",
-                         self.backoff.attempt, delay)
+                log.info("event receiver: attempt %d to reconnect in %.1fs", self.backoff.attempt, delay)
                 self._stopping.wait(delay)
             finally:
                 self._receiver = None
@@ -202,12 +238,24 @@ class CaptureLoop:
         if self.on_malformed is not None:
             self.on_malformed(self.malformed)
 
+    def _shed_progress(self) -> None:
+        self.shed += 1
+        if self.shed == 1 or self.shed % 10_000 == 0:
+            log.warning(
+                "event receiver: %d MB behind Redis; shedding task-progress events (%d so far)",
+                self.drain.backlog() >> 20,
+                self.shed,
+            )
+
     def _mark_connected(self) -> None:
         reconnected = self._ever_connected
         self._ever_connected = True
         self.backoff.reset()
-        log.info("event receiver %s to %s", "reconnected" if reconnected else "connected",
-                 self.app.connection_for_read().as_uri())
+        log.info(
+            "event receiver %s to %s",
+            "reconnected" if reconnected else "connected",
+            self.app.connection_for_read().as_uri(),
+        )
         self._set_status(ReceiverStatus.CONNECTED)
 
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -222,6 +270,9 @@ class CaptureLoop:
         if self._batch:
             batch, self._batch = self._batch, []
             self.on_batch(batch)
+        if self.shed != self._shed_reported and self.on_shed is not None:
+            self._shed_reported = self.shed
+            self.on_shed(self.shed)
 
     def _set_status(self, status: ReceiverStatus) -> None:
         if status is not self.status:
@@ -231,15 +282,17 @@ class CaptureLoop:
 
 
 class Receiver:
-    """What the server sees of a receiver, on the loop: its status, reconnect count and malformed-event count."""
+    """What the server sees of a receiver, on the loop: its status, reconnects, malformed and shed events."""
 
-    def __init__(self, on_batch: Callable[[Batch], None],
-                 on_status: Callable[[ReceiverStatus, bool], None] | None) -> None:
+    def __init__(
+        self, on_batch: Callable[[Batch], None], on_status: Callable[[ReceiverStatus, bool], None] | None
+    ) -> None:
         self.on_batch = on_batch
         self.on_status = on_status
         self.status = ReceiverStatus.STARTING
         self.reconnects = 0
         self.malformed = 0
+        self.shed = 0  # task-progress events shed while the receiver was far behind Redis
         self._ever_connected = False
 
     def _status_changed(self, status: ReceiverStatus) -> None:
@@ -280,12 +333,18 @@ class ReceiverThread(Receiver):
     ) -> None:
         super().__init__(on_batch, on_status)
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.capture = CaptureLoop(app, self._on_batch, self._on_capture_status, backoff, queue,
-                                   on_malformed=self._on_malformed)
+        self.capture = CaptureLoop(
+            app,
+            self._on_batch,
+            self._on_capture_status,
+            backoff,
+            queue,
+            on_malformed=self._on_malformed,
+            on_shed=self._on_shed,
+        )
         self._buffer: Batch = []
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self.capture.run, name="celery-event-receiver",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.capture.run, name="celery-event-receiver", daemon=True)
 
     def start(self) -> None:
         """Start the receiver thread, which hands its batches to the running loop."""
@@ -310,6 +369,9 @@ class ReceiverThread(Receiver):
 
     def _on_malformed(self, total: int) -> None:
         self.malformed = total  # an int store: read by the metrics scrape on the loop
+
+    def _on_shed(self, total: int) -> None:
+        self.shed = total  # an int store, as malformed
 
     def _on_capture_status(self, status: ReceiverStatus) -> None:
         self._call_soon(self._status_changed, status)

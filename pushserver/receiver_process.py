@@ -6,8 +6,8 @@ of what a bare Receiver does (docs/benchmarks.md). Here the child decodes on one
 core while the server merges and emits on the other.
 
 The pipe carries frames: a 4-byte big-endian length, then a pickle of
-``(kind, payload)``: ``("events", [event, ...])``, ``("status", "connected")``
-or ``("malformed", total)``. Pickle because it keeps every value exactly as
+``(kind, payload)``: ``("events", [event, ...])``, ``("status", "connected")``,
+``("malformed", total)`` or ``("shed", total)``. Pickle because it keeps every value exactly as
 Celery decoded it (integers beyond 64 bits, NaN, and the types kombu's JSON
 decoder builds: UUID, Decimal, dates, bytes) and is as fast as orjson here.
 The server decodes frames with a restricted unpickler that finds only those
@@ -35,8 +35,9 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .backoff import Backoff
 from .receiver import Batch, CaptureLoop, EventQueueOptions, Receiver, ReceiverStatus
@@ -56,10 +57,17 @@ def encode_frame(kind: str, payload: Any) -> bytes:
 
 #: The only globals a frame may name: the classes kombu's JSON decoder builds
 #: (``kombu.utils.json``). Containers, strings, numbers and bytes need none.
-FRAME_GLOBALS: frozenset[tuple[str, str]] = frozenset({
-    ("uuid", "UUID"), ("decimal", "Decimal"), ("datetime", "datetime"), ("datetime", "date"),
-    ("datetime", "time"), ("datetime", "timedelta"), ("datetime", "timezone"),
-})
+FRAME_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("uuid", "UUID"),
+        ("decimal", "Decimal"),
+        ("datetime", "datetime"),
+        ("datetime", "date"),
+        ("datetime", "time"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
+    }
+)
 _FRAME_CLASSES = {"uuid": uuid, "decimal": decimal, "datetime": datetime}
 
 
@@ -110,7 +118,7 @@ class FrameReader:
                 start = pos + HEADER.size
                 try:
                     # bytes, not a view: an exception must not pin the buffer (BytesIO copies a view anyway).
-                    messages.append(decode_frame(bytes(view[start:start + size])))
+                    messages.append(decode_frame(bytes(view[start : start + size])))
                 except FrameRefused as exc:
                     # Only a broken or subverted child writes such a frame: say so, lose only it.
                     self.refused += 1
@@ -141,16 +149,19 @@ class ReceiverProcess(Receiver):
         queue: EventQueueOptions | None = None,
         log_level: str = "INFO",
         backoff: Backoff | None = None,
+        transport_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(on_batch, on_status)
         self.config = {
-            "broker_url": broker_url, "log_level": log_level,
-            "queue": None if queue is None else
-            {"name": queue.name, "ttl": queue.ttl, "expires": queue.expires},
+            "broker_url": broker_url,
+            "log_level": log_level,
+            "transport_options": transport_options or {},
+            "queue": None if queue is None else {"name": queue.name, "ttl": queue.ttl, "expires": queue.expires},
         }
         self.backoff = backoff or Backoff()
         self.pid: int | None = None
         self._malformed_before = 0  # counted by children that have exited
+        self._shed_before = 0
         self._transport: asyncio.SubprocessTransport | None = None
         self._stopping = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
@@ -185,26 +196,33 @@ class ReceiverProcess(Receiver):
             exited: asyncio.Future[int | None] = loop.create_future()
             try:
                 transport, _ = await loop.subprocess_exec(
-                    functools.partial(_ChildPipe, self, exited), sys.executable, "-m", __name__,
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env)
+                    functools.partial(_ChildPipe, self, exited),
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=None,
+                    env=env,
+                )
             except OSError as exc:
                 exited.set_result(None)
                 log.error("cannot start the event receiver process: %s", exc)
             else:
                 self._transport = transport
                 self.pid = transport.get_pid()
-                # On stdin rather than argv: the broker URL may hold a password.
+                # On stdin rather than argv: the broker URL and its options may hold a password.
                 _stdin(transport).write(json.dumps(self.config).encode() + b"\n")
                 if self._stopping.is_set():  # stop() came while we were starting it
                     _stdin(transport).close()
             code = await exited
             self._transport = None
             self._malformed_before = self.malformed
+            self._shed_before = self.shed
             if self._stopping.is_set():
                 break
             delay = self.backoff.next_delay()
-            log.warning("event receiver process exited (%s); starting another in %.1fs",
-                        _describe_exit(code), delay)
+            log.warning("event receiver process exited (%s); starting another in %.1fs", _describe_exit(code), delay)
             self._status_changed(ReceiverStatus.RECONNECTING)
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -231,6 +249,8 @@ class ReceiverProcess(Receiver):
                     self._status_changed(status)
             elif kind == "malformed" and isinstance(payload, int):
                 self.malformed = self._malformed_before + payload
+            elif kind == "shed" and isinstance(payload, int):
+                self.shed = self._shed_before + payload
         if batch:
             self.on_batch(batch)
 
@@ -334,7 +354,7 @@ class PipeWriter:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(self.fd, view):]
+                    view = view[os.write(self.fd, view) :]
             except OSError:  # the server is gone: nothing can take these events any more
                 self._broken = True
                 if self.on_broken is not None:
@@ -383,6 +403,7 @@ def child_main() -> int:
     os.dup2(2, 1)  # a stray print must not corrupt the frames
     try:
         import fcntl
+
         fcntl.fcntl(frames_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     except (ImportError, AttributeError, OSError):
         pass  # not Linux, or over /proc/sys/fs/pipe-max-size: the default size works, in smaller steps
@@ -397,10 +418,15 @@ def child_main() -> int:
     configure_logging(config["log_level"])
     queue = EventQueueOptions(**config["queue"]) if config["queue"] else None
     writer = PipeWriter(frames_fd)
-    capture = CaptureLoop(make_celery(config["broker_url"]),
-                          lambda batch: writer.add_batch(strip_non_task_events(batch)),
-                          lambda status: writer.send("status", status.value), queue=queue,
-                          on_malformed=lambda total: writer.send("malformed", total))
+    app = make_celery(config["broker_url"], broker_transport_options=config.get("transport_options"))
+    capture = CaptureLoop(
+        app,
+        lambda batch: writer.add_batch(strip_non_task_events(batch)),
+        lambda status: writer.send("status", status.value),
+        queue=queue,
+        on_malformed=lambda total: writer.send("malformed", total),
+        on_shed=lambda total: writer.send("shed", total),
+    )
     writer.on_broken = capture.stop
 
     def stop_at_eof() -> None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Protocol, TypeGuard
+from typing import IO, Any, Protocol, TypeGuard
 
 import orjson
 
@@ -71,8 +72,10 @@ def parse_time(text: str, now: float | None = None) -> float:
     try:
         moment = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
-        raise ValueError(f"{text!r} is not a time: use ISO-8601 (2024-11-24T10:00:00+01:00), "
-                         "'now', or a relative time like -15m, -2h, -7d") from None
+        raise ValueError(
+            f"{text!r} is not a time: use ISO-8601 (2024-11-24T10:00:00+01:00), "
+            "'now', or a relative time like -15m, -2h, -7d"
+        ) from None
     return moment.timestamp()  # a naive datetime is taken as local time, as Celery's timestamps are
 
 
@@ -251,8 +254,14 @@ class JsonlSource:
 class MongoSource:
     """Events from the event log's ``task_events`` collection, ordered by (timestamp, _id)."""
 
-    def __init__(self, url: str, database: str = "pushserver", event_filter: EventFilter = EventFilter(),
-                 *, timeout_ms: int = 3000) -> None:
+    def __init__(
+        self,
+        url: str,
+        database: str = "pushserver",
+        event_filter: EventFilter = EventFilter(),
+        *,
+        timeout_ms: int = 3000,
+    ) -> None:
         from pymongo import MongoClient
         from pymongo.errors import ConfigurationError, InvalidURI
 
@@ -260,8 +269,9 @@ class MongoSource:
         self.filter = event_filter
         self.timeout_ms = timeout_ms
         try:
-            self.client: Any = MongoClient(url, serverSelectionTimeoutMS=timeout_ms,
-                                           connectTimeoutMS=timeout_ms, tz_aware=True)
+            self.client: Any = MongoClient(
+                url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True
+            )
         except (ConfigurationError, InvalidURI, ValueError) as exc:
             raise ReplayError(f"--mongo: {_redact(url)} is not a usable MongoDB URL ({exc})") from None
         self.collection = self.client[database][COLLECTION]
@@ -286,8 +296,7 @@ class MongoSource:
         return query
 
     def _tasks_named(self) -> set[str]:
-        query: dict[str, Any] = {"type": {"$in": list(NAMED_TYPES)},
-                                 "event.name": {"$in": sorted(self.filter.names)}}
+        query: dict[str, Any] = {"type": {"$in": list(NAMED_TYPES)}, "event.name": {"$in": sorted(self.filter.names)}}
         if self.filter.until is not None:
             query["timestamp"] = {"$lte": self.filter.until}
         return {doc["task_id"] for doc in self._guarded(lambda: self.collection.find(query, {"task_id": 1}))}
@@ -332,8 +341,9 @@ class MongoSource:
         try:
             yield from make()
         except ServerSelectionTimeoutError:
-            raise ReplayError(f"cannot reach MongoDB at {_redact(self.url)} "
-                              f"(no server answered within {self.timeout_ms / 1000:g} s)") from None
+            raise ReplayError(
+                f"cannot reach MongoDB at {_redact(self.url)} (no server answered within {self.timeout_ms / 1000:g} s)"
+            ) from None
         except OperationFailure as exc:
             reason = exc.details.get("errmsg") if exc.details else exc
             raise ReplayError(f"MongoDB refused the query: {reason}") from None
@@ -380,7 +390,7 @@ class JsonlSink:
         self.owns = owns
 
     @classmethod
-    def to_file(cls, path: Path) -> "JsonlSink":
+    def to_file(cls, path: Path) -> JsonlSink:
         try:
             return cls(open(path, "wb"), owns=True)
         except OSError as exc:
@@ -435,8 +445,7 @@ class BrokerSink:
         dispatcher = self._dispatchers.get(hostname)
         if dispatcher is None:
             # Offline buffering would hide a lost broker: let publish errors raise.
-            dispatcher = self.app.events.Dispatcher(self.connection, hostname=hostname,
-                                                    buffer_while_offline=False)
+            dispatcher = self.app.events.Dispatcher(self.connection, hostname=hostname, buffer_while_offline=False)
             self._dispatchers[hostname] = dispatcher
         return dispatcher
 
@@ -473,8 +482,12 @@ class Pacer:
     sink, or one recorded out of order) goes at once.
     """
 
-    def __init__(self, speed: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        speed: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.speed = speed
         self.clock = clock
         self.sleep = sleep
@@ -505,8 +518,14 @@ class Tally:
     sent: int = 0
 
 
-def replay(source: Source, sink: Sink, pacer: Pacer, rejects: Callable[[str, str], None], tally: Tally,
-           on_sent: Callable[[], None] | None = None) -> Tally:
+def replay(
+    source: Source,
+    sink: Sink,
+    pacer: Pacer,
+    rejects: Callable[[str, str], None],
+    tally: Tally,
+    on_sent: Callable[[], None] | None = None,
+) -> Tally:
     """Send every event of ``source`` to ``sink`` at the pacer's speed, counting in ``tally`` as it goes."""
     for event in source.events(rejects):
         pacer.wait(event.get("timestamp"))

@@ -14,7 +14,7 @@ from aiohttp import web
 from .auth import TokenVerifier
 from .backend import ResultBackend
 from .celeryapp import make_celery
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, redact_url
 from .eventlog import EventLog
 from .gctune import freeze_startup, maintain
 from .http import HttpApi
@@ -23,6 +23,7 @@ from .metrics import Metrics
 from .policy import ForwardingPolicy
 from .receiver import EventQueueOptions, Receiver, ReceiverStatus, ReceiverThread
 from .receiver_process import ReceiverProcess
+from .reconciler import SETTLED, QuietReconciler
 from .state import TaskStore
 
 log = logging.getLogger("pushserver")
@@ -33,33 +34,101 @@ class PushServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.celery = make_celery(settings.broker_url, settings.result_backend)
+        self.celery = make_celery(
+            settings.broker_url,
+            settings.result_backend,
+            settings.broker_transport_options,
+            settings.backend_transport_options,
+        )
+        try:
+            # Celery builds its backend on first use, and a backend it cannot build
+            # would fail every read later (snapshots answering PENDING): fail now.
+            _ = self.celery.backend
+        except (ValueError, ImportError, KeyError, TypeError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"--backend {redact_url(settings.result_backend)}: {first_line}") from None
         self.metrics = Metrics(max_tasks=settings.max_tasks, max_task_names=settings.metrics_task_names)
         # What no client is ever sent is not kept either (bounded memory per task).
         policy = ForwardingPolicy(settings.forward_results, settings.forward_tracebacks, settings.forward_args)
         self.store = TaskStore(settings.max_tasks, unkept=policy.never_forwarded())
         self.metrics.watch_store(lambda: self.store.evicted)
-        self.backend = ResultBackend(self.celery)
+        self.backend = ResultBackend(
+            self.celery,
+            on_read=self._count_backend_read,
+            results=settings.forward_results,
+            max_result_bytes=settings.max_result_bytes,
+        )
         self.eventlog: EventLog | None = None
         if settings.mongo_url:
-            self.eventlog = EventLog(settings.mongo_url, settings.mongo_db,
-                                     retention_days=settings.retention_days,
-                                     max_queue_bytes=settings.event_log_queue_bytes, metrics=self.metrics)
-            self.metrics.watch_eventlog(lambda: self.eventlog.queued if self.eventlog else 0,
-                                        lambda: self.eventlog.queued_bytes if self.eventlog else 0)
+            self.eventlog = EventLog(
+                settings.mongo_url,
+                settings.mongo_db,
+                retention_days=settings.retention_days,
+                max_queue_bytes=settings.event_log_queue_bytes,
+                metrics=self.metrics,
+            )
+            self.metrics.watch_eventlog(
+                lambda: self.eventlog.queued if self.eventlog else 0,
+                lambda: self.eventlog.queued_bytes if self.eventlog else 0,
+            )
         verifier = None
         if settings.secrets:
-            verifier = TokenVerifier(settings.secrets, leeway=settings.token_leeway,
-                                     audience=settings.token_audience, issuer=settings.token_issuer)
+            verifier = TokenVerifier(
+                settings.secrets,
+                leeway=settings.token_leeway,
+                audience=settings.token_audience,
+                issuer=settings.token_issuer,
+            )
         self.hub = Hub(settings, self.store, self.backend, self.metrics, verifier, self.eventlog)
+        self.reconciler: QuietReconciler | None = None
+        if settings.reconcile_after > 0:
+            self.reconciler = QuietReconciler(
+                self._quiet_candidates,
+                self._marker_of,
+                self.backend.lookup_many,
+                self.hub.merge,
+                after=settings.reconcile_after,
+                max_interval=settings.reconcile_max_interval,
+                batch=settings.reconcile_batch,
+                on_checked=self._count_quiet_checks,
+            )
         self.app = web.Application()
         self.hub.sio.attach(self.app)
-        HttpApi(self.hub, self.metrics, self.readiness, self.eventlog,
-                cors_origins=settings.cors_origins).install(self.app)
+        HttpApi(self.hub, self.metrics, self.readiness, self.eventlog, cors_origins=settings.cors_origins).install(
+            self.app
+        )
         self.receiver: Receiver | None = None
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._background: set[asyncio.Task[Any]] = set()
+
+    # -- the quiet-task reconciler's view of the hub ------------------------------
+
+    def _quiet_candidates(self) -> list[tuple[str, Any]]:
+        """Every watched unfinished task with its last event's stamp (which changes with each event merged)."""
+        store = self.store
+        found: list[tuple[str, Any]] = []
+        for task_id in self.hub.subscriptions.watched():
+            task = store.get(task_id)
+            if task is None:
+                found.append((task_id, None))
+            elif not task.ready:
+                found.append((task_id, task.last_event))
+        return found
+
+    def _marker_of(self, task_id: str) -> Any:
+        task = self.store.get(task_id)
+        if not self.hub.subscriptions.is_watched(task_id) or (task is not None and task.ready):
+            return SETTLED
+        return task.last_event if task is not None else None
+
+    def _count_quiet_checks(self, checked: int, changed: int) -> None:
+        self.metrics.quiet_checked.inc(checked)
+        self.metrics.quiet_reconciled.inc(changed)
+
+    def _count_backend_read(self, kind: str, keys: int) -> None:
+        # Called from the backend's threads: prometheus_client counters are thread-safe.
+        self.metrics.backend_reads.labels(kind).inc()
 
     def readiness(self) -> dict[str, Any]:
         """What ``/readyz`` reports: ready only while the receiver is connected to the broker."""
@@ -77,8 +146,7 @@ class PushServer:
     async def start(self) -> None:
         """Bind the HTTP/Socket.IO port, then start receiving events."""
         # A handler still running when stop() has closed every connection is cut after this.
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=2.0)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         try:
@@ -86,30 +154,39 @@ class PushServer:
         except OSError as exc:
             await self._runner.cleanup()
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(
-                    f"--port: {self.settings.host}:{self.settings.port} is already in use"
-                ) from None
-            raise ConfigError(f"--host/--port: cannot listen on "
-                              f"{self.settings.host}:{self.settings.port} ({exc.strerror})") from None
+                raise ConfigError(f"--port: {self.settings.host}:{self.settings.port} is already in use") from None
+            raise ConfigError(
+                f"--host/--port: cannot listen on {self.settings.host}:{self.settings.port} ({exc.strerror})"
+            ) from None
         if self.eventlog is not None:
             self.eventlog.start()
         queue = None
         if self.settings.event_queue:
-            queue = EventQueueOptions(self.settings.event_queue, self.settings.event_queue_ttl,
-                                      self.settings.event_queue_expires)
+            queue = EventQueueOptions(
+                self.settings.event_queue, self.settings.event_queue_ttl, self.settings.event_queue_expires
+            )
             if self.settings.broker_url.startswith(("redis", "rediss")):
-                log.warning("--event-queue has no effect on Redis: events are pub/sub messages that"
-                            " no queue keeps (gaps are reconciled from the result backend)")
+                log.warning(
+                    "--event-queue has no effect on Redis: events are pub/sub messages that"
+                    " no queue keeps (gaps are reconciled from the result backend)"
+                )
         receiver: Receiver
         if self.settings.receiver == "thread":
             receiver = ReceiverThread(self.celery, self.hub.ingest, self._on_receiver_status, queue=queue)
         else:
-            receiver = ReceiverProcess(self.settings.broker_url, self.hub.ingest,
-                                       self._on_receiver_status, queue=queue,
-                                       log_level=self.settings.log_level)
+            receiver = ReceiverProcess(
+                self.settings.broker_url,
+                self.hub.ingest,
+                self._on_receiver_status,
+                queue=queue,
+                log_level=self.settings.log_level,
+                transport_options=self.settings.broker_transport_options,
+            )
         self.receiver = receiver
-        self.metrics.watch_receiver(lambda: receiver.malformed)
+        self.metrics.watch_receiver(lambda: receiver.malformed, lambda: receiver.shed)
         receiver.start()
+        if self.reconciler is not None:
+            self.reconciler.start()
         mode = "INSECURE: every subscription allowed" if not self.settings.secrets else "tokens required"
         log.info("pushserver listening on http://%s:%d (%s)", self.settings.host, self.bound_port(), mode)
 
@@ -148,10 +225,14 @@ class PushServer:
                 await site.stop()
         closed = await self._close_connections(timeout=min(3.0, self.settings.shutdown_timeout / 4))
         log.info("shutdown: listening socket closed, %d client connection(s) closed", closed)
+        if self.reconciler is not None:
+            await self.reconciler.stop()
         self.hub.expiry.close()
         self.hub.workflows.close()
         if self.receiver is not None:
             await self.receiver.stop()
+        if self.hub.results is not None:
+            await self.hub.results.close()  # SUCCESS events still held go out (and into the event log)
         try:
             await asyncio.wait_for(self.hub.sio.shutdown(), timeout=2)
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless
@@ -161,8 +242,9 @@ class PushServer:
         if self.eventlog is not None:
             queued, started = self.eventlog.queued, loop.time()
             if await self.eventlog.flush(timeout=max(0.5, deadline - loop.time())):
-                log.info("shutdown: event log flushed (%d queued events written in %.2fs)",
-                         queued, loop.time() - started)
+                log.info(
+                    "shutdown: event log flushed (%d queued events written in %.2fs)", queued, loop.time() - started
+                )
             else:
                 log.warning("event log: %d events not written before shutdown", self.eventlog.queued)
             await self.eventlog.close()
@@ -186,4 +268,3 @@ class PushServer:
         await stop.wait()
         gc_maintenance.cancel()
         await self.stop()
-

@@ -11,10 +11,13 @@ events gives the same TaskState, and applying an event again changes nothing.
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
+import orjson
 from celery.utils.saferepr import saferepr
 
 PENDING = "PENDING"
@@ -74,18 +77,38 @@ _FIELD_SOURCES: dict[str, tuple[str, ...]] = {
     "task-received": ("name", "retries", "hostname", "args", "kwargs"),
     "task-started": ("hostname",),
     "task-progress": ("progress", "hostname"),
-    "task-retried": ("exception", "traceback", "hostname"),
-    "task-succeeded": ("result", "runtime", "hostname"),
-    "task-failed": ("exception", "traceback", "hostname"),
-    "task-revoked": ("exception",),
+    "task-retried": ("exception", "exception_type", "traceback", "hostname"),
+    "task-succeeded": ("result", "result_format", "runtime", "hostname"),
+    "task-failed": ("exception", "exception_type", "traceback", "hostname"),
+    "task-revoked": ("exception", "exception_type"),
     "task-rejected": ("hostname",),
 }
 
 #: Longest text kept per field, which is all a client is ever sent of it (Celery itself caps
 #: results at 1 024 characters). With the progress message (1 024) this bounds what one task holds.
-TEXT_LIMITS = {"name": 255, "hostname": 255, "args": 1024, "kwargs": 1024, "result": 4096,
-               "exception": 4096, "traceback": 16384}
+TEXT_LIMITS = {
+    "name": 255,
+    "hostname": 255,
+    "args": 1024,
+    "kwargs": 1024,
+    "result": 4096,
+    "exception": 4096,
+    "traceback": 16384,
+}
 PROGRESS_MESSAGE_LIMIT = 1024
+
+#: How a SUCCESS state's ``result`` reads: the JSON value the task returned, Celery's repr of it
+#: (the result backend had none), or nothing because it was larger than ``--max-result-bytes``.
+RESULT_JSON = "json"
+RESULT_REPR = "repr"
+RESULT_TOO_LARGE = "too_large"
+RESULT_FORMATS = frozenset({RESULT_JSON, RESULT_REPR, RESULT_TOO_LARGE})
+
+#: The JSON value types a ``result_format: "json"`` result may hold at its top level.
+_JSON_TYPES = (dict, list, str, int, float, bool, type(None))
+
+# ``ValueError('boom')``, ``TaskRevokedError('expired')``: Celery's repr of an exception starts with its class.
+_EXCEPTION_CLASS = re.compile(r"([A-Za-z_][\w.]*)\(")
 
 
 def is_task_event(event: Mapping[str, Any]) -> bool:
@@ -225,7 +248,9 @@ class TaskState:
             "state": state,
             "progress": self.value("progress"),
             "result": self.value("result") if state == SUCCESS else None,
+            "result_format": self.value("result_format") if state == SUCCESS else None,
             "exception": self.value("exception") if failed else None,
+            "exception_type": self.value("exception_type") if failed else None,
             "traceback": self.value("traceback") if failed else None,
             "worker": self.value("hostname"),
             "retries": self.value("retries", 0) or 0,
@@ -257,6 +282,14 @@ def event_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset())
             if event.get("terminated") or event.get("expired"):
                 reason = "expired" if event.get("expired") else "terminated"
                 values["exception"] = f"TaskRevokedError('{reason}')"
+        elif name == "result_format":
+            values.update(result_values(event, unkept))
+        elif name == "exception_type":
+            exc_type = exception_type(event)
+            if exc_type is not None:
+                values["exception_type"] = exc_type
+        elif name == "result" and "result_format" not in unkept:
+            continue  # result_values() reads it along with its format
         elif name in event and event[name] is not None:
             value = event[name]
             if name == "retries":
@@ -272,8 +305,60 @@ def event_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset())
                 if isinstance(value, str):
                     # Celery truncates results; a forged or odd event must not
                     # push megabytes to every subscriber.
-                    values[name] = value[:TEXT_LIMITS[name]]
+                    values[name] = value[: TEXT_LIMITS[name]]
     return values
+
+
+def result_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The ``result`` and ``result_format`` a ``task-succeeded`` event contributes.
+
+    A plain Celery event carries the result's repr (``result_format: "repr"``); one the server completed
+    from the result backend (``ResultResolver``) says ``"json"`` with the value itself, or ``"too_large"``.
+    """
+    fmt = event.get("result_format")
+    value = event.get("result")
+    if fmt == RESULT_TOO_LARGE:
+        value = None
+    elif fmt != RESULT_JSON or not isinstance(value, _JSON_TYPES):
+        fmt = RESULT_REPR
+        if value is not None and not isinstance(value, str):
+            value = saferepr(value, TEXT_LIMITS["result"])
+        if isinstance(value, str):
+            value = value[: TEXT_LIMITS["result"]]
+    values: dict[str, Any] = {"result_format": fmt}
+    if "result" not in unkept and value is not None:
+        values["result"] = value
+    return values
+
+
+def json_result(value: Any, max_bytes: int) -> dict[str, Any] | None:
+    """A task's return value as TaskState ``result``/``result_format`` fields; None when it is no JSON value.
+
+    The value is sent as it encodes (tuples become arrays; NaN and infinities null); one whose encoding
+    exceeds ``max_bytes`` is not sent at all (``result_format: "too_large"``) rather than cut.
+    """
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: not JSON (an object, a non-str key, an int over 64 bits)
+        return None
+    if len(encoded) > max_bytes:
+        return {"result": None, "result_format": RESULT_TOO_LARGE}
+    # Decoded again: the store then holds plain JSON values only, never the backend's objects.
+    return {"result": orjson.loads(encoded), "result_format": RESULT_JSON}
+
+
+def exception_type(event: Mapping[str, Any]) -> str | None:
+    """The class name of a failed, retried or revoked task's exception: given, else read off its repr."""
+    given = event.get("exception_type")
+    if isinstance(given, str) and given:
+        return given[: TEXT_LIMITS["name"]]
+    exception = event.get("exception")
+    if event.get("type") == "task-revoked" and (event.get("terminated") or event.get("expired")):
+        return "TaskRevokedError"
+    if not isinstance(exception, str):
+        return None
+    match = _EXCEPTION_CLASS.match(exception)
+    return match.group(1).rsplit(".", 1)[-1][: TEXT_LIMITS["name"]] if match else None
 
 
 @dataclass(frozen=True)
@@ -313,8 +398,7 @@ class TaskStore:
         """The merged state of a task, or None when this store has not seen it."""
         return self._tasks.get(task_id)
 
-    def merge(self, task_id: str, event_type: str, timestamp: float,
-              values: Mapping[str, Any]) -> Change | None:
+    def merge(self, task_id: str, event_type: str, timestamp: float, values: Mapping[str, Any]) -> Change | None:
         """Merge one event into its task; return the Change, or None when nothing visible changed."""
         task = self._tasks.get(task_id)
         if task is None:
@@ -341,5 +425,5 @@ class TaskStore:
         if event_type == "task-rejected" and event.get("requeue"):
             # The message goes back to the queue: another attempt follows.
             event_type = "task-retried"
-            values = {**values, "exception": "Reject(requeue=True)"}
+            values = {**values, "exception": "Reject(requeue=True)", "exception_type": "Reject"}
         return self.merge(event["uuid"], event_type, float(timestamp), values)

@@ -38,7 +38,8 @@ import datetime
 import decimal
 import math
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 

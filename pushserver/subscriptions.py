@@ -8,7 +8,7 @@ what to reconcile after a receiver reconnect).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .protocol import ProtocolError
 

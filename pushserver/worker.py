@@ -19,8 +19,16 @@ from celery import bootsteps
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["enable_events", "report_progress", "progress_fields", "save_workflow", "ThreadsPoolEventsFix",
-           "PROGRESS_EVENT", "PROGRESS_STATE", "MAX_MESSAGE_LENGTH"]
+__all__ = [
+    "enable_events",
+    "report_progress",
+    "progress_fields",
+    "save_workflow",
+    "ThreadsPoolEventsFix",
+    "PROGRESS_EVENT",
+    "PROGRESS_STATE",
+    "MAX_MESSAGE_LENGTH",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +41,23 @@ MAX_MESSAGE_LENGTH = 200
 # extra field by one of these names would clash or be silently swallowed.
 RESERVED_FIELDS = frozenset(
     {
-        "type", "type_", "uuid", "hostname", "utcoffset", "pid", "clock",
-        "timestamp", "local_received", "current", "total", "message",
-        "retry", "retry_policy", "blind", "Event", "fields",
+        "type",
+        "type_",
+        "uuid",
+        "hostname",
+        "utcoffset",
+        "pid",
+        "clock",
+        "timestamp",
+        "local_received",
+        "current",
+        "total",
+        "message",
+        "retry",
+        "retry_policy",
+        "blind",
+        "Event",
+        "fields",
     }
 )
 
@@ -100,9 +122,7 @@ def _check_count(name: str, value: Any) -> int | float:
     return cast("int | float", value) if plain else float(value)
 
 
-def progress_fields(
-    current: Any, total: Any = None, message: Any = None, **meta: Any
-) -> dict[str, Any]:
+def progress_fields(current: Any, total: Any = None, message: Any = None, **meta: Any) -> dict[str, Any]:
     """Validate progress arguments and return the event fields (raises TypeError/ValueError)."""
     current = _check_count("current", current)
     if total is not None:
@@ -259,8 +279,9 @@ def enable_events(app: Celery) -> Celery:
         _set_unless_explicit(app)
     # Configuration is read lazily (and read again by config_from_object on a
     # configured app): apply after each read, once the user's values are known.
-    app.on_after_configure.connect(_on_after_configure, sender=app, weak=False,
-                                   dispatch_uid="pushserver.worker.enable_events")
+    app.on_after_configure.connect(
+        _on_after_configure, sender=app, weak=False, dispatch_uid="pushserver.worker.enable_events"
+    )
     if needs_threads_pool_events_fix():
         app.steps["consumer"].add(ThreadsPoolEventsFix)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -35,6 +36,32 @@ def _positive_number(env: Mapping[str, str], name: str, default: float) -> float
     return value
 
 
+def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
+    """Read a JSON object (Celery transport options) from the environment; unset or blank is ``{}``."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a JSON object, got {raw!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, got {raw!r}")
+    return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """Read an on/off setting: 1/true/yes/on or 0/false/no/off."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
+
+
 def nightly_report_schedule(env: Mapping[str, str] = os.environ) -> crontab | timedelta:
     """Return when Beat runs the nightly report: 00:00 UTC, or every NIGHTLY_REPORT_EVERY seconds."""
     # The interval exists for the demo: nobody waits until midnight to see Beat work.
@@ -45,17 +72,24 @@ def nightly_report_schedule(env: Mapping[str, str] = os.environ) -> crontab | ti
 
 def build_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """Return the Celery settings for the example workers, read from ``env``."""
-    visibility_timeout = int(
-        _positive_number(env, "CELERY_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT)
-    )
+    visibility_timeout = int(_positive_number(env, "CELERY_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT))
     # With acks_late, Redis redelivers an unacknowledged task only after this
     # timeout; tests shorten it to see redelivery without waiting an hour.
     transport_options = {"visibility_timeout": visibility_timeout}
-    return {
+    # Sentinel's master_name (and sentinel_kwargs, ...) come as JSON, like pushserver's
+    # --broker-transport-options / --backend-transport-options; TLS and passwords are in the URLs.
+    broker_options = transport_options | _json_object(env, "CELERY_BROKER_TRANSPORT_OPTIONS")
+    backend_options = transport_options | _json_object(env, "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS")
+    # CELERY_WORKER_SEND_TASK_EVENTS=0 makes a worker like one without -E (enable_events leaves an
+    # explicit setting alone): pushserver then learns outcomes from the result backend, seconds later.
+    events: dict[str, Any] = {}
+    if env.get("CELERY_WORKER_SEND_TASK_EVENTS", "").strip():
+        events["worker_send_task_events"] = _switch(env, "CELERY_WORKER_SEND_TASK_EVENTS", True)
+    return events | {
         "broker_url": env.get("CELERY_BROKER_URL") or DEFAULT_BROKER_URL,
         "result_backend": env.get("CELERY_RESULT_BACKEND") or DEFAULT_RESULT_BACKEND,
-        "broker_transport_options": dict(transport_options),
-        "result_backend_transport_options": dict(transport_options),
+        "broker_transport_options": broker_options,
+        "result_backend_transport_options": backend_options,
         "broker_connection_retry_on_startup": True,
         # A task is acknowledged only once it has run, and a worker killed
         # mid-task gives it back, so a crash never silently loses work.

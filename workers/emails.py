@@ -56,9 +56,12 @@ def recipient_for(user_id: str, email: str | None) -> str:
     return email
 
 
-def render_welcome_email(user_id: str, email: str | None = None, sender: str = DEFAULT_SENDER) -> EmailMessage:
-    """Build the welcome email for ``user_id``: a plain-text body with an HTML alternative."""
+def render_welcome_email(
+    user_id: str, email: str | None = None, sender: str = DEFAULT_SENDER, name: str | None = None
+) -> EmailMessage:
+    """Build the welcome email for ``user_id`` (greeted as ``name``): a plain-text body with an HTML alternative."""
     user_id = validate_user_id(user_id)
+    greeting = name if isinstance(name, str) and name.strip() and not any(c in name for c in "\r\n") else user_id
     to = recipient_for(user_id, email)
     msg = EmailMessage()
     msg["Subject"] = "Welcome to celery-pushserver"
@@ -67,16 +70,16 @@ def render_welcome_email(user_id: str, email: str | None = None, sender: str = D
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(domain="example.com")
     msg.set_content(
-        f"Hello {user_id},\n\n"
+        f"Hello {greeting},\n\n"
         "Welcome aboard! Your account is ready.\n\n"
         "This message was rendered and delivered by a Celery task whose\n"
         "progress you could watch live in the browser.\n\n"
         "-- celery-pushserver\n"
     )
-    name = html.escape(user_id)
+    escaped = html.escape(greeting)
     msg.add_alternative(
-        "<!doctype html>\n<html><body style=\"font-family: sans-serif\">\n"
-        f"<h1>Hello {name},</h1>\n"
+        '<!doctype html>\n<html><body style="font-family: sans-serif">\n'
+        f"<h1>Hello {escaped},</h1>\n"
         "<p>Welcome aboard! Your account is ready.</p>\n"
         "<p>This message was rendered and delivered by a Celery task whose "
         "progress you could watch live in the browser.</p>\n"

@@ -156,8 +156,12 @@ def process_image(
             on_step(number, total, message)
 
     image = decode_image(image_b64) if image_b64 is not None else generate_test_image()
-    step(1, f"decoded {image.width}x{image.height} image" if image_b64 is not None
-         else f"generated {image.width}x{image.height} test image")
+    step(
+        1,
+        f"decoded {image.width}x{image.height} image"
+        if image_b64 is not None
+        else f"generated {image.width}x{image.height} test image",
+    )
     image = resize_to_width(image, width)
     step(2, f"resized to {image.width}x{image.height}")
     image = draw_watermark(image, watermark)

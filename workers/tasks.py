@@ -7,14 +7,13 @@ reads ``root_id``, ``argsrepr`` or other optional request fields.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
 import smtplib
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,12 @@ from celery import Task, group
 
 from pushserver.worker import report_progress, save_workflow
 
+from . import db, records
 from .app import app
 from .emails import DEFAULT_SENDER, parse_smtp_url, render_welcome_email, safe_token, send_smtp, write_eml
 from .images import process_image
 from .model import predict_iris
+from .reporting import archive_after, archive_older_than, count_by_name_and_state
 from .webhooks import encode_payload, post_json, validate_url, validate_urls
 
 MAX_RETRIES = 3
@@ -62,6 +63,10 @@ def _file_stem(task: Task) -> str:
     return safe_token(task.request.id or uuid.uuid4().hex)
 
 
+class UserNotFound(LookupError):
+    """The user a task was dispatched for has no document in the app's ``users`` collection."""
+
+
 def _is_transient_smtp_error(exc: OSError) -> bool:
     # Every SMTPException is an OSError; only a failed or dropped connection is
     # worth retrying, a refused recipient will be refused again.
@@ -72,10 +77,20 @@ def _is_transient_smtp_error(exc: OSError) -> bool:
 
 @app.task(bind=True, name="workers.tasks.send_welcome_email")
 def send_welcome_email(self: Task, user_id: str, email: str | None = None) -> dict[str, str]:
-    """Render the welcome email and send it by SMTP (``SMTP_URL``) or write it to ``OUTBOX_DIR``."""
-    report_progress(self, 0, 2, "rendering email")
-    message = render_welcome_email(user_id, email, sender=os.environ.get("MAIL_FROM") or DEFAULT_SENDER)
-    report_progress(self, 1, 2, f"rendered; delivering to {message['To']}")
+    """Read user ``user_id`` from MongoDB, render their welcome email, send it by SMTP or write it to ``OUTBOX_DIR``."""
+    report_progress(self, 0, 3, "reading the user")
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise ValueError("user_id must be a non-empty string")
+    user = db.users().find_one({"_id": user_id}, {"username": 1, "email": 1})
+    if user is None:
+        # Retrying cannot make the account appear: fail at once, saying where we looked.
+        raise UserNotFound(f"no user {user_id!r} in MongoDB ({db.users().full_name})")
+    username = str(user.get("username") or user_id)
+    report_progress(self, 1, 3, "rendering email")
+    message = render_welcome_email(
+        user_id, email or user.get("email"), sender=os.environ.get("MAIL_FROM") or DEFAULT_SENDER, name=username
+    )
+    report_progress(self, 2, 3, f"rendered; delivering to {message['To']}")
     smtp_url = os.environ.get("SMTP_URL")
     if smtp_url:
         server = parse_smtp_url(smtp_url)
@@ -89,8 +104,8 @@ def send_welcome_email(self: Task, user_id: str, email: str | None = None) -> di
     else:
         stem = f"welcome-{safe_token(user_id)}-{_file_stem(self)}"
         delivered_to = str(write_eml(message, _directory("OUTBOX_DIR", "outbox"), stem))
-    report_progress(self, 2, 2, "delivered by SMTP" if delivered_to == "smtp" else "written to outbox")
-    return {"user_id": user_id, "delivered_to": delivered_to}
+    report_progress(self, 3, 3, "delivered by SMTP" if delivered_to == "smtp" else "written to outbox")
+    return {"user_id": user_id, "username": username, "delivered_to": delivered_to}
 
 
 @app.task(bind=True, name="workers.tasks.resize_and_watermark")
@@ -101,7 +116,10 @@ def resize_and_watermark(
     watermark: str = "celery-pushserver",
     steps_delay: float = 0.0,
 ) -> dict[str, Any]:
-    """Resize an image (base64, or a generated test image) to ``width``, watermark it, save it in ``MEDIA_DIR``."""
+    """Resize an image (base64, or a generated test image) to ``width``, watermark it, save it in ``MEDIA_DIR``.
+
+    The output's metadata is also recorded on the task's MongoDB record (``output``), when it has one.
+    """
     delay = _check_seconds("steps_delay", steps_delay, MAX_STEPS_DELAY)
     report_progress(self, 0, 5, "starting")
 
@@ -112,9 +130,9 @@ def resize_and_watermark(
             # too fast for anyone to see progress move.
             time.sleep(delay)
 
-    result = process_image(
-        image_b64, width, watermark, _directory("MEDIA_DIR", "media"), _file_stem(self), on_step
-    )
+    result = process_image(image_b64, width, watermark, _directory("MEDIA_DIR", "media"), _file_stem(self), on_step)
+    if self.request.id and os.environ.get("MONGO_URL"):
+        records.set_fields(self.request.id, {"output": {**result.as_dict(), "watermark": watermark}}, "output_at")
     return result.as_dict()
 
 
@@ -127,28 +145,42 @@ def predict(self: Task, features: list[float]) -> dict[str, Any]:
     return result
 
 
-@app.task(name="workers.tasks.nightly_report")
-def nightly_report() -> dict[str, Any]:
-    """Count the outbox emails and media files and write the counts as JSON to ``REPORTS_DIR``."""
+@app.task(bind=True, name="workers.tasks.nightly_report")
+def nightly_report(self: Task, archive_after_days: float | None = None) -> dict[str, Any]:
+    """Count the last day's tasks by name and state, archive old task records, and save the report in MongoDB.
+
+    Records older than ``archive_after_days`` (default ``ARCHIVE_AFTER_DAYS``,
+    30) move from the app's ``tasks`` to the workers' ``tasks_archive``.
+    """
     now = datetime.now(timezone.utc)
-    outbox, media, reports = (
-        _directory("OUTBOX_DIR", "outbox"),
-        _directory("MEDIA_DIR", "media"),
-        _directory("REPORTS_DIR", "reports"),
-    )
+    # BSON dates hold milliseconds: the result returned and the report stored must read the same.
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    since = now - timedelta(days=1)
+    cutoff = now - archive_after(override=archive_after_days)
+    tasks_collection = db.tasks()
+    # Progress in percent: counting is the first 10, archiving runs up to 95, saving ends it.
+    report_progress(self, 0, 100, "counting the day's tasks")
+    counts = count_by_name_and_state(tasks_collection, since, now)
+    report_progress(self, 10, 100, f"counted {sum(row['count'] for row in counts)} tasks; archiving")
+
+    def on_archived(moved: int, total: int) -> None:
+        report_progress(self, 10 + 85 * moved // max(total, 1), 100, f"archived {moved} of {total} records")
+
+    archived = archive_older_than(tasks_collection, db.tasks_archive(), cutoff, now, on_archived)
     report = {
-        "generated_at": now.isoformat(),
-        # Dot-files are half-written temporaries of an atomic write: not counted.
-        "outbox_emails": sum(1 for p in outbox.glob("*.eml") if not p.name.startswith(".")),
-        "media_files": sum(1 for p in media.glob("*") if p.is_file() and not p.name.startswith(".")),
+        "generated_at": now,
+        "since": since,
+        "until": now,
+        "counts": counts,
+        "total": sum(row["count"] for row in counts),
+        "archived": archived,
+        "archive_cutoff": cutoff,
     }
-    reports.mkdir(parents=True, exist_ok=True)
-    # Microseconds keep two runs in the same second (a short demo interval) apart.
-    path = reports / f"report-{now:%Y%m%dT%H%M%S%fZ}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
-    return {"path": str(path), **report}
+    reports = db.reports()
+    reports.create_index("generated_at")  # Express reads the newest; idempotent, so every run may ask
+    reports.insert_one(dict(report))
+    report_progress(self, 100, 100, f"report saved; archived {archived} records")
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in report.items()}
 
 
 @app.task(bind=True, name="workers.tasks.deliver_webhook", max_retries=MAX_RETRIES)

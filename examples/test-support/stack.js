@@ -1,6 +1,6 @@
 // Starting and stopping the real processes the Node suites test against:
-// a private redis-server, a Celery worker from the repo's venv, the pushserver
-// and the Express app. Node built-ins only, so every example package can import it.
+// a private redis-server, nx-27017 (MongoDB's wire protocol) and a Celery
+// worker from the repo's venv, the pushserver and the Express app. Node built-ins only, so every example package can import it.
 //
 // Every process is started here, tracked by PID, and stopped by PID; nothing
 // is ever killed by name. A missing prerequisite is an error with a message
@@ -189,6 +189,45 @@ export async function startRedis({ port } = {}) {
   };
 }
 
+function accepts(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.setTimeout(1000);
+    socket.on('connect', () => { socket.destroy(); resolve(true); });
+    socket.on('error', () => resolve(false));
+    socket.on('timeout', () => { socket.destroy(); resolve(false); });
+  });
+}
+
+/**
+ * Start nx-27017 from the venv (a MongoDB wire-protocol server over SQLite,
+ * in memory) on `port` (a free one by default). `url(db)` is a connection
+ * string for database `db`.
+ */
+export async function startMongo({ port, name = 'nx-27017' } = {}) {
+  const bin = requireExecutable(path.join(VENV_BIN, 'nx-27017'),
+    'Install it into the venv: `.venv/bin/pip install -e ".[workers,dev]"` in the repo root (the dev extra has nx-27017).');
+  const mongoPort = port ?? await freePort();
+  const dir = tempDir('mongo');
+  const proc = new ManagedProcess(name, bin, [
+    '--db', 'memory', '-p', String(mongoPort), '--host', '127.0.0.1',
+    '--pid-file', path.join(dir, 'nx.pid'), '--log-file', path.join(dir, 'nx.log'),
+  ], { graceMs: 5000 });
+  await waitFor(async () => {
+    if (!proc.running) throw new Error(`nx-27017 exited: ${proc.tail()}`);
+    return accepts(mongoPort);
+  }, { timeoutMs: 20_000, message: `nx-27017 on port ${mongoPort}` });
+  return {
+    port: mongoPort,
+    proc,
+    url: (db = '') => `mongodb://127.0.0.1:${mongoPort}/${db}`,
+    async stop() {
+      await proc.stop();
+      removeDir(dir);
+    },
+  };
+}
+
 /**
  * Start `celery -A workers worker -E -P threads` from the venv, consuming `queue`.
  * `env` must carry CELERY_BROKER_URL / CELERY_RESULT_BACKEND.
@@ -208,7 +247,6 @@ export async function startWorker({ env, queue = 'celery', concurrency = 2, extr
       // Task outputs go to a temp dir, never into the work tree.
       MEDIA_DIR: path.join(workDir, 'media'),
       OUTBOX_DIR: path.join(workDir, 'outbox'),
-      REPORTS_DIR: path.join(workDir, 'reports'),
       ...env,
     },
     graceMs: 10_000,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -40,8 +41,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for row in _REPORT:
         verdict = "ok" if row["expected"] == row["delivered"] else "LOST"
         details = ", ".join(f"{k}={v}" for k, v in row["details"].items())
-        tr.write_line(f"{row['scenario']:<52} expected {row['expected']:>6}  delivered "
-                      f"{row['delivered']:>6}  {verdict:<4}  {details}")
+        tr.write_line(
+            f"{row['scenario']:<52} expected {row['expected']:>6}  delivered "
+            f"{row['delivered']:>6}  {verdict:<4}  {details}"
+        )
     if _REPORT_PATH:
         tr.write_line(f"(figures as JSON: {_REPORT_PATH[0]})")
 
@@ -58,8 +61,15 @@ def report(fault_dir: Path) -> Callable[..., None]:
     _REPORT_PATH[:] = [path]
 
     def record(scenario: str, expected: int, delivered: int, **details: Any) -> None:
-        _REPORT.append({"scenario": scenario, "expected": expected, "delivered": delivered,
-                        "details": details, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        _REPORT.append(
+            {
+                "scenario": scenario,
+                "expected": expected,
+                "delivered": delivered,
+                "details": details,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
         path.write_text(json.dumps(_REPORT, indent=2) + "\n")
 
     return record

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis
@@ -79,10 +79,10 @@ class BacklogProbe(threading.Thread):
 
 @pytest.mark.timeout(int(300 + 3 * SECONDS))
 async def test_sustained_rate_never_trips_the_pubsub_buffer_limit_nor_loses_an_event(
-        quiet_stack: Stack, watchers, report, fault_dir: Path):
+    quiet_stack: Stack, watchers, report, fault_dir: Path
+):
     s = quiet_stack
-    stream = await asyncio.to_thread(record_stream, s.broker, int(RATE * SECONDS),
-                                     fault_dir / "backpressure.tsv")
+    stream = await asyncio.to_thread(record_stream, s.broker, int(RATE * SECONDS), fault_dir / "backpressure.tsv")
     server = s.server("backpressure-server")
     proc, url = server.proc, server.url
     (w,) = await watchers(url)
@@ -99,8 +99,12 @@ async def test_sustained_rate_never_trips_the_pubsub_buffer_limit_nor_loses_an_e
         publisher.go()
         sent = await asyncio.to_thread(publisher.result, 120 + 3 * SECONDS)
         published_at = time.monotonic()
-        await until(lambda: metric(url, "pushserver_events_ingested_total") >= sent["events"]
-                    or not proc.alive(), 120, "the server to ingest every event", 0.05)
+        await until(
+            lambda: metric(url, "pushserver_events_ingested_total") >= sent["events"] or not proc.alive(),
+            120,
+            "the server to ingest every event",
+            0.05,
+        )
         drained_after = time.monotonic() - published_at
         for t in last:
             await w.wait_state(t, "SUCCESS", timeout=30)
@@ -110,12 +114,18 @@ async def test_sustained_rate_never_trips_the_pubsub_buffer_limit_nor_loses_an_e
         got = metric(url, "pushserver_events_ingested_total") if proc.alive() else -1
         cut = buffer_cut_offs(r, s) - cut_before
         same_subscribers = pubsub_client_ids(r) == subscribers_before
-        report(f"8 back-pressure: {RATE:g} events/s for {SECONDS:g} s", WATCHED, delivered([w], last),
-               events_sent=sent["events"] if "sent" in locals() else None, events_ingested=int(got),
-               achieved_rate=round(sent["events_per_s"]) if "sent" in locals() else None,
-               drained_s_after_last_publish=round(drained_after, 2) if "drained_after" in locals() else None,
-               peak_redis_backlog_mb=round(probe.peak / 1e6, 1), buffer_cut_offs=cut,
-               receiver_reconnects=int(metric(url, "pushserver_receiver_reconnects_total")))
+        report(
+            f"8 back-pressure: {RATE:g} events/s for {SECONDS:g} s",
+            WATCHED,
+            delivered([w], last),
+            events_sent=sent["events"] if "sent" in locals() else None,
+            events_ingested=int(got),
+            achieved_rate=round(sent["events_per_s"]) if "sent" in locals() else None,
+            drained_s_after_last_publish=round(drained_after, 2) if "drained_after" in locals() else None,
+            peak_redis_backlog_mb=round(probe.peak / 1e6, 1),
+            buffer_cut_offs=cut,
+            receiver_reconnects=int(metric(url, "pushserver_receiver_reconnects_total")),
+        )
         r.close()
     assert "pubsub" in limit
     assert sent["messages_unheard"] == 0, sent

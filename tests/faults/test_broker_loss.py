@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,9 +27,25 @@ def start_persistent_redis(log_dir: Path, port: int) -> Proc:
     """redis-server with an fsync-always append-only file in ``log_dir``: it restarts with its data."""
     data = log_dir / "redis-aof"
     data.mkdir(exist_ok=True)
-    proc = Proc(f"redis-aof-{port}", [shutil.which("redis-server") or "redis-server", "--port", str(port),
-                                      "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                                      "--appendfsync", "always", "--dir", str(data)], log_dir)
+    proc = Proc(
+        f"redis-aof-{port}",
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(data),
+        ],
+        log_dir,
+    )
     wait_until(lambda: redis_ping(port) or not proc.alive(), 15, "redis-server to answer PING")
     assert proc.alive(), proc.log()
     return proc
@@ -41,20 +57,24 @@ def aof_stack(fault_dir: Path) -> Iterator[Stack]:
     log_dir.mkdir()
     port = free_port()
     redis = start_persistent_redis(log_dir, port)
-    s = Stack(f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1", log_dir,
-              redis=redis, redis_port=port, name="faults")
+    s = Stack(
+        f"redis://127.0.0.1:{port}/0",
+        f"redis://127.0.0.1:{port}/1",
+        log_dir,
+        redis=redis,
+        redis_port=port,
+        name="faults",
+    )
     try:
         s.worker("loss-threads", pool="threads", concurrency=8, visibility_timeout=10, wait=False)
-        s.worker("loss-prefork", pool="prefork", concurrency=2, queues="prefork", visibility_timeout=10,
-                 wait=False)
+        s.worker("loss-prefork", pool="prefork", concurrency=2, queues="prefork", visibility_timeout=10, wait=False)
         s.wait_workers("loss-threads", "loss-prefork")
         yield s
     finally:
         s.close()
 
 
-async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_stack: Stack, watchers,
-                                                                         report):
+async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_stack: Stack, watchers, report):
     s = aof_stack
     server = s.server("broker-loss-server")
     proc, url = server.proc, server.url
@@ -85,14 +105,19 @@ async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_sta
             for t in ids:
                 await w.wait_state(t, "SUCCESS", timeout=90)
     finally:
-        report("1 broker loss: Redis restarted mid-task (2 clients x 8 tasks)", len(clients) * len(ids),
-               delivered(clients, ids), outage_s=round(up_at - down_at, 1),
-               ready_again_s=round(ready_after, 1),
-               reconciled=int(metric(url, "pushserver_reconciled_total")))
+        report(
+            "1 broker loss: Redis restarted mid-task (2 clients x 8 tasks)",
+            len(clients) * len(ids),
+            delivered(clients, ids),
+            outage_s=round(up_at - down_at, 1),
+            ready_again_s=round(ready_after, 1),
+            reconciled=int(metric(url, "pushserver_reconciled_total")),
+        )
     for w in clients:
         for t in ids:
             final = [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]
-            assert final["result"] == "8"
+            # Read from Redis once it is back; a read during the outage keeps the repr (documented).
+            assert final["result"] == 8 or (final["result"], final["result_format"]) == ("8", "repr"), final
     assert metric(url, "pushserver_receiver_reconnects_total") >= 1
 
     # The workers lived through it and take new work on both pools.

@@ -60,7 +60,6 @@ async def test_client_back_after_offline_period_has_the_current_state(stack: Sta
         assert snapshot["progress"]["current"] >= int(OFFLINE / 0.5) - 10  # current, not stale
         await w.wait_state(spans_return.id, "SUCCESS", timeout=60)
     finally:
-        report(f"4 client offline {OFFLINE:g} s (1 client x 2 tasks)", 2,
-               delivered([w], ids), **figures)
+        report(f"4 client offline {OFFLINE:g} s (1 client x 2 tasks)", 2, delivered([w], ids), **figures)
         await w.close()
         proxy.close()

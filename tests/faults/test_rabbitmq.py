@@ -15,8 +15,9 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -62,7 +63,7 @@ class RabbitStack(Stack):
 @pytest.fixture(scope="module")
 def rabbit(fault_dir: Path) -> Iterator[RabbitStack]:
     if not amqp_answers(AMQP_URL):
-        message = (f"RabbitMQ does not answer at {AMQP_URL}: run tests/faults/ensure_rabbitmq.sh")
+        message = f"RabbitMQ does not answer at {AMQP_URL}: run tests/faults/ensure_rabbitmq.sh"
         if os.environ.get("PUSHSERVER_REQUIRE_RABBITMQ"):
             pytest.fail(message)
         pytest.skip(message)
@@ -97,13 +98,19 @@ def snapshot(url: str, task_id: str) -> dict[str, Any]:
 
 def whole_history(task: dict[str, Any], steps: int) -> bool:
     """The snapshot was built from the task's own events, not only from the result backend."""
-    return (task["state"] == "SUCCESS" and task["started_at"] is not None and task["received_at"] is not None
-            and (task["progress"] or {}).get("current") == steps)
+    return (
+        task["state"] == "SUCCESS"
+        and task["started_at"] is not None
+        and task["received_at"] is not None
+        and (task["progress"] or {}).get("current") == steps
+    )
 
 
 async def test_pipeline_progress_and_success_over_rabbitmq(rabbit: RabbitStack, watchers, report):
-    servers = [rabbit.server("rmq-default"),
-               rabbit.server("rmq-named", extra=["--event-queue", rabbit.event_queue("pipeline")])]
+    servers = [
+        rabbit.server("rmq-default"),
+        rabbit.server("rmq-named", extra=["--event-queue", rabbit.event_queue("pipeline")]),
+    ]
     clients = [w for server in servers for w in await watchers(server.url, 2)]
     ids = [str(uuid.uuid4()) for _ in range(3)]
     for w in clients:
@@ -115,17 +122,17 @@ async def test_pipeline_progress_and_success_over_rabbitmq(rabbit: RabbitStack, 
             for t in ids:
                 await w.wait_state(t, "SUCCESS", timeout=60)
     finally:
-        report("6a RabbitMQ pipeline (2 servers x 2 clients x 3 tasks)", len(clients) * len(ids),
-               delivered(clients, ids))
+        report(
+            "6a RabbitMQ pipeline (2 servers x 2 clients x 3 tasks)", len(clients) * len(ids), delivered(clients, ids)
+        )
     for w in clients:
         for t in ids:
             steps = [u["progress"]["current"] for u in w.updates[t] if u["state"] == "PROGRESS"]
             assert steps and max(steps) == 5, steps
-            assert w.updates[t][-1]["result"] == "5"
+            assert w.updates[t][-1]["result"] == 5
 
 
-async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(rabbit: RabbitStack, watchers,
-                                                                              report):
+async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(rabbit: RabbitStack, watchers, report):
     proxies = [TcpProxy("127.0.0.1", urlsplit(AMQP_URL).port or 5672).start() for _ in range(2)]
     named_q = rabbit.event_queue("cut")
     named = rabbit.server("rmq-cut-named", broker=via(proxies[0]), extra=["--event-queue", named_q])
@@ -162,10 +169,13 @@ async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(ra
         except AssertionError:
             pass  # reported, and asserted below
     finally:
-        report("6b RabbitMQ receiver cut off (2 servers x 4 tasks)", 2 * len(ids),
-               delivered(list(clients.values()), ids),
-               gap_events_kept_with_event_queue=f"{histories.get('named')}/{len(ids)}",
-               gap_events_kept_default_queue=f"{histories.get('default')}/{len(ids)}")
+        report(
+            "6b RabbitMQ receiver cut off (2 servers x 4 tasks)",
+            2 * len(ids),
+            delivered(list(clients.values()), ids),
+            gap_events_kept_with_event_queue=f"{histories.get('named')}/{len(ids)}",
+            gap_events_kept_default_queue=f"{histories.get('default')}/{len(ids)}",
+        )
         for proxy in proxies:
             proxy.close()
     # The named queue kept the gap's events; Celery's default queue went with
@@ -190,18 +200,28 @@ async def test_restarted_replica_ingests_what_it_missed_from_its_event_queue(rab
     rabbit.server("rmq-restart-default", port=port_default)
     ids = [t.id for t in tasks]
     # Events per task: sent, received, started, 3 x progress, succeeded.
-    await until(lambda: metric(named_url, "pushserver_events_ingested_total", type="task-succeeded") >= len(ids),
-                30, "the restarted server to drain its queue")
+    await until(
+        lambda: metric(named_url, "pushserver_events_ingested_total", type="task-succeeded") >= len(ids),
+        30,
+        "the restarted server to drain its queue",
+    )
     caught_up = without = -1
     try:
         caught_up = sum(whole_history(snapshot(named_url, t), 3) for t in ids)
         without = sum(whole_history(snapshot(default_url, t), 3) for t in ids)
     finally:
-        report("6c RabbitMQ replica restart with --event-queue (5 tasks)", len(ids), caught_up,
-               task_events_ingested=int(sum(metric(named_url, "pushserver_events_ingested_total", type=t)
-                                            for t in ("task-sent", "task-received", "task-started",
-                                                      "task-progress", "task-succeeded"))),
-               whole_history_without_event_queue=f"{without}/{len(ids)}")
+        report(
+            "6c RabbitMQ replica restart with --event-queue (5 tasks)",
+            len(ids),
+            caught_up,
+            task_events_ingested=int(
+                sum(
+                    metric(named_url, "pushserver_events_ingested_total", type=t)
+                    for t in ("task-sent", "task-received", "task-started", "task-progress", "task-succeeded")
+                )
+            ),
+            whole_history_without_event_queue=f"{without}/{len(ids)}",
+        )
     assert caught_up == len(ids)
     assert without == 0
     # The default server still answers, from the result backend.
@@ -213,8 +233,9 @@ async def test_worker_killed_mid_task_is_redelivered_at_once(rabbit: RabbitStack
     (w,) = await watchers(url)
     task = rabbit.send("demo_progress", 8, 0.4)
     assert (await w.subscribe(task.id))["ok"]
-    update = await w.wait_for(task.id, lambda u: u["state"] == "PROGRESS" and u["progress"]["current"] >= 2
-                              and u["worker"], timeout=60)
+    update = await w.wait_for(
+        task.id, lambda u: u["state"] == "PROGRESS" and u["progress"]["current"] >= 2 and u["worker"], timeout=60
+    )
     name = update["worker"].split("@", 1)[0]
     victim = next(p for p in rabbit.procs if p.name == name and p.alive())
     victim.stop(signal.SIGKILL)
@@ -222,15 +243,24 @@ async def test_worker_killed_mid_task_is_redelivered_at_once(rabbit: RabbitStack
     try:
         final = await w.wait_for(task.id, lambda u: u["state"] == "SUCCESS", timeout=60)
     finally:
-        report("6d RabbitMQ worker SIGKILLed mid-task", 1, delivered([w], [task.id]),
-               redelivered_and_done_s=round(time.monotonic() - killed_at, 1))
+        report(
+            "6d RabbitMQ worker SIGKILLed mid-task",
+            1,
+            delivered([w], [task.id]),
+            redelivered_and_done_s=round(time.monotonic() - killed_at, 1),
+        )
     updates = w.updates[task.id]
     assert "FAILURE" not in [u["state"] for u in updates]
     first = next(i for i, u in enumerate(updates) if u["state"] == "SUCCESS")
     assert any((u["started_at"] or 0) > update["started_at"] for u in updates[:first])
     assert final["started_at"] > update["started_at"]
     assert final["worker"] != update["worker"]
-    assert final["result"] == "8"
+    assert final["result"] == 8
     # Restart the worker for whatever runs after this test.
-    await asyncio.to_thread(rabbit.worker, name, pool="threads" if name == WORKERS[0] else "prefork",
-                            concurrency=4 if name == WORKERS[0] else 1, queues=TASK_QUEUE)
+    await asyncio.to_thread(
+        rabbit.worker,
+        name,
+        pool="threads" if name == WORKERS[0] else "prefork",
+        concurrency=4 if name == WORKERS[0] else 1,
+        queues=TASK_QUEUE,
+    )

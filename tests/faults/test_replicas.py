@@ -77,15 +77,20 @@ async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(s
                 await w.wait_state(t, "SUCCESS", timeout=60)
     finally:
         ids = first + second
-        report(f"5 replicas: {REPLICAS} servers, {len(clients)} clients, 1 killed", len(clients) * 8,
-               delivered(clients, ids), moved_clients=len(groups[0]),
-               reconnects=sum(w.connects - 1 for w in groups[0]), **figures)
+        report(
+            f"5 replicas: {REPLICAS} servers, {len(clients)} clients, 1 killed",
+            len(clients) * 8,
+            delivered(clients, ids),
+            moved_clients=len(groups[0]),
+            reconnects=sum(w.connects - 1 for w in groups[0]),
+            **figures,
+        )
         for w in clients:
             await w.close()
         for lb in balancers:
             lb.close()
     for w in moved:
         for t in second:
-            assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == "12"
+            assert [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]["result"] == 12
     for proc, url in ((replica.proc, replica.url) for replica in replicas[1:]):
         assert proc.alive()

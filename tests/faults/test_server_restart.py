@@ -13,7 +13,8 @@ CLIENTS = 3
 
 
 async def test_clients_get_current_snapshots_and_what_finished_while_the_server_was_down(
-        stack: Stack, watchers, report):
+    stack: Stack, watchers, report
+):
     port = free_port()
     server = stack.server("restart-before", port=port)
     proc, url = server.proc, server.url
@@ -31,8 +32,7 @@ async def test_clients_get_current_snapshots_and_what_finished_while_the_server_
         assert w.disconnects, "the clients must see the server go"
     done = stack.send("demo_progress", 2, 0.05, task_id=finished_while_down)
     assert await asyncio.to_thread(done.get, timeout=30) == 2
-    last_before = max(u["progress"]["current"] for w in clients
-                      for u in w.updates[running.id] if u["progress"])
+    last_before = max(u["progress"]["current"] for w in clients for u in w.updates[running.id] if u["progress"])
 
     url_after = stack.server("restart-after", port=port).url
     assert url_after == url
@@ -43,15 +43,19 @@ async def test_clients_get_current_snapshots_and_what_finished_while_the_server_
             await w.wait_state(finished_while_down, "SUCCESS", timeout=30)
             await w.wait_state(running.id, "SUCCESS", timeout=60)
     finally:
-        report("2 pushserver restart (3 clients x 2 tasks)", len(clients) * len(ids),
-               delivered(clients, ids), reconnects=sum(w.connects - 1 for w in clients))
+        report(
+            "2 pushserver restart (3 clients x 2 tasks)",
+            len(clients) * len(ids),
+            delivered(clients, ids),
+            reconnects=sum(w.connects - 1 for w in clients),
+        )
     for w in clients:
         # The re-subscribe ack is the current state: the finished task finished,
         # the running one at least as far as before the restart.
         ack = next(a for a in w.resubscribe_acks if a.get("ok"))
         snapshot = {t["task_id"]: t for t in ack["tasks"]}
         assert snapshot[finished_while_down]["state"] == "SUCCESS"
-        assert snapshot[finished_while_down]["result"] == "2"
+        assert snapshot[finished_while_down]["result"] == 2
         now = snapshot[running.id]
         assert now["state"] in ("PROGRESS", "SUCCESS")
         if now["state"] == "PROGRESS":

@@ -12,8 +12,8 @@ import secrets
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pymongo import MongoClient
@@ -45,10 +45,12 @@ def refused(port: int) -> bool:
 
 
 async def test_sigterm_refuses_connections_tells_clients_flushes_the_event_log_and_exits_0(
-        stack: Stack, mongo_url: str, report, fault_dir: Path):
+    stack: Stack, mongo_url: str, report, fault_dir: Path
+):
     db = f"faults_{secrets.token_hex(4)}"
-    server = stack.server("shutdown-server", extra=["--mongo", mongo_url, "--mongo-db", db,
-                                                    "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)])
+    server = stack.server(
+        "shutdown-server", extra=["--mongo", mongo_url, "--mongo-db", db, "--shutdown-timeout", str(SHUTDOWN_TIMEOUT)]
+    )
     proc, url = server.proc, server.url
     port = int(url.rsplit(":", 1)[1])
     clients = [Watcher(url, resubscribe=True) for _ in range(3)]
@@ -58,11 +60,12 @@ async def test_sigterm_refuses_connections_tells_clients_flushes_the_event_log_a
     publisher = Publisher(stack.broker, burst, stack.log_dir, max_backlog=4_000_000)
     try:
         publisher.go()
-        sent = (await asyncio.to_thread(publisher.result, 120))
+        sent = await asyncio.to_thread(publisher.result, 120)
         assert sent["messages_unheard"] == 0
-        task_events = lambda: sum(metric(url, "pushserver_events_ingested_total", type=t)  # noqa: E731
-                                  for t in ("task-sent", "task-received", "task-started",
-                                            "task-progress", "task-succeeded"))
+        task_events = lambda: sum(
+            metric(url, "pushserver_events_ingested_total", type=t)  # noqa: E731
+            for t in ("task-sent", "task-received", "task-started", "task-progress", "task-succeeded")
+        )
         await until(lambda: task_events() >= burst.events, 60, "the server to ingest the burst", 0.02)
         queued = metric(url, "pushserver_eventlog_queued")
         written_before = metric(url, "pushserver_eventlog_written_total")
@@ -83,9 +86,16 @@ async def test_sigterm_refuses_connections_tells_clients_flushes_the_event_log_a
         stored = client[db]["task_events"].count_documents({})
     finally:
         client.close()
-    report("9 graceful shutdown: events logged before exit", burst.events, stored,
-           queued_at_sigterm=int(queued), written_before=int(written_before),
-           clients_told_s=round(told_after, 2), exit_s=round(exited_after, 2), exit_code=code)
+    report(
+        "9 graceful shutdown: events logged before exit",
+        burst.events,
+        stored,
+        queued_at_sigterm=int(queued),
+        written_before=int(written_before),
+        clients_told_s=round(told_after, 2),
+        exit_s=round(exited_after, 2),
+        exit_code=code,
+    )
     assert code == 0
     assert exited_after < SHUTDOWN_TIMEOUT + 2
     assert stored == burst.events

@@ -78,10 +78,27 @@ def test_soak_memory_flat_no_leaks_every_completion_delivered(stack: Stack, repo
     baseline = open_fds(url)
 
     load_log = open(stack.log_dir / "soak-clients.log", "ab")
-    load = subprocess.Popen([sys.executable, "-m", "tests.faults.soak_clients", "--url", url, "--token", token(),
-                             "--tasks", str(tasks_file), "--clients", str(CLIENTS)],
-                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=load_log,
-                            text=True, start_new_session=True)
+    load = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.faults.soak_clients",
+            "--url",
+            url,
+            "--token",
+            token(),
+            "--tasks",
+            str(tasks_file),
+            "--clients",
+            str(CLIENTS),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=load_log,
+        text=True,
+        start_new_session=True,
+    )
     sampler = Sampler(url)
     publisher = None
     try:
@@ -104,8 +121,11 @@ def test_soak_memory_flat_no_leaks_every_completion_delivered(stack: Stack, repo
         load.stdin.flush()  # type: ignore[union-attr]
         assert json.loads(load.stdout.readline() or "{}").get("closed")  # type: ignore[union-attr]
         load.wait(30)
-        wait_until(lambda: readyz(url)["subscriptions"] == 0 and
-                   metric(url, "pushserver_connected_clients") == 0, 60, "the clients to be gone")
+        wait_until(
+            lambda: readyz(url)["subscriptions"] == 0 and metric(url, "pushserver_connected_clients") == 0,
+            60,
+            "the clients to be gone",
+        )
         left_at = time.monotonic()
         try:
             wait_until(lambda: open_fds(url) <= baseline + 5, 45, "the closed connections' sockets to go", 0.5)
@@ -129,13 +149,24 @@ def test_soak_memory_flat_no_leaks_every_completion_delivered(stack: Stack, repo
     rss_end = samples[-1][1]
     mb = 1024 * 1024
     figures = dict(
-        events=stream.events, clients=CLIENTS, rate=RATE, publish_s=round(sent["seconds"], 1),
-        rss_mb_warm=round(rss_warm / mb, 1), rss_mb_max_after_warm=round(rss_max_after / mb, 1),
-        rss_mb_end=round(rss_end / mb, 1), tasks_in_memory=after_flow["tasks_in_memory"],
+        events=stream.events,
+        clients=CLIENTS,
+        rate=RATE,
+        publish_s=round(sent["seconds"], 1),
+        rss_mb_warm=round(rss_warm / mb, 1),
+        rss_mb_max_after_warm=round(rss_max_after / mb, 1),
+        rss_mb_end=round(rss_end / mb, 1),
+        tasks_in_memory=after_flow["tasks_in_memory"],
         fds=f"{baseline}/{with_clients}/{after_flow_fds}/{after_clients}",
-        client_disconnects=summary.get("disconnects"), fds_released_s=round(fds_released_s, 1))
-    report(f"7 soak: {stream.events} events, {CLIENTS} clients", summary.get("completions_expected", 0),
-           summary.get("completions_delivered", -1), **figures)
+        client_disconnects=summary.get("disconnects"),
+        fds_released_s=round(fds_released_s, 1),
+    )
+    report(
+        f"7 soak: {stream.events} events, {CLIENTS} clients",
+        summary.get("completions_expected", 0),
+        summary.get("completions_delivered", -1),
+        **figures,
+    )
     (stack.log_dir / "soak-rss.json").write_text(json.dumps({"figures": figures, "samples": samples}))
 
     assert summary["completions_delivered"] == summary["completions_expected"] == len(stream.task_ids)

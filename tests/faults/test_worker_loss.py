@@ -12,8 +12,9 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -64,8 +65,9 @@ def children(pid: int) -> list[int]:
 
 async def running_on(w: Watcher, task_id: str) -> dict[str, Any]:
     """Wait until the task is a few steps in; return that update (it names the worker)."""
-    return await w.wait_for(task_id, lambda u: u["state"] == "PROGRESS" and u["progress"]["current"] >= 2
-                            and u["worker"], timeout=60)
+    return await w.wait_for(
+        task_id, lambda u: u["state"] == "PROGRESS" and u["progress"]["current"] >= 2 and u["worker"], timeout=60
+    )
 
 
 def check_restart_then_success(updates: list[dict[str, Any]], first_started: float) -> None:
@@ -80,7 +82,7 @@ def check_restart_then_success(updates: list[dict[str, Any]], first_started: flo
     final = updates[success]
     assert final["started_at"] > first_started
     assert final["finished_at"] >= final["started_at"]
-    assert final["result"] == str(STEPS)
+    assert final["result"] == STEPS
 
 
 async def test_pool_process_killed_mid_task(loss_stack: Stack, watchers, report):
@@ -98,8 +100,12 @@ async def test_pool_process_killed_mid_task(loss_stack: Stack, watchers, report)
     try:
         await w.wait_state(task.id, "SUCCESS", timeout=60)
     finally:
-        report("3a worker loss: pool process SIGKILLed", 1, delivered([w], [task.id]),
-               states="/".join(dict.fromkeys(u["state"] for u in w.updates[task.id])))
+        report(
+            "3a worker loss: pool process SIGKILLed",
+            1,
+            delivered([w], [task.id]),
+            states="/".join(dict.fromkeys(u["state"] for u in w.updates[task.id])),
+        )
     updates = w.updates[task.id]
     # Celery rejects (requeue) the task of a lost pool process: shown as RETRY.
     assert "RETRY" in [u["state"] for u in updates]
@@ -126,13 +132,17 @@ async def test_whole_worker_killed_mid_task(loss_stack: Stack, watchers, report)
     # once the timeout has passed (test_whole_worker_killed_survivor_only
     # waits for the survivor instead).
     await asyncio.sleep(max(0.0, update["received_at"] + VISIBILITY + 1 - time.time()))
-    await asyncio.to_thread(s.worker, victim.name, pool="prefork", concurrency=1,
-                            visibility_timeout=VISIBILITY)
+    await asyncio.to_thread(s.worker, victim.name, pool="prefork", concurrency=1, visibility_timeout=VISIBILITY)
     try:
         final = await w.wait_state(task.id, "SUCCESS", timeout=60)
     finally:
-        report("3b worker loss: whole worker SIGKILLed, restarted", 1, delivered([w], [task.id]),
-               killed=victim.name, finished_on=(w.updates[task.id][-1]["worker"] or "").split("@")[0])
+        report(
+            "3b worker loss: whole worker SIGKILLed, restarted",
+            1,
+            delivered([w], [task.id]),
+            killed=victim.name,
+            finished_on=(w.updates[task.id][-1]["worker"] or "").split("@")[0],
+        )
     check_restart_then_success(w.updates[task.id], update["started_at"])
     assert final["worker"]
     assert survivor.alive()
@@ -154,7 +164,11 @@ async def test_whole_worker_killed_survivor_only(loss_stack: Stack, watchers, re
     try:
         final = await w.wait_for(task.id, lambda u: u["state"] == "SUCCESS", timeout=VISIBILITY + 150)
     finally:
-        report("3c worker loss: whole worker SIGKILLed, survivor only", 1, delivered([w], [task.id]),
-               redelivered_after_s=round(time.monotonic() - killed_at, 1))
+        report(
+            "3c worker loss: whole worker SIGKILLed, survivor only",
+            1,
+            delivered([w], [task.id]),
+            redelivered_after_s=round(time.monotonic() - killed_at, 1),
+        )
     check_restart_then_success(w.updates[task.id], update["started_at"])
     assert final["worker"] != update["worker"]

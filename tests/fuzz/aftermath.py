@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dev.metrics import metric
 from dev.stack import thread_count, wait_until
@@ -57,14 +58,17 @@ def no_connection_or_subscription_left_behind(fuzz_stack: FuzzStack) -> None:
     """Every client the suite opened has closed: the servers must have forgotten them all."""
     count_case("aftermath: checks")
     for server in servers(fuzz_stack):
+
         def books() -> tuple[float, int]:
             return metric(server.url, "pushserver_connected_clients"), server.readyz()["subscriptions"]
+
         try:
             wait_until(lambda: books() == (0, 0), 10, "the books to empty", interval=0.2)
         except AssertionError:
             clients, subscriptions = books()
-            raise AssertionError(f"{server.name}: {clients:g} clients and {subscriptions} subscriptions "
-                                 f"left after every client closed") from None
+            raise AssertionError(
+                f"{server.name}: {clients:g} clients and {subscriptions} subscriptions left after every client closed"
+            ) from None
 
 
 def process_resources_back_to_baseline(fuzz_stack: FuzzStack) -> None:
@@ -79,13 +83,16 @@ def process_resources_back_to_baseline(fuzz_stack: FuzzStack) -> None:
 
 def memory_within_bound(fuzz_stack: FuzzStack) -> None:
     count_case("aftermath: checks")
-    for server, baseline in ((fuzz_stack.main, fuzz_stack.baseline["main_rss_mib"]),
-                             (fuzz_stack.limits, fuzz_stack.baseline["limits_rss_mib"])):
+    for server, baseline in (
+        (fuzz_stack.main, fuzz_stack.baseline["main_rss_mib"]),
+        (fuzz_stack.limits, fuzz_stack.baseline["limits_rss_mib"]),
+    ):
         rss = rss_mib(server.proc.pid)
         tasks = server.readyz()["tasks_in_memory"]
         print(f"{server.name}: RSS {baseline:.0f} -> {rss:.0f} MiB, {tasks} tasks in memory")
         assert rss <= baseline + RSS_GROWTH_MIB and rss <= RSS_MAX_MIB, (
-            f"{server.name}: RSS {baseline:.0f} -> {rss:.0f} MiB ({tasks} tasks in memory)")
+            f"{server.name}: RSS {baseline:.0f} -> {rss:.0f} MiB ({tasks} tasks in memory)"
+        )
 
 
 #: Exceptions that are handled, or owned by another test, and so not reported here:
@@ -98,8 +105,12 @@ def memory_within_bound(fuzz_stack: FuzzStack) -> None:
 HANDLED = ("aiohttp.http_exceptions.", "orjson.JSONDecodeError", "json.decoder.JSONDecodeError")
 
 #: Log lines that mean an exception nobody handled.
-UNHANDLED = ("Task exception was never retrieved", "Exception in callback", "Error handling request",
-             "Unhandled exception")
+UNHANDLED = (
+    "Task exception was never retrieved",
+    "Exception in callback",
+    "Error handling request",
+    "Unhandled exception",
+)
 
 
 def unhandled_errors(log: str) -> Counter[str]:
@@ -116,8 +127,9 @@ def unhandled_errors(log: str) -> Counter[str]:
         explained.update(j for j in context if any(m in lines[j] for m in UNHANDLED))
         frames: list[str] = []
         i += 1
-        while i < len(lines) and (lines[i].startswith((" ", "Traceback", "During handling", "The above exception"))
-                                  or not lines[i].strip()):
+        while i < len(lines) and (
+            lines[i].startswith((" ", "Traceback", "During handling", "The above exception")) or not lines[i].strip()
+        ):
             match = re.match(r'\s+File "([^"]+)", line (\d+), in (\S+)', lines[i])
             if match:
                 frames.append(f"{match[1].split('/site-packages/')[-1]}:{match[2]} {match[3]}")
@@ -149,8 +161,11 @@ def no_unhandled_errors_in_server_logs(fuzz_stack: FuzzStack) -> None:
 
 #: Every check, in the order they run.
 CHECKS: tuple[Callable[[FuzzStack], None], ...] = (
-    servers_alive_and_ready, no_connection_or_subscription_left_behind, process_resources_back_to_baseline,
-    memory_within_bound, no_unhandled_errors_in_server_logs,
+    servers_alive_and_ready,
+    no_connection_or_subscription_left_behind,
+    process_resources_back_to_baseline,
+    memory_within_bound,
+    no_unhandled_errors_in_server_logs,
 )
 
 

@@ -17,7 +17,7 @@ registers it only if nobody has, and honours it either way.
 from __future__ import annotations
 
 import secrets as _secrets
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,9 +43,12 @@ from .support import CASES, SLOW_ENV, SLOW_FACTOR, LoopThread, SocketClient, rss
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     try:
-        parser.addoption("--slow", action="store_true", default=False,
-                         help=f"run the fuzzing suite with {SLOW_FACTOR}x the examples "
-                              f"(same as {SLOW_ENV}=1)")
+        parser.addoption(
+            "--slow",
+            action="store_true",
+            default=False,
+            help=f"run the fuzzing suite with {SLOW_FACTOR}x the examples (same as {SLOW_ENV}=1)",
+        )
     except ValueError:  # already registered by a root conftest
         pass
 
@@ -75,12 +78,19 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
     try:
         worker = base.worker("fuzz-worker", pool="threads", concurrency=2, wait=False)
         common = ["--token-audience", AUDIENCE, "--token-issuer", ISSUER, "--cors", ALLOWED_ORIGIN]
-        main_server = base.server("pushserver-main", secret=",".join(secrets), ready=20,
-                                  extra=common + ["--subscribe-rate", "1000000"])
-        limits_server = base.server("pushserver-limits", secret=",".join(secrets), ready=20,
-                                    extra=common + ["--subscribe-rate", f"{LIMITS_RATE:g}",
-                                                    "--max-connections-per-ip", str(LIMITS_PER_IP),
-                                                    "--trust-proxy"])
+        main_server = base.server(
+            "pushserver-main",
+            secret=",".join(secrets),
+            ready=20,
+            extra=common + ["--subscribe-rate", "1000000", "--message-rate", "1000000"],
+        )
+        limits_server = base.server(
+            "pushserver-limits",
+            secret=",".join(secrets),
+            ready=20,
+            extra=common
+            + ["--subscribe-rate", f"{LIMITS_RATE:g}", "--max-connections-per-ip", str(LIMITS_PER_IP), "--trust-proxy"],
+        )
         main = Server("main", main_server.url, main_server.proc, expect)
         limits = Server("limits", limits_server.url, limits_server.proc, expect)
         base.wait_workers("fuzz-worker", timeout=60)
@@ -89,18 +99,34 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
         # anywhere without a token that names it.
         secret_task = new_id("secret-")
         publisher = EventPublisher(base.broker)
-        publisher.publish([publisher.task_event("task-received", secret_task, name="workers.tasks.secret"),
-                           publisher.task_event("task-started", secret_task),
-                           publisher.task_event("task-succeeded", secret_task, result=repr(MARKER),
-                                                runtime=0.1)])
+        publisher.publish(
+            [
+                publisher.task_event("task-received", secret_task, name="workers.tasks.secret"),
+                publisher.task_event("task-started", secret_task),
+                publisher.task_event("task-succeeded", secret_task, result=repr(MARKER), runtime=0.1),
+            ]
+        )
         publisher.close()
         for server in (main, limits):
             auth = {"Authorization": "Bearer " + server.token([secret_task])}
-            wait_until(lambda: MARKER.encode() in server.get(f"/tasks/{secret_task}", auth)[1], 10,
-                       f"{server.name} to know the secret task")
+            wait_until(
+                lambda: MARKER.encode() in server.get(f"/tasks/{secret_task}", auth)[1],
+                10,
+                f"{server.name} to know the secret task",
+            )
 
-        stack = FuzzStack(log_dir, base.redis_port or 0, base.broker, base.backend, main, limits, worker,
-                          base.celery, secret_task, base.procs)
+        stack = FuzzStack(
+            log_dir,
+            base.redis_port or 0,
+            base.broker,
+            base.backend,
+            main,
+            limits,
+            worker,
+            base.celery,
+            secret_task,
+            base.procs,
+        )
         stack.baseline = {
             "main_rss_mib": rss_mib(main.proc.pid),
             "limits_rss_mib": rss_mib(limits.proc.pid),

@@ -10,11 +10,27 @@ from .oracle import INVALID, UNSURE, VALID, judge, judge_token, names
 from .stack import MARKER, Server
 
 CODES = {"bad_request", "unauthorized", "forbidden", "too_many"}
-STATES = {"PENDING", "SENT", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED",
-          "REJECTED"}
-TASK_STATE_FIELDS = {"task_id", "name", "state", "progress", "result", "exception", "traceback", "worker",
-                     "retries", "runtime", "sent_at", "received_at", "started_at", "finished_at",
-                     "updated_at", "event"}
+STATES = {"PENDING", "SENT", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED"}
+TASK_STATE_FIELDS = {
+    "task_id",
+    "name",
+    "state",
+    "progress",
+    "result",
+    "result_format",
+    "exception",
+    "exception_type",
+    "traceback",
+    "worker",
+    "retries",
+    "runtime",
+    "sent_at",
+    "received_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "event",
+}
 MAX_IDS = 100
 
 
@@ -102,8 +118,9 @@ def check_ok(ack: Any, ids: list[str], token: Any, server: Server, connect_token
     grant = token or connect_token
     for task in tasks:
         assert TASK_STATE_FIELDS <= set(task) and task["state"] in STATES, task
-        assert names(grant, task["task_id"], server.expect), \
+        assert names(grant, task["task_id"], server.expect), (
             f"granted {task['task_id']!r} to a token that does not name it: {grant!r}"
+        )
 
 
 def make_token(kind: str, ids: list[Any], server: Server) -> str:

@@ -17,8 +17,9 @@ import hmac
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 VALID, INVALID, UNSURE = "valid", "invalid", "unsure"
 
@@ -87,8 +88,10 @@ def authentic(token: Any, expect: Expectations) -> tuple[dict, Any] | None:
     if not isinstance(header, dict) or header.get("alg") != "HS256":
         return None
     signing_input = f"{segments[0]}.{segments[1]}".encode()  # the text as sent, padding and all
-    if not any(hmac.compare_digest(hmac.new(s.encode(), signing_input, hashlib.sha256).digest(), signature_b)
-               for s in expect.secrets):
+    if not any(
+        hmac.compare_digest(hmac.new(s.encode(), signing_input, hashlib.sha256).digest(), signature_b)
+        for s in expect.secrets
+    ):
         return None
     try:
         claims = json.loads(payload_b)
@@ -102,7 +105,7 @@ def _clean_number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     if isinstance(value, int):
-        return abs(value) < 10 ** 15
+        return abs(value) < 10**15
     return math.isfinite(value) and abs(value) < 1e15
 
 

@@ -2,10 +2,11 @@
 
 ``main`` is configured the way a careful production deployment would be
 (two secrets for rotation, audience and issuer checks, a CORS allowlist)
-but with the subscribe rate limit out of the way, so that thousands of
-payloads per second reach the parser. ``limits`` keeps a tight rate limit
-and a per-address connection limit behind a trusted proxy, for the tests of
-those limits under fuzzing.
+but with the subscribe and message rate limits out of the way, so that
+thousands of payloads per second reach the parser. ``limits`` keeps a tight
+subscribe rate limit, the default message rate limit and a per-address
+connection limit behind a trusted proxy, for the tests of those limits under
+fuzzing.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ class Server:
         import jwt
 
         now = int(time.time())
-        body: dict[str, Any] = {"tasks": list(tasks), "iat": now - 10, "exp": now + ttl,
-                                "aud": self.expect.audience, "iss": self.expect.issuer}
+        body: dict[str, Any] = {
+            "tasks": list(tasks),
+            "iat": now - 10,
+            "exp": now + ttl,
+            "aud": self.expect.audience,
+            "iss": self.expect.issuer,
+        }
         body = {k: v for k, v in {**body, **claims}.items() if v is not None}
         return jwt.encode(body, secret or self.expect.secrets[0], algorithm="HS256")
 
@@ -119,8 +125,16 @@ class EventPublisher:
 
     def task_event(self, type_: str, task_id: str, **fields: Any) -> dict[str, Any]:
         """A well-formed task event, as Celery's Dispatcher would send it."""
-        return {"type": type_, "uuid": task_id, "hostname": "celery@fuzz", "utcoffset": 0,
-                "pid": 1, "clock": 1, "timestamp": time.time(), **fields}
+        return {
+            "type": type_,
+            "uuid": task_id,
+            "hostname": "celery@fuzz",
+            "utcoffset": 0,
+            "pid": 1,
+            "clock": 1,
+            "timestamp": time.time(),
+            **fields,
+        }
 
     def close(self) -> None:
         self.connection.release()
@@ -128,4 +142,3 @@ class EventPublisher:
 
 def new_id(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4()}"
-

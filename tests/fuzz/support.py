@@ -14,8 +14,9 @@ import json
 import os
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import socketio
 
@@ -134,6 +135,22 @@ class Outcome:
         return self.ack is not None
 
 
+class AckSafeClient(socketio.AsyncClient):
+    """python-socketio's client, unharmed by an ack for id 0.
+
+    The client keeps its ack-id counter in its callback table under id 0 and
+    hands out ids from 1; socket.io-client (JS) starts at 0. The server
+    answers every ack-asking packet, so a raw packet this suite sends with
+    ack id 0 comes back as an ack for 0, which would replace the stock
+    client's counter and break every later call on the connection.
+    """
+
+    async def _handle_ack(self, namespace: str, id: int, data: Any) -> None:
+        if id == 0:
+            return
+        await super()._handle_ack(namespace, id, data)
+
+
 class SocketClient:
     """One real python-socketio ``AsyncClient`` connection to pushserver, driven from synchronous code.
 
@@ -145,8 +162,15 @@ class SocketClient:
     (deep nesting) and know each message's size to the byte.
     """
 
-    def __init__(self, runner: LoopThread, url: str, *, token: str | None = None,
-                 headers: dict[str, str] | None = None, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        runner: LoopThread,
+        url: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
         self.runner = runner
         # python-socketio waits this long for the namespace even when the server has
         # already closed the transport (an oversized CONNECT packet): keep it short there.
@@ -175,7 +199,7 @@ class SocketClient:
             # Also when Socket.IO says "not connected": a namespace-level disconnect (the
             # client re-sent CONNECT, say) leaves the Engine.IO transport open.
             await self.sio.disconnect()
-        self.sio = sio = socketio.AsyncClient(reconnection=False)
+        self.sio = sio = AckSafeClient(reconnection=False)
         self._closed = closed = asyncio.Event()
         self.closed_reason = None
         self.connect_error = None
@@ -198,9 +222,13 @@ class SocketClient:
             arrived.set()
 
         try:
-            await sio.connect(self.url, auth={"token": self.token} if self.token is not None else None,
-                              headers=self.headers, transports=["websocket"],
-                              wait_timeout=self.connect_timeout)
+            await sio.connect(
+                self.url,
+                auth={"token": self.token} if self.token is not None else None,
+                headers=self.headers,
+                transports=["websocket"],
+                wait_timeout=self.connect_timeout,
+            )
         except socketio.exceptions.ConnectionError as exc:
             if self.connect_error is None:
                 self.connect_error = str(exc)
@@ -285,11 +313,11 @@ class SocketClient:
         except Exception:  # noqa: BLE001 - a dead connection shows as `closed`
             ack = None
         await asyncio.sleep(0)
-        return Outcome(wire_size(packet_text), None if ack is None else (ack,), self._closed.is_set(),
-                       self.closed_reason)
+        return Outcome(
+            wire_size(packet_text), None if ack is None else (ack,), self._closed.is_set(), self.closed_reason
+        )
 
-    async def _outcome(self, fut: asyncio.Future, size: int, fast: float = FAST_ACK,
-                       grace: float = GRACE) -> Outcome:
+    async def _outcome(self, fut: asyncio.Future, size: int, fast: float = FAST_ACK, grace: float = GRACE) -> Outcome:
         closed = self._closed
         assert closed is not None and self.sio is not None
         closing = asyncio.ensure_future(closed.wait())
@@ -312,6 +340,7 @@ class SocketClient:
 
     def wait_received(self, predicate: Callable[[str, Any], bool], timeout: float) -> tuple[str, Any] | None:
         """Wait until a server-sent event satisfies ``predicate(event, data)``; return it, or None on timeout."""
+
         async def wait() -> tuple[str, Any] | None:
             deadline = asyncio.get_running_loop().time() + timeout
             seen = 0
@@ -328,6 +357,7 @@ class SocketClient:
                     await asyncio.wait_for(self._arrived.wait(), left)
                 except asyncio.TimeoutError:
                     pass
+
         return self.runner.run(wait())
 
     def wait_closed(self, timeout: float = CLOSE_WAIT) -> bool:
@@ -338,6 +368,7 @@ class SocketClient:
             except asyncio.TimeoutError:
                 return False
             return True
+
         return self.runner.run(wait())
 
 
@@ -364,10 +395,19 @@ def fuzz_settings(examples: int, *, shrink: bool = True, **overrides: Any):
     from hypothesis import HealthCheck, Phase, settings
 
     phases = list(Phase) if shrink else [Phase.explicit, Phase.reuse, Phase.generate]
-    return settings(max_examples=budget(examples), deadline=None, phases=phases, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example, HealthCheck.filter_too_much],
-                    **overrides)
+    return settings(
+        max_examples=budget(examples),
+        deadline=None,
+        phases=phases,
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+            HealthCheck.filter_too_much,
+        ],
+        **overrides,
+    )
 
 
 def fill(value: Any, mapping: dict[str, str]) -> Any:

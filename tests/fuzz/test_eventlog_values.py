@@ -15,7 +15,8 @@ import base64
 import itertools
 import json
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -53,18 +54,40 @@ KOMBU_TYPED = st.one_of(
 )
 ODD_SCALARS = st.one_of(
     KOMBU_TYPED,
-    st.integers(min_value=2 ** 63, max_value=2 ** 300) | st.integers(min_value=-(2 ** 300), max_value=-(2 ** 63) - 1),
+    st.integers(min_value=2**63, max_value=2**300) | st.integers(min_value=-(2**300), max_value=-(2**63) - 1),
     st.sampled_from([float("nan"), float("inf"), float("-inf")]),
     st.text(st.characters(categories=("Cs",)), min_size=1, max_size=3),  # lone surrogates
     st.integers(min_value=16 * 1024, max_value=2 << 20).map(lambda n: "h" * n),  # over the stored text limit
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=10),
 )
 KEYS = st.one_of(st.text(CHARS, max_size=8), st.sampled_from(["a\x00b", "$where", "a.b", "", "__type__"]))
-ODD_VALUES = st.recursive(ODD_SCALARS, lambda inner: st.lists(inner, max_size=4)
-                          | st.dictionaries(KEYS, inner, max_size=4), max_leaves=8)
+ODD_VALUES = st.recursive(
+    ODD_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4), max_leaves=8
+)
 #: Fields the server reads, besides those it only logs.
-FIELDS = st.sampled_from(["result", "exception", "traceback", "args", "kwargs", "name", "hostname", "runtime",
-                          "retries", "current", "total", "message", "clock", "eta", "extra"])
+FIELDS = st.sampled_from(
+    [
+        "result",
+        "exception",
+        "traceback",
+        "args",
+        "kwargs",
+        "name",
+        "hostname",
+        "runtime",
+        "retries",
+        "current",
+        "total",
+        "message",
+        "clock",
+        "eta",
+        "extra",
+    ]
+)
 
 
 @st.composite
@@ -83,10 +106,25 @@ def logged(fuzz_stack: FuzzStack) -> Iterator[tuple[Server, str]]:
     mongo_proc, mongo_url = start_mongo(fuzz_stack.log_dir)
     expect = fuzz_stack.main.expect
     proc, url = start_pushserver(
-        "pushserver-eventlog", fuzz_stack.broker, fuzz_stack.backend, fuzz_stack.log_dir,
-        secret=",".join(expect.secrets), log_level="INFO",
-        extra=["--token-audience", AUDIENCE, "--token-issuer", ISSUER, "--cors", ALLOWED_ORIGIN,
-               "--mongo", mongo_url, "--mongo-db", DB])
+        "pushserver-eventlog",
+        fuzz_stack.broker,
+        fuzz_stack.backend,
+        fuzz_stack.log_dir,
+        secret=",".join(expect.secrets),
+        log_level="INFO",
+        extra=[
+            "--token-audience",
+            AUDIENCE,
+            "--token-issuer",
+            ISSUER,
+            "--cors",
+            ALLOWED_ORIGIN,
+            "--mongo",
+            mongo_url,
+            "--mongo-db",
+            DB,
+        ],
+    )
     server = Server("eventlog", url, proc, expect)
     try:
         wait_until(server.is_ready, 20, "the event-log server's /readyz")
@@ -114,31 +152,43 @@ def uncounted(server: Server) -> tuple[float, float]:
     """(events the receiver dropped as malformed, e.g. a ``clock`` Celery cannot read; events the event log
     counted as not logged: shed from its queue, refused by MongoDB, or unencodable)."""
     samples = scrape(server.url)
-    return (metric_sum(samples, "pushserver_events_malformed"),
-            metric_sum(samples, "pushserver_eventlog_dropped_total"))
+    return (
+        metric_sum(samples, "pushserver_events_malformed"),
+        metric_sum(samples, "pushserver_eventlog_dropped_total"),
+    )
 
 
 @fuzz_settings(150)
 @given(events=odd_events())
 @example(events=[{"type": "task-succeeded", "result": envelope("uuid", {"hex": "12" * 16})}])
 @example(events=[{"type": "task-failed", "exception": float("nan"), "traceback": "t" * (2 << 20)}])
-@example(events=[{"type": "task-received", "args": 2 ** 200, "kwargs": envelope("base64", "AP8=")},
-                 {"type": "task-progress", "current": -(2 ** 64), "message": "\ud800"}])
+@example(
+    events=[
+        {"type": "task-received", "args": 2**200, "kwargs": envelope("base64", "AP8=")},
+        {"type": "task-progress", "current": -(2**64), "message": "\ud800"},
+    ]
+)
 @example(events=[{"type": "task-started", "extra": {"a\x00b": [envelope("date", "2026-01-01")]}}])
-def test_odd_values_reach_the_event_log_and_never_stop_it(logged: tuple[Server, str], publisher: EventPublisher,
-                                                          mongo: Any, events: list[dict[str, Any]]) -> None:
+def test_odd_values_reach_the_event_log_and_never_stop_it(
+    logged: tuple[Server, str], publisher: EventPublisher, mongo: Any, events: list[dict[str, Any]]
+) -> None:
     count_case("events: odd values to the event log")
     server, _ = logged
     run = f"odd-{next(_runs)}-{uuid.uuid4().hex[:8]}"
     malformed_before, dropped_before = uncounted(server)
-    bodies = [publisher.task_event(e["type"], f"{run}-{i}", **{k: v for k, v in e.items() if k != "type"})
-              for i, e in enumerate(events)]
+    bodies = [
+        publisher.task_event(e["type"], f"{run}-{i}", **{k: v for k, v in e.items() if k != "type"})
+        for i, e in enumerate(events)
+    ]
     publisher.publish(bodies)
     sentinel = f"{run}-sentinel"
     publisher.publish(publisher.task_event("task-succeeded", sentinel, result="'ok'"), routing_key="task.succeeded")
     wait = SENTINEL_WAIT + len(json.dumps(bodies, default=str)) / 1e6
-    wait_until(lambda: mongo.count_documents({"task_id": sentinel}) == 1, wait,
-               "the sentinel event logged behind the odd ones (the writer stopped or is stuck)")
+    wait_until(
+        lambda: mongo.count_documents({"task_id": sentinel}) == 1,
+        wait,
+        "the sentinel event logged behind the odd ones (the writer stopped or is stuck)",
+    )
     status = server.readyz()
     assert status["event_log"] == "ok", status
     logged_ids = {d["task_id"] for d in mongo.find({"task_id": {"$regex": f"^{run}-"}}, {"task_id": 1})}

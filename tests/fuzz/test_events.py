@@ -15,19 +15,20 @@ import json
 import math
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from .model import STATES, TASK_STATE_FIELDS
-from .stack import EventPublisher, FuzzStack, Server
-from .strategies import TASK_EVENT_TYPES, celery_events, undecodable_events
 from dev.metrics import scrape
 from dev.stack import wait_until
 
+from .model import STATES, TASK_STATE_FIELDS
+from .stack import EventPublisher, FuzzStack, Server
+from .strategies import TASK_EVENT_TYPES, celery_events, undecodable_events
 from .support import LoopThread, SocketClient, count_case, fill, fuzz_settings, rss_mib
 
 pytestmark = pytest.mark.integration
@@ -85,8 +86,14 @@ def fresh_pool() -> dict[str, str]:
     return {task: f"{task}-{nonce}" for task in POOL}
 
 
-def inject_and_check(server: Server, publisher: EventPublisher, watcher: SocketClient, body: Any,
-                     routing_key: str = "task.multi", watch: list[str] = ()) -> None:
+def inject_and_check(
+    server: Server,
+    publisher: EventPublisher,
+    watcher: SocketClient,
+    body: Any,
+    routing_key: str = "task.multi",
+    watch: list[str] = (),
+) -> None:
     """Publish ``body``, then a sentinel behind it; fail unless the sentinel's update arrives untroubled.
 
     ``watch``: tasks to subscribe to first, so that what ``body`` does to them is emitted too.
@@ -103,18 +110,29 @@ def inject_and_check(server: Server, publisher: EventPublisher, watcher: SocketC
     try:
         watcher.received.clear()
         publisher.publish(body, routing_key=routing_key)
-        publisher.publish(publisher.task_event("task-succeeded", sentinel, result="'sentinel'", runtime=0.01),
-                          routing_key="task.succeeded")
+        publisher.publish(
+            publisher.task_event("task-succeeded", sentinel, result="'sentinel'", runtime=0.01),
+            routing_key="task.succeeded",
+        )
         # Megabytes of JSON take the receiver a while to decode: a second more per MB.
         wait = SENTINEL_WAIT + len(json.dumps(body, default=str)) / 1e6
-        got = watcher.wait_received(lambda e, d: e == "task:update" and isinstance(d, dict)
-                                    and d.get("task_id") == sentinel and d.get("state") == "SUCCESS", wait)
+        got = watcher.wait_received(
+            lambda e, d: (
+                e == "task:update"
+                and isinstance(d, dict)
+                and d.get("task_id") == sentinel
+                and d.get("state") == "SUCCESS"
+            ),
+            wait,
+        )
         after = reconnects(server)
         assert after == before, (
             f"the event receiver reconnected ({before} -> {after}) after this message: events published"
-            f" meanwhile are lost for good")
-        assert got is not None, f"the sentinel's update never came: the server stopped delivering (alive: " \
-                                f"{server.proc.alive()})"
+            f" meanwhile are lost for good"
+        )
+        assert got is not None, (
+            f"the sentinel's update never came: the server stopped delivering (alive: {server.proc.alive()})"
+        )
         for name, data in watcher.received:
             if name == "task:update":
                 check_update(data)
@@ -123,14 +141,18 @@ def inject_and_check(server: Server, publisher: EventPublisher, watcher: SocketC
 
 
 @fuzz_settings(1500)
-@given(body=st.one_of(celery_events(POOL), st.lists(celery_events(POOL), min_size=1, max_size=4)),
-       routing_key=st.sampled_from(["task.multi", "task.succeeded", "task.progress", "worker.heartbeat", "x"]))
+@given(
+    body=st.one_of(celery_events(POOL), st.lists(celery_events(POOL), min_size=1, max_size=4)),
+    routing_key=st.sampled_from(["task.multi", "task.succeeded", "task.progress", "worker.heartbeat", "x"]),
+)
 @example(body={"type": "task-started", "uuid": POOL[2], "timestamp": math.nan}, routing_key="task.started")
-@example(body={"type": "task-failed", "uuid": POOL[3], "timestamp": math.inf, "exception": None},
-         routing_key="task.failed")
+@example(
+    body={"type": "task-failed", "uuid": POOL[3], "timestamp": math.inf, "exception": None}, routing_key="task.failed"
+)
 @example(body={"type": "task-succeeded", "uuid": 12345}, routing_key="task.succeeded")
-def test_events_celery_can_decode(main: Server, publisher: EventPublisher, watcher: SocketClient, body: Any,
-                                  routing_key: str) -> None:
+def test_events_celery_can_decode(
+    main: Server, publisher: EventPublisher, watcher: SocketClient, body: Any, routing_key: str
+) -> None:
     """Anything Celery's receiver itself can decode: the server must merge or ignore it, and carry on."""
     count_case("events: decodable junk")
     event(str(body.get("type") if isinstance(body, dict) else "batch")[:20])
@@ -146,22 +168,30 @@ def test_events_celery_can_decode(main: Server, publisher: EventPublisher, watch
     # The snapshot path serialises what the merge kept: never a 500.
     for event_ in body if isinstance(body, list) else [body]:
         task_id = event_.get("uuid")
-        if isinstance(task_id, str) and 0 < len(task_id) <= 255 and not task_id.isspace() \
-                and not set(task_id) & set("{}"):  # see test_http.py: ids with braces are unreachable
-            status, text = main.get(f"/tasks/{quote(task_id, safe='')}",
-                                    {"Authorization": "Bearer " + main.token(["*"])})
+        if (
+            isinstance(task_id, str)
+            and 0 < len(task_id) <= 255
+            and not task_id.isspace()
+            and not set(task_id) & set("{}")
+        ):  # see test_http.py: ids with braces are unreachable
+            status, text = main.get(
+                f"/tasks/{quote(task_id, safe='')}", {"Authorization": "Bearer " + main.token(["*"])}
+            )
             if status != 200:
                 problems.append(f"GET /tasks/{{id}}: {status} {text[:80]!r}")
     assert not problems, "; ".join(problems)
 
 
-@pytest.mark.parametrize("fields", [
-    {"type": "task-progress", "current": 2 ** 70, "total": 3},
-    {"type": "task-progress", "current": 1, "total": 2, "percent": -(2 ** 63) - 1},
-    {"type": "task-succeeded", "runtime": 2 ** 64, "result": "'x'"},
-], ids=["progress-current", "progress-percent", "runtime"])
-def test_integers_beyond_64_bits(main: Server, publisher: EventPublisher, watcher: SocketClient,
-                                 fields: dict) -> None:
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"type": "task-progress", "current": 2**70, "total": 3},
+        {"type": "task-progress", "current": 1, "total": 2, "percent": -(2**63) - 1},
+        {"type": "task-succeeded", "runtime": 2**64, "result": "'x'"},
+    ],
+    ids=["progress-current", "progress-percent", "runtime"],
+)
+def test_integers_beyond_64_bits(main: Server, publisher: EventPublisher, watcher: SocketClient, fields: dict) -> None:
     """JSON integers have no size limit and kombu's decoder keeps them exact; orjson, the server's encoder,
     stops at 64 bits. Such a number in an event must not stop the emit, the snapshot or the batch."""
     count_case("events: integers beyond 64 bits")
@@ -187,22 +217,28 @@ def test_integers_beyond_64_bits(main: Server, publisher: EventPublisher, watche
 @example(body={"uuid": POOL[0], "hostname": "h", "clock": 1, "timestamp": 1.0, "utcoffset": 0})
 @example(body={"type": "task-started", "uuid": POOL[0], "clock": "1", "timestamp": 1.0, "utcoffset": 0})
 @example(body="hello")
-def test_events_celery_cannot_decode(main: Server, publisher: EventPublisher, watcher: SocketClient,
-                                     body: Any) -> None:
+def test_events_celery_cannot_decode(main: Server, publisher: EventPublisher, watcher: SocketClient, body: Any) -> None:
     """Messages that make ``Receiver.capture()`` itself raise (no ``type``, a text clock, a body that is
     not an object...). One bad message must cost that message, not a reconnect and everything in the gap."""
     count_case("events: undecodable messages")
     inject_and_check(main, publisher, watcher, body)
 
 
-@pytest.mark.parametrize("body,options", [
-    ("not json at all", {"content_type": "application/json", "content_encoding": "utf-8", "serializer": None}),
-    (b"\x80\x04K\x01.", {"content_type": "application/x-python-serialize", "content_encoding": "binary",
-                         "serializer": None}),
-    ("<xml/>", {"content_type": "application/xml", "content_encoding": "utf-8", "serializer": None}),
-], ids=["invalid-json", "pickle", "unknown-content-type"])
-def test_messages_the_receiver_refuses_to_decode(main: Server, publisher: EventPublisher,
-                                                 watcher: SocketClient, body: Any, options: dict) -> None:
+@pytest.mark.parametrize(
+    "body,options",
+    [
+        ("not json at all", {"content_type": "application/json", "content_encoding": "utf-8", "serializer": None}),
+        (
+            b"\x80\x04K\x01.",
+            {"content_type": "application/x-python-serialize", "content_encoding": "binary", "serializer": None},
+        ),
+        ("<xml/>", {"content_type": "application/xml", "content_encoding": "utf-8", "serializer": None}),
+    ],
+    ids=["invalid-json", "pickle", "unknown-content-type"],
+)
+def test_messages_the_receiver_refuses_to_decode(
+    main: Server, publisher: EventPublisher, watcher: SocketClient, body: Any, options: dict
+) -> None:
     """Bodies kombu cannot or must not decode (pickle is never accepted): dropped, nothing else lost."""
     count_case("events: undecodable content types")
     watcher.ensure_connected()
@@ -212,22 +248,35 @@ def test_messages_the_receiver_refuses_to_decode(main: Server, publisher: EventP
     assert reconnects(main) == before
 
 
-def test_unknown_event_types_do_not_grow_the_metrics(main: Server, publisher: EventPublisher,
-                                                     watcher: SocketClient) -> None:
+def test_unknown_event_types_do_not_grow_the_metrics(
+    main: Server, publisher: EventPublisher, watcher: SocketClient
+) -> None:
     """Each distinct event ``type`` must not become a new Prometheus series: label values come from the
     broker, and an unbounded label set is unbounded memory and an unusable /metrics."""
     count_case("events: unknown types")
     ready(main)
-    publisher.publish([{"type": f"junk-{uuid.uuid4().hex}", "uuid": "x", "hostname": "h", "clock": 1,
-                        "timestamp": time.time(), "utcoffset": 0} for _ in range(300)])
+    publisher.publish(
+        [
+            {
+                "type": f"junk-{uuid.uuid4().hex}",
+                "uuid": "x",
+                "hostname": "h",
+                "clock": 1,
+                "timestamp": time.time(),
+                "utcoffset": 0,
+            }
+            for _ in range(300)
+        ]
+    )
     inject_and_check(main, publisher, watcher, publisher.task_event("task-started", POOL[1]))
     series = [s for s in scrape(main.url) if s.name == "pushserver_events_ingested_total"]
     known = len(TASK_EVENT_TYPES) + 3 + 2  # task events, worker-*, and a catch-all or two
     assert len(series) <= known, f"{len(series)} series of pushserver_events_ingested_total, e.g. {series[-1]}"
 
 
-def test_a_huge_progress_message_is_not_pushed_whole(main: Server, publisher: EventPublisher,
-                                                     watcher: SocketClient) -> None:
+def test_a_huge_progress_message_is_not_pushed_whole(
+    main: Server, publisher: EventPublisher, watcher: SocketClient
+) -> None:
     """Results, exceptions and tracebacks are cut; a progress message of a megabyte must be too, or
     every subscriber receives the megabyte (pushserver.worker.report_progress cuts its own at 200 characters)."""
     count_case("events: huge progress message")
@@ -235,25 +284,30 @@ def test_a_huge_progress_message_is_not_pushed_whole(main: Server, publisher: Ev
     task_id = f"huge-progress-{uuid.uuid4().hex[:8]}"
     assert watcher.call("subscribe", {"task_id": task_id}).ack[0]["ok"] is True
     watcher.received.clear()
-    publisher.publish(publisher.task_event("task-progress", task_id, current=1, total=2, message="m" * 1_000_000),
-                      routing_key="task.progress")
-    got = watcher.wait_received(lambda e, d: e == "task:update" and d.get("task_id") == task_id
-                                and d.get("event") == "task-progress", 5)
+    publisher.publish(
+        publisher.task_event("task-progress", task_id, current=1, total=2, message="m" * 1_000_000),
+        routing_key="task.progress",
+    )
+    got = watcher.wait_received(
+        lambda e, d: e == "task:update" and d.get("task_id") == task_id and d.get("event") == "task-progress", 5
+    )
     assert got is not None, "no update for the progress event"
     size = len(json.dumps(got[1]))
     assert size <= MAX_UPDATE_BYTES, f"a {size}-byte task:update was pushed for one progress event"
 
 
-def test_oversized_task_ids_do_not_pin_memory(fuzz_stack: FuzzStack, main: Server, publisher: EventPublisher,
-                                              watcher: SocketClient) -> None:
+def test_oversized_task_ids_do_not_pin_memory(
+    fuzz_stack: FuzzStack, main: Server, publisher: EventPublisher, watcher: SocketClient
+) -> None:
     """No client can ever subscribe to a task id over 255 characters; events naming one must not be kept
     (64 events with 1 MiB ids would otherwise hold 64 MiB until evicted, and --max-tasks allows 100 000)."""
     count_case("events: oversized task ids")
     ready(main)
     before = rss_mib(main.proc.pid)
     for i in range(64):
-        publisher.publish(publisher.task_event("task-started", f"{i:04d}" + "u" * (1 << 20)),
-                          routing_key="task.started")
+        publisher.publish(
+            publisher.task_event("task-started", f"{i:04d}" + "u" * (1 << 20)), routing_key="task.started"
+        )
     inject_and_check(main, publisher, watcher, publisher.task_event("task-started", POOL[5]))
     grown = rss_mib(main.proc.pid) - before
     assert grown < 32, f"server memory grew by {grown:.0f} MiB after 64 events with 1 MiB task ids"
@@ -273,7 +327,7 @@ def test_a_real_task_after_the_storm(fuzz_stack: FuzzStack, main: Server, client
         assert ack["ok"] is True, ack
         done = client.wait_received(lambda e, d: e == "task:update" and d.get("state") == "SUCCESS", 30)
         assert done is not None, f"no SUCCESS; got {[d.get('state') for _, d in client.received]}"
-        assert done[1]["result"] == "3" and done[1]["task_id"] == result.id, done
+        assert done[1]["result"] == 3 and done[1]["task_id"] == result.id, done
         states = [d["state"] for e, d in client.received if e == "task:update"]
         assert "PROGRESS" in states or ack["tasks"][0]["state"] in ("PROGRESS", "SUCCESS"), states
         assert result.get(timeout=10) == 3

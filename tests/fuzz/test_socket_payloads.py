@@ -26,8 +26,17 @@ from hypothesis import strategies as st
 from .model import check_error, check_ok, expected, make_token, requested_ids
 from .stack import FuzzStack, Server
 from .strategies import JSON, KNOWN, TOKEN, TOKEN_KINDS, codec_rejected_json, payloads
-from .support import (LARGEST_ACCEPTED, MAX_MESSAGE_BYTES, LoopThread, Outcome, SocketClient, count_case,
-                      encode_json, fill, fuzz_settings)
+from .support import (
+    LARGEST_ACCEPTED,
+    MAX_MESSAGE_BYTES,
+    LoopThread,
+    Outcome,
+    SocketClient,
+    count_case,
+    encode_json,
+    fill,
+    fuzz_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +58,14 @@ def assert_size_rule(outcome: Outcome, client: SocketClient) -> bool:
     """Apply the size rule; True when the frame was too big (and the connection is re-opened)."""
     if outcome.frame_bytes >= MAX_MESSAGE_BYTES:
         assert outcome.closed and not outcome.acked, (
-            f"a {outcome.frame_bytes}-byte message (limit {MAX_MESSAGE_BYTES}) should close the connection")
+            f"a {outcome.frame_bytes}-byte message (limit {MAX_MESSAGE_BYTES}) should close the connection"
+        )
         assert outcome.close_reason == TOO_BIG_REASON, outcome.close_reason
         client.connect()
         return True
     assert not outcome.closed, (
-        f"the server closed the connection ({outcome.close_reason}) on a well-formed "
-        f"{outcome.frame_bytes}-byte frame")
+        f"the server closed the connection ({outcome.close_reason}) on a well-formed {outcome.frame_bytes}-byte frame"
+    )
     assert outcome.acked, f"no ack for a well-formed {outcome.frame_bytes}-byte frame"
     return False
 
@@ -66,8 +76,7 @@ def assert_size_rule(outcome: Outcome, client: SocketClient) -> bool:
 @example(payload={"task_id": KNOWN[0], "token": TOKEN}, kind="other-task")
 @example(payload={"task_ids": [KNOWN[0], KNOWN[2], KNOWN[0]], "token": TOKEN}, kind="old-secret")
 @example(payload={"task_ids": ["t%d" % i for i in range(5000)], "token": None}, kind="exact")
-def test_subscribe_payloads(fuzz_stack: FuzzStack, main: Server, client: SocketClient, payload: Any,
-                            kind: str) -> None:
+def test_subscribe_payloads(fuzz_stack: FuzzStack, main: Server, client: SocketClient, payload: Any, kind: str) -> None:
     count_case("socket: subscribe payloads")
     payload = fill_token(fill(payload, placeholders(fuzz_stack)), kind, main)
     outcome = client.call("subscribe", payload)
@@ -92,8 +101,9 @@ def test_subscribe_payloads(fuzz_stack: FuzzStack, main: Server, client: SocketC
 
 @fuzz_settings(800)
 @given(payload=payloads(), kind=TOKEN_KINDS)
-def test_unsubscribe_payloads(fuzz_stack: FuzzStack, main: Server, client: SocketClient, payload: Any,
-                              kind: str) -> None:
+def test_unsubscribe_payloads(
+    fuzz_stack: FuzzStack, main: Server, client: SocketClient, payload: Any, kind: str
+) -> None:
     count_case("socket: unsubscribe payloads")
     payload = fill_token(fill(payload, placeholders(fuzz_stack)), kind, main)
     outcome = client.call("unsubscribe", payload)
@@ -110,8 +120,12 @@ def test_unsubscribe_payloads(fuzz_stack: FuzzStack, main: Server, client: Socke
 @st.composite
 def sized_frames(draw: st.DrawFn) -> tuple[str, int]:
     """A subscribe frame padded to an exact message size around the limit (padding in the task id or token)."""
-    size = draw(st.one_of(st.integers(MAX_MESSAGE_BYTES - 64, MAX_MESSAGE_BYTES + 64),
-                          st.integers(MAX_MESSAGE_BYTES - 5000, MAX_MESSAGE_BYTES + 5000)))
+    size = draw(
+        st.one_of(
+            st.integers(MAX_MESSAGE_BYTES - 64, MAX_MESSAGE_BYTES + 64),
+            st.integers(MAX_MESSAGE_BYTES - 5000, MAX_MESSAGE_BYTES + 5000),
+        )
+    )
     where = draw(st.sampled_from(["task_id", "token", "junk"]))
     return where, size
 
@@ -140,6 +154,7 @@ def test_frames_around_the_size_limit(client: SocketClient, frame: tuple[str, in
 
 def test_oversize_message_is_closed_with_1009(fuzz_stack: FuzzStack, client_loop: LoopThread) -> None:
     """At the wire: the handshake announces maxPayload, and a message of that size is closed with 1009."""
+
     async def probe(size: int) -> tuple[dict, Any]:
         url = fuzz_stack.main.url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
         async with aiohttp.ClientSession() as session:
@@ -163,12 +178,14 @@ def test_oversize_message_is_closed_with_1009(fuzz_stack: FuzzStack, client_loop
 
 
 @fuzz_settings(150, shrink=False)
-@given(first=payloads(), extra=st.lists(JSON, min_size=1, max_size=3), event=st.sampled_from(["subscribe",
-                                                                                                "unsubscribe"]))
+@given(
+    first=payloads(), extra=st.lists(JSON, min_size=1, max_size=3), event=st.sampled_from(["subscribe", "unsubscribe"])
+)
 @example(first={"task_id": "a"}, extra=[{"x": 1}], event="subscribe")
 @example(first={"task_id": "a"}, extra=[None], event="unsubscribe")
-def test_extra_arguments_get_an_ack(fuzz_stack: FuzzStack, client: SocketClient, first: Any, extra: list,
-                                    event: str) -> None:
+def test_extra_arguments_get_an_ack(
+    fuzz_stack: FuzzStack, client: SocketClient, first: Any, extra: list, event: str
+) -> None:
     """``socket.emit("subscribe", payload, more, cb)`` is a well-formed frame (the ack is the last argument
     in JS): it must be answered, with bad_request or by ignoring the extra arguments."""
     count_case("socket: extra arguments")
@@ -201,12 +218,19 @@ def test_json_the_codec_refuses_gets_an_ack(client: SocketClient, value: str, ev
 
 #: Socket.IO packets that are not a well-formed event of ours. None may take the connection down.
 MALFORMED = st.one_of(
-    st.builds(lambda data: "2" + data, st.sampled_from(["[]", "{}", '"subscribe"', "[1]", "[null]", "[[]]",
-                                                        "[{}]", '["subscribe"', "", "x", "[1,2,3]"])),
+    st.builds(
+        lambda data: "2" + data,
+        st.sampled_from(
+            ["[]", "{}", '"subscribe"', "[1]", "[null]", "[[]]", "[{}]", '["subscribe"', "", "x", "[1,2,3]"]
+        ),
+    ),
     st.builds(lambda data: "2" + encode_json(data), JSON),
-    st.builds(lambda i, data: f"2{i}{encode_json(data)}", st.integers(0, 10 ** 120), JSON),
-    st.builds(lambda t, data: f"{t}{data}", st.sampled_from(["3", "31", "37", "4", "7", "8", "9", "x", "-", " "]),
-              st.sampled_from(["", "[]", '["x"]', "{}", "junk"])),
+    st.builds(lambda i, data: f"2{i}{encode_json(data)}", st.integers(0, 10**120), JSON),
+    st.builds(
+        lambda t, data: f"{t}{data}",
+        st.sampled_from(["3", "31", "37", "4", "7", "8", "9", "x", "-", " "]),
+        st.sampled_from(["", "[]", '["x"]', "{}", "junk"]),
+    ),
     st.builds(lambda nsp, data: f"2/{nsp},{encode_json(data)}", st.text(max_size=8), JSON),
     st.builds(lambda nsp: f"0/{nsp},", st.text(st.characters(min_codepoint=97, max_codepoint=122), max_size=8)),
     st.text(max_size=50).filter(lambda s: s[:1] not in ("1", "5", "6")),
@@ -218,10 +242,10 @@ MALFORMED = st.one_of(
 @example(packet="2[]")
 @example(packet="2{}")
 @example(packet='2["nonexistent",1]')
-def test_malformed_packets_keep_the_connection(fuzz_stack: FuzzStack, client: SocketClient,
-                                               packet: str) -> None:
+def test_malformed_packets_keep_the_connection(fuzz_stack: FuzzStack, client: SocketClient, packet: str) -> None:
     """Packets that are not events of ours (bad JSON shape, unknown types, other namespaces, stray
-    acks): no ack is owed, but the connection and the server must survive them."""
+    acks): no ack is owed (an ack-asking unknown event gets bad_request), but the connection and the
+    server must survive them."""
     count_case("socket: malformed packets")
     outcome = client.send_packet(packet)
     assert not outcome.closed, f"packet {packet[:80]!r} closed the connection ({outcome.close_reason})"
@@ -229,13 +253,15 @@ def test_malformed_packets_keep_the_connection(fuzz_stack: FuzzStack, client: So
 
 
 @fuzz_settings(150)
-@given(payload=st.one_of(
-    st.binary(max_size=200),
-    st.builds(lambda b: {"task_id": b}, st.binary(max_size=300)),
-    st.builds(lambda b: {"task_ids": [b, "x"]}, st.binary(max_size=50)),
-    st.builds(lambda b: {"task_id": "x", "token": b}, st.binary(max_size=50)),
-    st.builds(lambda b: {"task_id": {"_placeholder": True, "num": 0}, "x": b}, st.binary(max_size=10)),
-))
+@given(
+    payload=st.one_of(
+        st.binary(max_size=200),
+        st.builds(lambda b: {"task_id": b}, st.binary(max_size=300)),
+        st.builds(lambda b: {"task_ids": [b, "x"]}, st.binary(max_size=50)),
+        st.builds(lambda b: {"task_id": "x", "token": b}, st.binary(max_size=50)),
+        st.builds(lambda b: {"task_id": {"_placeholder": True, "num": 0}, "x": b}, st.binary(max_size=10)),
+    )
+)
 def test_binary_payloads(client: SocketClient, client_loop: LoopThread, payload: Any) -> None:
     """Binary attachments, through the client's public ``emit``: bytes are never a task id or a token."""
     count_case("socket: binary payloads")

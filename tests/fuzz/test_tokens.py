@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,6 +34,7 @@ B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 def http(client_loop: LoopThread) -> Iterator[aiohttp.ClientSession]:
     async def open_session() -> aiohttp.ClientSession:
         return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+
     session = client_loop.run(open_session())
     yield session
     client_loop.run(session.close())
@@ -42,20 +44,29 @@ def http(client_loop: LoopThread) -> Iterator[aiohttp.ClientSession]:
 
 
 def right_claims(task: str, now: int) -> dict[str, Any]:
-    return {"tasks": [task], "exp": now + 600, "aud": AUDIENCE, "iss": ISSUER, "iat": now - 10,
-            "nbf": now - 10, "sub": "user-1", "jti": "jti-1"}
+    return {
+        "tasks": [task],
+        "exp": now + 600,
+        "aud": AUDIENCE,
+        "iss": ISSUER,
+        "iat": now - 10,
+        "nbf": now - 10,
+        "sub": "user-1",
+        "jti": "jti-1",
+    }
 
 
 def fill_claims(claims: dict[str, Any], task: str, data: st.DataObject) -> dict[str, Any]:
     now = int(time.time())
     right = right_claims(task, now)
     # "*" among other ids is refused (a wildcard only as the whole claim): the oracle says so.
-    right["tasks"] = data.draw(st.sampled_from([[task], ["*"], ["other", task], [task, task], ["*", task],
-                                                ["other", "*"]]), label="tasks")
+    right["tasks"] = data.draw(
+        st.sampled_from([[task], ["*"], ["other", task], [task, task], ["*", task], ["other", "*"]]), label="tasks"
+    )
     out = {}
     for key, value in claims.items():
         if isinstance(value, str) and value.startswith("\x00<right:"):
-            out[key] = right[value[len("\x00<right:"):-2]]
+            out[key] = right[value[len("\x00<right:") : -2]]
         else:
             out[key] = value
     return out
@@ -95,28 +106,56 @@ def mutated_token(kind: str, task: str, server: Server, data: st.DataObject) -> 
     if kind == "charflip":
         at = draw(st.integers(0, len(valid) - 1), label="at")
         flipped = chr((ord(valid[at]) ^ (1 << draw(st.integers(0, 6), label="bit"))) or 1)
-        return valid[:at] + flipped + valid[at + 1:]
+        return valid[:at] + flipped + valid[at + 1 :]
     if kind == "truncate":
-        return valid[:draw(st.integers(0, len(valid) - 1), label="keep")]
+        return valid[: draw(st.integers(0, len(valid) - 1), label="keep")]
     if kind == "extend":
         return valid + draw(st.text(alphabet=B64 + "=.", min_size=1, max_size=8), label="tail")
     if kind == "drop-signature":
-        return draw(st.sampled_from([f"{header}.{payload}.", f"{header}.{payload}", f"{header}..{signature}",
-                                     f".{payload}.{signature}", f"{payload}.{signature}"]), label="shape")
+        return draw(
+            st.sampled_from(
+                [
+                    f"{header}.{payload}.",
+                    f"{header}.{payload}",
+                    f"{header}..{signature}",
+                    f".{payload}.{signature}",
+                    f"{payload}.{signature}",
+                ]
+            ),
+            label="shape",
+        )
     if kind == "swap-segments":
-        return draw(st.sampled_from([f"{payload}.{header}.{signature}", f"{header}.{signature}.{payload}",
-                                     f"{signature}.{payload}.{header}"]), label="order")
+        return draw(
+            st.sampled_from(
+                [
+                    f"{payload}.{header}.{signature}",
+                    f"{header}.{signature}.{payload}",
+                    f"{signature}.{payload}.{header}",
+                ]
+            ),
+            label="order",
+        )
     if kind == "extra-segment":
-        return draw(st.sampled_from([f"{valid}.{signature}", f"{header}.{payload}.{payload}.{signature}",
-                                     f"{header}.{header}.{payload}.{signature}", f"{valid}."]), label="shape")
+        return draw(
+            st.sampled_from(
+                [
+                    f"{valid}.{signature}",
+                    f"{header}.{payload}.{payload}.{signature}",
+                    f"{header}.{header}.{payload}.{signature}",
+                    f"{valid}.",
+                ]
+            ),
+            label="shape",
+        )
     if kind == "whitespace":
         at = draw(st.integers(0, len(valid)), label="at")
         return valid[:at] + draw(st.sampled_from([" ", "\t", "%20", "+", "\u00a0", "\x00"]), label="ws") + valid[at:]
     if kind == "pad-signature":
         return valid + draw(st.sampled_from(["=", "==", "===", "A", "AA"]), label="pad")
     if kind == "repeat":
-        return draw(st.sampled_from([valid + valid, f"{valid}.{valid}", f"{valid} {valid}", f"{valid},{valid}"]),
-                    label="how")
+        return draw(
+            st.sampled_from([valid + valid, f"{valid}.{valid}", f"{valid} {valid}", f"{valid},{valid}"]), label="how"
+        )
     if kind == "alg-swap-keep-signature":
         return with_header({"alg": draw(ODD_ALGS, label="alg"), "typ": "JWT"})
     if kind == "alg-swap-resign":
@@ -144,9 +183,15 @@ def mutated_token(kind: str, task: str, server: Server, data: st.DataObject) -> 
         claims = {**right_claims(task, now), "exp": draw(EDGE_EXPIRIES, label="exp")}
         return make_token({"alg": "HS256", "typ": "JWT"}, _dumps(claims), secret)
     if kind == "header-extras":
-        extras = draw(st.dictionaries(st.sampled_from(["kid", "crit", "b64", "jku", "jwk", "x5u", "typ", "cty",
-                                                       "zip", "enc"]), CLAIM_VALUES, min_size=1, max_size=3),
-                      label="extras")
+        extras = draw(
+            st.dictionaries(
+                st.sampled_from(["kid", "crit", "b64", "jku", "jwk", "x5u", "typ", "cty", "zip", "enc"]),
+                CLAIM_VALUES,
+                min_size=1,
+                max_size=3,
+            ),
+            label="extras",
+        )
         return make_token({"alg": "HS256", **extras}, _payload_text(payload), secret)
     if kind == "huge":
         size = draw(st.sampled_from([7000, 8192, 9000, 30000, 49000, 70000]), label="pad")
@@ -165,7 +210,8 @@ def _dumps(value: Any) -> str:
 
 
 RANDOM_TOKENS = st.one_of(
-    st.text(max_size=60), st.text(alphabet=B64 + ".", max_size=300),
+    st.text(max_size=60),
+    st.text(alphabet=B64 + ".", max_size=300),
     st.builds(lambda a, b, c: f"{a}.{b}.{c}", *[st.text(alphabet=B64, max_size=60)] * 3),
     st.builds(lambda h, p: f"{b64url(h.encode())}.{b64url(p.encode())}.", st.text(max_size=40), st.text(max_size=40)),
 )
@@ -187,8 +233,9 @@ def build(spec: tuple[str, Any], task: str, server: Server, data: st.DataObject)
 # -- the tests -----------------------------------------------------------------------
 
 
-def test_the_judge_and_the_server_agree_on_plain_tokens(fuzz_stack: FuzzStack, main: Server,
-                                                        client: SocketClient) -> None:
+def test_the_judge_and_the_server_agree_on_plain_tokens(
+    fuzz_stack: FuzzStack, main: Server, client: SocketClient
+) -> None:
     """Before fuzzing: a valid token (either secret) is granted, and the judge says so."""
     task = fuzz_stack.secret_task
     for token in (main.token([task]), main.token([task], secret=main.expect.secrets[1]), main.token(["*"])):
@@ -203,8 +250,9 @@ def test_the_judge_and_the_server_agree_on_plain_tokens(fuzz_stack: FuzzStack, m
 
 @fuzz_settings(1500)
 @given(spec=tokens(), data=st.data())
-def test_tokens_at_subscribe(fuzz_stack: FuzzStack, main: Server, client: SocketClient, spec: tuple,
-                             data: st.DataObject) -> None:
+def test_tokens_at_subscribe(
+    fuzz_stack: FuzzStack, main: Server, client: SocketClient, spec: tuple, data: st.DataObject
+) -> None:
     count_case("tokens: at subscribe")
     task = fuzz_stack.secret_task
     token = build(spec, task, main, data)
@@ -231,8 +279,9 @@ def test_tokens_at_subscribe(fuzz_stack: FuzzStack, main: Server, client: Socket
 
 @fuzz_settings(300)
 @given(spec=tokens(), data=st.data())
-def test_tokens_at_connect(fuzz_stack: FuzzStack, main: Server, client_loop: LoopThread, spec: tuple,
-                           data: st.DataObject) -> None:
+def test_tokens_at_connect(
+    fuzz_stack: FuzzStack, main: Server, client_loop: LoopThread, spec: tuple, data: st.DataObject
+) -> None:
     count_case("tokens: at connect")
     task = fuzz_stack.secret_task
     token = build(spec, task, main, data)
@@ -266,8 +315,15 @@ def test_tokens_at_connect(fuzz_stack: FuzzStack, main: Server, client_loop: Loo
 
 @fuzz_settings(1000)
 @given(spec=tokens(), data=st.data(), route=st.sampled_from(["", "/events"]))
-def test_tokens_over_http(fuzz_stack: FuzzStack, main: Server, http: aiohttp.ClientSession,
-                          client_loop: LoopThread, spec: tuple, data: st.DataObject, route: str) -> None:
+def test_tokens_over_http(
+    fuzz_stack: FuzzStack,
+    main: Server,
+    http: aiohttp.ClientSession,
+    client_loop: LoopThread,
+    spec: tuple,
+    data: st.DataObject,
+    route: str,
+) -> None:
     count_case("tokens: over HTTP")
     task = fuzz_stack.secret_task
     token = build(spec, task, main, data)
@@ -303,9 +359,10 @@ def test_tokens_over_http(fuzz_stack: FuzzStack, main: Server, http: aiohttp.Cli
         assert token not in error["message"]
 
 
-@pytest.mark.parametrize("exp", [10 ** 400, 2 ** 1024], ids=["1e400", "2^1024"])
-def test_an_expiry_beyond_any_float_is_answered(fuzz_stack: FuzzStack, main: Server, client: SocketClient,
-                                                client_loop: LoopThread, exp: int) -> None:
+@pytest.mark.parametrize("exp", [10**400, 2**1024], ids=["1e400", "2^1024"])
+def test_an_expiry_beyond_any_float_is_answered(
+    fuzz_stack: FuzzStack, main: Server, client: SocketClient, client_loop: LoopThread, exp: int
+) -> None:
     """A signed token whose ``exp`` is an integer too large for a float (PyJWT accepts it: exp is in the
     future) must get an answer everywhere: an ack, a connect verdict with a message, an HTTP status < 500."""
     task = fuzz_stack.secret_task
@@ -330,8 +387,9 @@ def test_an_expiry_beyond_any_float_is_answered(fuzz_stack: FuzzStack, main: Ser
     assert not problems, f"exp={str(exp)[:12]}... ({len(str(exp))} digits): " + "; ".join(problems)
 
 
-def test_the_clock_leeway_applies_everywhere(fuzz_stack: FuzzStack, main: Server, client: SocketClient,
-                                             client_loop: LoopThread) -> None:
+def test_the_clock_leeway_applies_everywhere(
+    fuzz_stack: FuzzStack, main: Server, client: SocketClient, client_loop: LoopThread
+) -> None:
     """docs/protocol.md: "a few seconds of clock leeway are allowed" (--token-leeway, 5 s here). A token
     that expired 2 s ago is inside it: connect, subscribe and GET /tasks/{id} must agree and accept it."""
     task = fuzz_stack.secret_task

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets as _secrets
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 

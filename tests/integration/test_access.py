@@ -10,10 +10,10 @@ import jwt
 import pytest
 import socketio
 
-from pushserver.auth import mint_token
-from tests.support.stack import Server, Stack
-from tests.support.clients import Watcher
 from dev.stack import http_get
+from pushserver.auth import mint_token
+from tests.support.clients import Watcher
+from tests.support.stack import Server, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +28,7 @@ def bad_tokens(secret: str, task_id: str) -> dict[str, tuple[str, str]]:
     return {
         "expired": (jwt.encode({"tasks": [task_id], "exp": int(time.time()) - 60}, secret, "HS256"), "expired"),
         "wrong-secret": (mint_token("not-the-secret-" * 3, [task_id]), "signature"),
-        "alg-none": (f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64({'tasks': [task_id], 'exp': exp})}.",
-                     "algorithm"),
+        "alg-none": (f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64({'tasks': [task_id], 'exp': exp})}.", "algorithm"),
         "hs512": (jwt.encode({"tasks": [task_id], "exp": exp}, secret, "HS512"), "algorithm"),
         "no-exp": (jwt.encode({"tasks": [task_id]}, secret, "HS256"), "exp"),
         "garbage": ("not.a.token", "malformed"),
@@ -91,11 +90,24 @@ async def test_a_wildcard_token_watches_any_task(stack: Stack, server: Server):
 
 
 MALFORMED = [
-    None, "a string", 42, [1, 2], True,
-    {}, {"task_id": 5}, {"task_id": ""}, {"task_id": "x" * 256}, {"task_id": "   "},
-    {"task_ids": "abc"}, {"task_ids": []}, {"task_ids": [None]}, {"task_ids": [{"a": 1}]},
-    {"task_id": "a", "task_ids": ["b"]}, {"task_id": "a", "token": 12},
-    {"task_id": "é" * 10_000}, {"task_ids": [["nested", ["deep"]]]},
+    None,
+    "a string",
+    42,
+    [1, 2],
+    True,
+    {},
+    {"task_id": 5},
+    {"task_id": ""},
+    {"task_id": "x" * 256},
+    {"task_id": "   "},
+    {"task_ids": "abc"},
+    {"task_ids": []},
+    {"task_ids": [None]},
+    {"task_ids": [{"a": 1}]},
+    {"task_id": "a", "task_ids": ["b"]},
+    {"task_id": "a", "token": 12},
+    {"task_id": "é" * 10_000},
+    {"task_ids": [["nested", ["deep"]]]},
 ]
 
 
@@ -156,7 +168,7 @@ def test_http_task_snapshot_needs_a_token(stack: Stack, server: Server):
     status, body = http_get(url, {"Authorization": f"Bearer {server.token(result.id)}"})
     assert status == 200
     snapshot = json.loads(body)
-    assert snapshot["state"] == "SUCCESS" and snapshot["result"] == "1"
+    assert snapshot["state"] == "SUCCESS" and snapshot["result"] == 1
 
 
 def test_http_health_readiness_metrics_and_json_errors(server: Server):
@@ -166,9 +178,14 @@ def test_http_health_readiness_metrics_and_json_errors(server: Server):
     status, body = http_get(server.url + "/metrics")
     text = body.decode()
     assert status == 200
-    for name in ("pushserver_events_ingested_total", "pushserver_updates_emitted_total",
-                 "pushserver_connected_clients", "pushserver_subscriptions",
-                 "pushserver_receiver_reconnects_total", "pushserver_event_to_emit_seconds_bucket"):
+    for name in (
+        "pushserver_events_ingested_total",
+        "pushserver_updates_emitted_total",
+        "pushserver_connected_clients",
+        "pushserver_subscriptions",
+        "pushserver_receiver_reconnects_total",
+        "pushserver_event_to_emit_seconds_bucket",
+    ):
         assert name in text, name
     status, body = http_get(server.url + "/no/such/route")
     assert status == 404 and json.loads(body)["error"]["code"] == "not_found"

@@ -17,24 +17,26 @@ GOOD = "a-secret-of-at-least-32-bytes-for-hs256"
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    return subprocess.run([PUSHSERVER, *args], capture_output=True, text=True, timeout=60,
-                          env={**base, **(env or {})})
+    return subprocess.run([PUSHSERVER, *args], capture_output=True, text=True, timeout=60, env={**base, **(env or {})})
 
 
-@pytest.mark.parametrize("args, says", [
-    (["serve"], "no secret"),
-    (["serve", "--secret", GOOD, "--broker", "http://x"], "unsupported URL scheme"),
-    (["serve", "--secret", GOOD, "--broker", "redis://host:notaport/0"], "not a valid URL"),
-    (["serve", "--secret", GOOD, "--port", "70000"], "not a TCP port"),
-    (["serve", "--secret", GOOD, "--cors", "not-an-origin"], "--cors"),
-    (["serve", "--secret", GOOD, "--progress-hz", "0"], "--progress-hz"),
-    (["serve", "--secret", "change-me"], "--secret: the secret is 9 bytes; HS256 needs at least 32"),
-    (["serve", "--secret", f"{GOOD},short"], "--secret: secret 2 of 2 is 5 bytes"),
-    (["serve", "--secret", GOOD, "--token-leeway", "301"], "--token-leeway must be between 0 and 300"),
-    (["serve", "--secret", GOOD, "--token-leeway", "-1"], "--token-leeway must be between 0 and 300"),
-    (["token", "--task", "t", "--secret", "change-me"], "--secret: the secret is 9 bytes"),
-    (["token", "--task", "*", "--task", "t", "--secret", GOOD], "'*' grants every task only by itself"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["serve"], "no secret"),
+        (["serve", "--secret", GOOD, "--broker", "http://x"], "unsupported URL scheme"),
+        (["serve", "--secret", GOOD, "--broker", "redis://host:notaport/0"], "not a valid URL"),
+        (["serve", "--secret", GOOD, "--port", "70000"], "not a TCP port"),
+        (["serve", "--secret", GOOD, "--cors", "not-an-origin"], "--cors"),
+        (["serve", "--secret", GOOD, "--progress-hz", "0"], "--progress-hz"),
+        (["serve", "--secret", "change-me"], "--secret: the secret is 9 bytes; HS256 needs at least 32"),
+        (["serve", "--secret", f"{GOOD},short"], "--secret: secret 2 of 2 is 5 bytes"),
+        (["serve", "--secret", GOOD, "--token-leeway", "301"], "--token-leeway must be between 0 and 300"),
+        (["serve", "--secret", GOOD, "--token-leeway", "-1"], "--token-leeway must be between 0 and 300"),
+        (["token", "--task", "t", "--secret", "change-me"], "--secret: the secret is 9 bytes"),
+        (["token", "--task", "*", "--task", "t", "--secret", GOOD], "'*' grants every task only by itself"),
+    ],
+)
 def test_config_errors_exit_2_with_one_line(args: list[str], says: str):
     done = run(*args)
     assert done.returncode == 2

@@ -20,6 +20,7 @@ async def test_wait_returns_the_terminal_state(stack: Stack, server: Server):
         state = await watcher.wait(result.id, timeout=30)
     assert state["task_id"] == result.id
     assert state["state"] == "SUCCESS"
+    assert state["result"] == 3 and state["result_format"] == "json"  # the value, not its repr
     assert state["name"] == "workers.tasks.demo_progress"
     assert state["progress"]["current"] == 3
 
@@ -54,8 +55,9 @@ async def test_failure_is_a_terminal_state_not_an_exception(stack: Stack, server
 async def test_two_waits_on_one_connection(stack: Stack, server: Server):
     first, second = stack.send("demo_progress", 2, 0.1), stack.send("demo_progress", 4, 0.1, queue=PREFORK_QUEUE)
     async with TaskWatcher(server.url, token=server.token(first.id, second.id)) as watcher:
-        a, b, again = await asyncio.gather(watcher.wait(first.id, timeout=30), watcher.wait(second.id, timeout=30),
-                                           watcher.wait(first.id, timeout=30))
+        a, b, again = await asyncio.gather(
+            watcher.wait(first.id, timeout=30), watcher.wait(second.id, timeout=30), watcher.wait(first.id, timeout=30)
+        )
     assert (a["task_id"], a["state"]) == (first.id, "SUCCESS")
     assert (b["task_id"], b["state"]) == (second.id, "SUCCESS")
     assert again == a
@@ -117,17 +119,20 @@ async def test_it_resubscribes_after_the_server_restarts(stack: Stack, server: S
                 seen.append(state)
 
         following = asyncio.ensure_future(follow())
-        await asyncio.to_thread(wait_until, lambda: any(s["state"] == "PROGRESS" for s in seen), 20,
-                                "progress before the restart")
+        await asyncio.to_thread(
+            wait_until, lambda: any(s["state"] == "PROGRESS" for s in seen), 20, "progress before the restart"
+        )
         # Waited on before the restart, dispatched and finished while the server is down.
         finished_while_down = str(uuid.uuid4())
-        waiting = asyncio.ensure_future(watcher.wait(finished_while_down, timeout=60,
-                                                     token=server.token(finished_while_down)))
+        waiting = asyncio.ensure_future(
+            watcher.wait(finished_while_down, timeout=60, token=server.token(finished_while_down))
+        )
         await asyncio.sleep(0.5)
         await asyncio.to_thread(proc.stop)
         await asyncio.to_thread(wait_until, lambda: not watcher.connected, 10, "the watcher to see the disconnect")
-        quick = stack.celery.send_task("workers.tasks.demo_progress", args=(1, 0.0), queue=PREFORK_QUEUE,
-                                       task_id=finished_while_down)
+        quick = stack.celery.send_task(
+            "workers.tasks.demo_progress", args=(1, 0.0), queue=PREFORK_QUEUE, task_id=finished_while_down
+        )
         assert await asyncio.to_thread(quick.get, timeout=30) == 1
         assert not waiting.done()
         proc = await asyncio.to_thread(start, "client-restart-2")

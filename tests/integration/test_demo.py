@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,10 +18,25 @@ def test_demo_starts_redis_runs_a_round_and_stops_what_it_started():
     redis_port, server_port, web_port = free_port(), free_port(), free_port()
     broker = f"redis://127.0.0.1:{redis_port}/0"
     done = subprocess.run(
-        [sys.executable, "-m", "dev.demo", "--once", "--port", str(server_port),
-         "--web-port", str(web_port),
-         "--broker", broker, "--backend", f"redis://127.0.0.1:{redis_port}/1"],
-        capture_output=True, text=True, timeout=180, env={**os.environ, "PUSHSERVER_MONGO_URL": ""}, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "dev.demo",
+            "--once",
+            "--port",
+            str(server_port),
+            "--web-port",
+            str(web_port),
+            "--broker",
+            broker,
+            "--backend",
+            f"redis://127.0.0.1:{redis_port}/1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PUSHSERVER_MONGO_URL": ""},
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -29,3 +45,51 @@ def test_demo_starts_redis_runs_a_round_and_stops_what_it_started():
     assert "6 tasks finished" in out and "(5 succeeded)" in out
     assert "card declined" in out  # the failing task's error was pushed too
     assert not redis_ping(redis_port), "the demo left its redis-server running"
+
+
+def test_demo_runs_on_redis_with_tls_and_a_password(tmp_path: Path):
+    from urllib.parse import quote
+
+    from tests.support.redis_servers import make_certificates, start_tls_redis
+
+    password = "demo-" + os.urandom(8).hex()
+    certs = make_certificates(tmp_path / "certs")
+    redis, port = start_tls_redis(tmp_path, certs, "--requirepass", password, password=password)
+    server_port, web_port = free_port(), free_port()
+    query = f"ssl_cert_reqs=required&ssl_ca_certs={quote(str(certs.ca))}"
+    try:
+        bare = subprocess.run(
+            [sys.executable, "-m", "dev.demo", "--once", "--broker", f"rediss://:{password}@127.0.0.1:{port}/0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert bare.returncode == 2 and "a rediss:// URL needs ssl_cert_reqs" in bare.stderr, bare.stderr
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dev.demo",
+                "--once",
+                "--port",
+                str(server_port),
+                "--web-port",
+                str(web_port),
+                "--broker",
+                f"rediss://:{password}@127.0.0.1:{port}/0?{query}",
+                "--backend",
+                f"rediss://:{password}@127.0.0.1:{port}/1?{query}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "PUSHSERVER_MONGO_URL": ""},
+            cwd=ROOT,
+        )
+    finally:
+        redis.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"using the Redis already running at 127.0.0.1:{port} (TLS)" in done.stdout
+    assert "6 tasks finished" in done.stdout and "(5 succeeded)" in done.stdout
+    assert password not in done.stdout + done.stderr + bare.stdout + bare.stderr

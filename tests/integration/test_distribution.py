@@ -30,15 +30,24 @@ def _env_outside_the_checkout() -> dict[str, str]:
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=cwd, env=_env_outside_the_checkout(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        args, cwd=cwd, env=_env_outside_the_checkout(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the checkout's files (tracked and new, never ignored ones), so building writes nothing here."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     copy = tmp_path_factory.mktemp("source") / "celery-pushserver"
     for name in filter(None, listed):
         src = ROOT / name
@@ -55,15 +64,29 @@ def fresh_venv(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("fresh") / "venv"
     done = _run([sys.executable, "-m", "venv", str(venv)], cwd=venv.parent)
     assert done.returncode == 0, done.stderr
-    done = _run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(source)],
-                cwd=venv.parent)
+    done = _run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(source)], cwd=venv.parent
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return venv / "bin"
 
 
 def test_the_wheel_holds_the_pushserver_package_only(source: Path, tmp_path: Path):
-    done = _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                 "-w", str(tmp_path), str(source)], cwd=tmp_path)
+    done = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     (wheel,) = tmp_path.glob("celery_pushserver-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -80,9 +103,11 @@ def test_import_workers_fails_outside_the_checkout(fresh_venv: Path, tmp_path: P
 
 
 def test_pushserver_worker_imports_without_the_server_dependencies(fresh_venv: Path, tmp_path: Path):
-    code = ("import sys, pushserver.worker\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in"
-            " {'aiohttp', 'socketio', 'engineio', 'pymongo'}))")
+    code = (
+        "import sys, pushserver.worker\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " {'aiohttp', 'socketio', 'engineio', 'pymongo'}))"
+    )
     done = _run([str(fresh_venv / "python"), "-c", code], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -97,12 +122,30 @@ def fresh_stack(fresh_venv: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
         procs.append(redis)
         broker, backend = f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1"
         project = write_user_project(tmp_path / "acme")
-        procs.append(start_user_worker("fresh-worker", project, broker, backend, tmp_path, pool="threads",
-                                       queue="celery", bin_dir=fresh_venv))
+        procs.append(
+            start_user_worker(
+                "fresh-worker", project, broker, backend, tmp_path, pool="threads", queue="celery", bin_dir=fresh_venv
+            )
+        )
         server_port = free_port()
-        server = Proc("fresh-pushserver", [str(fresh_venv / "pushserver"), "serve", "--broker", broker,
-                                           "--backend", backend, "--port", str(server_port), "--secret", SECRET],
-                      tmp_path, env={"PUSHSERVER_SECRET": "", "PUSHSERVER_MONGO_URL": ""}, cwd=tmp_path)
+        server = Proc(
+            "fresh-pushserver",
+            [
+                str(fresh_venv / "pushserver"),
+                "serve",
+                "--broker",
+                broker,
+                "--backend",
+                backend,
+                "--port",
+                str(server_port),
+                "--secret",
+                SECRET,
+            ],
+            tmp_path,
+            env={"PUSHSERVER_SECRET": "", "PUSHSERVER_MONGO_URL": ""},
+            cwd=tmp_path,
+        )
         procs.append(server)
         url = f"http://127.0.0.1:{server_port}"
         wait_until(lambda: http_status(url + "/readyz") == 200 or not server.alive(), 30, "pushserver /readyz")
@@ -114,15 +157,20 @@ def fresh_stack(fresh_venv: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 
 async def test_a_users_worker_from_a_fresh_install_reports_progress_to_a_socketio_client(
-        fresh_venv: Path, fresh_stack: tuple[str, str], tmp_path: Path):
+    fresh_venv: Path, fresh_stack: tuple[str, str], tmp_path: Path
+):
     broker, url = fresh_stack
     # Dispatched from the fresh virtualenv, by the user's own module, as their web app would.
-    code = ("import acme_jobs\n"
-            "r = acme_jobs.crunch.apply_async((5, 0.2))\n"
-            "print(r.id)")
+    code = "import acme_jobs\nr = acme_jobs.crunch.apply_async((5, 0.2))\nprint(r.id)"
     env = {**_env_outside_the_checkout(), "ACME_BROKER": broker, "ACME_BACKEND": broker[:-1] + "1"}
-    done = subprocess.run([str(fresh_venv / "python"), "-c", code], cwd=tmp_path / "acme", env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(fresh_venv / "python"), "-c", code],
+        cwd=tmp_path / "acme",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     task_id = done.stdout.strip().splitlines()[-1]
     watcher = await Watcher(url).connect()

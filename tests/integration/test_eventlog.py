@@ -11,8 +11,8 @@ from pymongo import MongoClient
 from dev.stack import Proc, http_get, start_mongo, start_pushserver, wait_until
 from pushserver.eventlog import COLLECTION, event_to_document
 from tests.fuzz.stack import EventPublisher
-from tests.support.stack import Server, Stack
 from tests.support.clients import Watcher
+from tests.support.stack import Server, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +22,17 @@ def events_of(url: str, db: str, task_id: str) -> list[dict]:
         return list(client[db][COLLECTION].find({"task_id": task_id}).sort("timestamp", 1))
 
 
-def serve_with_log(stack: Stack, secret: str, mongo: str, db: str, name: str,
-                   extra: list[str] | None = None) -> tuple[Proc, str]:
-    return start_pushserver(name, stack.broker, stack.backend, stack.log_dir, secret=secret,
-                            extra=["--mongo", mongo, "--mongo-db", db, *(extra or [])])
+def serve_with_log(
+    stack: Stack, secret: str, mongo: str, db: str, name: str, extra: list[str] | None = None
+) -> tuple[Proc, str]:
+    return start_pushserver(
+        name,
+        stack.broker,
+        stack.backend,
+        stack.log_dir,
+        secret=secret,
+        extra=["--mongo", mongo, "--mongo-db", db, *(extra or [])],
+    )
 
 
 def ready(url: str) -> dict:
@@ -41,10 +48,12 @@ async def test_two_replicas_record_each_event_once(stack: Stack, server: Server,
         result = stack.send("demo_progress", 3, 0.05)
         assert result.get(timeout=30) == 3
         wanted = {"task-sent", "task-received", "task-started", "task-progress", "task-succeeded"}
-        wait_until(lambda: wanted <= {d["type"] for d in events_of(mongo, mongo_db, result.id)}, 20,
-                   "the task's events in MongoDB")
-        wait_until(lambda: b"pushserver_eventlog_duplicates_total" in http_get(url_b + "/metrics")[1], 5,
-                   "metrics")
+        wait_until(
+            lambda: wanted <= {d["type"] for d in events_of(mongo, mongo_db, result.id)},
+            20,
+            "the task's events in MongoDB",
+        )
+        wait_until(lambda: b"pushserver_eventlog_duplicates_total" in http_get(url_b + "/metrics")[1], 5, "metrics")
         # Both replicas wrote; let the slower one finish before counting.
         time.sleep(0.5)
         docs = events_of(mongo, mongo_db, result.id)
@@ -84,8 +93,7 @@ async def test_history_endpoint_pages_oldest_first(stack: Stack, server: Server,
         # under load it may follow the worker's first events; the worker's own
         # events keep their order.
         types = [e["type"] for e in events]
-        assert sorted(set(types)) == ["task-progress", "task-received", "task-sent", "task-started",
-                                      "task-succeeded"]
+        assert sorted(set(types)) == ["task-progress", "task-received", "task-sent", "task-started", "task-succeeded"]
         worker_side = [t for t in types if t != "task-sent"]
         assert worker_side[:2] == ["task-received", "task-started"]
         assert worker_side[-1] == "task-succeeded"
@@ -123,16 +131,30 @@ async def test_ttl_index_has_the_configured_retention(stack: Stack, server: Serv
 
 
 async def test_snapshot_is_rebuilt_from_the_log_when_memory_and_backend_know_nothing(
-        stack: Stack, server: Server, mongo: str, mongo_db: str):
+    stack: Stack, server: Server, mongo: str, mongo_db: str
+):
     """A replica restarted while a task runs, with no result-backend record: the log has its story."""
     task_id = f"from-the-log-{time.time_ns()}"
     now = time.time()
     recorded = [
-        {"type": "task-received", "uuid": task_id, "timestamp": now - 3, "hostname": "celery@gone",
-         "name": "workers.tasks.resize_and_watermark", "retries": 0},
+        {
+            "type": "task-received",
+            "uuid": task_id,
+            "timestamp": now - 3,
+            "hostname": "celery@gone",
+            "name": "workers.tasks.resize_and_watermark",
+            "retries": 0,
+        },
         {"type": "task-started", "uuid": task_id, "timestamp": now - 2, "hostname": "celery@gone"},
-        {"type": "task-progress", "uuid": task_id, "timestamp": now - 1, "hostname": "celery@gone",
-         "current": 2, "total": 4, "message": "resizing"},
+        {
+            "type": "task-progress",
+            "uuid": task_id,
+            "timestamp": now - 1,
+            "hostname": "celery@gone",
+            "current": 2,
+            "total": 4,
+            "message": "resizing",
+        },
     ]
     with MongoClient(mongo, serverSelectionTimeoutMS=3000) as client:
         client[mongo_db][COLLECTION].insert_many([event_to_document(e) for e in recorded])
@@ -166,7 +188,7 @@ async def test_mongodb_outage_degrades_history_never_delivery(stack: Stack, serv
             started = time.monotonic()
             await w.subscribe(during.id)
             final = await w.wait_state(during.id, "SUCCESS", timeout=30)
-            assert final["result"] == "3"
+            assert final["result"] == 3
             assert time.monotonic() - started < 10  # delivery did not wait on MongoDB's timeouts
         finally:
             await w.close()
@@ -208,7 +230,7 @@ ODD_VALUES: dict[str, object] = {
     "time": {"__type__": "time", "__value__": "10:00:00"},
     "datetime": {"__type__": "datetime", "__value__": "2026-01-01T10:00:00+05:30"},
     "bytes": {"__type__": "base64", "__value__": "AP8="},
-    "bigint": 2 ** 70,
+    "bigint": 2**70,
     "nan": float("nan"),
     "surrogate": "\ud800",
     "nul-key": {"a\x00b": 1},
@@ -218,7 +240,8 @@ ODD_VALUES: dict[str, object] = {
 
 
 async def test_values_mongodb_cannot_store_neither_stop_nor_block_the_log(
-        stack: Stack, server: Server, mongo: str, mongo_db: str):
+    stack: Stack, server: Server, mongo: str, mongo_db: str
+):
     """Each odd value is logged rewritten (or its event alone dropped, counted); the good events after
     them are all written, and the writer keeps running."""
     proc, url = serve_with_log(stack, server.secret, mongo, mongo_db, "log-odd-values")
@@ -227,8 +250,10 @@ async def test_values_mongodb_cannot_store_neither_stop_nor_block_the_log(
     try:
         wait_until(lambda: ready(url).get("ready"), 20, "ready")
         for name, value in ODD_VALUES.items():
-            publisher.publish(publisher.task_event("task-succeeded", f"{run}-{name}", result="'ok'", value=value),
-                              routing_key="task.succeeded")
+            publisher.publish(
+                publisher.task_event("task-succeeded", f"{run}-{name}", result="'ok'", value=value),
+                routing_key="task.succeeded",
+            )
         good = [publisher.task_event("task-succeeded", f"{run}-good-{i}", result=f"'{i}'") for i in range(20)]
         publisher.publish(good)
 
@@ -237,14 +262,14 @@ async def test_values_mongodb_cannot_store_neither_stop_nor_block_the_log(
                 return list(client[mongo_db][COLLECTION].find({"task_id": {"$regex": f"^{prefix}"}}))
 
         wait_until(lambda: len(logged(f"{run}-good-")) == 20, 20, "every good event after the odd ones written")
-        stored = {d["task_id"][len(run) + 1:]: d["event"].get("value") for d in logged(run)}
+        stored = {d["task_id"][len(run) + 1 :]: d["event"].get("value") for d in logged(run)}
         # Nothing was lost: every odd event is in the log too, rewritten.
         assert set(ODD_VALUES) <= set(stored), sorted(set(ODD_VALUES) - set(stored))
         assert stored["uuid"] == "12345678-1234-5678-1234-567812345678"
         assert stored["decimal"] == "3.14159265358979323846264338327950288"
         assert stored["date"] == "2026-01-01" and stored["datetime"] == "2026-01-01T10:00:00+05:30"
         assert stored["bytes"] == {"__type__": "base64", "__value__": "AP8="}
-        assert stored["bigint"] == str(2 ** 70)
+        assert stored["bigint"] == str(2**70)
         assert stored["surrogate"] == "\\ud800"
         assert stored["nan"] == "NaN" or stored["nan"] != stored["nan"]  # nx-27017 keeps JSON; mongod a double
         assert len(stored["huge"]) == 16 * 1024
@@ -254,7 +279,9 @@ async def test_values_mongodb_cannot_store_neither_stop_nor_block_the_log(
         assert metric_sum(url, "pushserver_eventlog_writer_running") == 1
         assert metric_sum(url, "pushserver_eventlog_dropped_total") == 0
         # The history endpoint serves them as JSON.
-        status, body = http_get(f"{url}/tasks/{run}-uuid/events", {"Authorization": f"Bearer {server.token(f'{run}-uuid')}"})
+        status, body = http_get(
+            f"{url}/tasks/{run}-uuid/events", {"Authorization": f"Bearer {server.token(f'{run}-uuid')}"}
+        )
         assert status == 200, body
     finally:
         publisher.close()
@@ -268,29 +295,44 @@ async def test_the_queue_held_during_an_outage_is_bounded_in_bytes(stack: Stack,
     mongo_proc, mongo_url = start_mongo(stack.log_dir)
     port = int(mongo_url.rsplit(":", 1)[1])
     bound = 4 * 1024 * 1024
-    proc, url = serve_with_log(stack, server.secret, mongo_url, mongo_db, "log-bounded",
-                               ["--event-log-queue-bytes", str(bound)])
+    proc, url = serve_with_log(
+        stack, server.secret, mongo_url, mongo_db, "log-bounded", ["--event-log-queue-bytes", str(bound)]
+    )
     publisher = EventPublisher(stack.broker)
     run = f"bounded-{time.time_ns()}"
     try:
         wait_until(lambda: ready(url).get("ready"), 20, "ready")
         mongo_proc.stop()
         for batch in range(16):  # 16 x 128 events x ~16 KB = 32 MB
-            publisher.publish([publisher.task_event("task-progress", f"{run}-p", current=batch * 128 + i, total=2048,
-                                                    message="m" * 16_000) for i in range(128)])
+            publisher.publish(
+                [
+                    publisher.task_event(
+                        "task-progress", f"{run}-p", current=batch * 128 + i, total=2048, message="m" * 16_000
+                    )
+                    for i in range(128)
+                ]
+            )
         transitions = [publisher.task_event("task-succeeded", f"{run}-t{i}", result="'ok'") for i in range(50)]
         publisher.publish(transitions)
-        wait_until(lambda: metric_sum(url, "pushserver_events_ingested_total", type="task-progress") == 2048
-                   and metric_sum(url, "pushserver_events_ingested_total", type="task-succeeded") == 50, 30,
-                   "every event received")
+        wait_until(
+            lambda: (
+                metric_sum(url, "pushserver_events_ingested_total", type="task-progress") == 2048
+                and metric_sum(url, "pushserver_events_ingested_total", type="task-succeeded") == 50
+            ),
+            30,
+            "every event received",
+        )
         assert metric_sum(url, "pushserver_eventlog_queued_bytes") <= bound
         assert metric_sum(url, "pushserver_eventlog_dropped_total", kind="transition") == 0
         shed = metric_sum(url, "pushserver_eventlog_dropped_total", kind="progress")
         assert shed >= 2048 - bound / 16_000, shed
 
         mongo_proc, _ = start_mongo(stack.log_dir, port=port)
-        wait_until(lambda: ready(url).get("event_log") == "ok" and metric_sum(url, "pushserver_eventlog_queued") == 0,
-                   60, "the queue written out")
+        wait_until(
+            lambda: ready(url).get("event_log") == "ok" and metric_sum(url, "pushserver_eventlog_queued") == 0,
+            60,
+            "the queue written out",
+        )
         with MongoClient(mongo_url, serverSelectionTimeoutMS=3000) as client:
             docs = list(client[mongo_db][COLLECTION].find({"task_id": {"$regex": f"^{run}"}}, {"type": 1}))
         written = {"task-progress": 0, "task-succeeded": 0}

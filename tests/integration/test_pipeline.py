@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.support.stack import PREFORK_QUEUE, Server, Stack
 from tests.support.clients import Watcher
+from tests.support.stack import PREFORK_QUEUE, Server, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ async def test_progress_then_success_is_pushed(stack: Stack, server: Server, wat
     assert ack["ok"] is True
     assert ack["tasks"][0]["task_id"] == result.id
     final = await watcher.wait_state(result.id, "SUCCESS")
-    assert final["result"] == "5"
+    assert final["result"] == 5
     assert final["name"] == "workers.tasks.demo_progress"
     assert final["progress"] == {"current": 5, "total": 5, "percent": 100.0, "message": "step 5/5"}
     assert final["finished_at"] is not None and final["worker"]
@@ -59,8 +59,7 @@ async def test_late_subscriber_gets_the_final_state_from_the_result_backend(stac
 
     result = stack.send("demo_progress", 2, 0.0)
     assert result.get(timeout=30) == 2
-    proc, url = start_pushserver("late-server", stack.broker, stack.backend, stack.log_dir,
-                                 secret=server.secret)
+    proc, url = start_pushserver("late-server", stack.broker, stack.backend, stack.log_dir, secret=server.secret)
     try:
         w = await Watcher(url).connect(token=server.token(result.id))
         ack = await w.subscribe(result.id)
@@ -70,7 +69,7 @@ async def test_late_subscriber_gets_the_final_state_from_the_result_backend(stac
     assert ack["ok"] is True
     snapshot = ack["tasks"][0]
     assert snapshot["state"] == "SUCCESS"
-    assert snapshot["result"] == "2"
+    assert snapshot["result"] == 2
 
 
 async def test_unknown_task_snapshot_is_pending(server: Server, watcher: Watcher):
@@ -86,8 +85,7 @@ async def test_two_clients_on_one_task_both_get_completion(stack: Stack, server:
     first, second = await asyncio.gather(Watcher(server.url).connect(token), Watcher(server.url).connect(token))
     try:
         await asyncio.gather(first.subscribe(result.id), second.subscribe(result.id))
-        a, b = await asyncio.gather(first.wait_state(result.id, "SUCCESS"),
-                                    second.wait_state(result.id, "SUCCESS"))
+        a, b = await asyncio.gather(first.wait_state(result.id, "SUCCESS"), second.wait_state(result.id, "SUCCESS"))
     finally:
         await asyncio.gather(first.close(), second.close())
     assert a == b
@@ -100,11 +98,10 @@ async def test_one_client_on_a_hundred_tasks(stack: Stack, server: Server, watch
 
     assert ack["ok"] is True and [t["task_id"] for t in ack["tasks"]] == ids
     finals = await asyncio.gather(*(watcher.wait_state(i, "SUCCESS", timeout=60) for i in ids))
-    assert all(f["result"] == "1" for f in finals)
+    assert all(f["result"] == 1 for f in finals)
 
 
-async def test_progress_is_coalesced_but_the_latest_always_arrives(stack: Stack, server: Server,
-                                                                     watcher: Watcher):
+async def test_progress_is_coalesced_but_the_latest_always_arrives(stack: Stack, server: Server, watcher: Watcher):
     """200 progress events in ~0.4 s; at 10 Hz the client gets a handful, the last one 200/200."""
     result = stack.send("demo_progress", 200, 0.002)
     await watcher.subscribe(result.id, token=server.token(result.id))

@@ -37,9 +37,9 @@ def receiver_pid(server_pid: int) -> int:
 
 
 async def test_a_killed_receiver_process_is_replaced_and_nothing_finished_meanwhile_is_missed(
-        stack: Stack, server: Server):
-    proc, url = start_pushserver("receiver-killed", stack.broker, stack.backend, stack.log_dir,
-                                 secret=server.secret)
+    stack: Stack, server: Server
+):
+    proc, url = start_pushserver("receiver-killed", stack.broker, stack.backend, stack.log_dir, secret=server.secret)
     try:
         wait_until(lambda: is_ready(url), 20, "the server to be ready")
         first = receiver_pid(proc.pid)
@@ -52,10 +52,9 @@ async def test_a_killed_receiver_process_is_replaced_and_nothing_finished_meanwh
             # hears its completion: live, or from the result backend when
             # the new child reconnects.
             assert task.get(timeout=30) == 3
-            wait_until(lambda: is_ready(url) and children(proc.pid) != [first], 30,
-                       "a new receiver process to connect")
+            wait_until(lambda: is_ready(url) and children(proc.pid) != [first], 30, "a new receiver process to connect")
             final = await watcher.wait_state(task.id, "SUCCESS", timeout=15)
-            assert final["result"] == "3"
+            assert final["result"] == 3
             assert metric(url, "pushserver_receiver_reconnects_total") >= 1
             readiness = json.loads(http_get(url + "/readyz")[1])
             assert readiness["reconnects"] >= 1 and readiness["receiver"] == "connected"
@@ -70,8 +69,7 @@ async def test_a_killed_receiver_process_is_replaced_and_nothing_finished_meanwh
 
 
 def test_the_receiver_process_exits_when_the_server_is_killed(stack: Stack, server: Server):
-    proc, url = start_pushserver("server-killed", stack.broker, stack.backend, stack.log_dir,
-                                 secret=server.secret)
+    proc, url = start_pushserver("server-killed", stack.broker, stack.backend, stack.log_dir, secret=server.secret)
     try:
         wait_until(lambda: is_ready(url), 20, "the server to be ready")
         child = receiver_pid(proc.pid)
@@ -82,8 +80,7 @@ def test_the_receiver_process_exits_when_the_server_is_killed(stack: Stack, serv
 
 
 def test_sigterm_stops_the_receiver_process_with_the_server(stack: Stack, server: Server):
-    proc, url = start_pushserver("server-sigterm", stack.broker, stack.backend, stack.log_dir,
-                                 secret=server.secret)
+    proc, url = start_pushserver("server-sigterm", stack.broker, stack.backend, stack.log_dir, secret=server.secret)
     wait_until(lambda: is_ready(url), 20, "the server to be ready")
     child = receiver_pid(proc.pid)
     os.kill(proc.pid, signal.SIGTERM)
@@ -94,8 +91,14 @@ def test_sigterm_stops_the_receiver_process_with_the_server(stack: Stack, server
 
 
 async def test_thread_receiver_delivers_updates_without_a_child_process(stack: Stack, server: Server):
-    proc, url = start_pushserver("thread-receiver", stack.broker, stack.backend, stack.log_dir,
-                                 secret=server.secret, extra=["--receiver", "thread"])
+    proc, url = start_pushserver(
+        "thread-receiver",
+        stack.broker,
+        stack.backend,
+        stack.log_dir,
+        secret=server.secret,
+        extra=["--receiver", "thread"],
+    )
     try:
         wait_until(lambda: is_ready(url), 20, "the server to be ready")
         assert children(proc.pid) == []
@@ -104,7 +107,7 @@ async def test_thread_receiver_delivers_updates_without_a_child_process(stack: S
         try:
             assert (await watcher.subscribe(task.id))["ok"] is True
             final = await watcher.wait_state(task.id, "SUCCESS", timeout=30)
-            assert final["result"] == "3"
+            assert final["result"] == 3
         finally:
             await watcher.close()
     finally:

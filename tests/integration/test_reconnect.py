@@ -20,8 +20,9 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
     # workers and the result backend keep running, as when a network path or
     # a load balancer in front of Redis fails.
     proxy = TcpProxy("127.0.0.1", stack.redis_port).start()
-    proc, url = start_pushserver("reconnect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
-                                 stack.log_dir, secret=server.secret)
+    proc, url = start_pushserver(
+        "reconnect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend, stack.log_dir, secret=server.secret
+    )
     try:
         wait_until(lambda: is_ready(url), 20, "the server to be ready")
         during_gap = stack.send("demo_progress", 3, 0.05)
@@ -42,7 +43,7 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
             proxy.restore()
             wait_until(lambda: is_ready(url), 30, "the receiver to reconnect")
             final = await watcher.wait_state(during_gap.id, "SUCCESS", timeout=15)
-            assert final["result"] == "3"
+            assert final["result"] == 3
             assert metric(url, "pushserver_receiver_reconnects_total") >= 1
             assert metric(url, "pushserver_reconciled_total") >= 1
 
@@ -58,14 +59,16 @@ async def test_receiver_reconnects_and_reconciles_completions_missed_in_the_gap(
 
 
 async def test_a_client_subscribed_before_the_receiver_first_connects_still_hears_the_completion(
-        stack: Stack, server: Server):
+    stack: Stack, server: Server
+):
     # The port opens before the receiver is listening (and a receiver process
     # takes a second to start): a page may subscribe in that window, to a task
     # whose remaining events nobody is receiving yet.
     proxy = TcpProxy("127.0.0.1", stack.redis_port).start()
     proxy.cut()
-    proc, url = start_pushserver("first-connect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
-                                 stack.log_dir, secret=server.secret)
+    proc, url = start_pushserver(
+        "first-connect-server", f"redis://127.0.0.1:{proxy.port}/0", stack.backend, stack.log_dir, secret=server.secret
+    )
     try:
         task = stack.send("demo_progress", 3, 0.05)
         watcher = await Watcher(url).connect(server.token(task.id))
@@ -75,7 +78,7 @@ async def test_a_client_subscribed_before_the_receiver_first_connects_still_hear
             assert task.get(timeout=30) == 3
             proxy.restore()
             final = await watcher.wait_state(task.id, "SUCCESS", timeout=30)
-            assert final["result"] == "3"
+            assert final["result"] == 3
             assert metric(url, "pushserver_receiver_reconnects_total") == 0  # a first connect, not a reconnect
         finally:
             await watcher.close()

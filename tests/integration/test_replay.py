@@ -9,8 +9,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 import pytest
@@ -18,11 +19,11 @@ from celery import Celery
 from pymongo import AsyncMongoClient, MongoClient
 
 from dev.stack import BIN, free_port, http_get, http_status, is_ready, start_pushserver, wait_until
-from pushserver.eventlog import COLLECTION, document_to_event, ensure_indexes, event_id, event_to_document
 from pushserver import replay as replay_module
+from pushserver.eventlog import COLLECTION, document_to_event, ensure_indexes, event_id, event_to_document
 from pushserver.replay import EventFilter, MongoSource, Rejects, to_json_line
-from tests.support.stack import PREFORK_QUEUE, Server, Stack
 from tests.support.clients import Watcher
+from tests.support.stack import PREFORK_QUEUE, Server, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +33,13 @@ READY_STATES = {"SUCCESS", "FAILURE", "REVOKED", "REJECTED"}
 
 def replay(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``pushserver replay`` with only the environment the test gives it."""
-    return subprocess.run([PUSHSERVER, "replay", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**hermetic_env(), **(env or {})})
+    return subprocess.run(
+        [PUSHSERVER, "replay", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**hermetic_env(), **(env or {})},
+    )
 
 
 def hermetic_env() -> dict[str, str]:
@@ -69,24 +75,71 @@ def recorded(mongo: str, db: str, task_ids: Iterable[str] | None = None) -> list
         return list(client[db][COLLECTION].find(query))
 
 
-def task_events(uuid: str, name: str, start: float, host: str = "celery@recorded-host",
-                steps: int = 2, gap: float = 0.5) -> list[dict[str, Any]]:
+def task_events(
+    uuid: str, name: str, start: float, host: str = "celery@recorded-host", steps: int = 2, gap: float = 0.5
+) -> list[dict[str, Any]]:
     """A recorded task life as the receiver delivered it (transport fields included)."""
     common = {"hostname": host, "pid": 4242, "utcoffset": 0}
     events = [
-        {"type": "task-sent", "uuid": uuid, "name": name, "timestamp": start, "hostname": "gen77@client",
-         "pid": 77, "clock": 1, "utcoffset": 0, "args": "()", "kwargs": "{}", "retries": 0, "eta": None,
-         "expires": None, "queue": "celery", "root_id": uuid, "parent_id": None},
-        {"type": "task-received", "uuid": uuid, "name": name, "timestamp": start + gap / 2, "clock": 2,
-         "args": "()", "kwargs": "{}", "retries": 0, "eta": None, "expires": None, "root_id": uuid,
-         "parent_id": None, **common},
+        {
+            "type": "task-sent",
+            "uuid": uuid,
+            "name": name,
+            "timestamp": start,
+            "hostname": "gen77@client",
+            "pid": 77,
+            "clock": 1,
+            "utcoffset": 0,
+            "args": "()",
+            "kwargs": "{}",
+            "retries": 0,
+            "eta": None,
+            "expires": None,
+            "queue": "celery",
+            "root_id": uuid,
+            "parent_id": None,
+        },
+        {
+            "type": "task-received",
+            "uuid": uuid,
+            "name": name,
+            "timestamp": start + gap / 2,
+            "clock": 2,
+            "args": "()",
+            "kwargs": "{}",
+            "retries": 0,
+            "eta": None,
+            "expires": None,
+            "root_id": uuid,
+            "parent_id": None,
+            **common,
+        },
         {"type": "task-started", "uuid": uuid, "timestamp": start + gap, "clock": 3, **common},
     ]
     for i in range(1, steps + 1):
-        events.append({"type": "task-progress", "uuid": uuid, "timestamp": start + gap * (1 + i), "clock": 3 + i,
-                       "current": i, "total": steps, "message": f"step {i}/{steps}", **common})
-    events.append({"type": "task-succeeded", "uuid": uuid, "timestamp": start + gap * (2 + steps),
-                   "clock": 4 + steps, "result": str(steps), "runtime": gap * (1 + steps), **common})
+        events.append(
+            {
+                "type": "task-progress",
+                "uuid": uuid,
+                "timestamp": start + gap * (1 + i),
+                "clock": 3 + i,
+                "current": i,
+                "total": steps,
+                "message": f"step {i}/{steps}",
+                **common,
+            }
+        )
+    events.append(
+        {
+            "type": "task-succeeded",
+            "uuid": uuid,
+            "timestamp": start + gap * (2 + steps),
+            "clock": 4 + steps,
+            "result": str(steps),
+            "runtime": gap * (1 + steps),
+            **common,
+        }
+    )
     return events
 
 
@@ -116,7 +169,7 @@ class EventTap:
             self._receiver = self.app.events.Receiver(conn, handlers={"*": self._on_event}, routing_key="#")
             self._receiver.capture(limit=None, timeout=None, wakeup=False)
 
-    def __enter__(self) -> "EventTap":
+    def __enter__(self) -> EventTap:
         self._thread.start()
         with self.app.connection_for_write() as conn:
             dispatcher = self.app.events.Dispatcher(conn, hostname="tap@test")
@@ -149,15 +202,22 @@ def identity(event: dict[str, Any]) -> tuple[Any, ...]:
 # -- reading the log: order, filters, formats ---------------------------------------------------------
 
 
-async def test_export_from_the_log_in_recorded_order_with_filters(stack: Stack, mongo: str, mongo_db: str,
-                                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+async def test_export_from_the_log_in_recorded_order_with_filters(
+    stack: Stack, mongo: str, mongo_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     now = float(int(time.time()))  # whole seconds: ISO-8601 with microseconds states them exactly
     old = task_events("exp-old", "workers.tasks.predict", now - 3 * 3600)
     recent = task_events("exp-recent", "workers.tasks.resize_and_watermark", now - 1800)
     other = task_events("exp-other", "workers.tasks.predict", now - 1700, steps=1)
     # Two events at one timestamp: replay orders ties by _id, as MongoDB would sort (timestamp, _id).
-    tie = {"type": "task-progress", "uuid": "exp-other", "timestamp": other[-2]["timestamp"], "hostname": "h",
-           "current": 9, "total": 9}
+    tie = {
+        "type": "task-progress",
+        "uuid": "exp-other",
+        "timestamp": other[-2]["timestamp"],
+        "hostname": "h",
+        "current": 9,
+        "total": 9,
+    }
     documents = await seed(mongo, mongo_db, old + recent + other + [tie])
     source = ["--mongo", mongo, "--mongo-db", mongo_db]
 
@@ -165,8 +225,9 @@ async def test_export_from_the_log_in_recorded_order_with_filters(stack: Stack, 
     assert everything.returncode == 0, everything.stderr
     assert lines(everything.stdout) == ordered(documents)
     assert everything.stderr.strip() == f"replayed {len(documents)} events (0 skipped)"
-    assert [event_id(e) for e in lines(everything.stdout)] == [d["_id"] for d in sorted(
-        documents, key=lambda d: (d["timestamp"], d["_id"]))]
+    assert [event_id(e) for e in lines(everything.stdout)] == [
+        d["_id"] for d in sorted(documents, key=lambda d: (d["timestamp"], d["_id"]))
+    ]
 
     def of(*task_ids: str) -> list[dict[str, Any]]:
         return ordered(d for d in documents if d["task_id"] in task_ids)
@@ -209,11 +270,18 @@ async def test_export_from_the_log_in_recorded_order_with_filters(stack: Stack, 
 async def test_a_document_that_is_not_an_event_is_skipped_and_named(stack: Stack, mongo: str, mongo_db: str):
     good = await seed(mongo, mongo_db, task_events("doc-ok", "n", time.time() - 60, steps=0))
     with MongoClient(mongo, serverSelectionTimeoutMS=3000) as client:
-        client[mongo_db][COLLECTION].insert_many([
-            {"_id": "broken-1", "task_id": "doc-bad", "type": "task-started", "timestamp": time.time() - 30},
-            {"_id": "broken-2", "task_id": "doc-bad", "type": "task-started", "timestamp": time.time() - 20,
-             "event": {"type": "task-started", "timestamp": time.time() - 20}},
-        ])
+        client[mongo_db][COLLECTION].insert_many(
+            [
+                {"_id": "broken-1", "task_id": "doc-bad", "type": "task-started", "timestamp": time.time() - 30},
+                {
+                    "_id": "broken-2",
+                    "task_id": "doc-bad",
+                    "type": "task-started",
+                    "timestamp": time.time() - 20,
+                    "event": {"type": "task-started", "timestamp": time.time() - 20},
+                },
+            ]
+        )
     done = replay("--mongo", mongo, "--mongo-db", mongo_db)
     assert done.returncode == 0
     assert lines(done.stdout) == ordered(good)
@@ -230,8 +298,9 @@ def test_unreachable_mongodb_or_broker_is_one_line_and_exit_2(tmp_path: Path):
     done = replay("--mongo", f"mongodb://127.0.0.1:{nobody}", "--task", "x")
     assert time.monotonic() - started < 15
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"pushserver: error: cannot reach MongoDB at mongodb://127.0.0.1:{nobody} "
-                                   "(no server answered within 3 s)")
+    assert done.stderr.strip() == (
+        f"pushserver: error: cannot reach MongoDB at mongodb://127.0.0.1:{nobody} (no server answered within 3 s)"
+    )
 
     events = tmp_path / "e.jsonl"
     events.write_bytes(to_json_line({"type": "task-started", "uuid": "u", "timestamp": 1.0}))
@@ -245,21 +314,39 @@ def test_unreachable_mongodb_or_broker_is_one_line_and_exit_2(tmp_path: Path):
 
 
 async def test_republished_events_arrive_as_recorded_and_the_log_stores_them_once(
-        stack: Stack, server: Server, mongo: str, mongo_db: str):
-    originals = await seed(mongo, mongo_db, task_events("once-a", "workers.tasks.predict", time.time() - 100)
-                           + task_events("once-b", "workers.tasks.predict", time.time() - 99, host="celery@other"))
+    stack: Stack, server: Server, mongo: str, mongo_db: str
+):
+    originals = await seed(
+        mongo,
+        mongo_db,
+        task_events("once-a", "workers.tasks.predict", time.time() - 100)
+        + task_events("once-b", "workers.tasks.predict", time.time() - 99, host="celery@other"),
+    )
     copy_db = mongo_db + "_copy"
     # Two recorders: one writes into the log the events came from, one into an empty one.
-    same, same_url = start_pushserver("replay-rec-same", stack.broker, stack.backend, stack.log_dir,
-                                      secret=server.secret, extra=["--mongo", mongo, "--mongo-db", mongo_db])
-    fresh, fresh_url = start_pushserver("replay-rec-copy", stack.broker, stack.backend, stack.log_dir,
-                                        secret=server.secret, extra=["--mongo", mongo, "--mongo-db", copy_db])
+    same, same_url = start_pushserver(
+        "replay-rec-same",
+        stack.broker,
+        stack.backend,
+        stack.log_dir,
+        secret=server.secret,
+        extra=["--mongo", mongo, "--mongo-db", mongo_db],
+    )
+    fresh, fresh_url = start_pushserver(
+        "replay-rec-copy",
+        stack.broker,
+        stack.backend,
+        stack.log_dir,
+        secret=server.secret,
+        extra=["--mongo", mongo, "--mongo-db", copy_db],
+    )
     try:
         for url in (same_url, fresh_url):
             wait_until(lambda: is_ready(url), 20, "recorder ready")
         with EventTap(stack.broker, "once-") as tap:
-            done = replay("--mongo", mongo, "--mongo-db", mongo_db, "--to", "broker", "--broker", stack.broker,
-                          "--speed", "max")
+            done = replay(
+                "--mongo", mongo, "--mongo-db", mongo_db, "--to", "broker", "--broker", stack.broker, "--speed", "max"
+            )
             assert done.returncode == 0, done.stderr
             assert done.stderr.strip() == f"replayed {len(originals)} events (0 skipped)"
             received = tap.wait_for(len(originals))
@@ -273,8 +360,12 @@ async def test_republished_events_arrive_as_recorded_and_the_log_stores_them_onc
         assert len(recorded(mongo, mongo_db)) == len(originals)  # stored once
 
         # A second replay into the copy changes nothing either.
-        assert replay("--mongo", mongo, "--mongo-db", mongo_db, "--to", "broker", "--broker", stack.broker,
-                      "--speed", "max").returncode == 0
+        assert (
+            replay(
+                "--mongo", mongo, "--mongo-db", mongo_db, "--to", "broker", "--broker", stack.broker, "--speed", "max"
+            ).returncode
+            == 0
+        )
         wait_until(lambda: duplicates(fresh_url) >= len(originals), 20, "the copy to see duplicates")
         assert len(recorded(mongo, copy_db)) == len(originals)
     finally:
@@ -291,16 +382,19 @@ def duplicates(url: str) -> float:
 
 async def test_speed_10_keeps_the_order_and_a_tenth_of_the_gaps(stack: Stack, mongo: str, mongo_db: str):
     start = time.time() - 600
-    events = (task_events("speed-a", "n", start, gap=1.0, steps=3)
-              + task_events("speed-b", "n", start + 2.2, gap=1.5, steps=2)
-              + task_events("speed-c", "n", start + 6.1, gap=1.1, steps=4))
+    events = (
+        task_events("speed-a", "n", start, gap=1.0, steps=3)
+        + task_events("speed-b", "n", start + 2.2, gap=1.5, steps=2)
+        + task_events("speed-c", "n", start + 6.1, gap=1.1, steps=4)
+    )
     documents = await seed(mongo, mongo_db, events)
     expected = ordered(documents)
     span = expected[-1]["timestamp"] - expected[0]["timestamp"]
     assert span / 10 >= 1.0
     with EventTap(stack.broker, "speed-") as tap:
-        done = replay("--mongo", mongo, "--mongo-db", mongo_db, "--to", "broker", "--broker", stack.broker,
-                      "--speed", "10")
+        done = replay(
+            "--mongo", mongo, "--mongo-db", mongo_db, "--to", "broker", "--broker", stack.broker, "--speed", "10"
+        )
         assert done.returncode == 0, done.stderr
         tap.wait_for(len(expected))
     assert [identity(e) for e in tap.events] == [identity(e) for e in expected]
@@ -315,13 +409,30 @@ async def test_speed_10_keeps_the_order_and_a_tenth_of_the_gaps(stack: Stack, mo
 def test_ctrl_c_stops_cleanly_with_a_count(stack: Stack, tmp_path: Path):
     stream = tmp_path / "slow.jsonl"
     start = time.time()
-    stream.write_bytes(b"".join(to_json_line({"type": "task-progress", "uuid": f"intr-{i}", "timestamp": start + i * 0.3,
-                                              "hostname": "celery@slow", "current": i, "total": 30})
-                                for i in range(30)))
+    stream.write_bytes(
+        b"".join(
+            to_json_line(
+                {
+                    "type": "task-progress",
+                    "uuid": f"intr-{i}",
+                    "timestamp": start + i * 0.3,
+                    "hostname": "celery@slow",
+                    "current": i,
+                    "total": 30,
+                }
+            )
+            for i in range(30)
+        )
+    )
     with EventTap(stack.broker, "intr-") as tap:
         # No --speed: republishing defaults to the recorded pace (9 s here).
-        proc = subprocess.Popen([PUSHSERVER, "replay", "--from", str(stream), "--to", "broker", "--broker", stack.broker],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hermetic_env())
+        proc = subprocess.Popen(
+            [PUSHSERVER, "replay", "--from", str(stream), "--to", "broker", "--broker", stack.broker],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=hermetic_env(),
+        )
         try:
             tap.wait_for(3, timeout=30)
             proc.send_signal(signal.SIGINT)
@@ -341,16 +452,21 @@ def test_ctrl_c_stops_cleanly_with_a_count(stack: Stack, tmp_path: Path):
 
 def test_progress_bar_only_on_a_terminal(tmp_path: Path):
     stream = tmp_path / "bar.jsonl"
-    stream.write_bytes(b"".join(to_json_line({"type": "task-started", "uuid": f"bar-{i}", "timestamp": 1.0 + i})
-                                for i in range(50)))
+    stream.write_bytes(
+        b"".join(to_json_line({"type": "task-started", "uuid": f"bar-{i}", "timestamp": 1.0 + i}) for i in range(50))
+    )
     piped = replay("--from", str(stream), "--to", str(tmp_path / "piped.jsonl"))
     assert piped.stderr == "replayed 50 events (0 skipped)\n"
 
     leader, follower = pty.openpty()
     try:
-        proc = subprocess.Popen([PUSHSERVER, "replay", "--from", str(stream), "--to", str(tmp_path / "tty.jsonl")],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower,
-                                env={**hermetic_env(), "TERM": "xterm-256color", "COLUMNS": "100"})
+        proc = subprocess.Popen(
+            [PUSHSERVER, "replay", "--from", str(stream), "--to", str(tmp_path / "tty.jsonl")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            env={**hermetic_env(), "TERM": "xterm-256color", "COLUMNS": "100"},
+        )
         os.close(follower)
         output = b""
         while True:
@@ -373,20 +489,43 @@ async def test_events_of_tasks_the_server_never_saw_do_not_hurt_it(stack: Stack,
     """Odd but well-formed events for unknown tasks: the server merges what it can and stays healthy."""
     now = time.time()
     odd = [
-        {"type": "task-succeeded", "uuid": "odd-done", "timestamp": now, "hostname": "celery@ghost",
-         "result": "42", "runtime": 0.1},
+        {
+            "type": "task-succeeded",
+            "uuid": "odd-done",
+            "timestamp": now,
+            "hostname": "celery@ghost",
+            "result": "42",
+            "runtime": 0.1,
+        },
         {"type": "task-progress", "uuid": "odd-progress", "timestamp": now, "current": "three", "total": 0},
-        {"type": "task-progress", "uuid": "odd-progress", "timestamp": now + 0.1, "current": 5, "total": 2,
-         "message": {"nested": ["x"]}},
+        {
+            "type": "task-progress",
+            "uuid": "odd-progress",
+            "timestamp": now + 0.1,
+            "current": 5,
+            "total": 2,
+            "message": {"nested": ["x"]},
+        },
         {"type": "task-failed", "uuid": "odd-failed", "timestamp": now, "exception": None, "traceback": None},
         {"type": "task-retried", "uuid": "odd-retried", "timestamp": now, "exception": 7},
-        {"type": "task-revoked", "uuid": "odd-revoked", "timestamp": now, "terminated": True, "signum": 15,
-         "expired": False},
+        {
+            "type": "task-revoked",
+            "uuid": "odd-revoked",
+            "timestamp": now,
+            "terminated": True,
+            "signum": 15,
+            "expired": False,
+        },
         {"type": "task-rejected", "uuid": "odd-rejected", "timestamp": now, "requeue": False},
         {"type": "task-started", "uuid": "odd-done", "timestamp": now - 5},  # late: must not re-open it
         {"type": "task-received", "uuid": "odd-named", "timestamp": now, "name": 12345, "retries": "many"},
-        {"type": "task-succeeded", "uuid": "odd-future", "timestamp": now + 86400 * 365, "result": {"a": 1},
-         "runtime": "slow"},
+        {
+            "type": "task-succeeded",
+            "uuid": "odd-future",
+            "timestamp": now + 86400 * 365,
+            "result": {"a": 1},
+            "runtime": "slow",
+        },
         {"type": "task-succeeded", "uuid": "odd-past", "timestamp": 0, "result": None},
         {"type": "task-cancelled", "uuid": "odd-cancelled", "timestamp": now},
         {"type": "task-invented", "uuid": "odd-invented", "timestamp": now, "anything": [1, 2]},
@@ -430,13 +569,24 @@ async def asyncio_sleep(seconds: float) -> None:
 
 
 async def test_record_export_and_replay_into_a_fresh_server_gives_the_same_final_states(
-        stack: Stack, server: Server, mongo: str, mongo_db: str, tmp_path: Path):
-    recorder, rec_url = start_pushserver("replay-recorder", stack.broker, stack.backend, stack.log_dir,
-                                         secret=server.secret, extra=["--mongo", mongo, "--mongo-db", mongo_db])
+    stack: Stack, server: Server, mongo: str, mongo_db: str, tmp_path: Path
+):
+    recorder, rec_url = start_pushserver(
+        "replay-recorder",
+        stack.broker,
+        stack.backend,
+        stack.log_dir,
+        secret=server.secret,
+        extra=["--mongo", mongo, "--mongo-db", mongo_db],
+    )
     try:
         wait_until(lambda: is_ready(rec_url), 20, "recorder ready")
-        results = [stack.send("demo_progress", 3, 0.05), stack.send("demo_progress", 2, 0.05, queue=PREFORK_QUEUE),
-                   stack.send("fail", "replayed failure"), stack.send("flaky", 1, 0.2)]
+        results = [
+            stack.send("demo_progress", 3, 0.05),
+            stack.send("demo_progress", 2, 0.05, queue=PREFORK_QUEUE),
+            stack.send("fail", "replayed failure"),
+            stack.send("flaky", 1, 0.2),
+        ]
         ids = [r.id for r in results]
         # Wait through the result backend, not a subscription: subscribing to a running
         # task makes the server merge the backend's PROGRESS meta, stamped "now" (see the
@@ -444,8 +594,14 @@ async def test_record_export_and_replay_into_a_fresh_server_gives_the_same_final
         for result in results:
             result.get(timeout=30, propagate=False)
         # Each task's terminal event is in the log (the writer batches in the background).
-        wait_until(lambda: {d["task_id"] for d in recorded(mongo, mongo_db, ids)
-                            if d["type"] in ("task-succeeded", "task-failed")} == set(ids), 20, "terminal events logged")
+        wait_until(
+            lambda: (
+                {d["task_id"] for d in recorded(mongo, mongo_db, ids) if d["type"] in ("task-succeeded", "task-failed")}
+                == set(ids)
+            ),
+            20,
+            "terminal events logged",
+        )
         time.sleep(0.5)
         first = await final_states(rec_url, server, ids)
         assert [first[i]["state"] for i in ids] == ["SUCCESS", "SUCCESS", "FAILURE", "SUCCESS"]
@@ -463,8 +619,9 @@ async def test_record_export_and_replay_into_a_fresh_server_gives_the_same_final
 
     # A server that never saw these tasks, with an empty result backend: all it knows comes from the replay.
     empty_backend = f"redis://127.0.0.1:{stack.redis_port}/2"
-    fresh, fresh_url = start_pushserver("replay-fresh", stack.broker, empty_backend, stack.log_dir,
-                                        secret=server.secret)
+    fresh, fresh_url = start_pushserver(
+        "replay-fresh", stack.broker, empty_backend, stack.log_dir, secret=server.secret
+    )
     try:
         wait_until(lambda: is_ready(fresh_url), 20, "fresh server ready")
         w = await Watcher(fresh_url).connect(server.token(*ids))

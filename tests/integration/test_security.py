@@ -113,9 +113,14 @@ async def test_cors_allowlist_for_http_and_socketio(stack: Stack, server: Server
                 assert r.headers.get("Access-Control-Allow-Origin") == allowed
             async with http.get(url + "/healthz", headers={"Origin": denied}) as r:
                 assert "Access-Control-Allow-Origin" not in r.headers
-            async with http.options(url + "/tasks/x", headers={
-                    "Origin": allowed, "Access-Control-Request-Method": "GET",
-                    "Access-Control-Request-Headers": "authorization"}) as r:
+            async with http.options(
+                url + "/tasks/x",
+                headers={
+                    "Origin": allowed,
+                    "Access-Control-Request-Method": "GET",
+                    "Access-Control-Request-Headers": "authorization",
+                },
+            ) as r:
                 assert r.status == 204 and "Authorization" in r.headers["Access-Control-Allow-Headers"]
             async with http.options(url + "/tasks/x", headers={"Origin": denied}) as r:
                 assert r.status == 403
@@ -139,19 +144,18 @@ async def test_oversized_message_is_refused_and_the_server_stays_up(stack: Stack
         assert (await final_state(url, server.token("*"), "fine", "PENDING"))["state"] == "PENDING"
 
 
-async def test_a_client_that_stops_reading_is_shed_then_dropped_without_slowing_others(
-        stack: Stack, server: Server):
+async def test_a_client_that_stops_reading_is_shed_then_dropped_without_slowing_others(stack: Stack, server: Server):
     task_ids = [f"slow-{i}" for i in range(1000)]
     token = server.token("*")
     with serving(stack, server.secret, "--max-backlog", "64") as url:
         ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
         async with aiohttp.ClientSession() as http:
             slow = await http.ws_connect(ws_url, max_msg_size=0)
-            await slow.receive()                                   # Engine.IO open
+            await slow.receive()  # Engine.IO open
             await slow.send_str("40" + json.dumps({"token": token}))
-            await slow.receive()                                   # Socket.IO connect ack
+            await slow.receive()  # Socket.IO connect ack
             for n, start in enumerate(range(0, 1000, 100)):
-                await slow.send_str(f"42{n}" + json.dumps(["subscribe", {"task_ids": task_ids[start:start + 100]}]))
+                await slow.send_str(f"42{n}" + json.dumps(["subscribe", {"task_ids": task_ids[start : start + 100]}]))
                 await slow.receive()
             # From here on the slow client reads nothing.
             healthy = await Watcher(url).connect(token)
@@ -177,8 +181,11 @@ async def test_a_client_that_stops_reading_is_shed_then_dropped_without_slowing_
             # The healthy client hears the very last transition, untroubled by the slow one.
             last = await healthy.wait_for(task_ids[0], lambda s: s["updated_at"] == final_retry, timeout=30)
             assert last["state"] == "RETRY"
-            wait_until(lambda: metric(url, "pushserver_slow_consumer_disconnects_total") >= 1, 30,
-                       "the slow client to be disconnected")
+            wait_until(
+                lambda: metric(url, "pushserver_slow_consumer_disconnects_total") >= 1,
+                30,
+                "the slow client to be disconnected",
+            )
             assert metric(url, "pushserver_progress_shed_total") >= 0
             assert healthy.sio.connected
             await healthy.close()
@@ -188,8 +195,9 @@ async def test_a_client_that_stops_reading_is_shed_then_dropped_without_slowing_
 
 async def test_malformed_packets_log_one_counted_line_not_a_traceback_each(stack: Stack, server: Server):
     """Anyone who can open a WebSocket can send junk: the log must not grow a traceback per frame."""
-    proc, url = start_pushserver(f"security-junk-{time.time_ns()}", stack.broker, stack.backend, stack.log_dir,
-                                 secret=server.secret)
+    proc, url = start_pushserver(
+        f"security-junk-{time.time_ns()}", stack.broker, stack.backend, stack.log_dir, secret=server.secret
+    )
     junk: list[str | bytes] = ["hello", "4garbage", "9", "4\x00", b"\x00\x01binary", "4" + "[" * 1000]
     try:
         async with aiohttp.ClientSession() as session:
@@ -203,11 +211,13 @@ async def test_malformed_packets_log_one_counted_line_not_a_traceback_each(stack
                         # close the junk caused, says the junk was dealt with.
                         await ws.send_str("40")
                         reply = await ws.receive(timeout=5)
-                        assert reply.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) or \
-                            reply.data.startswith("4"), (frame, reply)
+                        assert reply.type in (
+                            aiohttp.WSMsgType.CLOSE,
+                            aiohttp.WSMsgType.CLOSED,
+                        ) or reply.data.startswith("4"), (frame, reply)
         # Still serving everyone else.
         task = stack.send("demo_progress", 2, 0.01)
-        assert (await final_state(url, server.token(task.id), task.id, "SUCCESS"))["result"] == "2"
+        assert (await final_state(url, server.token(task.id), task.id, "SUCCESS"))["result"] == 2
     finally:
         proc.stop()
     log = proc.log()

@@ -27,6 +27,7 @@ from tests.support.user_project import SECRET, start_user_worker, write_user_pro
 
 pytestmark = pytest.mark.integration
 
+
 @dataclass
 class UserStack:
     broker: str
@@ -39,8 +40,9 @@ class UserStack:
 
     def state(self, task_id: str) -> dict:
         """The server's TaskState, by ``GET /tasks/{id}``."""
-        request = urllib.request.Request(f"{self.url}/tasks/{task_id}",
-                                         headers={"Authorization": f"Bearer {self.token(task_id)}"})
+        request = urllib.request.Request(
+            f"{self.url}/tasks/{task_id}", headers={"Authorization": f"Bearer {self.token(task_id)}"}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
@@ -58,10 +60,12 @@ def user_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserStack]:
         broker, backend = f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1"
         client = enable_events(Celery("acme_client", broker=broker, backend=backend, set_as_current=False))
         client.conf.broker_connection_retry_on_startup = True
-        procs.append(start_user_worker("acme-threads", project, broker, backend, log_dir, pool="threads",
-                                       queue="threads"))
-        procs.append(start_user_worker("acme-prefork", project, broker, backend, log_dir, pool="prefork",
-                                       queue="prefork"))
+        procs.append(
+            start_user_worker("acme-threads", project, broker, backend, log_dir, pool="threads", queue="threads")
+        )
+        procs.append(
+            start_user_worker("acme-prefork", project, broker, backend, log_dir, pool="prefork", queue="prefork")
+        )
         server, url = start_pushserver("acme-pushserver", broker, backend, log_dir, secret=SECRET)
         procs.append(server)
         wait_until(lambda: len(client.control.ping(timeout=0.5)) >= 2, 60, "both user workers to answer ping")
@@ -102,8 +106,9 @@ async def test_the_threads_pool_loses_no_task_event(user_stack: UserStack):
 
     def all_events_arrived() -> bool:
         states = [user_stack.state(r.id) for r in results]
-        return all(s["state"] == "SUCCESS" and s["started_at"] is not None and s["received_at"] is not None
-                   for s in states)
+        return all(
+            s["state"] == "SUCCESS" and s["started_at"] is not None and s["received_at"] is not None for s in states
+        )
 
     try:
         await asyncio.to_thread(wait_until, all_events_arrived, 20, "every task's events at the server")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import socketio
 
@@ -19,8 +20,7 @@ class Watcher:
     def __init__(self, url: str, *, resubscribe: bool = False) -> None:
         self.url = url
         self.resubscribe = resubscribe
-        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2,
-                                        reconnection_delay_max=1)
+        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=1)
         self.updates: dict[str, list[dict[str, Any]]] = {}
         self.workflow_updates: dict[str, list[dict[str, Any]]] = {}
         self.connects = 0
@@ -65,9 +65,11 @@ class Watcher:
 
     async def wait_connects(self, count: int, timeout: float = 30) -> None:
         """Wait until the client has connected ``count`` times in all (reconnects included)."""
+
         async def seen() -> None:
             async with self._changed:
                 await self._changed.wait_for(lambda: self.connects >= count)
+
         try:
             await asyncio.wait_for(seen(), timeout)
         except asyncio.TimeoutError:
@@ -83,9 +85,10 @@ class Watcher:
         async with self._changed:
             self._changed.notify_all()
 
-    async def connect(self, token: str | None = None) -> "Watcher":
-        await self.sio.connect(self.url, auth={"token": token} if token else None,
-                               transports=["websocket"], wait_timeout=10)
+    async def connect(self, token: str | None = None) -> Watcher:
+        await self.sio.connect(
+            self.url, auth={"token": token} if token else None, transports=["websocket"], wait_timeout=10
+        )
         return self
 
     async def call(self, event: str, payload: Any, timeout: float = 15) -> Any:
@@ -123,9 +126,11 @@ class Watcher:
             self._changed.notify_all()
         return ack
 
-    async def wait_for(self, task_id: str, predicate: Callable[[dict[str, Any]], bool],
-                       timeout: float = 30) -> dict[str, Any]:
+    async def wait_for(
+        self, task_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
         """Wait until an update of ``task_id`` satisfies ``predicate``; return that update."""
+
         async def seen() -> dict[str, Any]:
             async with self._changed:
                 while True:
@@ -133,6 +138,7 @@ class Watcher:
                         if predicate(state):
                             return state
                     await self._changed.wait()
+
         try:
             return await asyncio.wait_for(seen(), timeout)
         except asyncio.TimeoutError:

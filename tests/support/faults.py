@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from pushserver.auth import mint_token
 from tests.support.clients import Watcher
@@ -30,8 +30,7 @@ def token(*task_ids: str) -> str:
 
 def delivered(watchers: list[Watcher], task_ids: list[str], state: str = "SUCCESS") -> int:
     """How many (client, task) pairs have seen ``state``."""
-    return sum(1 for w in watchers for t in task_ids
-               if any(u["state"] == state for u in w.updates.get(t, [])))
+    return sum(1 for w in watchers for t in task_ids if any(u["state"] == state for u in w.updates.get(t, [])))
 
 
 async def until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:

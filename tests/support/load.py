@@ -33,8 +33,9 @@ class RecordedStream:
     task_ids: list[str]
 
 
-def record_stream(broker_url: str, events: int, path: Path, shape: str = "unbatched",
-                  concurrency: int = 64, seed: int = 7) -> RecordedStream:
+def record_stream(
+    broker_url: str, events: int, path: Path, shape: str = "unbatched", concurrency: int = 64, seed: int = 7
+) -> RecordedStream:
     """Record about ``events`` task events (whole lifecycles) for ``broker_url``'s event channel."""
     n_tasks = max(1, events // EVENTS_PER_TASK)
     specs = list(bench_stream.lifecycles(n_tasks, progress_steps=3, concurrency=concurrency, seed=seed))
@@ -47,16 +48,24 @@ def record_stream(broker_url: str, events: int, path: Path, shape: str = "unbatc
 class Publisher:
     """bench/publish.py replaying a recorded stream onto the broker, in its own process."""
 
-    def __init__(self, broker_url: str, stream: RecordedStream, log_dir: Path, *, rate: float = 0.0,
-                 max_backlog: int = 0) -> None:
+    def __init__(
+        self, broker_url: str, stream: RecordedStream, log_dir: Path, *, rate: float = 0.0, max_backlog: int = 0
+    ) -> None:
         args = [sys.executable, "-m", "bench.publish", "--redis", broker_url, "--stream", str(stream.path)]
         if rate:
             args += ["--rate", str(rate)]
         if max_backlog:
             args += ["--max-backlog", str(max_backlog)]
         self._stderr = open(log_dir / f"publisher-{os.getpid()}-{id(self)}.log", "ab")
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True, start_new_session=True, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            start_new_session=True,
+            cwd=ROOT,
+        )
         line = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
         if line != "READY":
             self.stop()

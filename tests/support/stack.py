@@ -13,10 +13,11 @@ import os
 import secrets as _secrets
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult
@@ -70,24 +71,33 @@ class Stack:
     name: str = "tests"
 
     def __post_init__(self) -> None:
-        self.celery = Celery(f"{self.name}-{RUN_ID}", broker=self.broker, backend=self.backend,
-                             set_as_current=False)
-        self.celery.conf.update(task_send_sent_event=True, broker_connection_retry_on_startup=True,
-                                broker_connection_timeout=4)
+        self.celery = Celery(f"{self.name}-{RUN_ID}", broker=self.broker, backend=self.backend, set_as_current=False)
+        self.celery.conf.update(
+            task_send_sent_event=True, broker_connection_retry_on_startup=True, broker_connection_timeout=4
+        )
 
-    def send(self, name: str, *args: object, queue: str = "celery", task_id: str | None = None,
-             **kwargs: object) -> AsyncResult:
+    def send(
+        self, name: str, *args: object, queue: str = "celery", task_id: str | None = None, **kwargs: object
+    ) -> AsyncResult:
         """Dispatch ``workers.tasks.<name>`` like any Celery client (``task_id`` chosen ahead if given)."""
-        return self.celery.send_task(f"workers.tasks.{name}", args=args, kwargs=kwargs, queue=queue,
-                                     task_id=task_id)
+        return self.celery.send_task(f"workers.tasks.{name}", args=args, kwargs=kwargs, queue=queue, task_id=task_id)
 
-    def worker(self, name: str, *, pool: str = "threads", concurrency: int = 4, queues: str = "celery",
-               visibility_timeout: float | None = None, wait: bool = True) -> Proc:
+    def worker(
+        self,
+        name: str,
+        *,
+        pool: str = "threads",
+        concurrency: int = 4,
+        queues: str = "celery",
+        visibility_timeout: float | None = None,
+        wait: bool = True,
+    ) -> Proc:
         """Start ``celery -A workers worker -E`` and wait until it answers ping."""
         extra = {"CELERY_VISIBILITY_TIMEOUT": str(int(visibility_timeout))} if visibility_timeout else {}
         with environ(**extra):
-            proc = start_worker(name, self.broker, self.backend, self.log_dir, pool=pool,
-                                concurrency=concurrency, queues=queues)
+            proc = start_worker(
+                name, self.broker, self.backend, self.log_dir, pool=pool, concurrency=concurrency, queues=queues
+            )
         self.procs.append(proc)
         if wait:
             self.wait_workers(name)
@@ -103,12 +113,29 @@ class Stack:
 
         wait_until(answered, timeout, f"workers {names} to answer ping", interval=0.2)
 
-    def server(self, name: str, *, secret: str | None = SECRET, extra: list[str] | None = None,
-               port: int | None = None, broker: str | None = None, ready: float = 45.0,
-               log_level: str = "INFO") -> Server:
+    def server(
+        self,
+        name: str,
+        *,
+        secret: str | None = SECRET,
+        extra: list[str] | None = None,
+        port: int | None = None,
+        broker: str | None = None,
+        ready: float = 45.0,
+        log_level: str = "INFO",
+    ) -> Server:
         """Start ``pushserver serve`` (tokens required unless ``secret`` is None) and wait ``ready`` s for /readyz."""
-        proc, url = start_pushserver(name, broker or self.broker, self.backend, self.log_dir, secret=secret,
-                                     extra=extra, port=port, log_level=log_level, ready=ready)
+        proc, url = start_pushserver(
+            name,
+            broker or self.broker,
+            self.backend,
+            self.log_dir,
+            secret=secret,
+            extra=extra,
+            port=port,
+            log_level=log_level,
+            ready=ready,
+        )
         self.procs.append(proc)
         return Server(url, proc, secret)
 
@@ -124,8 +151,9 @@ class Stack:
 def redis_stack(log_dir: Path, name: str = "tests") -> Stack:
     """A Stack on a private redis-server (broker on DB 0, result backend on DB 1)."""
     redis, port = start_redis(log_dir)
-    return Stack(f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1", log_dir,
-                 redis=redis, redis_port=port, name=name)
+    return Stack(
+        f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1", log_dir, redis=redis, redis_port=port, name=name
+    )
 
 
 @contextmanager
@@ -153,8 +181,9 @@ async def assert_live_events_flow(stack: Stack, server: Server, watcher: Any) ->
 @contextmanager
 def serving(stack: Stack, secret: str, *flags: str) -> Iterator[str]:
     """A `pushserver serve` of its own on ``stack``, with ``flags``; yields its URL once ready."""
-    proc, url = start_pushserver(f"security-{time.time_ns()}", stack.broker, stack.backend, stack.log_dir,
-                                 secret=secret, extra=list(flags))
+    proc, url = start_pushserver(
+        f"security-{time.time_ns()}", stack.broker, stack.backend, stack.log_dir, secret=secret, extra=list(flags)
+    )
     try:
         wait_until(lambda: http_get(url + "/readyz")[0] == 200, 20, "server ready")
         yield url

@@ -23,7 +23,7 @@ class TcpProxy:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         self._thread.start()
         if not self._ready.wait(5):
             raise RuntimeError("proxy did not start")

@@ -12,7 +12,7 @@ from dev.stack import BIN, Proc
 SECRET = secrets.token_hex(32)
 
 #: A user's task module, nothing from this repository but ``pushserver.worker``.
-USER_APP = '''
+USER_APP = """
     import os
     import time
 
@@ -35,7 +35,7 @@ USER_APP = '''
     @app.task
     def quick(n):
         return n
-'''
+"""
 
 
 def write_user_project(folder: Path) -> Path:
@@ -45,9 +45,31 @@ def write_user_project(folder: Path) -> Path:
     return folder
 
 
-def start_user_worker(name: str, project: Path, broker: str, backend: str, log_dir: Path, *, pool: str,
-                      queue: str, bin_dir: Path = BIN) -> Proc:
+def start_user_worker(
+    name: str, project: Path, broker: str, backend: str, log_dir: Path, *, pool: str, queue: str, bin_dir: Path = BIN
+) -> Proc:
     """``celery -A acme_jobs worker`` from the project's folder, as its team would run it (no ``-E``)."""
-    return Proc(name, [str(bin_dir / "celery"), "-A", "acme_jobs", "worker", "-P", pool, "-c", "4", "-Q", queue,
-                       "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "info"],
-                log_dir, env={"ACME_BROKER": broker, "ACME_BACKEND": backend}, cwd=project)
+    return Proc(
+        name,
+        [
+            str(bin_dir / "celery"),
+            "-A",
+            "acme_jobs",
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            "4",
+            "-Q",
+            queue,
+            "-n",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "info",
+        ],
+        log_dir,
+        env={"ACME_BROKER": broker, "ACME_BACKEND": backend},
+        cwd=project,
+    )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,14 @@ NEW_YEAR_TS = 1704067200.0
 
 
 def test_success_becomes_task_succeeded_with_the_result_repr() -> None:
-    meta = {"status": "SUCCESS", "result": {"pages": [1, 2]}, "date_done": NEW_YEAR,
-            "name": "workers.tasks.render", "worker": "celery@a", "traceback": None}
+    meta = {
+        "status": "SUCCESS",
+        "result": {"pages": [1, 2]},
+        "date_done": NEW_YEAR,
+        "name": "workers.tasks.render",
+        "worker": "celery@a",
+        "traceback": None,
+    }
     assert meta_to_event(TASK, meta) == {
         "type": "task-succeeded",
         "uuid": TASK,
@@ -26,7 +33,25 @@ def test_success_becomes_task_succeeded_with_the_result_repr() -> None:
         "name": "workers.tasks.render",
         "hostname": "celery@a",
         "result": "{'pages': [1, 2]}",
+        "result_format": "repr",
     }
+
+
+def test_success_in_json_mode_carries_the_value_itself() -> None:
+    meta = {"status": "SUCCESS", "result": {"pages": (1, 2)}, "date_done": NEW_YEAR}
+    event = meta_to_event(TASK, meta, results="json")
+    assert event is not None
+    assert (event["result"], event["result_format"]) == ({"pages": [1, 2]}, "json")
+    assert TaskStore().merge_event(event).task.to_dict()["result"] == {"pages": [1, 2]}  # type: ignore[union-attr]
+
+
+def test_success_in_json_mode_too_large_or_not_json() -> None:
+    big = meta_to_event(
+        TASK, {"status": "SUCCESS", "result": "x" * 100, "date_done": NEW_YEAR}, results="json", max_result_bytes=50
+    )
+    assert big is not None and (big["result"], big["result_format"]) == (None, "too_large")
+    odd = meta_to_event(TASK, {"status": "SUCCESS", "result": {1: object()}, "date_done": NEW_YEAR}, results="json")
+    assert odd is not None and odd["result_format"] == "repr" and odd["result"].startswith("{1: <object")
 
 
 def test_success_result_is_truncated_like_celerys_events() -> None:
@@ -45,12 +70,20 @@ def test_short_result_is_not_truncated() -> None:
 
 
 def test_failure_with_an_exception_instance() -> None:
-    meta = {"status": "FAILURE", "result": ValueError("image too large"), "traceback": "Traceback (most recent…",
-            "date_done": NEW_YEAR}
+    meta = {
+        "status": "FAILURE",
+        "result": ValueError("image too large"),
+        "traceback": "Traceback (most recent…",
+        "date_done": NEW_YEAR,
+    }
     event = meta_to_event(TASK, meta)
     assert event == {
-        "type": "task-failed", "uuid": TASK, "timestamp": NEW_YEAR_TS,
-        "exception": "ValueError('image too large')", "traceback": "Traceback (most recent…",
+        "type": "task-failed",
+        "uuid": TASK,
+        "timestamp": NEW_YEAR_TS,
+        "exception": "ValueError('image too large')",
+        "traceback": "Traceback (most recent…",
+        "exception_type": "ValueError",
     }
 
 
@@ -65,8 +98,12 @@ def test_failure_with_an_exception_instance() -> None:
 )
 def test_failure_with_the_raw_exception_dict(exc_message: Any, expected: str) -> None:
     # What the backend returns when it cannot rebuild the exception class.
-    meta = {"status": "FAILURE", "date_done": NEW_YEAR, "traceback": "tb",
-            "result": {"exc_type": "ConnectionError", "exc_message": exc_message, "exc_module": "builtins"}}
+    meta = {
+        "status": "FAILURE",
+        "date_done": NEW_YEAR,
+        "traceback": "tb",
+        "result": {"exc_type": "ConnectionError", "exc_message": exc_message, "exc_module": "builtins"},
+    }
     event = meta_to_event(TASK, meta)
     assert event["type"] == "task-failed"
     assert event["exception"] == expected
@@ -85,11 +122,17 @@ def test_states_the_backend_cannot_vouch_for_say_nothing(status: Any) -> None:
 
 
 def test_progress_meta_becomes_a_progress_event() -> None:
-    event = meta_to_event(TASK, {"status": "PROGRESS", "result": {"current": 1, "total": 4, "message": "m"}},
-                          now=10.0)
+    event = meta_to_event(TASK, {"status": "PROGRESS", "result": {"current": 1, "total": 4, "message": "m"}}, now=10.0)
     # No time is recorded for unfinished states: the event gets the unknown time, not "now".
-    assert event == {"type": "task-progress", "uuid": TASK, "timestamp": 0.0,
-                     "current": 1, "total": 4, "percent": 25.0, "message": "m"}
+    assert event == {
+        "type": "task-progress",
+        "uuid": TASK,
+        "timestamp": 0.0,
+        "current": 1,
+        "total": 4,
+        "percent": 25.0,
+        "message": "m",
+    }
 
 
 def test_revoked_meta_is_a_terminated_revoke() -> None:

@@ -22,8 +22,12 @@ def imported_modules(path: Path) -> list[str]:
 
 
 def test_no_module_of_the_package_imports_from_the_checkout() -> None:
-    offenders = [f"{path.name} imports {name}" for path in sorted(PACKAGE.glob("*.py"))
-                 for name in imported_modules(path) if name.split(".")[0] in CHECKOUT_ONLY]
+    offenders = [
+        f"{path.name} imports {name}"
+        for path in sorted(PACKAGE.glob("*.py"))
+        for name in imported_modules(path)
+        if name.split(".")[0] in CHECKOUT_ONLY
+    ]
     assert not offenders, offenders
 
 

@@ -46,8 +46,12 @@ def test_which_states_a_watcher_passes_on(new: dict, latest: dict | None, stale:
 
 
 def test_errors_are_one_family_and_say_what_happened() -> None:
-    for error in (ConnectFailed("x"), SubscribeRefused("t", "forbidden", "no"), WaitTimeout("t", 1.5, None),
-                  WatcherClosed("x")):
+    for error in (
+        ConnectFailed("x"),
+        SubscribeRefused("t", "forbidden", "no"),
+        WaitTimeout("t", 1.5, None),
+        WatcherClosed("x"),
+    ):
         assert isinstance(error, PushserverClientError)
     assert isinstance(ConnectFailed("x"), ConnectionError)
     refused = SubscribeRefused("t1", "forbidden", "the token does not name task t1")

@@ -12,25 +12,34 @@ import importlib
 import json
 import os
 import re
-import shlex
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatch
-from functools import cached_property
 from pathlib import Path
-from typing import Any
-from unittest import mock
 from urllib.parse import urlsplit
 
 import click
 import pytest
+import yaml
 
-yaml = pytest.importorskip("yaml", reason="pyyaml is in the dev extra")
+from tests.support.compose import (
+    REPO,
+    Service,
+    Stack,
+    celery_app_name,
+    celery_cli,
+    celery_subcommand,
+    interpolate,
+    pushserver_main,
+    pushservers,
+    serve_params,
+    variables_used,
+)
+
 tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
-REPO = Path(__file__).resolve().parents[2]
 EXPRESS_SRC = Path("examples/express-dispatch/src")
 
 # Images we do not build: the variables their entry points document.
@@ -49,11 +58,34 @@ THIRD_PARTY_PROGRAMS = {"redis": {"redis-server", "sh"}}
 INITDB = "/docker-entrypoint-initdb.d"
 # Flower reads any of its options as FLOWER_<OPTION> (flower docs, "Configuration").
 FLOWER_OPTIONS = {
-    "address", "auth", "auto_refresh", "basic_auth", "broker_api", "ca_certs", "certfile",
-    "conf", "db", "debug", "enable_events", "format_task", "inspect_timeout", "keyfile",
-    "max_workers", "max_tasks", "natural_time", "persistent", "port", "state_save_interval",
-    "xheaders", "tasks_columns", "url_prefix", "unix_socket", "cookie_secret",
-    "auth_provider", "purge_offline_workers", "unauthenticated_api",
+    "address",
+    "auth",
+    "auto_refresh",
+    "basic_auth",
+    "broker_api",
+    "ca_certs",
+    "certfile",
+    "conf",
+    "db",
+    "debug",
+    "enable_events",
+    "format_task",
+    "inspect_timeout",
+    "keyfile",
+    "max_workers",
+    "max_tasks",
+    "natural_time",
+    "persistent",
+    "port",
+    "state_save_interval",
+    "xheaders",
+    "tasks_columns",
+    "url_prefix",
+    "unix_socket",
+    "cookie_secret",
+    "auth_provider",
+    "purge_offline_workers",
+    "unauthenticated_api",
 }
 
 
@@ -134,213 +166,8 @@ def click_flags(command: click.Command) -> set[str]:
 
 # --- reading the stack ------------------------------------------------------------
 
+
 #: A variable reference: $X or ${X...}; $$ is an escaped dollar.
-VARIABLE = re.compile(r"\$(?:\$|\{(?P<braced>[A-Za-z_]\w*)|(?P<bare>[A-Za-z_]\w*))")
-OPERATORS = (":-", ":?", "-", "?")
-
-
-def variables_used(text: str) -> set[str]:
-    """Every variable ``text`` refers to, nested defaults included."""
-    return {m.group("braced") or m.group("bare") for m in VARIABLE.finditer(text) if m.group(0) != "$$"}
-
-
-def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Compose's variable substitution: $X, ${X}, ${X:-default}, ${X-default}, ${X:?err}, $$, and defaults
-    that hold references themselves (``${URL:-redis://:${PASSWORD}@redis}``)."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        m = VARIABLE.match(text, i) if text[i] == "$" else None
-        if m is None:
-            out.append(text[i])
-            i += 1
-            continue
-        if m.group(0) == "$$":
-            out.append("$")
-            i = m.end()
-            continue
-        if m.group("bare"):
-            out.append(env.get(m.group("bare")) or "")
-            i = m.end()
-            continue
-        name, j = m.group("braced"), m.end()
-        op = next((o for o in OPERATORS if text.startswith(o, j)), None)
-        j += len(op or "")
-        depth, k = 0, j  # the argument runs to the matching brace
-        while k < len(text) and (text[k] != "}" or depth):
-            if text.startswith("${", k):
-                depth += 1
-                k += 1
-            elif text[k] == "}":
-                depth -= 1
-            k += 1
-        arg, i = text[j:k], k + 1
-        value = env.get(name)
-        unset = not value if op in (":-", ":?") else value is None
-        if unset and op in (":-", "-"):
-            out.append(interpolate(arg, env))
-        elif unset and op in (":?", "?"):
-            raise KeyError(f"${{{name}}} is required: {arg}")
-        else:
-            out.append(value or "")
-    return "".join(out)
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
-            env[key.strip()] = value.strip().strip("'\"")
-    return env
-
-
-def argv(value: str | list[str] | None) -> list[str]:
-    if value is None:
-        return []
-    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
-
-
-@dataclass
-class Service:
-    name: str
-    spec: dict[str, Any]
-    values: Mapping[str, str]  # .env values used to resolve ${...}
-
-    @property
-    def command(self) -> list[str]:
-        return argv(self.spec.get("command"))
-
-    @property
-    def image(self) -> str:
-        return str(self.spec.get("image", ""))
-
-    @property
-    def raw_env(self) -> dict[str, str]:
-        env = self.spec.get("environment") or {}
-        if isinstance(env, list):
-            env = dict(item.partition("=")[::2] for item in env)
-        return {str(k): "" if v is None else str(v) for k, v in env.items()}
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {k: interpolate(v, self.values) for k, v in self.raw_env.items()}
-
-    def published(self) -> dict[int, int]:
-        """Container port -> host port."""
-        ports: dict[int, int] = {}
-        for entry in self.spec.get("ports") or []:
-            parts = interpolate(str(entry), self.values).split("/")[0].split(":")
-            ports[int(parts[-1])] = int(parts[-2] if len(parts) > 1 else parts[-1])
-        return ports
-
-    def healthcheck_urls(self) -> list[str]:
-        test = " ".join(argv((self.spec.get("healthcheck") or {}).get("test")))
-        return re.findall(r"https?://[^\s'\"]+", test)
-
-
-@dataclass
-class Stack:
-    """The stack files under ``root``; the code they refer to under ``code``."""
-
-    root: Path
-    code: Path = REPO
-    defaults: bool = False  # resolve ${...} as if .env set only the secrets: compose's defaults apply
-
-    def with_defaults(self) -> Stack:
-        return Stack(self.root, self.code, defaults=True)
-
-    @cached_property
-    def compose_text(self) -> str:
-        return (self.root / "docker-compose.yml").read_text()
-
-    @cached_property
-    def compose(self) -> dict[str, Any]:
-        return yaml.safe_load(self.compose_text)
-
-    @cached_property
-    def env_example(self) -> dict[str, str]:
-        return read_env_file(self.root / ".env.example")
-
-    @cached_property
-    def values(self) -> dict[str, str]:
-        """.env.example with its empty secrets filled in, as a user's .env would be (compose interpolates
-        ${X} in .env values too)."""
-        filled = {k: v or f"filled-{k.lower()}" for k, v in self.env_example.items() if not (self.defaults and v)}
-        return {k: interpolate(v, filled) for k, v in filled.items()}
-
-    @cached_property
-    def services(self) -> dict[str, Service]:
-        return {name: Service(name, spec or {}, self.values) for name, spec in self.compose["services"].items()}
-
-    @cached_property
-    def nginx_conf(self) -> str:
-        """docker/nginx.conf without its comments."""
-        return re.sub(r"#[^\n]*", "", (self.root / "docker/nginx.conf").read_text())
-
-    def dockerfile(self, service: Service) -> tuple[Path, Path]:
-        """(build context, under ``code``; Dockerfile, under ``root``) of a service we build."""
-        build = service.spec["build"]
-        context = self.code / build.get("context", ".")
-        return context, self.root / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
-
-    def runs(self, program: str) -> list[Service]:
-        return [s for s in self.services.values() if s.command[:1] == [program]]
-
-
-def pushserver_main() -> click.Group:
-    from pushserver.cli import main
-
-    return main
-
-
-def celery_cli() -> click.Group:
-    from celery.bin.celery import celery
-
-    return celery
-
-
-def celery_subcommand(command: list[str]) -> tuple[list[str], str, list[str]]:
-    """Split ``celery [global options] sub [options]`` into its three parts."""
-    takes_value = {o for p in celery_cli().params if not getattr(p, "is_flag", False) for o in p.opts}
-    i = 1
-    while i < len(command) and command[i].startswith("-"):
-        i += 1 if "=" in command[i] or command[i] not in takes_value else 2
-    return command[1:i], command[i] if i < len(command) else "", command[i + 1:]
-
-
-def celery_app_name(global_options: list[str]) -> str | None:
-    for i, token in enumerate(global_options):
-        if token in ("-A", "--app") and i + 1 < len(global_options):
-            return global_options[i + 1]
-        if token.startswith("--app="):
-            return token.split("=", 1)[1]
-    return None
-
-
-def serve_params(service: Service) -> dict[str, Any]:
-    """The settings ``pushserver serve`` would run with in ``service``: its flags, then its env."""
-    args = service.command[1:]
-    command = pushserver_main().commands[args[0]]
-    with mock.patch.dict(os.environ, service.env, clear=True):
-        return command.make_context(args[0], args[1:]).params
-
-
-def pushservers(stack: Stack) -> list[tuple[Service, dict[str, Any]]]:
-    """Each service running ``pushserver serve`` with the settings it gets (unparsable ones left out:
-    check_entry_points reports them)."""
-    found = []
-    for service in stack.runs("pushserver"):
-        try:
-            if service.command[1] == "serve":
-                found.append((service, serve_params(service)))
-        except (IndexError, KeyError, click.ClickException):
-            pass
-    return found
-
-
 def url_port(url: str) -> int:
     parts = urlsplit(url)
     return parts.port or {"http": 80, "https": 443, "ws": 80, "wss": 443}[parts.scheme]
@@ -485,8 +312,10 @@ def check_shared_settings(stack: Stack) -> Iterator[str]:
         for other in [*celery, *express]:
             for setting, variable in (("broker", "CELERY_BROKER_URL"), ("backend", "CELERY_RESULT_BACKEND")):
                 if other.env.get(variable) != params[setting]:
-                    yield (f"{service.name}: {setting} {params[setting]} differs from"
-                           f" {other.name}'s {variable} {other.env.get(variable)}")
+                    yield (
+                        f"{service.name}: {setting} {params[setting]} differs from"
+                        f" {other.name}'s {variable} {other.env.get(variable)}"
+                    )
         if params.get("mongo") and "mongo" not in stack.services:
             yield f"{service.name}: logs events to MongoDB, but there is no mongo service"
     for service in celery:
@@ -524,8 +353,9 @@ def check_ports(stack: Stack) -> Iterator[str]:
     proxies = [s for s in stack.services.values() if s.image.startswith("nginx")]
     listen = {int(p) for p in re.findall(r"^\s*listen\s+(?:[\d.]+:)?(\d+)", stack.nginx_conf, re.M)}
     for proxy in proxies:
-        if not any("/etc/nginx/nginx.conf" in str(v) and "docker/nginx.conf" in str(v)
-                   for v in proxy.spec.get("volumes") or []):
+        if not any(
+            "/etc/nginx/nginx.conf" in str(v) and "docker/nginx.conf" in str(v) for v in proxy.spec.get("volumes") or []
+        ):
             yield f"{proxy.name}: does not mount docker/nginx.conf as /etc/nginx/nginx.conf"
         published = proxy.published()
         if not set(published) & listen:
@@ -572,10 +402,12 @@ def check_healthchecks(stack: Stack) -> Iterator[str]:
             yield f"{name}: no healthcheck"
     for service in stack.services.values():
         depends = service.spec.get("depends_on") or {}
-        for target, rule in (depends.items() if isinstance(depends, dict) else ((d, {}) for d in depends)):
+        for target, rule in depends.items() if isinstance(depends, dict) else ((d, {}) for d in depends):
             if target not in stack.services:
                 yield f"{service.name}: depends on unknown service {target}"
-            elif (rule or {}).get("condition") == "service_healthy" and not stack.services[target].spec.get("healthcheck"):
+            elif (rule or {}).get("condition") == "service_healthy" and not stack.services[target].spec.get(
+                "healthcheck"
+            ):
                 yield f"{service.name}: waits for {target} to be healthy, but it has no healthcheck"
             elif "profiles" in stack.services[target].spec:
                 yield f"{service.name}: depends on {target}, which runs only in a profile"
@@ -612,8 +444,11 @@ def check_dockerfiles(stack: Stack) -> Iterator[str]:
             yield f"{service.name}: no Dockerfile {dockerfile.relative_to(stack.root)}"
             continue
         ignore_file = stack.root / ".dockerignore"
-        ignored = [p.strip() for p in ignore_file.read_text().splitlines()
-                   if p.strip() and not p.startswith("#")] if ignore_file.is_file() else []
+        ignored = (
+            [p.strip() for p in ignore_file.read_text().splitlines() if p.strip() and not p.startswith("#")]
+            if ignore_file.is_file()
+            else []
+        )
         for sources, _, from_stage in dockerfile_copies(dockerfile.read_text()):
             if from_stage:
                 continue
@@ -636,8 +471,11 @@ def check_node_image(stack: Stack) -> Iterator[str]:
     hops = re.search(r"staticDir:\s*path\.resolve\(here,\s*([^)]*)\)", config).group(1)
     default_static = os.path.normpath(os.path.join(workdir, "src", *re.findall(r"'([^']*)'", hops)))
     copied = [dest for _, dest, from_stage in dockerfile_copies(final) if from_stage]
-    static_dirs = {s.env.get("STATIC_DIR", default_static) for s in stack.services.values()
-                   if "node.Dockerfile" in str((s.spec.get("build") or {}).get("dockerfile"))}
+    static_dirs = {
+        s.env.get("STATIC_DIR", default_static)
+        for s in stack.services.values()
+        if "node.Dockerfile" in str((s.spec.get("build") or {}).get("dockerfile"))
+    }
     for static in static_dirs:
         if os.path.normpath(static) not in {os.path.normpath(d) for d in copied}:
             yield f"node.Dockerfile: Express serves {static}, the React build is copied to {copied}"
@@ -649,18 +487,97 @@ def check_node_image(stack: Stack) -> Iterator[str]:
 
 # From the Compose Specification's JSON schema (compose-spec/compose-spec, schema/compose-spec.json).
 SERVICE_KEYS = {
-    "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup", "cgroup_parent",
-    "command", "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
-    "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec", "depends_on",
-    "deploy", "develop", "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search", "domainname",
-    "entrypoint", "env_file", "environment", "expose", "extends", "external_links", "extra_hosts", "gpus",
-    "group_add", "healthcheck", "hostname", "image", "init", "ipc", "isolation", "label_file", "labels",
-    "links", "logging", "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit",
-    "models", "network_mode", "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit",
-    "platform", "ports", "post_start", "pre_stop", "privileged", "profiles", "provider", "pull_policy",
-    "read_only", "restart", "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open",
-    "stop_grace_period", "stop_signal", "storage_opt", "sysctls", "tmpfs", "tty", "ulimits",
-    "use_api_socket", "user", "userns_mode", "uts", "volumes", "volumes_from", "working_dir",
+    "annotations",
+    "attach",
+    "blkio_config",
+    "build",
+    "cap_add",
+    "cap_drop",
+    "cgroup",
+    "cgroup_parent",
+    "command",
+    "configs",
+    "container_name",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpus",
+    "cpuset",
+    "credential_spec",
+    "depends_on",
+    "deploy",
+    "develop",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "entrypoint",
+    "env_file",
+    "environment",
+    "expose",
+    "extends",
+    "external_links",
+    "extra_hosts",
+    "gpus",
+    "group_add",
+    "healthcheck",
+    "hostname",
+    "image",
+    "init",
+    "ipc",
+    "isolation",
+    "label_file",
+    "labels",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_limit",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "models",
+    "network_mode",
+    "networks",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "ports",
+    "post_start",
+    "pre_stop",
+    "privileged",
+    "profiles",
+    "provider",
+    "pull_policy",
+    "read_only",
+    "restart",
+    "runtime",
+    "scale",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "stop_grace_period",
+    "stop_signal",
+    "storage_opt",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "use_api_socket",
+    "user",
+    "userns_mode",
+    "uts",
+    "volumes",
+    "volumes_from",
+    "working_dir",
 }
 HEALTHCHECK_KEYS = {"disable", "interval", "retries", "test", "timeout", "start_period", "start_interval"}
 TOP_LEVEL_KEYS = {"version", "name", "include", "services", "models", "networks", "volumes", "secrets", "configs"}
@@ -693,7 +610,7 @@ INTERNAL_PATHS = ("/readyz", "/metrics")
 
 
 def check_hardening(stack: Stack) -> Iterator[str]:
-    """Least privilege: the pushservers log as a readWrite-only MongoDB user, Redis and RabbitMQ need a
+    """Least privilege: each MongoDB client has its own least-privilege user, Redis and RabbitMQ need a
     password, no secret has an empty default, and nginx keeps /readyz and /metrics inside."""
     secrets = [k for k, v in stack.env_example.items() if not v]
     for service in stack.services.values():
@@ -704,8 +621,10 @@ def check_hardening(stack: Stack) -> Iterator[str]:
                 value = interpolate(raw, {**stack.values, **{k: "" for k in secrets}})
             except KeyError:
                 continue
-            yield (f"{service.name}: {name} does not require its secret ({raw!r} gives {value!r} when .env"
-                   " leaves it empty); use ${X:?...}")
+            yield (
+                f"{service.name}: {name} does not require its secret ({raw!r} gives {value!r} when .env"
+                " leaves it empty); use ${X:?...}"
+            )
     redis = stack.services.get("redis")
     password = ""
     if redis is not None:
@@ -726,35 +645,135 @@ def check_hardening(stack: Stack) -> Iterator[str]:
             for url in re.findall(r"rediss?://[^\s,]+", value):
                 if urlsplit(url).hostname == "redis" and (urlsplit(url).password or "") != password:
                     yield f"{service.name}: {name} reaches Redis without its password"
-    mongo = stack.services.get("mongo")
-    for service, params in pushservers(stack):
-        if not params.get("mongo") or mongo is None:
-            continue
-        url = urlsplit(params["mongo"])
-        query = dict(part.partition("=")[::2] for part in url.query.split("&") if part)
-        root = mongo.env.get("MONGO_INITDB_ROOT_USERNAME")
-        if url.username == root:
-            yield f"{service.name}: connects to MongoDB as the root user {root}"
-        scripts = mongo_init_scripts(stack, mongo)
-        text = "\n".join(s.read_text() for s in scripts)
-        grants = re.findall(r"role:\s*['\"](\w+)['\"],\s*db:\s*(\w+)", text)
-        if [role for role, _ in grants] != ["readWrite"]:
-            yield f"mongo: the init scripts {[str(s.name) for s in scripts]} grant {grants}, not readWrite alone"
-            continue
-        # `const name = process.env.X`: what the script's variables hold, from the mongo service's env.
-        script_vars = {js: mongo.env.get(env) for js, env in re.findall(r"const (\w+) = process\.env\.(\w+)", text)}
-        creates = {"db": script_vars.get(grants[0][1]), "user": script_vars.get("user"),
-                   "password": script_vars.get("password")}
-        if (url.username, url.password) != (creates["user"], creates["password"]):
-            yield f"{service.name}: connects to MongoDB as {url.username}, not the user the init script creates"
-        if creates["db"] != params["mongo_db"] or query.get("authSource", url.path.strip("/")) != creates["db"]:
-            yield (f"{service.name}: logs to database {params['mongo_db']} (authSource"
-                   f" {query.get('authSource')}), the init script grants readWrite on {creates['db']}")
+    yield from check_mongo_accounts(stack)
     conf = stack.nginx_conf
     for path in INTERNAL_PATHS:
         block = re.search(rf"location\s*=\s*{re.escape(path)}\s*\{{([^}}]*)\}}", conf)
         if not block or not re.search(r"return\s+40[34]|deny\s+all", block.group(1)):
             yield f"nginx: passes {path} to the outside (want `location = {path} {{ return 404; }}`)"
+
+
+# Actions a custom MongoDB role of the example app may grant: reading and writing documents, nothing else.
+DATA_ACTIONS = {"find", "insert", "update", "remove"}
+
+
+@dataclass
+class MongoUser:
+    """An account an init script creates: where, with which credentials and roles."""
+
+    db: str | None
+    user: str | None
+    password: str | None
+    roles: list[tuple[str, str | None]]  # (role, database)
+    script: str
+
+
+def _js_value(token: str, script_vars: Mapping[str, str | None]) -> str | None:
+    """A JS token of an init script: a "literal", or a `const x = process.env.X` variable."""
+    token = token.strip()
+    if token[:1] in "'\"":
+        return token.strip("'\"")
+    return script_vars.get(token)
+
+
+def mongo_init_accounts(stack: Stack, mongo: Service) -> tuple[list[MongoUser], dict[tuple[str | None, str], set[str]]]:
+    """The users and the custom roles (database, role) → actions the mongo service's init scripts create."""
+    users: list[MongoUser] = []
+    roles: dict[tuple[str | None, str], set[str]] = {}
+    for script in mongo_init_scripts(stack, mongo):
+        text = script.read_text()
+        script_vars = {js: mongo.env.get(env) for js, env in re.findall(r"const (\w+) = process\.env\.(\w+)", text)}
+        for db, body in re.findall(r"getSiblingDB\((\w+|\"[^\"]*\")\)\.createRole\(\{(.*?)\n\}\);", text, re.S):
+            name = re.search(r"role:\s*\"(\w+)\"", body)
+            actions = {
+                a for group in re.findall(r"actions:\s*\[([^\]]*)\]", body) for a in re.findall(r"\"(\w+)\"", group)
+            }
+            if name:
+                roles[(_js_value(db, script_vars), name.group(1))] = actions
+        for db, body in re.findall(r"getSiblingDB\((\w+|\"[^\"]*\")\)\.createUser\(\{(.*?)\n\}\);", text, re.S):
+            field = {k: v for k, v in re.findall(r"(user|pwd):\s*(\w+|\"[^\"]*\")", body)}
+            granted = [
+                (role, _js_value(role_db, script_vars))
+                for role, role_db in re.findall(r"role:\s*[\"'](\w+)[\"'],\s*db:\s*(\w+|\"[^\"]*\")", body)
+            ]
+            users.append(
+                MongoUser(
+                    _js_value(db, script_vars),
+                    _js_value(field.get("user", ""), script_vars),
+                    _js_value(field.get("pwd", ""), script_vars),
+                    granted,
+                    script.name,
+                )
+            )
+    return users, roles
+
+
+def mongo_clients(stack: Stack) -> list[tuple[Service, str, str]]:
+    """Each service that connects to MongoDB: its connection string and the database it owns (writes)."""
+    found = [
+        (service, params["mongo"], params["mongo_db"]) for service, params in pushservers(stack) if params.get("mongo")
+    ]
+    for service in stack.services.values():
+        url = service.env.get("MONGO_URL")
+        if url:
+            # Express names its database MONGO_DB; the workers theirs MONGO_WORKERS_DB.
+            own = (
+                service.env.get("MONGO_DB")
+                if service.command[:1] != ["celery"]
+                else service.env.get("MONGO_WORKERS_DB")
+            )
+            found.append((service, url, own or ""))
+    return found
+
+
+def check_mongo_accounts(stack: Stack) -> Iterator[str]:
+    """Each service reaching MongoDB logs in as its own user, created by an init script in the database it
+    owns, with readWrite on that database alone plus roles of its own that only read or write documents."""
+    mongo = stack.services.get("mongo")
+    if mongo is None:
+        return
+    users, roles = mongo_init_accounts(stack, mongo)
+    root = mongo.env.get("MONGO_INITDB_ROOT_USERNAME")
+    programs_of_user: dict[str | None, set[str]] = {}
+    for service, raw_url, own_db in mongo_clients(stack):
+        url = urlsplit(raw_url)
+        query = dict(part.partition("=")[::2] for part in url.query.split("&") if part)
+        auth_source = query.get("authSource", url.path.strip("/") or "admin")
+        if url.username == root:
+            yield f"{service.name}: connects to MongoDB as the root user {root}"
+            continue
+        programs_of_user.setdefault(url.username, set()).add(" ".join(service.command[:2]) or service.name)
+        account = next((u for u in users if (u.user, u.password) == (url.username, url.password)), None)
+        if account is None:
+            yield (
+                f"{service.name}: connects to MongoDB as {url.username}, a user no init script creates"
+                " with that password (so not readWrite alone on its database)"
+            )
+            continue
+        if account.db != own_db or auth_source != account.db:
+            yield (
+                f"{service.name}: uses database {own_db} (authSource {auth_source}), but its user"
+                f" {account.user} is created in {account.db}"
+            )
+        for role, role_db in account.roles:
+            if role == "readWrite":
+                if role_db != account.db:
+                    yield (
+                        f"mongo: {account.script} grants {account.user} readWrite on {role_db}, not its own"
+                        f" database {account.db}: not readWrite alone on its own database"
+                    )
+            elif (role_db, role) in roles:
+                extra = roles[(role_db, role)] - DATA_ACTIONS
+                if extra:
+                    yield f"mongo: role {role} on {role_db} grants {sorted(extra)}, beyond reading and writing documents"
+            else:
+                yield (
+                    f"mongo: {account.script} grants {account.user} the role {role} on {role_db}:"
+                    " not readWrite alone nor a role of its own"
+                )
+    for user, programs in programs_of_user.items():
+        if len(programs) > 1:
+            yield f"MongoDB user {user} is shared by {sorted(programs)}: each needs its own"
 
 
 def with_and_without_settings(check: Callable[[Stack], Iterator[str]]) -> Callable[[Stack], Iterator[str]]:
@@ -769,9 +788,16 @@ def with_and_without_settings(check: Callable[[Stack], Iterator[str]]) -> Callab
 
 
 CHECKS: list[Callable[[Stack], Iterator[str]]] = [
-    check_compose_keys, check_entry_points, check_env_is_read, check_interpolation,
-    with_and_without_settings(check_shared_settings), with_and_without_settings(check_ports),
-    check_healthchecks, check_dockerfiles, check_node_image, with_and_without_settings(check_hardening),
+    check_compose_keys,
+    check_entry_points,
+    check_env_is_read,
+    check_interpolation,
+    with_and_without_settings(check_shared_settings),
+    with_and_without_settings(check_ports),
+    check_healthchecks,
+    check_dockerfiles,
+    check_node_image,
+    with_and_without_settings(check_hardening),
 ]
 
 
@@ -789,20 +815,57 @@ def test_the_stack_is_consistent_with_the_code(stack: Stack, check: Callable[[St
 
 
 def test_the_stack_has_every_service(stack: Stack) -> None:
-    assert {"redis", "mongo", "rabbitmq", "worker", "beat", "pushserver-1", "pushserver-2",
-            "proxy", "flower", "express"} <= set(stack.services)
+    assert {
+        "redis",
+        "mongo",
+        "rabbitmq",
+        "worker",
+        "beat",
+        "pushserver-1",
+        "pushserver-2",
+        "proxy",
+        "flower",
+        "express",
+    } <= set(stack.services)
     assert stack.services["rabbitmq"].spec["profiles"] == ["rabbitmq"]
     assert stack.services["worker"].command == ["celery", "-A", "workers", "worker", "-E", "-l", "info"]
 
 
 def test_the_env_scan_finds_what_the_code_reads() -> None:
     workers = python_env_reads(sorted((REPO / "workers").glob("*.py")))
-    assert {"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_VISIBILITY_TIMEOUT", "NIGHTLY_REPORT_EVERY",
-            "OUTBOX_DIR", "MEDIA_DIR", "REPORTS_DIR", "SMTP_URL", "MAIL_FROM", "WORKERS_RETRY_BACKOFF"} <= workers
+    assert {
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "CELERY_VISIBILITY_TIMEOUT",
+        "NIGHTLY_REPORT_EVERY",
+        "OUTBOX_DIR",
+        "MEDIA_DIR",
+        "SMTP_URL",
+        "MAIL_FROM",
+        "WORKERS_RETRY_BACKOFF",
+        "MONGO_URL",
+        "MONGO_APP_DB",
+        "MONGO_WORKERS_DB",
+        "ARCHIVE_AFTER_DAYS",
+    } <= workers
     express = js_env_reads(sorted((REPO / EXPRESS_SRC).glob("*.js")))
-    assert {"PORT", "HOST", "PUSHSERVER_SECRET", "PUSHSERVER_PUBLIC_URL", "CELERY_BROKER_URL",
-            "CELERY_RESULT_BACKEND", "CELERY_QUEUE", "TOKEN_TTL", "TOKEN_TTL_SECONDS", "CELERY_NODE_CLIENT",
-            "SESSION_TTL_SECONDS", "STATIC_DIR"} <= express
+    assert {
+        "PORT",
+        "HOST",
+        "PUSHSERVER_SECRET",
+        "PUSHSERVER_PUBLIC_URL",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "CELERY_QUEUE",
+        "TOKEN_TTL",
+        "TOKEN_TTL_SECONDS",
+        "CELERY_NODE_CLIENT",
+        "SESSION_TTL_SECONDS",
+        "STATIC_DIR",
+        "MONGO_URL",
+        "MONGO_DB",
+        "MONGO_WORKERS_DB",
+    } <= express
 
 
 def test_interpolation_follows_compose() -> None:
@@ -842,14 +905,25 @@ BROKEN = [
     ("docker-compose.yml", 'ports: ["3000:3000"]', 'ports: ["3000:3001"]', "listens on PORT 3000, publishes [3001]"),
     ("docker-compose.yml", 'ports: ["8000:8000"]', 'ports: ["8080:8000"]', "is not the proxy's published port"),
     ("docker-compose.yml", "${TOKEN_TTL:-900}", "${TOKEN_LIFETIME:-900}", "uses ${TOKEN_LIFETIME}"),
-    ("docker-compose.yml", "@redis:6379/1}\n    # Not the root",
-     "@redis:6379/2}\n    # Not the root", "differs from"),
-    ("docker-compose.yml", "PUSHSERVER_SECRET: ${PUSHSERVER_SECRET:?set PUSHSERVER_SECRET in .env (see .env.example)}\n"
-     "      # Served", "PUSHSERVER_SECRET: ${MONGO_ROOT_PASSWORD}\n      # Served", "another secret"),
-    (".env.example", "PUSHSERVER_PUBLIC_URL=http://localhost:8000", "PUSHSERVER_PUBLIC_URL=http://localhost:9000",
-     "is not the proxy's published port"),
-    (".env.example", "PUSHSERVER_CORS_ORIGINS=http://localhost:3000,http://127.0.0.1:3000",
-     "PUSHSERVER_CORS_ORIGINS=http://localhost:5173", "not in PUSHSERVER_CORS_ORIGINS"),
+    ("docker-compose.yml", "@redis:6379/1}\n    # Not the root", "@redis:6379/2}\n    # Not the root", "differs from"),
+    (
+        "docker-compose.yml",
+        "PUSHSERVER_SECRET: ${PUSHSERVER_SECRET:?set PUSHSERVER_SECRET in .env (see .env.example)}\n      # Served",
+        "PUSHSERVER_SECRET: ${MONGO_ROOT_PASSWORD}\n      # Served",
+        "another secret",
+    ),
+    (
+        ".env.example",
+        "PUSHSERVER_PUBLIC_URL=http://localhost:8000",
+        "PUSHSERVER_PUBLIC_URL=http://localhost:9000",
+        "is not the proxy's published port",
+    ),
+    (
+        ".env.example",
+        "PUSHSERVER_CORS_ORIGINS=http://localhost:3000,http://127.0.0.1:3000",
+        "PUSHSERVER_CORS_ORIGINS=http://localhost:5173",
+        "not in PUSHSERVER_CORS_ORIGINS",
+    ),
     (".env.example", "TOKEN_TTL=900\n", "", "does not define"),
     ("docker/nginx.conf", "server pushserver-2:8000", "server pushserver-2:9000", "nginx sends to 9000"),
     ("docker/nginx.conf", "listen 8000;", "listen 80;", "nginx listens on [80]"),
@@ -861,27 +935,100 @@ BROKEN = [
     ("docker-compose.yml", "start_period: 15s", "start_after: 15s", "unknown healthcheck key start_after"),
     ("docker-compose.yml", '["worker-data:/data"]', '["workers-data:/data"]', "mounts volume workers-data"),
     # issue 11: least privilege
-    ("docker-compose.yml", "${PUSHSERVER_MONGO_USER:-pushserver}:${PUSHSERVER_MONGO_PASSWORD:?set PUSHSERVER_MONGO_PASSWORD"
-     " in .env}@mongo", "${MONGO_ROOT_USER:-admin}:${MONGO_ROOT_PASSWORD:?x}@mongo", "as the root user admin"),
+    (
+        "docker-compose.yml",
+        "${PUSHSERVER_MONGO_USER:-pushserver}:${PUSHSERVER_MONGO_PASSWORD:?set PUSHSERVER_MONGO_PASSWORD"
+        " in .env}@mongo",
+        "${MONGO_ROOT_USER:-admin}:${MONGO_ROOT_PASSWORD:?x}@mongo",
+        "as the root user admin",
+    ),
     ("docker-compose.yml", "?authSource=${PUSHSERVER_MONGO_DB:-pushserver}", "?authSource=admin", "authSource admin"),
     ("docker/mongo-init/pushserver-user.js", 'role: "readWrite"', 'role: "dbOwner"', "not readWrite alone"),
-    ("docker/mongo-init/pushserver-user.js", 'db: dbName }', 'db: "admin" }', "not readWrite alone"),
+    ("docker/mongo-init/pushserver-user.js", "db: dbName }", 'db: "admin" }', "not readWrite alone"),
     ("docker-compose.yml", '      - "./docker/mongo-init:/docker-entrypoint-initdb.d:ro"\n', "", "not readWrite alone"),
+    # issue 18: Express and the workers on MongoDB, each with its own user and database
+    (
+        "docker-compose.yml",
+        'MONGO_URL: "mongodb://${EXPRESS_MONGO_USER:-express}:${EXPRESS_MONGO_PASSWORD:?set EXPRESS_MONGO_PASSWORD'
+        " in .env}@mongo",
+        'MONGO_URL: "mongodb://${MONGO_ROOT_USER:-admin}:${MONGO_ROOT_PASSWORD:?x}@mongo',
+        "express: connects to MongoDB as the root user",
+    ),
+    (
+        "docker-compose.yml",
+        'MONGO_URL: "mongodb://${WORKERS_MONGO_USER:-workers}:${WORKERS_MONGO_PASSWORD:?set WORKERS_MONGO_PASSWORD'
+        ' in .env}@mongo:27017/${WORKERS_MONGO_DB:-workers}?authSource=${WORKERS_MONGO_DB:-workers}"',
+        'MONGO_URL: "mongodb://${EXPRESS_MONGO_USER:-express}:${EXPRESS_MONGO_PASSWORD:?x}@mongo:27017/${APP_MONGO_DB:-app}'
+        '?authSource=${APP_MONGO_DB:-app}"',
+        "shared by",
+    ),
+    (
+        "docker/mongo-init/app-users.js",
+        '[{ role: "readWrite", db: appDb }, { role: "reportsReader"',
+        '[{ role: "readWriteAnyDatabase", db: "admin" }, { role: "reportsReader"',
+        "not readWrite alone nor a role of its own",
+    ),
+    (
+        "docker/mongo-init/app-users.js",
+        '[{ role: "readWrite", db: workersDb }, { role: "workersOnApp"',
+        '[{ role: "readWrite", db: appDb }, { role: "workersOnApp"',
+        "not readWrite alone on its own database",
+    ),
+    (
+        "docker/mongo-init/app-users.js",
+        'actions: ["find", "update", "remove"]',
+        'actions: ["find", "update", "remove", "dropDatabase"]',
+        "beyond reading and writing documents",
+    ),
+    (
+        "docker-compose.yml",
+        "      MONGO_DB: ${APP_MONGO_DB:-app}\n",
+        "      MONGO_DB: ${WORKERS_MONGO_DB:-workers}\n",
+        "express: uses database workers",
+    ),
     ("docker-compose.yml", "printf 'requirepass %s", "printf 'port %s", "redis: runs without requirepass"),
-    ("docker-compose.yml", "REDISCLI_AUTH: ${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}",
-     "REDISCLI_AUTH: ${REDIS_PASSWORD:-}", "REDISCLI_AUTH does not require its secret"),
-    ("docker-compose.yml", 'command: ["sh", "-c", "umask', 'command: ["redis-server", "--requirepass", "x"]\n    x: ["sh", "-c", "umask',
-     "puts the password on the command line"),
-    ("docker-compose.yml", "redis://:${REDIS_PASSWORD}@redis:6379/0}\n      CELERY_RESULT",
-     "redis://redis:6379/0}\n      CELERY_RESULT", "reaches Redis without its password"),
-    (".env.example", "CELERY_BROKER_URL=redis://:${REDIS_PASSWORD}@redis", "CELERY_BROKER_URL=redis://redis",
-     "reaches Redis without its password"),
-    ("docker-compose.yml", "${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD in .env}", "${RABBITMQ_PASSWORD:-}",
-     "RABBITMQ_DEFAULT_PASS does not require its secret"),
-    ("docker-compose.yml", "${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD in .env}", "${RABBITMQ_PASSWORD:-guest}",
-     "RABBITMQ_DEFAULT_PASS does not require its secret"),
-    ("docker/nginx.conf", "location = /readyz {\n            return 404;", "location = /readyz {\n            proxy_pass"
-     " http://pushserver;", "nginx: passes /readyz to the outside"),
+    (
+        "docker-compose.yml",
+        "REDISCLI_AUTH: ${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}",
+        "REDISCLI_AUTH: ${REDIS_PASSWORD:-}",
+        "REDISCLI_AUTH does not require its secret",
+    ),
+    (
+        "docker-compose.yml",
+        'command: ["sh", "-c", "umask',
+        'command: ["redis-server", "--requirepass", "x"]\n    x: ["sh", "-c", "umask',
+        "puts the password on the command line",
+    ),
+    (
+        "docker-compose.yml",
+        "redis://:${REDIS_PASSWORD}@redis:6379/0}\n      CELERY_RESULT",
+        "redis://redis:6379/0}\n      CELERY_RESULT",
+        "reaches Redis without its password",
+    ),
+    (
+        ".env.example",
+        "CELERY_BROKER_URL=redis://:${REDIS_PASSWORD}@redis",
+        "CELERY_BROKER_URL=redis://redis",
+        "reaches Redis without its password",
+    ),
+    (
+        "docker-compose.yml",
+        "${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD in .env}",
+        "${RABBITMQ_PASSWORD:-}",
+        "RABBITMQ_DEFAULT_PASS does not require its secret",
+    ),
+    (
+        "docker-compose.yml",
+        "${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD in .env}",
+        "${RABBITMQ_PASSWORD:-guest}",
+        "RABBITMQ_DEFAULT_PASS does not require its secret",
+    ),
+    (
+        "docker/nginx.conf",
+        "location = /readyz {\n            return 404;",
+        "location = /readyz {\n            proxy_pass http://pushserver;",
+        "nginx: passes /readyz to the outside",
+    ),
     ("docker/nginx.conf", "location = /metrics {", "location = /metricz {", "nginx: passes /metrics to the outside"),
 ]
 

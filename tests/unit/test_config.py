@@ -48,7 +48,9 @@ def test_bad_broker_scheme(url: str) -> None:
 
 
 def test_broker_url_with_a_bad_port() -> None:
-    assert refused(broker_url="redis://127.0.0.1:notaport/0").startswith("--broker: 'redis://127.0.0.1:notaport/0' is not a valid URL")
+    assert refused(broker_url="redis://127.0.0.1:notaport/0").startswith(
+        "--broker: 'redis://127.0.0.1:notaport/0' is not a valid URL"
+    )
 
 
 def test_backend_may_use_a_plus_scheme_but_broker_may_not() -> None:
@@ -100,6 +102,16 @@ def test_other_limits() -> None:
     assert "--progress-hz" in refused(progress_hz=float("nan"))
 
 
+def test_client_message_limits_and_transports() -> None:
+    assert "--message-rate" in refused(message_rate=0)
+    assert "--message-rate" in refused(message_rate=float("nan"))
+    assert "--max-connection-bytes" in refused(max_connection_bytes=64 * 1024)
+    settings(max_connection_bytes=65 * 1024).validate()
+    assert "--transports" in refused(transports="polling")
+    assert "--transports" in refused(transports="")
+    settings(transports="websocket").validate()
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -115,11 +127,14 @@ def test_split_list(value: str | None, expected: list[str]) -> None:
     assert split_list(value) == expected
 
 
-@pytest.mark.parametrize("secrets, says", [
-    (["change-me"], "--secret: the secret is 9 bytes; HS256 needs at least 32"),
-    ([SECRET, "short"], "--secret: secret 2 of 2 is 5 bytes"),
-    ([SECRET, ""], "--secret: empty secret in the list"),
-])
+@pytest.mark.parametrize(
+    "secrets, says",
+    [
+        (["change-me"], "--secret: the secret is 9 bytes; HS256 needs at least 32"),
+        ([SECRET, "short"], "--secret: secret 2 of 2 is 5 bytes"),
+        ([SECRET, ""], "--secret: empty secret in the list"),
+    ],
+)
 def test_short_secrets_are_refused(secrets: list[str], says: str) -> None:
     message = refused(secrets=secrets)
     assert message.startswith(says) and "\n" not in message

@@ -29,12 +29,19 @@ def test_pyproject_pins_exactly_the_vetted_ranges() -> None:
         assert pinned == [f"{dist}>={low},<{high}"], (dist, pinned)
 
 
-@pytest.mark.parametrize("version, vetted", [
-    ("4.15.1", True), ("4.15.9", True), ("4.15.0", False), ("4.16.0", False), ("4.16.0rc1", False),
-    ("5.0", False), ("4.9.1", False),
-])
-def test_a_release_outside_the_range_is_reported(monkeypatch: pytest.MonkeyPatch, version: str,
-                                                 vetted: bool) -> None:
+@pytest.mark.parametrize(
+    "version, vetted",
+    [
+        ("4.15.1", True),
+        ("4.15.9", True),
+        ("4.15.0", False),
+        ("4.16.0", False),
+        ("4.16.0rc1", False),
+        ("5.0", False),
+        ("4.9.1", False),
+    ],
+)
+def test_a_release_outside_the_range_is_reported(monkeypatch: pytest.MonkeyPatch, version: str, vetted: bool) -> None:
     monkeypatch.setattr(dependencies, "VETTED", {"python-engineio": ("4.15.1", "4.16")})
     monkeypatch.setattr(dependencies, "installed", lambda dist: version)
     problems = unvetted()

@@ -83,8 +83,13 @@ async def test_send_queue_getter_cancelled_as_an_item_arrives_loses_nothing() ->
 
 
 def test_trim_environ_keeps_only_what_pushserver_reads() -> None:
-    environ = {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4", "HTTP_COOKIE": "secret",
-               "aiohttp.request": object(), "QUERY_STRING": "EIO=4"}
+    environ = {
+        "REMOTE_ADDR": "10.0.0.1",
+        "HTTP_X_FORWARDED_FOR": "1.2.3.4",
+        "HTTP_COOKIE": "secret",
+        "aiohttp.request": object(),
+        "QUERY_STRING": "EIO=4",
+    }
     same = environ
     trim_environ(environ)
     assert same == {"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}
@@ -108,14 +113,18 @@ def test_connect_handlers_see_the_peer_address_whichever_way_registered() -> Non
     assert inspect.iscoroutinefunction(eio.handlers["connect"])
 
 
-def test_an_unvetted_library_is_logged_at_start(monkeypatch: pytest.MonkeyPatch,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unvetted_library_is_logged_at_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(eioserver, "unvetted", lambda: ["python-engineio 4.99.0 is outside the vetted range"])
     with caplog.at_level(logging.WARNING, logger="pushserver.eioserver"):
         SocketIOServer(async_mode="aiohttp")
     assert [r.getMessage() for r in caplog.records] == [
-        ("python-engineio 4.99.0 is outside the vetted range: pushserver relies on its internals"
-         " (pushserver/dependencies.py)")]
+        (
+            "python-engineio 4.99.0 is outside the vetted range: pushserver relies on its internals"
+            " (pushserver/dependencies.py)"
+        )
+    ]
 
 
 # -- sessions against a real server ---------------------------------------------
@@ -140,8 +149,13 @@ class Server:
 @contextlib.asynccontextmanager
 async def serving(**options: Any) -> AsyncIterator[Server]:
     options.setdefault("client_events", frozenset({"echo", "slow"}))
-    sio = SocketIOServer(async_mode="aiohttp", cors_allowed_origins="*", ping_interval=PING_INTERVAL,
-                         ping_timeout=PING_TIMEOUT, **options)
+    sio = SocketIOServer(
+        async_mode="aiohttp",
+        cors_allowed_origins="*",
+        ping_interval=PING_INTERVAL,
+        ping_timeout=PING_TIMEOUT,
+        **options,
+    )
     app = web.Application()
     sio.attach(app)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
@@ -335,7 +349,7 @@ def test_peek_packet_reads_type_namespace_and_ack_id() -> None:
     assert peek_packet('2["x"]') == PacketHeader("2", "/", None)
     assert peek_packet('2/admin,7["x"]') == PacketHeader("2", "/admin", 7)
     assert peek_packet('51-12["x",{"_placeholder":true,"num":0}]') == PacketHeader("5", "/", 12)
-    assert peek_packet('52-/nsp,3[]') == PacketHeader("5", "/nsp", 3)
+    assert peek_packet("52-/nsp,3[]") == PacketHeader("5", "/nsp", 3)
     assert peek_packet("") == PacketHeader("", "/", None)
     assert peek_packet("2" + "9" * 40) == PacketHeader("2", "/", int("9" * 16))
 
@@ -344,10 +358,18 @@ async def test_only_client_events_reach_handlers_lifecycle_names_included() -> N
     inbound, refused = limits()
     async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
         ws, _ = await raw_connect(session, server.url)
-        for i, frame in enumerate(['["disconnect","io client disconnect"]', '["connect",{"REMOTE_ADDR":"x"}]',
-                                   '["message","hi"]', '[7,"x"]', '[]', '["__proto__"]']):
+        for i, frame in enumerate(
+            [
+                '["disconnect","io client disconnect"]',
+                '["connect",{"REMOTE_ADDR":"x"}]',
+                '["message","hi"]',
+                '[7,"x"]',
+                "[]",
+                '["__proto__"]',
+            ]
+        ):
             await ws.send_str(f"42{i}{frame}")
-            reply = json.loads((await ws.receive_str(timeout=2))[2 + len(str(i)):])
+            reply = json.loads((await ws.receive_str(timeout=2))[2 + len(str(i)) :])
             assert reply[0]["error"]["code"] == "bad_request", frame
         await ws.send_str('42["disconnect","no ack asked"]')
         await ws.send_str('429["echo","still connected"]')
@@ -434,4 +456,75 @@ async def test_sessions_per_address_are_counted_at_the_engineio_handshake() -> N
             await asyncio.sleep(0.02)
         ws, _ = await raw_connect(session, server.url)  # the slot is free again
         assert refused == ["connections_per_address"] * 2
+        await ws.close()
+
+
+def test_the_python_socketio_hooks_overridden_are_there() -> None:
+    """SocketIOServer overrides python-socketio 5.18.1's internal entry points: fail loudly if they move."""
+    import inspect
+
+    expected = {
+        "_handle_eio_connect": ["self", "eio_sid", "environ"],
+        "_handle_eio_disconnect": ["self", "eio_sid", "reason"],
+        "_handle_eio_message": ["self", "eio_sid", "data"],
+        "_handle_event": ["self", "eio_sid", "namespace", "id", "data"],
+        "_handle_event_internal": ["self", "server", "sid", "eio_sid", "data", "namespace", "id"],
+        "_send_packet": ["self", "eio_sid", "pkt"],
+    }
+    for name, params in expected.items():
+        method = getattr(socketio.AsyncServer, name)
+        assert list(inspect.signature(method).parameters) == params, name
+    assert hasattr(socketio.AsyncServer(async_mode="aiohttp"), "_binary_packet")
+
+
+async def test_a_long_polling_flooder_is_dropped_and_its_session_is_gone() -> None:
+    inbound, refused = limits(rate=1.0, burst=5.0, flood_strikes=10)
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        base = server.url + "/socket.io/?EIO=4&transport=polling"
+        async with session.get(base) as r:
+            url = base + "&sid=" + json.loads((await r.text())[1:])["sid"]
+        async with session.post(url, data="40") as r:
+            assert r.status == 200
+        statuses = []
+        for k in range(4):  # engineio takes at most 16 packets per long-polling POST
+            body = "\x1e".join(f'42{k * 16 + i}["echo",{i}]' for i in range(16))
+            async with session.post(url, data=body) as r:
+                statuses.append(r.status)
+        assert statuses[0] == 200 and statuses[-1] == 400  # "invalid session", not an error 500
+        assert refused.count("flood") == 1 and len(inbound) == 0 and len(server.disconnects) == 1
+
+
+async def test_send_queue_counts_the_bytes_it_holds() -> None:
+    from engineio import packet
+
+    q = SendQueue()
+    q.put_nowait(packet.Packet(packet.MESSAGE, "x" * 100))
+    q.put_nowait(packet.Packet(packet.PING))
+    q.put_nowait(None)
+    assert q.nbytes == 100
+    q.get_nowait()
+    assert q.nbytes == 0 and q.qsize() == 2
+    await q.get()
+    await q.get()
+    assert q.nbytes == 0
+
+
+async def test_a_client_that_sends_but_does_not_read_is_dropped_past_the_unread_bytes() -> None:
+    inbound, refused = limits()
+    async with serving(inbound=inbound, max_unread_bytes=2_000_000) as server, aiohttp.ClientSession() as session:
+        ws, _ = await raw_connect(session, server.url)
+        sent = 0
+        try:
+            while sent < 2000 and not refused:  # 60 KB answers, none of them read
+                await ws.send_str(f'42{sent}["echo","{"x" * 60_000}"]')
+                sent += 1
+                await asyncio.sleep(0.002)
+        except (ConnectionError, aiohttp.ClientError):
+            pass
+        for _ in range(100):
+            if server.disconnects:
+                break
+            await asyncio.sleep(0.02)
+        assert refused == ["unread"] and len(server.disconnects) == 1, (sent, refused)
+        assert sent < 200  # 2 MB of answers, plus what the sockets' buffers took
         await ws.close()

@@ -30,7 +30,7 @@ def bson_round_trip(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_plain_event_is_stored_as_it_is() -> None:
-    event = task_event(result="'ok'", runtime=0.25, retries=0, eta=None, flag=True, clock=2 ** 62)
+    event = task_event(result="'ok'", runtime=0.25, retries=0, eta=None, flag=True, clock=2**62)
     item = storable(event)
     assert item.event is event and item.changed == 0 and item.size >= 60
     assert bson_round_trip(event) == event
@@ -77,7 +77,7 @@ def test_texts_are_cut_and_depth_is_bounded() -> None:
     deep: Any = 1
     for _ in range(200):
         deep = {"d": deep}
-    event = task_event(traceback="x" * (1 << 20), deep=deep, huge_int=2 ** 20000)
+    event = task_event(traceback="x" * (1 << 20), deep=deep, huge_int=2**20000)
     item = storable(event)
     assert len(item.event["traceback"]) == TEXT_LIMIT
     bson.encode(event_to_document(item.event))  # no InvalidDocument, no recursion error
@@ -155,8 +155,9 @@ async def test_closing_is_not_a_stopped_writer() -> None:
     assert log.status() == "ok"
 
 
-@pytest.mark.parametrize("value", [uuid.uuid4(), decimal.Decimal("1.1"), datetime.date(2020, 1, 2), b"\xff",
-                                   {1}, 2 ** 64, "\udfff", object()])
+@pytest.mark.parametrize(
+    "value", [uuid.uuid4(), decimal.Decimal("1.1"), datetime.date(2020, 1, 2), b"\xff", {1}, 2**64, "\udfff", object()]
+)
 def test_every_odd_value_can_be_encoded(value: Any) -> None:
     bson.encode(event_to_document(storable(task_event(value=value, nested={"v": [value]})).event))
 
@@ -190,3 +191,12 @@ async def test_one_huge_event_does_not_push_the_others_out() -> None:
         assert log.queued_bytes < MAX_EVENT_BYTES
     finally:
         await log.close()
+
+
+def test_a_success_has_one_id_whether_its_result_is_a_repr_or_the_json_value() -> None:
+    celery = {"type": "task-succeeded", "uuid": "t", "timestamp": 1.0, "result": "{'a': 1}", "runtime": 0.1}
+    completed = {**celery, "result": {"a": 1}, "result_format": "json"}
+    assert event_id(celery) == event_id(completed) == event_id({**celery, "result_format": "repr"})
+    assert event_id(celery) != event_id({**celery, "timestamp": 2.0})
+    failed = {"type": "task-failed", "uuid": "t", "timestamp": 1.0, "exception": "X()"}
+    assert event_id(failed) != event_id({**failed, "exception": "Y()"})

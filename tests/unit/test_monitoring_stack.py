@@ -17,8 +17,9 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 
-from tests.unit.test_compose import REPO, Service, Stack, pushservers, serve_params, yaml
+from tests.support.compose import REPO, Service, Stack, pushservers, serve_params
 
 PROFILE = "monitoring"
 

@@ -50,7 +50,7 @@ def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(module)
         for imported in sorted(graph.get(module, ())):
             if state.get(imported) == "open":
-                return path[path.index(imported):] + [imported]
+                return path[path.index(imported) :] + [imported]
             if imported not in state and (circle := visit(imported)):
                 return circle
         state[module] = "done"
@@ -82,8 +82,10 @@ def test_a_circle_would_be_found() -> None:
 @pytest.mark.parametrize("module", ["pushserver.server", "pushserver.receiver_process"])
 def test_the_server_does_not_import_rich(module: str) -> None:
     """rich draws the CLI's progress bars; the server runs without it."""
-    code = (f"import sys, {module}; loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'rich');"
-            " print(loaded); sys.exit(1 if loaded else 0)")
+    code = (
+        f"import sys, {module}; loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'rich');"
+        " print(loaded); sys.exit(1 if loaded else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, f"importing {module} imports {done.stdout.strip()}{done.stderr}"
 

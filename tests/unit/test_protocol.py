@@ -74,8 +74,15 @@ def test_max_ids_can_be_configured() -> None:
 
 @pytest.mark.parametrize(
     ("payload", "kind"),
-    [(None, "null"), ("t", "a string"), (["t"], "a list"), (7, "a number"), (1.5, "a number"),
-     (True, "a boolean"), (b"t", "bytes")],
+    [
+        (None, "null"),
+        ("t", "a string"),
+        (["t"], "a list"),
+        (7, "a number"),
+        (1.5, "a number"),
+        (True, "a boolean"),
+        (b"t", "bytes"),
+    ],
 )
 def test_payload_must_be_an_object(payload: Any, kind: str) -> None:
     error = refused(payload)
@@ -161,8 +168,9 @@ def test_list_with_a_non_string_is_refused() -> None:
     assert "not a number" in error.message
 
 
-@pytest.mark.parametrize(("token", "kind"), [(1, "a number"), (["t"], "a list"), ({"t": 1}, "an object"),
-                                             (True, "a boolean")])
+@pytest.mark.parametrize(
+    ("token", "kind"), [(1, "a number"), (["t"], "a list"), ({"t": 1}, "an object"), (True, "a boolean")]
+)
 def test_token_must_be_a_string(token: Any, kind: str) -> None:
     error = refused({"task_id": "t", "token": token})
     assert (error.code, error.message) == ("bad_request", f"'token' must be a string, not {kind}")
@@ -189,8 +197,7 @@ JSON = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text()),
     lambda inner: st.one_of(
         st.lists(inner, max_size=5),
-        st.dictionaries(st.one_of(st.sampled_from(["task_id", "task_ids", "token"]), st.text()),
-                        inner, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(["task_id", "task_ids", "token"]), st.text()), inner, max_size=4),
     ),
     max_leaves=20,
 )
@@ -212,18 +219,26 @@ def test_any_json_is_either_a_subscription_or_a_protocol_error(payload: Any) -> 
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.text(min_size=1, max_size=MAX_TASK_ID_LENGTH).filter(lambda s: not s.isspace()),
-                min_size=1, max_size=MAX_IDS_PER_CALL))
+@given(
+    st.lists(
+        st.text(min_size=1, max_size=MAX_TASK_ID_LENGTH).filter(lambda s: not s.isspace()),
+        min_size=1,
+        max_size=MAX_IDS_PER_CALL,
+    )
+)
 def test_valid_lists_round_trip_deduplicated(ids: list[str]) -> None:
     assert parse_subscription({"task_ids": ids}).task_ids == tuple(dict.fromkeys(ids))
 
 
-@pytest.mark.parametrize("raw", [
-    '["subscribe",{"task_id":"\\ud800"}]',      # a lone surrogate: valid JSON, refused by orjson
-    '["subscribe",{"task_id":1e400}]',          # beyond a double
-    '["subscribe",{"task_id":' + "9" * 400 + '}]',
-    '["subscribe",' + "[" * 5000 + "]" * 5000 + ']',  # nested past every parser
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '["subscribe",{"task_id":"\\ud800"}]',  # a lone surrogate: valid JSON, refused by orjson
+        '["subscribe",{"task_id":1e400}]',  # beyond a double
+        '["subscribe",{"task_id":' + "9" * 400 + "}]",
+        '["subscribe",' + "[" * 5000 + "]" * 5000 + "]",  # nested past every parser
+    ],
+)
 def test_json_orjson_refuses_still_reaches_the_handler_as_a_bad_request(raw: str) -> None:
     from pushserver.protocol import OrjsonCodec
 

@@ -21,8 +21,12 @@ from pushserver.receiver_process import HEADER, FrameReader, PipeWriter, encode_
 
 
 def test_frames_reassemble_across_every_cut():
-    messages = [("status", "connected"), ("events", [{"uuid": "a", "clock": 1}]),
-                ("malformed", 3), ("events", [{"uuid": "b", "x": "é" * 50}] * 3)]
+    messages = [
+        ("status", "connected"),
+        ("events", [{"uuid": "a", "clock": 1}]),
+        ("malformed", 3),
+        ("events", [{"uuid": "b", "x": "é" * 50}] * 3),
+    ]
     data = b"".join(encode_frame(kind, payload) for kind, payload in messages)
     for cut in range(len(data) + 1):
         reader = FrameReader()
@@ -34,9 +38,9 @@ def test_frames_reassemble_across_every_cut():
 
 
 def test_values_arrive_exactly_as_celery_decoded_them():
-    event = {"clock": 2 ** 70, "runtime": math.inf, "result": "\ud800", "eta": None, "retries": 0}
-    (kind, [got]), = FrameReader().feed(encode_frame("events", [event]))
-    assert kind == "events" and got == event and got["clock"] == 2 ** 70
+    event = {"clock": 2**70, "runtime": math.inf, "result": "\ud800", "eta": None, "retries": 0}
+    ((kind, [got]),) = FrameReader().feed(encode_frame("events", [event]))
+    assert kind == "events" and got == event and got["clock"] == 2**70
 
 
 def drain(fd: int) -> list:
@@ -62,7 +66,7 @@ def test_writer_keeps_status_messages_in_their_place_among_events():
     assert kinds[0] == "status" and got[0][1] == "connected"
     before, after = kinds.index("status", 1), len(kinds)
     events_before = [e["i"] for _, batch in got[1:before] for e in batch]
-    events_after = [e["i"] for _, batch in got[before + 1:after] for e in batch]
+    events_after = [e["i"] for _, batch in got[before + 1 : after] for e in batch]
     assert events_before == list(range(1200)) and events_after == list(range(1200, 2500))
 
 
@@ -109,8 +113,9 @@ def test_capture_loop_hands_over_batches_in_order_after_it_reports_connected():
     """Through a real Dispatcher and Celery Receiver on kombu's in-memory transport."""
     app = Celery("t", broker="memory://", set_as_current=False)
     heard: list = []
-    capture = CaptureLoop(app, lambda batch: heard.append(("batch", list(batch))),
-                          lambda status: heard.append(("status", status)))
+    capture = CaptureLoop(
+        app, lambda batch: heard.append(("batch", list(batch))), lambda status: heard.append(("status", status))
+    )
     thread = threading.Thread(target=capture.run, daemon=True)
     thread.start()
     try:
@@ -123,8 +128,10 @@ def test_capture_loop_hands_over_batches_in_order_after_it_reports_connected():
             for i in range(2500):
                 dispatcher.send("task-progress", uuid=f"t{i}", i=i)
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and sum(
-                    1 for kind, b in heard if kind == "batch" for e in b if e["type"] == "task-progress") < 2500:
+            while (
+                time.monotonic() < deadline
+                and sum(1 for kind, b in heard if kind == "batch" for e in b if e["type"] == "task-progress") < 2500
+            ):
                 time.sleep(0.02)
     finally:
         capture.stop()
@@ -145,9 +152,13 @@ def test_only_task_events_cross_the_pipe_whole():
     other = {"type": "custom-event", "hostname": "w@h", "freq": 2.0}
     # Worker events keep what pushserver_worker_online needs: the hostname (cut) and heartbeat interval.
     assert strip_non_task_events([task, heartbeat, huge_host, huge_id, forged, other]) == [
-        task, {"type": "worker-heartbeat", "hostname": "w@h", "freq": 2.0},
-        {"type": "worker-online", "hostname": "h" * 255}, {"type": "task-started"}, {"type": None},
-        {"type": "custom-event"}]
+        task,
+        {"type": "worker-heartbeat", "hostname": "w@h", "freq": 2.0},
+        {"type": "worker-online", "hostname": "h" * 255},
+        {"type": "task-started"},
+        {"type": None},
+        {"type": "custom-event"},
+    ]
 
 
 class _RunsCode:
@@ -163,7 +174,7 @@ class _RunsCode:
 def test_a_frame_that_would_run_code_is_refused_logged_and_not_executed(tmp_path, caplog):
     marker = tmp_path / "pwned"
     evil = pickle.dumps(("events", [{"uuid": "a", "x": _RunsCode(f"touch {marker}")}]), protocol=5)
-    good = [{"type": "task-started", "uuid": "b", "clock": 2 ** 70, "runtime": math.nan}]
+    good = [{"type": "task-started", "uuid": "b", "clock": 2**70, "runtime": math.nan}]
     data = HEADER.pack(len(evil)) + evil + encode_frame("events", good)
     reader = FrameReader()
     with caplog.at_level(logging.ERROR, logger="pushserver.receiver"):
@@ -172,39 +183,63 @@ def test_a_frame_that_would_run_code_is_refused_logged_and_not_executed(tmp_path
     assert reader.refused == 1
     # The frame after the refused one still arrives, exact.
     [(kind, [event])] = got
-    assert kind == "events" and event["clock"] == 2 ** 70 and math.isnan(event["runtime"])
+    assert kind == "events" and event["clock"] == 2**70 and math.isnan(event["runtime"])
     [record] = [r for r in caplog.records if "refused a frame" in r.getMessage()]
     assert "posix.system" in record.getMessage() or "os.system" in record.getMessage()
 
 
-@pytest.mark.parametrize("body", [
-    pickle.dumps(("events", [{"f": open}]), protocol=5),              # a builtin callable
-    pickle.dumps(("status", subprocess.Popen), protocol=2),             # a class from elsewhere, old protocol
-    b"\x80\x05not a pickle",
-    pickle.dumps(["events", []], protocol=5),                           # not a (kind, payload) pair
-], ids=["builtin", "class", "garbage", "shape"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        pickle.dumps(("events", [{"f": open}]), protocol=5),  # a builtin callable
+        pickle.dumps(("status", subprocess.Popen), protocol=2),  # a class from elsewhere, old protocol
+        b"\x80\x05not a pickle",
+        pickle.dumps(["events", []], protocol=5),  # not a (kind, payload) pair
+    ],
+    ids=["builtin", "class", "garbage", "shape"],
+)
 def test_frames_that_are_not_event_data_are_refused(body: bytes):
     reader = FrameReader()
-    assert reader.feed(HEADER.pack(len(body)) + body + encode_frame("status", "connected")) == [
-        ("status", "connected")]
+    assert reader.feed(HEADER.pack(len(body)) + body + encode_frame("status", "connected")) == [("status", "connected")]
     assert reader.refused == 1
 
 
 def test_the_values_kombu_decodes_cross_the_pipe_exactly():
     """kombu's JSON decoder builds UUID, Decimal, dates and bytes from ``{"__type__": ...}`` objects."""
-    event = loads(json.dumps({
-        "type": "task-succeeded", "uuid": "t", "big": 2 ** 100, "neg": -(2 ** 65), "nan": math.nan,
-        "inf": -math.inf, "set": [1, 2],
-        "u": {"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}},
-        "d": {"__type__": "decimal", "__value__": "3.14159265358979323846264338327950288"},
-        "dt": {"__type__": "datetime", "__value__": "2026-01-01T10:00:00+05:30"},
-        "day": {"__type__": "date", "__value__": "2026-01-01"},
-        "at": {"__type__": "time", "__value__": "10:00:00.5"},
-        "raw": {"__type__": "base64", "__value__": "AP8="},
-    }))
+    event = loads(
+        json.dumps(
+            {
+                "type": "task-succeeded",
+                "uuid": "t",
+                "big": 2**100,
+                "neg": -(2**65),
+                "nan": math.nan,
+                "inf": -math.inf,
+                "set": [1, 2],
+                "u": {"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}},
+                "d": {"__type__": "decimal", "__value__": "3.14159265358979323846264338327950288"},
+                "dt": {"__type__": "datetime", "__value__": "2026-01-01T10:00:00+05:30"},
+                "day": {"__type__": "date", "__value__": "2026-01-01"},
+                "at": {"__type__": "time", "__value__": "10:00:00.5"},
+                "raw": {"__type__": "base64", "__value__": "AP8="},
+            }
+        )
+    )
     event["set"] = {1, 2}
     [(kind, [got])] = FrameReader().feed(encode_frame("events", [event]))
     assert kind == "events"
     assert math.isnan(got.pop("nan")) and math.isnan(event.pop("nan"))
     assert got == event
-    assert isinstance(got["u"], uuid.UUID) and got["raw"] == b"\x00\xff" and got["big"] == 2 ** 100
+    assert isinstance(got["u"], uuid.UUID) and got["raw"] == b"\x00\xff" and got["big"] == 2**100
+
+
+def test_the_childs_shed_count_reaches_the_server_side_receiver_and_survives_a_restart():
+    from pushserver.receiver_process import ReceiverProcess
+
+    batches: list = []
+    receiver = ReceiverProcess("redis://127.0.0.1:1/0", batches.append)
+    receiver._on_messages([("events", [{"type": "task-started", "uuid": "t"}]), ("shed", 3)])
+    assert receiver.shed == 3 and batches == [[{"type": "task-started", "uuid": "t"}]]
+    receiver._shed_before = receiver.shed  # as _supervise does when a child exits
+    receiver._on_messages([("shed", 2)])
+    assert receiver.shed == 5

@@ -15,8 +15,21 @@ from click.testing import CliRunner
 from pushserver.cli import main
 from pushserver.eventlog import event_id
 from pushserver.replay import (
-    BadInput, BrokerSink, EventFilter, JsonlSink, JsonlSource, Pacer, Rejects, Tally, check_event,
-    dispatcher_fields, due_offset, parse_speed, parse_time, replay, to_json_line,
+    BadInput,
+    BrokerSink,
+    EventFilter,
+    JsonlSink,
+    JsonlSource,
+    Pacer,
+    Rejects,
+    Tally,
+    check_event,
+    dispatcher_fields,
+    due_offset,
+    parse_speed,
+    parse_time,
+    replay,
+    to_json_line,
 )
 
 NOW = 1_732_430_000.0
@@ -25,21 +38,35 @@ NOW = 1_732_430_000.0
 # -- --since / --until -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, seconds_ago", [
-    ("now", 0), ("NOW", 0), ("-30s", 30), ("-15m", 15 * 60), ("-30m", 30 * 60), ("-2h", 2 * 3600),
-    ("-1.5h", 5400), ("-7d", 7 * 86400), ("-1w", 7 * 86400), (" -2h ", 7200),
-])
+@pytest.mark.parametrize(
+    "text, seconds_ago",
+    [
+        ("now", 0),
+        ("NOW", 0),
+        ("-30s", 30),
+        ("-15m", 15 * 60),
+        ("-30m", 30 * 60),
+        ("-2h", 2 * 3600),
+        ("-1.5h", 5400),
+        ("-7d", 7 * 86400),
+        ("-1w", 7 * 86400),
+        (" -2h ", 7200),
+    ],
+)
 def test_relative_times_count_back_from_now(text: str, seconds_ago: float) -> None:
     assert parse_time(text, now=NOW) == NOW - seconds_ago
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("2024-11-24T06:33:20Z", datetime(2024, 11, 24, 6, 33, 20, tzinfo=timezone.utc)),
-    ("2024-11-24T06:33:20z", datetime(2024, 11, 24, 6, 33, 20, tzinfo=timezone.utc)),
-    ("2024-11-24T07:33:20+01:00", datetime(2024, 11, 24, 6, 33, 20, tzinfo=timezone.utc)),
-    ("2024-11-24T06:33:20.250+00:00", datetime(2024, 11, 24, 6, 33, 20, 250000, tzinfo=timezone.utc)),
-    ("2024-11-24 01:33:20-05:00", datetime(2024, 11, 24, 6, 33, 20, tzinfo=timezone.utc)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2024-11-24T06:33:20Z", datetime(2024, 11, 24, 6, 33, 20, tzinfo=timezone.utc)),
+        ("2024-11-24T06:33:20z", datetime(2024, 11, 24, 6, 33, 20, tzinfo=timezone.utc)),
+        ("2024-11-24T07:33:20+01:00", datetime(2024, 11, 24, 6, 33, 20, tzinfo=timezone.utc)),
+        ("2024-11-24T06:33:20.250+00:00", datetime(2024, 11, 24, 6, 33, 20, 250000, tzinfo=timezone.utc)),
+        ("2024-11-24 01:33:20-05:00", datetime(2024, 11, 24, 6, 33, 20, tzinfo=timezone.utc)),
+    ],
+)
 def test_iso_times_with_a_zone_are_exact(text: str, expected: datetime) -> None:
     assert parse_time(text) == expected.timestamp()
 
@@ -77,25 +104,28 @@ def test_bad_speeds_are_refused(text: str) -> None:
 # -- what an event is ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("obj, problem", [
-    ({"type": "task-started", "uuid": "t", "timestamp": 1.5}, None),
-    ({"type": "task-started", "uuid": "t", "timestamp": 2}, None),
-    ({"type": "worker-heartbeat", "hostname": "w@h"}, None),
-    ({"type": "worker-heartbeat", "timestamp": 2.0}, None),
-    ([1, 2], "a JSON array"),
-    ("task-started", "a JSON string"),
-    (3, "a JSON number"),
-    (None, "a JSON null"),
-    ({"uuid": "t", "timestamp": 1.0}, 'no "type"'),
-    ({"type": 3, "uuid": "t", "timestamp": 1.0}, '"type" must be a non-empty string'),
-    ({"type": "", "uuid": "t", "timestamp": 1.0}, '"type" must be a non-empty string'),
-    ({"type": "task-started", "timestamp": 1.0}, 'without a string "uuid"'),
-    ({"type": "task-started", "uuid": 7, "timestamp": 1.0}, 'without a string "uuid"'),
-    ({"type": "task-started", "uuid": "t"}, 'without a "timestamp"'),
-    ({"type": "task-started", "uuid": "t", "timestamp": "1.0"}, '"timestamp" must be a number'),
-    ({"type": "task-started", "uuid": "t", "timestamp": True}, '"timestamp" must be a number'),
-    ({"type": "worker-online", "timestamp": None}, '"timestamp" must be a number'),
-])
+@pytest.mark.parametrize(
+    "obj, problem",
+    [
+        ({"type": "task-started", "uuid": "t", "timestamp": 1.5}, None),
+        ({"type": "task-started", "uuid": "t", "timestamp": 2}, None),
+        ({"type": "worker-heartbeat", "hostname": "w@h"}, None),
+        ({"type": "worker-heartbeat", "timestamp": 2.0}, None),
+        ([1, 2], "a JSON array"),
+        ("task-started", "a JSON string"),
+        (3, "a JSON number"),
+        (None, "a JSON null"),
+        ({"uuid": "t", "timestamp": 1.0}, 'no "type"'),
+        ({"type": 3, "uuid": "t", "timestamp": 1.0}, '"type" must be a non-empty string'),
+        ({"type": "", "uuid": "t", "timestamp": 1.0}, '"type" must be a non-empty string'),
+        ({"type": "task-started", "timestamp": 1.0}, 'without a string "uuid"'),
+        ({"type": "task-started", "uuid": 7, "timestamp": 1.0}, 'without a string "uuid"'),
+        ({"type": "task-started", "uuid": "t"}, 'without a "timestamp"'),
+        ({"type": "task-started", "uuid": "t", "timestamp": "1.0"}, '"timestamp" must be a number'),
+        ({"type": "task-started", "uuid": "t", "timestamp": True}, '"timestamp" must be a number'),
+        ({"type": "worker-online", "timestamp": None}, '"timestamp" must be a number'),
+    ],
+)
 def test_check_event_says_what_is_wrong(obj: Any, problem: str | None) -> None:
     found = check_event(obj)
     if problem is None:
@@ -108,8 +138,17 @@ def test_check_event_says_what_is_wrong(obj: Any, problem: str | None) -> None:
 
 
 def received(uuid: str, ts: float, name: str = "workers.tasks.predict") -> dict[str, Any]:
-    return {"type": "task-received", "uuid": uuid, "name": name, "timestamp": ts, "hostname": "w1@h",
-            "args": "(1,)", "kwargs": "{}", "retries": 0, "eta": None}
+    return {
+        "type": "task-received",
+        "uuid": uuid,
+        "name": name,
+        "timestamp": ts,
+        "hostname": "w1@h",
+        "args": "(1,)",
+        "kwargs": "{}",
+        "retries": 0,
+        "eta": None,
+    }
 
 
 def later(kind: str, uuid: str, ts: float, **fields: Any) -> dict[str, Any]:
@@ -138,17 +177,20 @@ def collect(source: JsonlSource, strict: bool = False) -> tuple[list[dict[str, A
 
 
 def test_bad_lines_are_reported_with_file_and_line_and_skipped(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "events.jsonl", [
-        STREAM[0],
-        b"{not json\n",
-        b"\n",                                      # blank lines are not events, nor errors
-        b'["task-started", "a"]\n',
-        STREAM[1],
-        b'{"type": "task-succeeded", "timestamp": 102.0}\n',
-        b'{"type": "task-succeeded", "uuid": "a", "timestamp": "later"}\n',
-        b"\xff\xfe\n",
-        STREAM[4],
-    ])
+    path = write_lines(
+        tmp_path / "events.jsonl",
+        [
+            STREAM[0],
+            b"{not json\n",
+            b"\n",  # blank lines are not events, nor errors
+            b'["task-started", "a"]\n',
+            STREAM[1],
+            b'{"type": "task-succeeded", "timestamp": 102.0}\n',
+            b'{"type": "task-succeeded", "uuid": "a", "timestamp": "later"}\n',
+            b"\xff\xfe\n",
+            STREAM[4],
+        ],
+    )
     source = JsonlSource(path)
     events, messages = collect(source)
     assert events == [STREAM[0], STREAM[1], STREAM[4]]
@@ -182,17 +224,20 @@ def test_a_file_written_is_read_back_identically(tmp_path: Path) -> None:
     assert all(orjson.loads(line) for line in path.read_bytes().splitlines())
 
 
-@pytest.mark.parametrize("event_filter, expected", [
-    (EventFilter(), STREAM),
-    (EventFilter(task_ids=frozenset({"a"})), [STREAM[0], STREAM[1], STREAM[4]]),
-    # Only sent/received events carry the name: the other events of the task come along.
-    (EventFilter(names=frozenset({"workers.tasks.resize_and_watermark"})), [STREAM[2], STREAM[3], STREAM[5]]),
-    (EventFilter(names=frozenset({"nothing.has.this.name"})), []),
-    (EventFilter(task_ids=frozenset({"a"}), names=frozenset({"workers.tasks.resize_and_watermark"})), []),
-    (EventFilter(since=101.0), STREAM[2:]),
-    (EventFilter(until=101.0), STREAM[:3]),
-    (EventFilter(names=frozenset({"workers.tasks.predict"}), since=100.4, until=102.0), [STREAM[1], STREAM[4]]),
-])
+@pytest.mark.parametrize(
+    "event_filter, expected",
+    [
+        (EventFilter(), STREAM),
+        (EventFilter(task_ids=frozenset({"a"})), [STREAM[0], STREAM[1], STREAM[4]]),
+        # Only sent/received events carry the name: the other events of the task come along.
+        (EventFilter(names=frozenset({"workers.tasks.resize_and_watermark"})), [STREAM[2], STREAM[3], STREAM[5]]),
+        (EventFilter(names=frozenset({"nothing.has.this.name"})), []),
+        (EventFilter(task_ids=frozenset({"a"}), names=frozenset({"workers.tasks.resize_and_watermark"})), []),
+        (EventFilter(since=101.0), STREAM[2:]),
+        (EventFilter(until=101.0), STREAM[:3]),
+        (EventFilter(names=frozenset({"workers.tasks.predict"}), since=100.4, until=102.0), [STREAM[1], STREAM[4]]),
+    ],
+)
 def test_filters_on_a_file(tmp_path: Path, event_filter: EventFilter, expected: list[dict[str, Any]]) -> None:
     source = JsonlSource(write_lines(tmp_path / "events.jsonl", list(STREAM)), event_filter)
     assert source.count() == len(expected)
@@ -311,8 +356,14 @@ def test_an_interrupt_leaves_the_count_of_what_was_sent() -> None:
 
 
 def test_dispatcher_fields_leave_what_the_dispatcher_sets_itself() -> None:
-    recorded = {**later("task-succeeded", "a", 102.0, result="3", runtime=0.1), "pid": 41, "clock": 9,
-                "utcoffset": -1, "local_received": 102.01, "retry": True}
+    recorded = {
+        **later("task-succeeded", "a", 102.0, result="3", runtime=0.1),
+        "pid": 41,
+        "clock": 9,
+        "utcoffset": -1,
+        "local_received": 102.01,
+        "retry": True,
+    }
     kind, hostname, fields = dispatcher_fields(recorded)
     assert (kind, hostname) == ("task-succeeded", "w1@h")
     assert fields == {"uuid": "a", "timestamp": 102.0, "result": "3", "runtime": 0.1, "retry": True}
@@ -323,10 +374,10 @@ def test_a_republished_event_arrives_as_recorded_with_the_same_event_id() -> Non
     """Through a real Dispatcher and Receiver (kombu's in-memory transport): worker name, timestamp, id kept."""
     sink = BrokerSink("memory://")
     got: list[dict[str, Any]] = []
-    receiver = sink.app.events.Receiver(sink.app.connection_for_read(), handlers={"*": got.append},
-                                        routing_key="#")
-    thread = threading.Thread(target=receiver.capture, kwargs={"limit": None, "timeout": None, "wakeup": False},
-                              daemon=True)
+    receiver = sink.app.events.Receiver(sink.app.connection_for_read(), handlers={"*": got.append}, routing_key="#")
+    thread = threading.Thread(
+        target=receiver.capture, kwargs={"limit": None, "timeout": None, "wakeup": False}, daemon=True
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 10
@@ -336,10 +387,23 @@ def test_a_republished_event_arrives_as_recorded_with_the_same_event_id() -> Non
         got.clear()
         recorded = [
             {**received("r1", 1_732_430_000.125), "pid": 17, "clock": 3, "utcoffset": 0},
-            {"type": "task-sent", "uuid": "r1", "timestamp": 1_732_429_999.5, "hostname": "gen9@client",
-             "pid": 9, "clock": 1, "utcoffset": 0, "name": "n", "retry": True},
-            {**later("task-succeeded", "r1", 1_732_430_001.75, result="3", runtime=1.6), "pid": 17, "clock": 7,
-             "utcoffset": 0},
+            {
+                "type": "task-sent",
+                "uuid": "r1",
+                "timestamp": 1_732_429_999.5,
+                "hostname": "gen9@client",
+                "pid": 9,
+                "clock": 1,
+                "utcoffset": 0,
+                "name": "n",
+                "retry": True,
+            },
+            {
+                **later("task-succeeded", "r1", 1_732_430_001.75, result="3", runtime=1.6),
+                "pid": 17,
+                "clock": 7,
+                "utcoffset": 0,
+            },
         ]
         for event in recorded:
             sink.send(event)
@@ -351,7 +415,8 @@ def test_a_republished_event_arrives_as_recorded_with_the_same_event_id() -> Non
         thread.join(5)
         sink.close()
     assert [(e["type"], e["hostname"], e["timestamp"]) for e in got] == [
-        (e["type"], e["hostname"], e["timestamp"]) for e in recorded]
+        (e["type"], e["hostname"], e["timestamp"]) for e in recorded
+    ]
     assert [event_id(e) for e in got] == [event_id(e) for e in recorded]
 
 
@@ -368,20 +433,23 @@ def stream_file(tmp_path: Path) -> Path:
     return write_lines(tmp_path / "stream.jsonl", list(STREAM))
 
 
-@pytest.mark.parametrize("args, says", [
-    ([], "no source: give --mongo URL"),
-    (["--mongo", "mongodb://127.0.0.1:1", "--from", "{file}"], "not both"),
-    (["--from", "{file}", "--since", "yesterday"], "--since: 'yesterday' is not a time"),
-    (["--from", "{file}", "--until", "-2y"], "--until: '-2y' is not a time"),
-    (["--from", "{file}", "--since", "-1h", "--until", "-2h"], "--since is later than --until"),
-    (["--from", "{file}", "--speed", "abc"], "--speed: expected a number > 0 or 'max', got 'abc'"),
-    (["--from", "{file}", "--speed", "0"], "--speed: expected a number > 0"),
-    (["--from", "{file}", "--to", "broker", "--broker", "http://x"], "--broker: unsupported URL scheme"),
-    (["--from", "{file}", "--to", "{file}"], "that is the --from file"),
-    (["--from", "/nonexistent/events.jsonl"], "--from: /nonexistent/events.jsonl: no such file"),
-    (["--from", "{file}", "--to", "/nonexistent/dir/out.jsonl"], "--to: cannot write /nonexistent/dir/out.jsonl"),
-    (["--mongo", "http://x"], "--mongo: http://x is not a usable MongoDB URL"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        ([], "no source: give --mongo URL"),
+        (["--mongo", "mongodb://127.0.0.1:1", "--from", "{file}"], "not both"),
+        (["--from", "{file}", "--since", "yesterday"], "--since: 'yesterday' is not a time"),
+        (["--from", "{file}", "--until", "-2y"], "--until: '-2y' is not a time"),
+        (["--from", "{file}", "--since", "-1h", "--until", "-2h"], "--since is later than --until"),
+        (["--from", "{file}", "--speed", "abc"], "--speed: expected a number > 0 or 'max', got 'abc'"),
+        (["--from", "{file}", "--speed", "0"], "--speed: expected a number > 0"),
+        (["--from", "{file}", "--to", "broker", "--broker", "http://x"], "--broker: unsupported URL scheme"),
+        (["--from", "{file}", "--to", "{file}"], "that is the --from file"),
+        (["--from", "/nonexistent/events.jsonl"], "--from: /nonexistent/events.jsonl: no such file"),
+        (["--from", "{file}", "--to", "/nonexistent/dir/out.jsonl"], "--to: cannot write /nonexistent/dir/out.jsonl"),
+        (["--mongo", "http://x"], "--mongo: http://x is not a usable MongoDB URL"),
+    ],
+)
 def test_bad_options_exit_2_with_one_line(stream_file: Path, args: list[str], says: str) -> None:
     result = run(*(a.replace("{file}", str(stream_file)) for a in args))
     assert result.exit_code == 2, result.output

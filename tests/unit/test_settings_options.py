@@ -61,9 +61,28 @@ def test_no_flags_give_the_dataclass_defaults() -> None:
 
 
 def test_flags_become_settings() -> None:
-    settings = parse(["--secret", "a, b", "--cors", "https://x.example", "--max-backlog", "160",
-                      "--mongo", "", "--log-level", "debug", "--forward-args", "--insecure",
-                      "--subscribe-rate", "50", "--receiver", "thread", "--port", "0"])
+    settings = parse(
+        [
+            "--secret",
+            "a, b",
+            "--cors",
+            "https://x.example",
+            "--max-backlog",
+            "160",
+            "--mongo",
+            "",
+            "--log-level",
+            "debug",
+            "--forward-args",
+            "--insecure",
+            "--subscribe-rate",
+            "50",
+            "--receiver",
+            "thread",
+            "--port",
+            "0",
+        ]
+    )
     assert settings.secrets == ["a", "b"]
     assert settings.cors_origins == ["https://x.example"]
     assert (settings.hard_backlog, settings.soft_backlog) == (160, 10)
@@ -96,8 +115,8 @@ def test_out_of_range_values_are_refused_by_click() -> None:
 
 def test_readme_configuration_table_lists_every_flag_and_env_var() -> None:
     text = README.read_text()
-    section = text[text.index("## Configuration"):]
-    section = section[:section.index("\n## ", 1)]
+    section = text[text.index("## Configuration") :]
+    section = section[: section.index("\n## ", 1)]
     rows = [line for line in section.splitlines() if line.startswith("| `--")]
     flags_column = " ".join(row.split(" | ")[0] for row in rows)
     env_column = " ".join(row.split(" | ")[1] for row in rows)

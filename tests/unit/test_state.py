@@ -39,9 +39,24 @@ NAME = "workers.tasks.resize_and_watermark"
 
 #: The TaskState JSON keys, exactly as docs/protocol.md (TaskState) lists them.
 TASKSTATE_KEYS = {
-    "task_id", "name", "state", "progress", "result", "exception", "traceback",
-    "worker", "retries", "runtime", "sent_at", "received_at", "started_at",
-    "finished_at", "updated_at", "event",
+    "task_id",
+    "name",
+    "state",
+    "progress",
+    "result",
+    "result_format",
+    "exception",
+    "exception_type",
+    "traceback",
+    "worker",
+    "retries",
+    "runtime",
+    "sent_at",
+    "received_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "event",
 }
 
 
@@ -86,7 +101,9 @@ def test_normal_lifecycle_moves_through_every_state() -> None:
         "state": SUCCESS,
         "progress": {"current": 3, "total": 10, "percent": 30.0, "message": "resizing"},
         "result": "'done.png'",
+        "result_format": "repr",
         "exception": None,
+        "exception_type": None,
         "traceback": None,
         "worker": "celery@a",
         "retries": 0,
@@ -120,10 +137,12 @@ def test_a_task_nobody_has_heard_of_is_pending() -> None:
 
 
 def test_succeeded_before_started_stays_success() -> None:
-    store = merge_all([
-        event("received", 1.0, name=NAME, hostname="celery@a"),
-        event("succeeded", 3.0, result="42", runtime=1.5, hostname="celery@a"),
-    ])
+    store = merge_all(
+        [
+            event("received", 1.0, name=NAME, hostname="celery@a"),
+            event("succeeded", 3.0, result="42", runtime=1.5, hostname="celery@a"),
+        ]
+    )
     late = store.merge_event(event("started", 2.0, hostname="celery@a"))
 
     task = store.get(TASK)
@@ -139,11 +158,13 @@ def test_succeeded_before_started_stays_success() -> None:
 
 
 def test_late_started_after_succeeded_changes_nothing() -> None:
-    store = merge_all([
-        event("received", 1.0, hostname="celery@a"),
-        event("started", 2.0, hostname="celery@a"),
-        event("succeeded", 3.0, result="42", hostname="celery@a"),
-    ])
+    store = merge_all(
+        [
+            event("received", 1.0, hostname="celery@a"),
+            event("started", 2.0, hostname="celery@a"),
+            event("succeeded", 3.0, result="42", hostname="celery@a"),
+        ]
+    )
     before = store.get(TASK).to_dict()
 
     # A stale task-started (older than the one already known) is not news.
@@ -197,8 +218,7 @@ def retry_then_success() -> list[dict[str, Any]]:
     return [
         event("received", 1.0, name=NAME, retries=0, hostname="celery@a"),
         event("started", 2.0, hostname="celery@a"),
-        event("retried", 3.0, exception="ConnectionError('smtp down')", traceback="Traceback 1",
-              hostname="celery@a"),
+        event("retried", 3.0, exception="ConnectionError('smtp down')", traceback="Traceback 1", hostname="celery@a"),
         event("received", 4.0, name=NAME, retries=1, hostname="celery@b"),
         event("started", 5.0, hostname="celery@b"),
         event("succeeded", 6.0, result="'sent'", runtime=0.2, hostname="celery@b"),
@@ -247,9 +267,14 @@ def test_progress_of_the_first_attempt_arriving_late_does_not_undo_the_retry() -
 
 def test_two_retries_then_failure() -> None:
     events = [
-        event("received", 1.0, retries=0), event("started", 2.0), event("retried", 3.0, exception="E(1)"),
-        event("received", 4.0, retries=1), event("started", 5.0), event("retried", 6.0, exception="E(2)"),
-        event("received", 7.0, retries=2), event("started", 8.0),
+        event("received", 1.0, retries=0),
+        event("started", 2.0),
+        event("retried", 3.0, exception="E(1)"),
+        event("received", 4.0, retries=1),
+        event("started", 5.0),
+        event("retried", 6.0, exception="E(2)"),
+        event("received", 7.0, retries=2),
+        event("started", 8.0),
         event("failed", 9.0, exception="E(3)", traceback="tb3"),
     ]
     assert [snapshot(events[:n])["state"] for n in (6, 8)] == [RETRY, STARTED]
@@ -272,8 +297,13 @@ def test_every_order_of_a_retry_lifecycle_gives_the_same_snapshot() -> None:
 
 
 def test_rejected_task_ends_rejected() -> None:
-    state = snapshot([event("received", 1.0, hostname="celery@a"), event("started", 2.0, hostname="celery@a"),
-                      event("rejected", 3.0, hostname="celery@a", requeue=False)])
+    state = snapshot(
+        [
+            event("received", 1.0, hostname="celery@a"),
+            event("started", 2.0, hostname="celery@a"),
+            event("rejected", 3.0, hostname="celery@a", requeue=False),
+        ]
+    )
     assert state["state"] == "REJECTED"
 
 
@@ -285,8 +315,9 @@ def test_requeued_rejection_reopens_the_task_like_a_retry() -> None:
 
 
 def test_progress_after_revoked_does_not_undo_it() -> None:
-    store = merge_all([event("received", 1.0), event("started", 2.0),
-                       event("revoked", 3.0, terminated=True, signum=15)])
+    store = merge_all(
+        [event("received", 1.0), event("started", 2.0), event("revoked", 3.0, terminated=True, signum=15)]
+    )
     assert store.get(TASK).state == REVOKED
     change = store.merge_event(event("progress", 4.0, current=5, total=10))
     assert change is None or not change.transition
@@ -297,8 +328,9 @@ def test_progress_after_revoked_does_not_undo_it() -> None:
 
 
 def test_failure_shows_exception_and_traceback_but_no_result() -> None:
-    state = snapshot([event("started", 1.0),
-                      event("failed", 2.0, exception="ValueError('bad')", traceback="Traceback ...")])
+    state = snapshot(
+        [event("started", 1.0), event("failed", 2.0, exception="ValueError('bad')", traceback="Traceback ...")]
+    )
     assert state["state"] == FAILURE
     assert state["exception"] == "ValueError('bad')"
     assert state["traceback"] == "Traceback ..."
@@ -306,8 +338,9 @@ def test_failure_shows_exception_and_traceback_but_no_result() -> None:
 
 
 def test_success_shows_result_but_no_exception() -> None:
-    state = snapshot([event("failed", 1.0, exception="E()", traceback="tb"),
-                      event("succeeded", 1.0, result="'ok'", runtime=3.0)])
+    state = snapshot(
+        [event("failed", 1.0, exception="E()", traceback="tb"), event("succeeded", 1.0, result="'ok'", runtime=3.0)]
+    )
     # SUCCESS outranks FAILURE (e.g. an acks_late redelivery that then succeeded).
     assert state["state"] == SUCCESS
     assert state["result"] == "'ok'" and state["runtime"] == 3.0
@@ -343,8 +376,10 @@ def test_progress_fields_become_the_progress_object() -> None:
         ({"current": 1, "total": 4, "percent": "50%"}, {"current": 1, "total": 4, "percent": 25.0, "message": None}),
         ({"current": 1, "total": 4, "percent": True}, {"current": 1, "total": 4, "percent": 25.0, "message": None}),
         ({"message": 42}, {"current": None, "total": None, "percent": None, "message": None}),
-        ({"current": [1], "total": {"n": 2}, "message": ["x"]},
-         {"current": None, "total": None, "percent": None, "message": None}),
+        (
+            {"current": [1], "total": {"n": 2}, "message": ["x"]},
+            {"current": None, "total": None, "percent": None, "message": None},
+        ),
         ({}, {"current": None, "total": None, "percent": None, "message": None}),
     ],
 )
@@ -398,19 +433,31 @@ def test_is_task_event() -> None:
 
 def test_event_values_pick_the_fields_of_each_type() -> None:
     assert event_values(event("received", 1.0, name=NAME, retries=2, hostname="h", args="()")) == {
-        "name": NAME, "retries": 2, "hostname": "h", "args": "()"}
-    assert event_values(event("sent", 1.0, args=["not", "a", "repr"], kwargs="{'k': 1}")) == {
-        "kwargs": "{'k': 1}"}
+        "name": NAME,
+        "retries": 2,
+        "hostname": "h",
+        "args": "()",
+    }
+    assert event_values(event("sent", 1.0, args=["not", "a", "repr"], kwargs="{'k': 1}")) == {"kwargs": "{'k': 1}"}
     assert event_values(event("received", 1.0, name=7, retries="2", hostname=None)) == {}
-    assert event_values(event("revoked", 1.0, expired=True)) == {"exception": "TaskRevokedError('expired')"}
+    assert event_values(event("revoked", 1.0, expired=True)) == {
+        "exception": "TaskRevokedError('expired')",
+        "exception_type": "TaskRevokedError",
+    }
     assert event_values(event("revoked", 1.0)) == {}
 
 
 @pytest.mark.parametrize(
     "stamp",
-    [{"timestamp": None}, {"timestamp": "soon"}, {"timestamp": True},
-     {"timestamp": None, "local_received": "soon"},
-     {"timestamp": float("nan")}, {"timestamp": 10**400}, {}],
+    [
+        {"timestamp": None},
+        {"timestamp": "soon"},
+        {"timestamp": True},
+        {"timestamp": None, "local_received": "soon"},
+        {"timestamp": float("nan")},
+        {"timestamp": 10**400},
+        {},
+    ],
 )
 def test_merge_event_survives_odd_timestamps(stamp: dict[str, Any]) -> None:
     e = {"type": "task-started", "uuid": TASK, "hostname": "celery@a", **stamp}
@@ -506,19 +553,30 @@ def lifecycles(draw: st.DrawFn, tied_timestamps: bool = False) -> list[dict[str,
         events.append(event("started", tick(), hostname=host))
         total = draw(st.integers(1, 10))
         for current in range(draw(st.integers(0, 3))):
-            events.append(event("progress", tick(), current=current, total=total,
-                                message=draw(st.sampled_from(["", "resizing", None])), hostname=host))
+            events.append(
+                event(
+                    "progress",
+                    tick(),
+                    current=current,
+                    total=total,
+                    message=draw(st.sampled_from(["", "resizing", None])),
+                    hostname=host,
+                )
+            )
         if attempt < attempts - 1:
-            events.append(event("retried", tick(), hostname=host,
-                                exception=f"ConnectionError({attempt})", traceback=f"tb{attempt}"))
+            events.append(
+                event(
+                    "retried", tick(), hostname=host, exception=f"ConnectionError({attempt})", traceback=f"tb{attempt}"
+                )
+            )
             continue
         ending = draw(st.sampled_from(["running", "succeeded", "failed", "revoked"]))
         if ending == "succeeded":
-            events.append(event("succeeded", tick(), hostname=host, result=repr(attempt),
-                                runtime=draw(st.floats(0, 60))))
+            events.append(
+                event("succeeded", tick(), hostname=host, result=repr(attempt), runtime=draw(st.floats(0, 60)))
+            )
         elif ending == "failed":
-            events.append(event("failed", tick(), hostname=host, exception="ValueError('x')",
-                                traceback="Traceback"))
+            events.append(event("failed", tick(), hostname=host, exception="ValueError('x')", traceback="Traceback"))
         elif ending == "revoked":
             events.append(event("revoked", tick(), terminated=True, signum=15))
     return events
@@ -551,8 +609,7 @@ def test_in_order_merge_ends_in_the_last_events_state(history: list[dict[str, An
 
 @PROPERTY_SETTINGS
 @given(st.data(), with_duplicates(lifecycles()))
-def test_every_permutation_merges_to_the_in_order_snapshot(data: st.DataObject,
-                                                          events: list[dict[str, Any]]) -> None:
+def test_every_permutation_merges_to_the_in_order_snapshot(data: st.DataObject, events: list[dict[str, Any]]) -> None:
     expected = snapshot(events)
     shuffled = data.draw(st.permutations(events))
     assert snapshot(shuffled) == expected
@@ -560,8 +617,7 @@ def test_every_permutation_merges_to_the_in_order_snapshot(data: st.DataObject,
 
 @PROPERTY_SETTINGS
 @given(st.data(), with_duplicates(lifecycles(tied_timestamps=True)))
-def test_every_permutation_agrees_even_with_tied_timestamps(data: st.DataObject,
-                                                            events: list[dict[str, Any]]) -> None:
+def test_every_permutation_agrees_even_with_tied_timestamps(data: st.DataObject, events: list[dict[str, Any]]) -> None:
     expected = snapshot(events)
     shuffled = data.draw(st.permutations(events))
     assert snapshot(shuffled) == expected
@@ -569,8 +625,7 @@ def test_every_permutation_agrees_even_with_tied_timestamps(data: st.DataObject,
 
 @PROPERTY_SETTINGS
 @given(st.data(), lifecycles())
-def test_merging_everything_twice_equals_merging_once(data: st.DataObject,
-                                                      events: list[dict[str, Any]]) -> None:
+def test_merging_everything_twice_equals_merging_once(data: st.DataObject, events: list[dict[str, Any]]) -> None:
     store = merge_all(events)
     once = store.get(TASK).to_dict()
     for e in data.draw(st.permutations(events)):
@@ -587,14 +642,43 @@ JSON_VALUES = st.recursive(
 )
 ODD_EVENTS = st.builds(
     lambda kind, stamp, fields: {"type": kind, "uuid": TASK, **stamp, **fields},
-    st.sampled_from(sorted(
-        ["task-sent", "task-received", "task-started", "task-progress", "task-retried",
-         "task-succeeded", "task-failed", "task-revoked", "task-rejected"])),
+    st.sampled_from(
+        sorted(
+            [
+                "task-sent",
+                "task-received",
+                "task-started",
+                "task-progress",
+                "task-retried",
+                "task-succeeded",
+                "task-failed",
+                "task-revoked",
+                "task-rejected",
+            ]
+        )
+    ),
     st.fixed_dictionaries({}, optional={"timestamp": JSON_SCALARS, "local_received": JSON_SCALARS}),
     st.dictionaries(
-        st.sampled_from(["name", "retries", "hostname", "result", "runtime", "exception", "traceback",
-                         "current", "total", "percent", "message", "terminated", "expired"]),
-        JSON_VALUES, max_size=5),
+        st.sampled_from(
+            [
+                "name",
+                "retries",
+                "hostname",
+                "result",
+                "runtime",
+                "exception",
+                "traceback",
+                "current",
+                "total",
+                "percent",
+                "message",
+                "terminated",
+                "expired",
+            ]
+        ),
+        JSON_VALUES,
+        max_size=5,
+    ),
 )
 
 
@@ -649,13 +733,17 @@ def forged_lifecycle(task_id: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("policy, bound", [
-    # result and exception (4 KiB each), progress message (1 KiB), name and worker: no traceback, no arguments
-    (ForwardingPolicy(), 13_000),
-    (ForwardingPolicy(results="none"), 9_000),
-    # everything a client may be sent, each cut to its limit (the most one task can hold)
-    (ForwardingPolicy(results="repr", tracebacks=True, args=True), 32_000),
-], ids=["default", "no-results", "everything"])
+@pytest.mark.parametrize(
+    "policy, bound",
+    [
+        # result and exception (4 KiB each), progress message (1 KiB), name and worker: no traceback, no arguments
+        (ForwardingPolicy(), 13_000),
+        (ForwardingPolicy(results="none"), 9_000),
+        # everything a client may be sent, each cut to its limit (the most one task can hold)
+        (ForwardingPolicy(results="repr", tracebacks=True, args=True), 32_000),
+    ],
+    ids=["default", "no-results", "everything"],
+)
 def test_a_task_of_megabyte_fields_keeps_only_what_is_ever_forwarded(policy: ForwardingPolicy, bound: int) -> None:
     store = merge_all(forged_lifecycle(TASK), TaskStore(unkept=policy.never_forwarded()))
     task = store.get(TASK)
@@ -675,5 +763,11 @@ def test_the_default_policy_keeps_no_traceback_or_arguments_in_memory() -> None:
     task = store.get(TASK)
     assert task is not None
     assert {"traceback", "args", "kwargs"}.isdisjoint(task.fields)
-    assert set(ForwardingPolicy(results="none").never_forwarded()) == {"result", "traceback", "args", "kwargs"}
+    assert set(ForwardingPolicy(results="none").never_forwarded()) == {
+        "result",
+        "result_format",
+        "traceback",
+        "args",
+        "kwargs",
+    }
     assert ForwardingPolicy("repr", True, True).never_forwarded() == frozenset()

@@ -56,10 +56,21 @@ def target() -> Iterator[http.server.HTTPServer]:
 @pytest.mark.parametrize(
     "address",
     [
-        "127.0.0.1", "127.5.5.5", "::1", "::ffff:127.0.0.1",  # loopback
-        "10.1.2.3", "172.16.0.1", "192.168.1.1", "fd00::1", "100.64.0.1",  # private / shared
-        "169.254.169.254", "fe80::1%eth0",  # link-local (the cloud metadata address among them)
-        "0.0.0.0", "::", "224.0.0.1", "240.0.0.1",  # unspecified, multicast, reserved
+        "127.0.0.1",
+        "127.5.5.5",
+        "::1",
+        "::ffff:127.0.0.1",  # loopback
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "fd00::1",
+        "100.64.0.1",  # private / shared
+        "169.254.169.254",
+        "fe80::1%eth0",  # link-local (the cloud metadata address among them)
+        "0.0.0.0",
+        "::",
+        "224.0.0.1",
+        "240.0.0.1",  # unspecified, multicast, reserved
     ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:

@@ -79,9 +79,7 @@ class FakeTask:
 def test_report_progress_sends_one_task_progress_event_and_stores_the_state() -> None:
     task = FakeTask()
     report_progress(task, 3, 10, "resizing", stage="resize")
-    assert task.events == [
-        (PROGRESS_EVENT, {"current": 3, "total": 10, "message": "resizing", "stage": "resize"})
-    ]
+    assert task.events == [(PROGRESS_EVENT, {"current": 3, "total": 10, "message": "resizing", "stage": "resize"})]
     assert task.states == [("PROGRESS", {"current": 3, "total": 10, "message": "resizing", "stage": "resize"})]
 
 
@@ -144,7 +142,6 @@ def test_progress_arguments_are_validated(args: tuple, kwargs: dict, error: type
     with pytest.raises(error):
         report_progress(task, *args, **kwargs)
     assert task.events == []
-
 
 
 def test_progress_fields_turn_other_real_numbers_into_json_numbers() -> None:

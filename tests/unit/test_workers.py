@@ -12,11 +12,10 @@ import http.server
 import io
 import json
 import socket
-import socketserver
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,13 +24,14 @@ import pytest
 from celery.schedules import crontab
 from PIL import Image
 
+import pushserver.worker
+from pushserver.worker import ThreadsPoolEventsFix, progress_fields
 from workers import app, tasks
 from workers.app import build_config, nightly_report_schedule
 from workers.emails import SmtpServer, parse_smtp_url, recipient_for, render_welcome_email, send_smtp, write_eml
 from workers.images import decode_image, draw_watermark, generate_test_image, process_image, resize_to_width
 from workers.model import predict_iris, validate_features
-import pushserver.worker
-from pushserver.worker import ThreadsPoolEventsFix, progress_fields
+from workers.reporting import archive_after, day_pipeline
 from workers.threads_pool import WAKEUP_INTERVAL, ThreadsPoolWakeup
 from workers.webhooks import post_json, validate_url, validate_urls
 
@@ -90,14 +90,34 @@ def test_the_example_app_turns_events_on_with_pushserver_worker() -> None:
 
 
 def test_config_reads_the_environment() -> None:
-    conf = build_config({
-        "CELERY_BROKER_URL": "redis://h:1/9",
-        "CELERY_RESULT_BACKEND": "redis://h:1/10",
-        "CELERY_VISIBILITY_TIMEOUT": "5",
-    })
+    conf = build_config(
+        {
+            "CELERY_BROKER_URL": "redis://h:1/9",
+            "CELERY_RESULT_BACKEND": "redis://h:1/10",
+            "CELERY_VISIBILITY_TIMEOUT": "5",
+        }
+    )
     assert conf["broker_url"] == "redis://h:1/9"
     assert conf["result_backend"] == "redis://h:1/10"
     assert conf["broker_transport_options"]["visibility_timeout"] == 5
+
+
+def test_config_reads_transport_options_as_json_and_the_events_switch() -> None:
+    conf = build_config(
+        {
+            "CELERY_BROKER_URL": "sentinel://s1:26379/0;sentinel://s2:26379/0",
+            "CELERY_BROKER_TRANSPORT_OPTIONS": '{"master_name": "mymaster"}',
+            "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": '{"master_name": "mymaster", "sentinel_kwargs": {"password": "p"}}',
+            "CELERY_WORKER_SEND_TASK_EVENTS": "0",
+        }
+    )
+    assert conf["broker_transport_options"] == {"visibility_timeout": 3600, "master_name": "mymaster"}
+    assert conf["result_backend_transport_options"]["sentinel_kwargs"] == {"password": "p"}
+    assert conf["worker_send_task_events"] is False
+    with pytest.raises(ValueError, match="CELERY_BROKER_TRANSPORT_OPTIONS must be a JSON object"):
+        build_config({"CELERY_BROKER_TRANSPORT_OPTIONS": "master_name=m"})
+    with pytest.raises(ValueError, match="CELERY_WORKER_SEND_TASK_EVENTS"):
+        build_config({"CELERY_WORKER_SEND_TASK_EVENTS": "maybe"})
 
 
 def test_nightly_report_runs_at_midnight_utc_unless_an_interval_is_set() -> None:
@@ -210,6 +230,13 @@ def test_welcome_email_has_text_and_html_parts() -> None:
     assert "Hello u&lt;42&gt;," in html  # escaped: a user id is not markup
 
 
+def test_welcome_email_greets_the_user_by_name() -> None:
+    message = render_welcome_email("3f2a", name="ada<x>")
+    assert "Hello ada<x>," in message.get_body(("plain",)).get_content()
+    assert "Hello ada&lt;x&gt;," in message.get_body(("html",)).get_content()
+    assert "Hello 3f2a," in render_welcome_email("3f2a", name="two\nlines").get_body(("plain",)).get_content()
+
+
 def test_welcome_email_without_an_address_goes_to_a_reserved_domain() -> None:
     assert recipient_for("ab c/1", None) == "user-ab-c-1@example.com"
 
@@ -232,53 +259,6 @@ def test_eml_file_round_trips(tmp_path: Path) -> None:
     parsed = email.message_from_bytes(path.read_bytes())
     assert parsed["To"] == "user-u1@example.com"
     assert [p.get_content_type() for p in parsed.walk()][1:] == ["text/plain", "text/html"]
-
-
-def test_send_welcome_email_writes_to_the_outbox(tmp_path: Path) -> None:
-    result = tasks.send_welcome_email("u7", "u7@example.org")
-    assert result["user_id"] == "u7"
-    path = Path(result["delivered_to"])
-    assert path.parent == tmp_path / "outbox_dir" and path.suffix == ".eml"
-    assert b"u7@example.org" in path.read_bytes()
-
-
-class _SmtpSink(socketserver.StreamRequestHandler):
-    """Just enough of an SMTP server to accept one message."""
-
-    def handle(self) -> None:
-        self.wfile.write(b"220 sink ready\r\n")
-        while line := self.rfile.readline():
-            verb = line[:4].upper()
-            if verb == b"DATA":
-                self.wfile.write(b"354 go ahead\r\n")
-                data = b""
-                while (chunk := self.rfile.readline()) != b".\r\n":
-                    data += chunk
-                self.server.messages.append(data)  # type: ignore[attr-defined]
-                self.wfile.write(b"250 queued\r\n")
-            elif verb == b"QUIT":
-                self.wfile.write(b"221 bye\r\n")
-                return
-            else:
-                self.wfile.write(b"250 ok\r\n")
-
-
-@pytest.fixture
-def smtp_sink() -> Iterator[socketserver.TCPServer]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpSink)
-    server.messages = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def test_send_welcome_email_by_smtp(smtp_sink: socketserver.TCPServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{smtp_sink.server_address[1]}")
-    assert tasks.send_welcome_email("u9") == {"user_id": "u9", "delivered_to": "smtp"}
-    (data,) = smtp_sink.messages  # type: ignore[attr-defined]
-    assert b"To: user-u9@example.com" in data
 
 
 def test_send_smtp_to_a_closed_port_raises_oserror() -> None:
@@ -364,8 +344,9 @@ def test_bad_image_data_is_a_clear_value_error(image_b64: str, match: str) -> No
         tasks.resize_and_watermark(image_b64)
 
 
-@pytest.mark.parametrize("kwargs", [{"width": 0}, {"width": 10_000}, {"width": "640"},
-                                    {"watermark": "w" * 101}, {"steps_delay": -1}])
+@pytest.mark.parametrize(
+    "kwargs", [{"width": 0}, {"width": 10_000}, {"width": "640"}, {"watermark": "w" * 101}, {"steps_delay": -1}]
+)
 def test_bad_image_options_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         tasks.resize_and_watermark(None, **kwargs)
@@ -393,8 +374,19 @@ def test_predict_classifies_iris_samples(features: list[float], label: str) -> N
     json.dumps(result)
 
 
-@pytest.mark.parametrize("features", [[1, 2, 3], [1, 2, 3, 4, 5], "1,2,3,4", [1, 2, "3", 4],
-                                      [1, 2, None, 4], [1, 2, float("nan"), 4], [True, 2, 3, 4], None])
+@pytest.mark.parametrize(
+    "features",
+    [
+        [1, 2, 3],
+        [1, 2, 3, 4, 5],
+        "1,2,3,4",
+        [1, 2, "3", 4],
+        [1, 2, None, 4],
+        [1, 2, float("nan"), 4],
+        [True, 2, 3, 4],
+        None,
+    ],
+)
 def test_predict_refuses_bad_features(features: Any) -> None:
     with pytest.raises(ValueError):
         predict_iris(features)
@@ -407,20 +399,24 @@ def test_integer_features_are_fine() -> None:
 # --- Reports and diagnostics ---------------------------------------------
 
 
-def test_nightly_report_counts_outbox_and_media(tmp_path: Path) -> None:
-    tasks.send_welcome_email("u1")
-    tasks.send_welcome_email("u2")
-    tasks.resize_and_watermark(width=32)
-    result = tasks.nightly_report()
-    assert (result["outbox_emails"], result["media_files"]) == (2, 1)
-    written = json.loads(Path(result["path"]).read_text())
-    assert written == {k: result[k] for k in ("generated_at", "outbox_emails", "media_files")}
-    assert Path(result["path"]).parent == tmp_path / "reports_dir"
+def test_archive_age_defaults_to_30_days_and_is_configurable() -> None:
+    assert archive_after({}) == timedelta(days=30)
+    assert archive_after({"ARCHIVE_AFTER_DAYS": "7"}) == timedelta(days=7)
+    assert archive_after({"ARCHIVE_AFTER_DAYS": "7"}, override=0.5) == timedelta(hours=12)
+    for bad in ("-1", "soon", "nan", "inf"):
+        with pytest.raises(ValueError, match="ARCHIVE_AFTER_DAYS"):
+            archive_after({"ARCHIVE_AFTER_DAYS": bad})
+    with pytest.raises(ValueError, match="ARCHIVE_AFTER_DAYS"):
+        archive_after({}, override=True)  # type: ignore[arg-type]
 
 
-def test_nightly_report_with_nothing_yet() -> None:
-    result = tasks.nightly_report()
-    assert (result["outbox_emails"], result["media_files"]) == (0, 0)
+def test_the_day_pipeline_matches_the_window_and_groups_by_task_and_state() -> None:
+    since, until = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc)
+    match, group, sort = day_pipeline(since, until)
+    assert match == {"$match": {"created_at": {"$gte": since, "$lt": until}}}
+    assert group["$group"]["count"] == {"$sum": 1}
+    assert "$task" in json.dumps(group) and "$state" in json.dumps(group)
+    assert sort == {"$sort": {"_id": 1}}
 
 
 def test_retry_backoff_doubles_from_the_configured_base(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,10 @@
 // End to end in a real browser: Debian's Chromium (via playwright-core) on the
 // React client (built on @celery-pushserver/react) served by Express, live
-// updates from a real pushserver fed by a real Celery worker through a private
-// Redis. Every process runs on a free loopback port and is stopped by PID when
-// the suite ends.
+// updates from a real pushserver fed by a real Celery worker (with Celery Beat
+// embedded) through a private Redis, and one nx-27017 as the MongoDB of
+// Express (users, task records) and the worker (the same records, the nightly
+// report). Every process runs on a free loopback port and is stopped by PID
+// when the suite ends.
 //
 // Express mints tokens that live TOKEN_TTL_SECONDS (a few seconds here) and the
 // pushserver runs with no leeway, so tokens expire in the middle of tasks: the
@@ -17,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 import {
-  freePort, PrerequisiteError, REPO_ROOT, removeDir, requireExecutable, startExpress, startPushserver,
+  freePort, PrerequisiteError, REPO_ROOT, removeDir, requireExecutable, startExpress, startMongo, startPushserver,
   startRedis, startWorker, tempDir,
 } from '../../test-support/stack.js';
 
@@ -33,7 +35,7 @@ const SECRET = randomBytes(32).toString('hex');
 const TOKEN_TTL_SECONDS = 4;
 const USER = { username: `e2e-${randomBytes(3).toString('hex')}`, password: randomBytes(12).toString('hex') };
 
-let redis; let worker; let pushserver; let express; let context; let page; let userDataDir;
+let redis; let mongo; let worker; let pushserver; let express; let context; let page; let userDataDir; let beatDir;
 const websockets = [];
 const pageErrors = [];
 const tokenRequests = []; // {taskId, status} of GET /api/tasks/:id/token
@@ -75,12 +77,17 @@ describe('task console in Chromium', () => {
     if (!fs.existsSync(path.join(CLIENT_DIST, 'index.html'))) {
       throw new PrerequisiteError(`${CLIENT_DIST}/index.html is missing: run \`npm ci && npm run build\` in examples/react-client first.`);
     }
-    redis = await startRedis();
-    const env = { CELERY_BROKER_URL: redis.url(0), CELERY_RESULT_BACKEND: redis.url(1) };
+    [redis, mongo] = await Promise.all([startRedis(), startMongo()]);
+    const env = { CELERY_BROKER_URL: redis.url(0), CELERY_RESULT_BACKEND: redis.url(1), MONGO_URL: mongo.url() };
     const expressPort = await freePort();
+    beatDir = tempDir('beat');
     [worker, pushserver] = await Promise.all([
       // The webhook demo posts to Express on loopback, which the task refuses unless allowed.
-      startWorker({ env: { ...env, WEBHOOK_ALLOWED_NETWORKS: '127.0.0.1/32' } }),
+      // Beat runs inside the worker (-B), with the nightly report every few seconds.
+      startWorker({
+        env: { ...env, WEBHOOK_ALLOWED_NETWORKS: '127.0.0.1/32', NIGHTLY_REPORT_EVERY: '4' },
+        extraArgs: ['-B', '-s', path.join(beatDir, 'beat-schedule')],
+      }),
       startPushserver({ env: { ...env, PUSHSERVER_TOKEN_LEEWAY: '0' }, secret: SECRET, cors: [`http://127.0.0.1:${expressPort}`] }),
     ]);
     express = await startExpress({
@@ -134,7 +141,16 @@ describe('task console in Chromium', () => {
     await express?.stop();
     await pushserver?.stop();
     await worker?.stop();
+    await mongo?.stop();
     await redis?.stop();
+    if (beatDir) removeDir(beatDir);
+  });
+
+  test('registering dispatched the welcome email: it is listed from MongoDB and finishes', async () => {
+    const card = newestCard('welcome-email');
+    await card.waitFor({ timeout: 10_000 });
+    await waitForState(card, 'SUCCESS');
+    assert.match(await card.getByTestId('result').textContent(), new RegExp(`Welcome email for ${USER.username}`));
   });
 
   test('resize image: the progress bar advances and the task ends in SUCCESS', async () => {
@@ -255,7 +271,7 @@ describe('task console in Chromium', () => {
     assert.equal(await fanout.getByTestId('fanout-progress').getAttribute('aria-valuenow'), '100');
     assert.deepEqual(await fanout.locator('.fanout__dot').evaluateAll((dots) => dots.map((d) => d.dataset.state)),
       ['SUCCESS', 'SUCCESS', 'SUCCESS']);
-    assert.match(await newestCard('welcome-email').getByTestId('result').textContent(), /Welcome email for ada/);
+    assert.match(await newestCard('welcome-email').getByTestId('result').textContent(), new RegExp(`Welcome email for ${USER.username}`));
   });
 
   test('an uploaded image travels base64 to the worker', async () => {
@@ -285,6 +301,43 @@ describe('task console in Chromium', () => {
     );
   });
 
+  test('dispatch, reload mid-task: the task comes back from MongoDB and the page still sees it finish', async () => {
+    await page.getByTestId('steps-delay').fill('1');
+    const { card, id } = await startFromPage('resize-image', 'Resize image');
+    await waitForState(card, 'PROGRESS', 20_000);
+    const tokensBefore = tokenRequests.filter((r) => r.taskId === id).length;
+    await page.evaluate(() => { window.__beforeReload = true; });
+    await page.reload();
+    assert.equal(await page.evaluate(() => window.__beforeReload), undefined, 'the page really was reloaded');
+    const reloaded = page.locator(`[data-testid="task-card"][data-task-id="${id}"]`);
+    await reloaded.waitFor({ timeout: 20_000 });
+    assert.notEqual(await reloaded.getAttribute('data-state'), 'SUCCESS', 'still running when the page came back');
+    await waitForState(reloaded, 'SUCCESS', 30_000);
+    assert.match(await reloaded.getByTestId('result').textContent(), /Image resized to 640 × 400 px/);
+    // The reloaded page held no token for it: Express minted one, after checking ownership in MongoDB.
+    const after = tokenRequests.filter((r) => r.taskId === id).slice(tokensBefore);
+    assert.ok(after.length >= 1 && after.every((r) => r.status === 200), `tokens after the reload: ${JSON.stringify(after)}`);
+  });
+
+  test("the nightly report (Celery Beat, aggregated in MongoDB) shows the day's tasks", async () => {
+    const report = page.getByTestId('nightly-report');
+    const deadline = Date.now() + 30_000;
+    let rows = [];
+    while (Date.now() < deadline) {
+      await report.getByRole('button', { name: 'Refresh' }).click();
+      await sleep(500);
+      rows = await report.locator('tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+      // Four resizes succeeded before this test (more may still be counted by a later report).
+      if (rows.some(([task, state, count]) => task === 'resize_and_watermark' && state === 'SUCCESS' && Number(count) >= 4)) break;
+      await sleep(1000);
+    }
+    const resized = rows.find(([task, state]) => task === 'resize_and_watermark' && state === 'SUCCESS');
+    assert.ok(resized, `a resize_and_watermark SUCCESS row in ${JSON.stringify(rows)}`);
+    assert.ok(Number(resized[2]) >= 4, `the resizes this suite ran are counted: ${resized}`);
+    assert.ok(rows.some(([task, state]) => task === 'fail' && state === 'FAILURE'), JSON.stringify(rows));
+    assert.match(await report.getByTestId('report-summary').textContent(), /tasks in the day before .*; 0 old records archived/);
+  });
+
   test('sign out, then sign in again: the session API works from the form and the list is still there', async () => {
     const count = await page.locator('[data-testid="task-card"]').count();
     await page.getByRole('button', { name: 'Sign out' }).click();
@@ -298,7 +351,8 @@ describe('task console in Chromium', () => {
     await page.getByLabel('Password').fill(USER.password);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByTestId('signed-in-as').waitFor({ timeout: 10_000 });
-    assert.equal(await page.locator('[data-testid="task-card"]').count(), count);
+    // The list comes from Express (MongoDB) once signed in.
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid="task-card"]').length === n, count, { timeout: 10_000 });
     await page.locator('[data-testid="connection"][data-status="connected"]').waitFor({ timeout: 20_000 });
   });
 

@@ -17,6 +17,10 @@ export const DEFAULTS = Object.freeze({
   pushserverPublicUrl: 'http://127.0.0.1:8000',
   readyTimeoutMs: 3000,
   publishTimeoutMs: 3000,
+  mongoUrl: 'mongodb://127.0.0.1:27017',
+  mongoDb: 'app',
+  mongoWorkersDb: 'workers',
+  mongoTimeoutMs: 3000,
   staticDir: path.resolve(here, '..', '..', 'react-client', 'dist'),
 });
 
@@ -33,6 +37,29 @@ function integer(env, name, fallback, { min = 0, max = Number.MAX_SAFE_INTEGER }
     throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(raw)}`);
   }
   return value;
+}
+
+/** A JSON object (Celery transport options, as the workers and pushserver read them); unset or blank is `{}`. */
+function jsonObject(env, name) {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return {};
+  let value;
+  try {
+    value = JSON.parse(raw);
+  } catch (err) {
+    throw new ConfigError(`${name} must be a JSON object (e.g. {"master_name": "mymaster"}): ${err.message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(`${name} must be a JSON object (e.g. {"master_name": "mymaster"}), got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Refuse a sentinel:// URL whose transport options do not name the master, before anything connects. */
+function checkSentinel(urlName, url, optionsName, options) {
+  if (/^sentinel:\/\//i.test(url) && !(typeof options.master_name === 'string' && options.master_name)) {
+    throw new ConfigError(`${urlName} is a sentinel:// URL: set ${optionsName}='{"master_name": "mymaster"}' (the master's name the sentinels monitor)`);
+  }
 }
 
 function text(env, name, fallback) {
@@ -60,11 +87,24 @@ export function readConfig(env = process.env) {
   if (!CLIENTS.includes(client)) {
     throw new ConfigError(`CELERY_NODE_CLIENT must be one of ${CLIENTS.join(', ')}, got ${JSON.stringify(client)}`);
   }
+  const mongoUrl = text(env, 'MONGO_URL', DEFAULTS.mongoUrl);
+  if (!/^mongodb(\+srv)?:\/\//.test(mongoUrl)) {
+    throw new ConfigError(`MONGO_URL must be a mongodb:// or mongodb+srv:// connection string, got ${JSON.stringify(mongoUrl)}`);
+  }
   const ttlLimits = { min: 1, max: 7 * 24 * 3600 };
+  const brokerUrl = text(env, 'CELERY_BROKER_URL', DEFAULTS.brokerUrl);
+  const resultBackend = text(env, 'CELERY_RESULT_BACKEND', DEFAULTS.resultBackend);
+  // The workers' and pushserver's JSON: Sentinel's master_name, sentinel_kwargs, ...
+  const brokerTransportOptions = jsonObject(env, 'CELERY_BROKER_TRANSPORT_OPTIONS');
+  const backendTransportOptions = jsonObject(env, 'CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS');
+  checkSentinel('CELERY_BROKER_URL', brokerUrl, 'CELERY_BROKER_TRANSPORT_OPTIONS', brokerTransportOptions);
+  checkSentinel('CELERY_RESULT_BACKEND', resultBackend, 'CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS', backendTransportOptions);
   return {
     client,
-    brokerUrl: text(env, 'CELERY_BROKER_URL', DEFAULTS.brokerUrl),
-    resultBackend: text(env, 'CELERY_RESULT_BACKEND', DEFAULTS.resultBackend),
+    brokerUrl,
+    resultBackend,
+    brokerTransportOptions,
+    backendTransportOptions,
     queue: text(env, 'CELERY_QUEUE', DEFAULTS.queue),
     host: text(env, 'HOST', DEFAULTS.host),
     port: integer(env, 'PORT', DEFAULTS.port, { max: 65535 }),
@@ -79,6 +119,11 @@ export function readConfig(env = process.env) {
     pushserverPublicUrl: text(env, 'PUSHSERVER_PUBLIC_URL', DEFAULTS.pushserverPublicUrl),
     readyTimeoutMs: integer(env, 'CELERY_READY_TIMEOUT_MS', DEFAULTS.readyTimeoutMs, { min: 1 }),
     publishTimeoutMs: integer(env, 'CELERY_PUBLISH_TIMEOUT_MS', DEFAULTS.publishTimeoutMs, { min: 1 }),
+    // Users and task records in MONGO_DB; the workers' nightly reports are read from MONGO_WORKERS_DB.
+    mongoUrl,
+    mongoDb: text(env, 'MONGO_DB', DEFAULTS.mongoDb),
+    mongoWorkersDb: text(env, 'MONGO_WORKERS_DB', DEFAULTS.mongoWorkersDb),
+    mongoTimeoutMs: integer(env, 'MONGO_TIMEOUT_MS', DEFAULTS.mongoTimeoutMs, { min: 1 }),
     staticDir: path.resolve(text(env, 'STATIC_DIR', DEFAULTS.staticDir)),
   };
 }

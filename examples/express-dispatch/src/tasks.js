@@ -5,7 +5,6 @@
 
 export class ValidationError extends Error {}
 
-const MAX_USER_ID_LENGTH = 128;
 const MAX_IMAGE_B64_LENGTH = 14 * 1024 * 1024; // ~10 MB of image once decoded
 const MAX_WATERMARK_LENGTH = 100;
 const MAX_STEPS_DELAY = 60;
@@ -71,15 +70,14 @@ function withoutUndefined(object) {
 
 /**
  * The allowlist: route name → Celery task name and a function turning the
- * request body into `{args, kwargs}` (throws ValidationError on bad input).
+ * request body (and the signed-in user) into `{args, kwargs}` (throws ValidationError on bad input).
  */
 export const TASKS = Object.freeze({
   'welcome-email': {
     task: 'workers.tasks.send_welcome_email',
-    build(body) {
-      onlyKeys(body, ['user_id', 'email']);
-      const userId = requireString(body, 'user_id', { max: MAX_USER_ID_LENGTH });
-      if (/[\r\n]/.test(userId)) throw new ValidationError("'user_id' must be a single line");
+    // Always for the signed-in user: the worker reads their document from MongoDB.
+    build(body, { userId }) {
+      onlyKeys(body, ['email']);
       const email = requireString(body, 'email', { max: 254, optional: true });
       if (email !== undefined && !EMAIL_RE.test(email)) {
         throw new ValidationError(`'email' is not a valid email address: ${JSON.stringify(email)}`);
@@ -166,16 +164,38 @@ export const TASKS = Object.freeze({
 });
 
 /**
- * Validate a dispatch request for route name `name`.
+ * Validate a dispatch request for route name `name`, made by the signed-in `userId`.
  * Returns `{task, args, kwargs}`, or null when `name` is not in the allowlist;
  * throws ValidationError when the body is unusable.
  */
-export function buildTaskCall(name, body) {
+export function buildTaskCall(name, body, { userId } = {}) {
   if (!Object.hasOwn(TASKS, name)) return null;
   const payload = body === undefined ? {} : body;
   if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
     throw new ValidationError(`request body must be a JSON object, got ${describe(payload)}`);
   }
   const { task, build } = TASKS[name];
-  return { task, ...build(payload) };
+  return { task, ...build(payload, { userId }) };
+}
+
+const SUMMARY_VALUE_LENGTH = 40;
+const SUMMARY_LENGTH = 200;
+
+function summarizeValue(value) {
+  if (typeof value === 'string') {
+    // An uploaded image is megabytes of base64: its size says enough.
+    return value.length > SUMMARY_VALUE_LENGTH ? `<${value.length} characters>` : JSON.stringify(value);
+  }
+  if (Array.isArray(value)) return `[${value.map(summarizeValue).join(', ')}]`;
+  if (value !== null && typeof value === 'object') {
+    return `{${Object.entries(value).map(([k, v]) => `${k}: ${summarizeValue(v)}`).join(', ')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** A short, human-readable summary of a call's arguments, for the task's record (long strings elided). */
+export function summarizeArguments(args, kwargs) {
+  const parts = [...args.map(summarizeValue), ...Object.entries(kwargs).map(([k, v]) => `${k}=${summarizeValue(v)}`)];
+  const summary = parts.join(', ');
+  return summary.length > SUMMARY_LENGTH ? `${summary.slice(0, SUMMARY_LENGTH - 1)}…` : summary;
 }

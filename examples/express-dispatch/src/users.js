@@ -1,9 +1,7 @@
-// Accounts for the demo, kept in memory: usernames and scrypt password hashes.
-//
-// In memory until the app gets its MongoDB collection; the interface (register,
-// authenticate, byId) is what that store will keep.
+// Accounts in MongoDB: usernames and scrypt password hashes.
 import { randomBytes, randomUUID, scrypt, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
+import { DUPLICATE_KEY } from './db.js';
 
 const scryptAsync = promisify(scrypt);
 
@@ -51,13 +49,10 @@ export function validateCredentials(body) {
   return { username, password };
 }
 
-/** The registered users of this process. */
+/** The registered users, in MongoDB's `users` collection: `{_id, username, username_lower, password_hash, created_at}`. */
 export class UserStore {
-  /** At most `maxUsers` accounts (memory stays bounded until the MongoDB store arrives). */
-  constructor({ maxUsers = 10_000 } = {}) {
-    this.maxUsers = maxUsers;
-    this.byName = new Map(); // lower-cased username → {id, username, passwordHash}
-    this.byIdMap = new Map();
+  constructor({ collection }) {
+    this.users = collection;
     // Unknown usernames are checked against this, so a login takes as long
     // whether or not the account exists.
     this.dummyHash = hashPassword(randomBytes(16).toString('hex'));
@@ -65,37 +60,40 @@ export class UserStore {
 
   /** Create an account; throws AccountError('conflict') if the name is taken (case-insensitively). */
   async register(username, password) {
-    const key = username.toLowerCase();
-    if (this.byName.has(key)) throw new AccountError('conflict', `username '${username}' is taken`);
-    if (this.byName.size >= this.maxUsers) {
-      throw new AccountError('registration_full', `this demo holds at most ${this.maxUsers} accounts`);
+    const user = {
+      _id: randomUUID(),
+      username,
+      username_lower: username.toLowerCase(),
+      password_hash: await hashPassword(password),
+      created_at: new Date(),
+    };
+    try {
+      await this.users.insertOne(user);
+    } catch (err) {
+      // The unique index on username_lower decides races between two registrations of one name.
+      if (err?.code === DUPLICATE_KEY) throw new AccountError('conflict', `username '${username}' is taken`);
+      throw err;
     }
-    const passwordHash = await hashPassword(password);
-    // Two registrations of one name can race across the await: first wins.
-    if (this.byName.has(key)) throw new AccountError('conflict', `username '${username}' is taken`);
-    if (this.byName.size >= this.maxUsers) {
-      throw new AccountError('registration_full', `this demo holds at most ${this.maxUsers} accounts`);
-    }
-    const user = { id: randomUUID(), username, passwordHash };
-    this.byName.set(key, user);
-    this.byIdMap.set(user.id, user);
     return publicUser(user);
   }
 
   /** The user if `password` is theirs, else null (same work either way). */
   async authenticate(username, password) {
-    const user = this.byName.get(username.toLowerCase());
-    const matches = await passwordMatches(password, user ? user.passwordHash : await this.dummyHash);
-    return user && matches ? publicUser(user) : null;
+    const user = await this.users.findOne({ username_lower: username.toLowerCase() });
+    // An account without a password (the demo's seeded user) cannot sign in.
+    const usable = typeof user?.password_hash === 'string' && user.password_hash.startsWith('scrypt$');
+    const matches = await passwordMatches(password, usable ? user.password_hash : await this.dummyHash);
+    return usable && matches ? publicUser(user) : null;
   }
 
   /** The public part of user `id`, or undefined. */
-  byId(id) {
-    const user = this.byIdMap.get(id);
-    return user && publicUser(user);
+  async byId(id) {
+    if (typeof id !== 'string') return undefined;
+    const user = await this.users.findOne({ _id: id }, { projection: { username: 1 } });
+    return user ? publicUser(user) : undefined;
   }
 }
 
-function publicUser({ id, username }) {
-  return { id, username };
+function publicUser({ _id, username }) {
+  return { id: _id, username };
 }

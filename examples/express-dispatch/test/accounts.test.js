@@ -1,27 +1,10 @@
-// Unit tests for accounts and sessions: password hashing, validation, expiry, bounds. No Redis needed.
+// Unit tests for credentials, sessions and the sign-in limiter: validation, expiry, bounds. No Redis or
+// MongoDB needed (the MongoDB stores are tested against nx-27017 in mongo.integration.test.js).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AccountError, UserStore, validateCredentials } from '../src/users.js';
+import { validateCredentials } from '../src/users.js';
 import { SessionStore, readCookie } from '../src/sessions.js';
-import { TaskOwners } from '../src/owners.js';
 import { WindowLimiter } from '../src/ratelimit.js';
-
-test('passwords are stored as salted scrypt hashes and checked by them', async () => {
-  const users = new UserStore();
-  const ada = await users.register('ada', 'correct horse battery');
-  assert.deepEqual(Object.keys(ada).sort(), ['id', 'username'], 'no hash leaves the store');
-  const stored = users.byName.get('ada').passwordHash;
-  assert.match(stored, /^scrypt\$32768\$8\$1\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/);
-  assert.ok(!stored.includes('correct horse'));
-  const bob = await users.register('bob', 'correct horse battery');
-  assert.notEqual(users.byName.get('bob').passwordHash, stored, 'same password, different salt, different hash');
-  assert.deepEqual(await users.authenticate('ada', 'correct horse battery'), ada);
-  assert.deepEqual(await users.authenticate('ADA', 'correct horse battery'), ada, 'usernames are case-insensitive');
-  assert.equal(await users.authenticate('ada', 'wrong password!'), null);
-  assert.equal(await users.authenticate('nobody', 'correct horse battery'), null);
-  assert.deepEqual(users.byId(bob.id), bob);
-  await assert.rejects(users.register('Ada', 'another password'), (err) => err instanceof AccountError && err.code === 'conflict');
-});
 
 test('credentials are validated with a message naming the field', () => {
   const bad = (body, pattern) => assert.throws(() => validateCredentials(body), (err) => err.code === 'bad_request' && pattern.test(err.message));
@@ -73,26 +56,6 @@ test('sessions: httpOnly SameSite=Lax cookie, expiry, logout, bounded count', ()
   sessions.end(live, out);
   assert.equal(out.cookies.sid.cleared, true);
   assert.equal(sessions.userIdOf(live), undefined);
-});
-
-test('task owners: only the dispatching user, bounded', () => {
-  const owners = new TaskOwners({ maxTasks: 2 });
-  owners.add('t1', 'u1');
-  owners.add('t2', 'u2');
-  assert.ok(owners.owns('u1', 't1'));
-  assert.ok(!owners.owns('u2', 't1'));
-  assert.ok(!owners.owns(undefined, 't1'));
-  owners.add('t3', 'u1');
-  assert.ok(!owners.owns('u1', 't1'), 'forgotten beyond maxTasks');
-  assert.ok(owners.owns('u1', 't3'));
-});
-
-test('the account store is bounded', async () => {
-  const users = new UserStore({ maxUsers: 2 });
-  await users.register('one', 'password-1');
-  await users.register('two', 'password-2');
-  await assert.rejects(users.register('three', 'password-3'), (err) => err.code === 'registration_full');
-  assert.equal(users.byName.size, 2);
 });
 
 test('sign-in limiter: a fixed window per address, bounded in addresses', () => {

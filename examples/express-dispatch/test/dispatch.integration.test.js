@@ -1,4 +1,5 @@
-// The dispatch app against a real Redis and a real Celery worker from the repo's venv.
+// The dispatch app against a real Redis, a real nx-27017 (MongoDB's wire protocol) and a real Celery
+// worker from the repo's venv, Express and the worker sharing the one MongoDB.
 //
 // Nothing here is skipped: without redis-server or the venv the suite fails
 // with a message saying what to install.
@@ -9,9 +10,10 @@ import http from 'node:http';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createClient } from 'redis';
+import { MongoClient } from 'mongodb';
 import { verifyToken } from '@celery-pushserver/node';
 import {
-  freePort, removeDir, startExpress, startRedis, startWorker, tempDir, waitFor,
+  freePort, removeDir, startExpress, startMongo, startRedis, startWorker, tempDir, waitFor,
 } from '../../test-support/stack.js';
 
 const SECRET = randomBytes(32).toString('hex');
@@ -19,7 +21,7 @@ const QUEUE = `express-test-${process.pid}`;
 const TERMINAL = new Set(['SUCCESS', 'FAILURE', 'REVOKED']);
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-let redis; let worker; let express; let backendDb; let brokerDb; let staticDir; let env;
+let redis; let mongo; let mongoClient; let worker; let express; let backendDb; let brokerDb; let staticDir; let env;
 let alice; // the signed-in user most tests dispatch as: {user, cookie}
 
 async function call(method, route, { body, raw, cookie, headers = {}, app = express } = {}) {
@@ -72,11 +74,15 @@ async function dispatchThroughHttp(name, body) {
 describe('express-dispatch against Redis and a Celery worker', () => {
   before(async () => {
     redis = await startRedis();
+    mongo = await startMongo();
+    mongoClient = new MongoClient(mongo.url(), { serverSelectionTimeoutMS: 5000 });
     env = {
       CELERY_BROKER_URL: redis.url(0),
       CELERY_RESULT_BACKEND: redis.url(1),
       PUSHSERVER_SECRET: SECRET,
       CELERY_QUEUE: QUEUE,
+      // Express and the worker: the same MongoDB, Express's database 'app', the workers' 'workers'.
+      MONGO_URL: mongo.url(),
     };
     // fanout_webhooks starts its children on Celery's default queue: consume both.
     // The local hook server below is on loopback: allowed explicitly, the way the demo allows its sink.
@@ -97,6 +103,8 @@ describe('express-dispatch against Redis and a Celery worker', () => {
     for (const client of [backendDb, brokerDb]) await client?.close?.().catch(() => {});
     await express?.stop();
     await worker?.stop();
+    await mongoClient?.close();
+    await mongo?.stop();
     await redis?.stop();
     if (staticDir) removeDir(staticDir);
   });
@@ -208,6 +216,96 @@ describe('express-dispatch against Redis and a Celery worker', () => {
     assert.equal(anonymous.json.error.code, 'unauthorized');
   });
 
+  test('registration stores the user in MongoDB and dispatches their welcome email at once', async () => {
+    const res = await call('POST', '/api/register', { body: { username: 'Hedy', password: 'frequency-hopping' } });
+    assert.equal(res.status, 201, res.text);
+    const { user, welcome_task: welcome } = res.json;
+    const stored = await mongoClient.db('app').collection('users').findOne({ _id: user.id });
+    assert.equal(stored.username, 'Hedy');
+    assert.ok(!JSON.stringify(stored).includes('frequency-hopping'), 'only a hash is stored');
+    assert.deepEqual(verifyToken(SECRET, welcome.token).tasks, [welcome.task_id]);
+    const meta = await resultOf(welcome.task_id);
+    assert.equal(meta.status, 'SUCCESS', meta.traceback);
+    assert.deepEqual([meta.result.user_id, meta.result.username], [user.id, 'Hedy']);
+    assert.match(fs.readFileSync(meta.result.delivered_to, 'utf8'), /Hello Hedy,/);
+    const cookie = sessionCookie(res);
+    const { json } = await call('GET', '/api/tasks', { cookie });
+    assert.deepEqual(json.tasks.map((t) => [t.id, t.kind, t.task]), [[welcome.task_id, 'welcome-email', 'workers.tasks.send_welcome_email']]);
+  });
+
+  test("GET /api/tasks: the user's own tasks from MongoDB, newest first, with the worker's state", async () => {
+    const lin = await register('lin');
+    const first = (await post('predict', { features: [5.1, 3.5, 1.4, 0.2] }, { as: lin })).json;
+    const second = (await post('fail', { message: 'on purpose' }, { as: lin })).json;
+    const list = await waitFor(async () => {
+      const res = await call('GET', '/api/tasks', { cookie: lin.cookie });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+      const mine = res.json.tasks.filter((t) => t.kind !== 'welcome-email');
+      return mine.every((t) => ['SUCCESS', 'FAILURE'].includes(t.state)) ? mine : null;
+    }, { timeoutMs: 60_000, message: "the worker to record both tasks' final states" });
+    assert.deepEqual(list.map((t) => [t.id, t.kind, t.task, t.state]), [
+      [second.task_id, 'fail', 'workers.tasks.fail', 'FAILURE'],
+      [first.task_id, 'predict', 'workers.tasks.predict', 'SUCCESS'],
+    ]);
+    assert.equal(list[0].args_summary, '"on purpose"');
+    assert.equal(list[1].args_summary, '[5.1, 3.5, 1.4, 0.2]');
+    assert.ok(Date.parse(list[0].created_at) >= Date.parse(list[1].created_at));
+    const others = await call('GET', '/api/tasks', { cookie: alice.cookie });
+    assert.ok(!others.json.tasks.some((t) => t.id === first.task_id), "nobody else's list shows them");
+    assert.equal((await call('GET', '/api/tasks')).status, 401);
+    const kinds = await call('GET', '/api/task-kinds');
+    assert.deepEqual(kinds.json.kinds.find((k) => k.name === 'predict'), { name: 'predict', task: 'workers.tasks.predict' });
+  });
+
+  test('resize-image: the worker records the output metadata on the task document', async () => {
+    const { task_id: taskId } = await dispatchThroughHttp('resize-image', { width: 96, watermark: 'mern' });
+    const meta = await resultOf(taskId);
+    assert.equal(meta.status, 'SUCCESS', meta.traceback);
+    const record = await waitFor(async () => {
+      const doc = await mongoClient.db('app').collection('tasks').findOne({ _id: taskId });
+      return doc?.output && doc.state === 'SUCCESS' ? doc : null;
+    }, { message: 'the output on the task document' });
+    assert.equal(record.owner, alice.user.id);
+    assert.deepEqual({ ...record.output, watermark: undefined }, { ...meta.result, watermark: undefined });
+    assert.equal(record.output.watermark, 'mern');
+  });
+
+  test('another Express process sees the same users and tasks: ownership comes from MongoDB', async () => {
+    const { task_id: taskId } = await dispatchThroughHttp('demo-progress', { steps: 0, delay: 0 });
+    const other = await startExpress({ name: 'express-second', env: { ...env, STATIC_DIR: staticDir } });
+    try {
+      const login = await call('POST', '/api/login', { body: { username: 'alice', password: 'a long enough password' }, app: other });
+      assert.equal(login.status, 200, login.text);
+      const cookie = sessionCookie(login);
+      const token = await call('GET', `/api/tasks/${taskId}/token`, { cookie, app: other });
+      assert.equal(token.status, 200, token.text);
+      assert.deepEqual(verifyToken(SECRET, token.json.token).tasks, [taskId]);
+      const list = await call('GET', '/api/tasks', { cookie, app: other });
+      assert.ok(list.json.tasks.some((t) => t.id === taskId));
+    } finally {
+      await other.stop();
+    }
+  });
+
+  test('GET /api/reports/latest: the newest nightly report the workers saved', async () => {
+    const reports = mongoClient.db('workers').collection('reports');
+    await reports.deleteMany({});
+    assert.deepEqual((await call('GET', '/api/reports/latest', { cookie: alice.cookie })).json, { report: null });
+    const at = (s) => new Date(Date.UTC(2026, 0, 1, 0, 0, s));
+    await reports.insertMany([
+      { generated_at: at(1), counts: [], total: 0, archived: 0 },
+      { generated_at: at(3), counts: [{ task: 'workers.tasks.fail', state: 'FAILURE', count: 2 }], total: 2, archived: 5 },
+      { generated_at: at(2), counts: [], total: 0, archived: 1 },
+    ]);
+    const { status, json } = await call('GET', '/api/reports/latest', { cookie: alice.cookie });
+    assert.equal(status, 200);
+    assert.deepEqual(json.report, {
+      generated_at: at(3).toISOString(), counts: [{ task: 'workers.tasks.fail', state: 'FAILURE', count: 2 }], total: 2, archived: 5,
+    });
+    assert.equal((await call('GET', '/api/reports/latest')).status, 401);
+  });
+
   test('each use case runs to completion on the worker', async () => {
     const hits = [];
     const hookServer = http.createServer((req, res) => {
@@ -219,14 +317,15 @@ describe('express-dispatch against Redis and a Celery worker', () => {
     await new Promise((resolve) => hookServer.listen(hookPort, '127.0.0.1', resolve));
     try {
       const [email, image, prediction, webhooks] = await Promise.all([
-        dispatchThroughHttp('welcome-email', { user_id: 'ada', email: 'ada@example.com' }),
+        dispatchThroughHttp('welcome-email', { email: 'ada@example.com' }),
         dispatchThroughHttp('resize-image', { width: 320, watermark: 'test' }),
         dispatchThroughHttp('predict', { features: [5.1, 3.5, 1.4, 0.2] }),
         dispatchThroughHttp('webhooks', { urls: [`http://127.0.0.1:${hookPort}/a`, `http://127.0.0.1:${hookPort}/b`], payload: { event: 'ping' } }),
       ]);
       const emailMeta = await resultOf(email.task_id);
       assert.equal(emailMeta.status, 'SUCCESS', emailMeta.traceback);
-      assert.equal(emailMeta.result.user_id, 'ada');
+      assert.equal(emailMeta.result.user_id, alice.user.id, 'the signed-in user, read from MongoDB by the worker');
+      assert.equal(emailMeta.result.username, 'alice');
       assert.ok(fs.existsSync(emailMeta.result.delivered_to), 'the .eml file was written');
       assert.ok(emailMeta.result.delivered_to.startsWith(worker.workDir));
 
@@ -266,7 +365,7 @@ describe('express-dispatch against Redis and a Celery worker', () => {
 
   test('CELERY_NODE_CLIENT picks the Node Celery client: celery-ts by default, celery-node on request', async () => {
     const readyz = await (await fetch(`${express.url}/readyz`)).json();
-    assert.deepEqual(readyz, { ok: true, broker: 'ready', client: 'celery-ts' });
+    assert.deepEqual(readyz, { ok: true, broker: 'ready', client: 'celery-ts', database: 'ready' });
     const other = await startExpress({
       name: 'express-celery-node',
       env: { ...env, CELERY_NODE_CLIENT: 'celery-node', STATIC_DIR: staticDir },
@@ -297,7 +396,7 @@ describe('express-dispatch against Redis and a Celery worker', () => {
     const queuedBefore = await brokerDb.lLen(QUEUE);
     for (const [name, body, pattern] of [
       ['predict', { features: [1, 2] }, /list of 4 numbers/],
-      ['welcome-email', { user_id: '' }, /'user_id'/],
+      ['welcome-email', { user_id: 'someone-else' }, /unknown field 'user_id'/],
       ['webhooks', { urls: ['javascript:alert(1)'] }, /not http\(s\) URLs/],
       ['resize-image', { width: 'wide' }, /'width' must be an integer/],
       ['demo-progress', { steps: 1, delay: 0, extra: 1 }, /unknown field 'extra'/],
@@ -337,6 +436,8 @@ describe('express-dispatch against Redis and a Celery worker', () => {
   });
 
   test('Redis down: 503 JSON, the process stays up, and dispatch resumes when Redis is back', async () => {
+    const aliceRecords = () => mongoClient.db('app').collection('tasks').countDocuments({ owner: alice.user.id });
+    const recordsBefore = await aliceRecords();
     await redis.stop();
     const started = Date.now();
     const responses = await Promise.all(Array.from({ length: 12 }, () => post('demo-progress', { steps: 1, delay: 0 })));
@@ -346,6 +447,7 @@ describe('express-dispatch against Redis and a Celery worker', () => {
       assert.equal(res.json.error.code, 'broker_unavailable');
       assert.equal(res.headers.get('retry-after'), '5');
     }
+    assert.equal(await aliceRecords(), recordsBefore, 'the records of unpublished tasks were removed again');
     const readyz = await fetch(`${express.url}/readyz`);
     assert.equal(readyz.status, 503);
     // Let ioredis fail a few reconnect attempts: still no crash.

@@ -1,7 +1,9 @@
 // Unit tests for the allowlist and body validation: no Redis needed.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildTaskCall, TASKS, ValidationError } from '../src/tasks.js';
+import { buildTaskCall, summarizeArguments, TASKS, ValidationError } from '../src/tasks.js';
 import { ConfigError, readConfig } from '../src/config.js';
 
 const rejects = (name, body, pattern) => assert.throws(() => buildTaskCall(name, body), (err) => {
@@ -27,14 +29,24 @@ test('unknown names are not dispatchable, even names of real Celery tasks', () =
   assert.equal(buildTaskCall('constructor', {}), null);
 });
 
-test('welcome-email', () => {
-  assert.deepEqual(buildTaskCall('welcome-email', { user_id: 'u1' }),
+test("welcome-email: always for the signed-in user, never a user id from the body", () => {
+  assert.deepEqual(buildTaskCall('welcome-email', {}, { userId: 'u1' }),
     { task: 'workers.tasks.send_welcome_email', args: ['u1'], kwargs: {} });
-  assert.deepEqual(buildTaskCall('welcome-email', { user_id: 'u1', email: 'a@example.com' }).kwargs, { email: 'a@example.com' });
-  rejects('welcome-email', {}, /'user_id' must be a non-empty string/);
-  rejects('welcome-email', { user_id: 'a\nb' }, /single line/);
-  rejects('welcome-email', { user_id: 'u', email: 'nope' }, /not a valid email/);
-  rejects('welcome-email', { user_id: 'u', extra: 1 }, /unknown field 'extra'/);
+  assert.deepEqual(buildTaskCall('welcome-email', { email: 'a@example.com' }, { userId: 'u1' }).kwargs, { email: 'a@example.com' });
+  rejects('welcome-email', { user_id: 'someone-else' }, /unknown field 'user_id'; allowed: email/);
+  rejects('welcome-email', { email: 'nope' }, /not a valid email/);
+  rejects('welcome-email', { extra: 1 }, /unknown field 'extra'/);
+});
+
+test('arguments summary: short, readable, long strings elided', () => {
+  assert.equal(summarizeArguments([[5.1, 3.5, 1.4, 0.2]], {}), '[5.1, 3.5, 1.4, 0.2]');
+  assert.equal(summarizeArguments([], { width: 320, watermark: 'test' }), 'width=320, watermark="test"');
+  assert.equal(summarizeArguments([], { image_b64: 'A'.repeat(5000), width: 10 }), 'image_b64=<5000 characters>, width=10');
+  assert.equal(summarizeArguments([['http://a/1'], { payload: { event: 'ping' } }], {}), '["http://a/1"], {payload: {event: "ping"}}');
+  const long = summarizeArguments(Array.from({ length: 100 }, (_, i) => i), {});
+  assert.equal(long.length, 200);
+  assert.ok(long.endsWith('…'));
+  assert.equal(summarizeArguments([], {}), '');
 });
 
 test('resize-image: everything optional, ranges checked', () => {
@@ -105,4 +117,66 @@ test('config: secret required and >= 32 bytes, defaults, bad values named', () =
   assert.equal(readConfig({ PUSHSERVER_SECRET: secret, TOKEN_TTL: '7' }).tokenTtl, 7, 'the older name still works');
   assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, TOKEN_TTL_SECONDS: '0' }), /TOKEN_TTL_SECONDS/);
   assert.equal(readConfig({ PUSHSERVER_SECRET: secret, COOKIE_SECURE: '1' }).secureCookie, true);
+});
+
+test('config: MongoDB connection string and database names', () => {
+  const secret = 'a'.repeat(64);
+  const config = readConfig({ PUSHSERVER_SECRET: secret });
+  assert.equal(config.mongoUrl, 'mongodb://127.0.0.1:27017');
+  assert.equal(config.mongoDb, 'app');
+  assert.equal(config.mongoWorkersDb, 'workers');
+  assert.equal(config.mongoTimeoutMs, 3000);
+  const set = readConfig({
+    PUSHSERVER_SECRET: secret, MONGO_URL: 'mongodb://express:pw@mongo:27017/app?authSource=app',
+    MONGO_DB: 'shop', MONGO_WORKERS_DB: 'jobs', MONGO_TIMEOUT_MS: '500',
+  });
+  assert.deepEqual([set.mongoUrl, set.mongoDb, set.mongoWorkersDb, set.mongoTimeoutMs],
+    ['mongodb://express:pw@mongo:27017/app?authSource=app', 'shop', 'jobs', 500]);
+  assert.equal(readConfig({ PUSHSERVER_SECRET: secret, MONGO_URL: 'mongodb+srv://c.example.net/' }).mongoUrl, 'mongodb+srv://c.example.net/');
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, MONGO_URL: 'redis://127.0.0.1:6379' }), /MONGO_URL must be a mongodb:\/\//);
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, MONGO_TIMEOUT_MS: '0' }), /MONGO_TIMEOUT_MS/);
+});
+
+test('config: Celery transport options as JSON; a sentinel:// URL needs master_name', () => {
+  const secret = 'a'.repeat(64);
+  const sentinels = 'sentinel://:pw@10.0.0.1:26379/0;sentinel://:pw@10.0.0.2:26379/0';
+  assert.deepEqual(readConfig({ PUSHSERVER_SECRET: secret }).brokerTransportOptions, {});
+  const config = readConfig({
+    PUSHSERVER_SECRET: secret,
+    CELERY_BROKER_URL: sentinels,
+    CELERY_RESULT_BACKEND: sentinels.replaceAll('/0', '/1'),
+    CELERY_BROKER_TRANSPORT_OPTIONS: '{"master_name": "mymaster", "sentinel_kwargs": {"password": "s"}}',
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: ' {"master_name": "mymaster"} ',
+  });
+  assert.deepEqual(config.brokerTransportOptions, { master_name: 'mymaster', sentinel_kwargs: { password: 's' } });
+  assert.deepEqual(config.backendTransportOptions, { master_name: 'mymaster' });
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, CELERY_BROKER_TRANSPORT_OPTIONS: "{master_name: 'm'}" }),
+    (err) => err instanceof ConfigError && /^CELERY_BROKER_TRANSPORT_OPTIONS must be a JSON object .*: .*JSON/.test(err.message));
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS: '["mymaster"]' }),
+    /CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS must be a JSON object .*got an array/);
+  assert.throws(() => readConfig({ PUSHSERVER_SECRET: secret, CELERY_BROKER_URL: sentinels }),
+    (err) => err instanceof ConfigError && err.message.includes(`CELERY_BROKER_URL is a sentinel:// URL: set CELERY_BROKER_TRANSPORT_OPTIONS='{"master_name": "mymaster"}'`)
+      && !err.message.includes('pw'));
+  assert.throws(() => readConfig({
+    PUSHSERVER_SECRET: secret, CELERY_BROKER_URL: sentinels, CELERY_BROKER_TRANSPORT_OPTIONS: '{"master_name": "m"}', CELERY_RESULT_BACKEND: sentinels,
+  }), /CELERY_RESULT_BACKEND is a sentinel:\/\/ URL: set CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS/);
+});
+
+test('server: a sentinel:// broker without master_name, or bad JSON, stops the start with exit 2 and one line', async () => {
+  const server = fileURLToPath(new URL('../src/server.js', import.meta.url));
+  const base = { ...process.env, PUSHSERVER_SECRET: 'a'.repeat(64), PORT: '0' };
+  const cases = [
+    [{ CELERY_BROKER_URL: 'sentinel://127.0.0.1:1/0;sentinel://127.0.0.1:2/0' }, /CELERY_BROKER_URL is a sentinel:\/\/ URL: set CELERY_BROKER_TRANSPORT_OPTIONS/],
+    [{ CELERY_BROKER_TRANSPORT_OPTIONS: '{"master_name": ' }, /CELERY_BROKER_TRANSPORT_OPTIONS must be a JSON object/],
+    // Caught by @celery-pushserver/node, still one line.
+    [{ CELERY_BROKER_TRANSPORT_OPTIONS: '{"global_keyprefix": "x"}' }, /global_keyprefix is not supported/],
+  ];
+  for (const [env, pattern] of cases) {
+    const result = spawnSync(process.execPath, [server], { env: { ...base, ...env }, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(result.status, 2, result.stderr);
+    const lines = result.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0], /^\[dispatch\] cannot start: /);
+    assert.match(lines[0], pattern);
+  }
 });

@@ -2,22 +2,16 @@ import { useCallback, useEffect, useState } from 'react';
 import * as defaultApi from './api.js';
 import { ConnectionIndicator } from './components/ConnectionIndicator.jsx';
 import { DiagnosticsForm, PredictForm, ResizeImageForm, WebhooksForm, WelcomeEmailForm } from './components/LaunchForms.jsx';
+import { NightlyReport } from './components/NightlyReport.jsx';
 import { SignInForm } from './components/SignInForm.jsx';
 import { TaskCard } from './components/TaskCard.jsx';
 
-const STORAGE_PREFIX = 'celery-pushserver.tasks.';
 const MAX_TASKS = 50;
 
-// The list survives a reload: the page re-subscribes, the task client asks
-// Express for a fresh token where the stored one has expired, and the
-// snapshots bring each task up to date.
-function loadTasks(userId) {
-  try {
-    const saved = JSON.parse(sessionStorage.getItem(STORAGE_PREFIX + userId) ?? '[]');
-    return Array.isArray(saved) ? saved.filter((t) => t?.id && t?.token && t?.kind) : [];
-  } catch {
-    return [];
-  }
+// A task from the user's list in MongoDB (GET /api/tasks): no token yet, the
+// task client asks Express for one (GET /api/tasks/:id/token) to subscribe.
+function fromRecord(record) {
+  return { id: record.id, kind: record.kind, createdAt: Date.parse(record.created_at) || Date.now() };
 }
 
 function TopBar({ user, onSignOut }) {
@@ -43,16 +37,29 @@ function TopBar({ user, onSignOut }) {
   );
 }
 
-function Console({ user, api, onSessionLost }) {
-  const [tasks, setTasks] = useState(() => loadTasks(user.id));
+function Console({ api, onSessionLost }) {
+  // The list lives in MongoDB, so it survives a reload (and a new browser):
+  // each unfinished task gets its live status from pushserver again.
+  const [tasks, setTasks] = useState([]);
+  const [loadError, setLoadError] = useState(null);
+  const [hidden, setHidden] = useState(() => new Set());
 
   useEffect(() => {
-    try {
-      sessionStorage.setItem(STORAGE_PREFIX + user.id, JSON.stringify(tasks));
-    } catch {
-      // storage full or disabled: the list just won't survive a reload
-    }
-  }, [user.id, tasks]);
+    let live = true;
+    api.listTasks().then((records) => {
+      if (!live) return;
+      setTasks((started) => {
+        // Keep anything started while the list was loading, once.
+        const known = new Set(started.map((t) => t.id));
+        return [...started, ...records.filter((r) => !known.has(r.id)).map(fromRecord)].slice(0, MAX_TASKS);
+      });
+    }, (err) => {
+      if (!live) return;
+      if (err.status === 401) onSessionLost();
+      else setLoadError(err.message);
+    });
+    return () => { live = false; };
+  }, [api, onSessionLost]);
 
   const onStart = useCallback(async (kind, body) => {
     try {
@@ -64,11 +71,14 @@ function Console({ user, api, onSessionLost }) {
     }
   }, [api, onSessionLost]);
 
-  const dismiss = useCallback((id) => setTasks((list) => list.filter((t) => t.id !== id)), []);
-  const clearAll = useCallback(() => setTasks([]), []);
+  // Hiding is for this page only: the records stay in MongoDB (the nightly report archives old ones).
+  const dismiss = useCallback((id) => setHidden((ids) => new Set(ids).add(id)), []);
+  const visible = tasks.filter((t) => !hidden.has(t.id));
+  const clearAll = useCallback(() => setHidden(new Set(tasks.map((t) => t.id))), [tasks]);
 
   return (
     <main className="layout">
+      <NightlyReport latestReport={api.latestReport} />
       <section className="panel panel--launch" aria-labelledby="launch-heading">
         <h2 id="launch-heading">Start a task</h2>
         <ResizeImageForm onStart={onStart} />
@@ -81,18 +91,19 @@ function Console({ user, api, onSessionLost }) {
       <section className="panel panel--activity" aria-labelledby="activity-heading">
         <div className="panel__heading">
           <h2 id="activity-heading">Activity</h2>
-          {tasks.length > 0 && (
+          {visible.length > 0 && (
             <button type="button" className="button button--ghost" onClick={clearAll}>Clear list</button>
           )}
         </div>
-        {tasks.length === 0 ? (
+        {loadError && <p className="task-card__warning" role="alert">Could not load your tasks: {loadError}</p>}
+        {visible.length === 0 ? (
           <div className="empty">
             <p className="empty__title">No tasks yet</p>
             <p>Start one on the left: its progress and result appear here as they happen, with no page polling.</p>
           </div>
         ) : (
           <div className="task-list" data-testid="task-list">
-            {tasks.map((t) => (
+            {visible.map((t) => (
               <TaskCard key={t.id} id={t.id} token={t.token} kind={t.kind} createdAt={t.createdAt} onDismiss={dismiss} />
             ))}
           </div>

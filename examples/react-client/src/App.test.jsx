@@ -1,5 +1,5 @@
 import { act, cleanup, fireEvent, render, screen, waitFor } from '@testing-library/react';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createTaskClient } from '@celery-pushserver/client';
 import { TaskClientProvider } from '@celery-pushserver/react';
 import App from './App.jsx';
@@ -15,13 +15,15 @@ function fakeApi(overrides = {}) {
     register: vi.fn().mockResolvedValue(ADA),
     signOut: vi.fn().mockResolvedValue(undefined),
     startTask: vi.fn(),
+    listTasks: vi.fn().mockResolvedValue([]),
+    latestReport: vi.fn().mockResolvedValue(null),
     ...overrides,
   };
 }
 
-function renderApp(api) {
+function renderApp(api, { getToken } = {}) {
   const socket = new FakeSocket();
-  const client = createTaskClient({ socket });
+  const client = createTaskClient({ socket, getToken });
   const view = render(<TaskClientProvider client={client}><App api={api} /></TaskClientProvider>);
   return { ...view, socket, client };
 }
@@ -31,7 +33,6 @@ function fillSignIn(username, password) {
   fireEvent.change(screen.getByLabelText('Password'), { target: { value: password } });
 }
 
-beforeEach(() => sessionStorage.clear());
 afterEach(cleanup);
 
 describe('App', () => {
@@ -93,10 +94,52 @@ describe('App', () => {
     expect(socket.takeEmits('subscribe').map((e) => e.payload)).toEqual([
       { task_id: 'aaaaaaaa-1', token: 'tok-1' }, { task_id: 'bbbbbbbb-2', token: 'tok-2' },
     ]);
-    expect(JSON.parse(sessionStorage.getItem('celery-pushserver.tasks.u1')).map((t) => t.id)).toEqual(['bbbbbbbb-2', 'aaaaaaaa-1']);
 
     fireEvent.click(screen.getByRole('button', { name: 'Remove Iris classification from the list' }));
     expect(screen.getAllByTestId('task-card')).toHaveLength(1);
+  });
+
+  it("lists the user's tasks from the server after a reload, and subscribes with a token from Express", async () => {
+    const api = fakeApi({
+      listTasks: vi.fn().mockResolvedValue([
+        { id: 'cccccccc-3', kind: 'predict', task: 'workers.tasks.predict', args_summary: '[1, 2, 3, 4]', state: 'STARTED', created_at: '2026-11-30T07:00:02.000Z' },
+        { id: 'dddddddd-4', kind: 'welcome-email', task: 'workers.tasks.send_welcome_email', args_summary: '"u1"', state: 'SUCCESS', created_at: '2026-11-30T07:00:01.000Z' },
+      ]),
+    });
+    const getToken = vi.fn(async (taskId) => `fresh-${taskId}`);
+    const { socket } = renderApp(api, { getToken });
+    act(() => socket.serverConnect());
+    const cards = await screen.findAllByTestId('task-card');
+    expect(cards.map((c) => c.dataset.taskId)).toEqual(['cccccccc-3', 'dddddddd-4']);
+    expect(cards.map((c) => c.dataset.kind)).toEqual(['predict', 'welcome-email']);
+    await waitFor(() => expect(getToken).toHaveBeenCalledTimes(2));
+    await waitFor(() => expect(socket.takeEmits('subscribe').map((e) => e.payload)).toEqual([
+      { task_id: 'cccccccc-3', token: 'fresh-cccccccc-3' }, { task_id: 'dddddddd-4', token: 'fresh-dddddddd-4' },
+    ]));
+    // Hiding a card is for this page: nothing is deleted on the server.
+    fireEvent.click(screen.getByRole('button', { name: 'Remove Welcome email from the list' }));
+    expect(screen.getAllByTestId('task-card')).toHaveLength(1);
+  });
+
+  it('shows the latest nightly report', async () => {
+    const api = fakeApi({
+      latestReport: vi.fn().mockResolvedValue({
+        generated_at: '2026-11-30T00:00:00.000Z', total: 5, archived: 12,
+        counts: [{ task: 'workers.tasks.fail', state: 'FAILURE', count: 2 }, { task: 'workers.tasks.predict', state: 'SUCCESS', count: 3 }],
+      }),
+    });
+    renderApp(api);
+    const summary = await screen.findByTestId('report-summary');
+    expect(summary.textContent).toMatch(/^5 tasks in the day before .*; 12 old records archived\.$/);
+    const rows = screen.getByTestId('nightly-report').querySelectorAll('tbody tr');
+    expect([...rows].map((r) => [...r.cells].map((c) => c.textContent))).toEqual([['fail', 'FAILURE', '2'], ['predict', 'SUCCESS', '3']]);
+  });
+
+  it('says when there is no nightly report yet, or the list cannot be loaded', async () => {
+    const api = fakeApi({ listTasks: vi.fn().mockRejectedValue(new ApiError(503, 'database_unavailable', 'The database is unavailable right now. Try again in a few seconds.')) });
+    renderApp(api);
+    expect(await screen.findByText(/No report yet/)).toBeTruthy();
+    expect((await screen.findByText(/Could not load your tasks/)).textContent).toMatch(/database is unavailable/);
   });
 
   it('shows why a task could not be started', async () => {

@@ -1,5 +1,6 @@
 // The Express app's HTTP API (same origin; the session is an httpOnly cookie):
-// accounts, dispatch (POST /api/tasks/:name → {task_id, token}) and token refresh.
+// accounts, dispatch (POST /api/tasks/:name → {task_id, token}), the user's
+// task list and the nightly report (both from MongoDB), and token refresh.
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -34,9 +35,10 @@ async function request(method, url, body, { fetchImpl = globalThis.fetch } = {})
   }
   if (res.ok && payload) return payload;
   const code = payload?.error?.code ?? 'error';
-  const message = code === 'broker_unavailable'
-    ? 'The task queue is unavailable right now. Try again in a few seconds.'
-    : payload?.error?.message ?? `Request failed (HTTP ${res.status}).`;
+  const message = {
+    broker_unavailable: 'The task queue is unavailable right now. Try again in a few seconds.',
+    database_unavailable: 'The database is unavailable right now. Try again in a few seconds.',
+  }[code] ?? payload?.error?.message ?? `Request failed (HTTP ${res.status}).`;
   throw new ApiError(res.status, code, message);
 }
 
@@ -69,6 +71,16 @@ export async function startTask(kind, body = {}, options) {
   const payload = await request('POST', `/api/tasks/${encodeURIComponent(kind)}`, body, options);
   if (!payload?.task_id || !payload?.token) throw new ApiError(500, 'error', 'The server answered without a task id.');
   return payload;
+}
+
+/** The signed-in user's tasks, newest first: `[{id, kind, task, args_summary, state, created_at}]`. */
+export async function listTasks(options) {
+  return (await request('GET', '/api/tasks', undefined, options)).tasks;
+}
+
+/** The newest nightly report (`{generated_at, counts, total, archived, ...}`), or null before the first. */
+export async function latestReport(options) {
+  return (await request('GET', '/api/reports/latest', undefined, options)).report;
 }
 
 /** A fresh token for a task this user dispatched: the task client's `getToken`. */

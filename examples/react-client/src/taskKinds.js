@@ -1,5 +1,4 @@
 // What the page knows about each kind of task: its label and how to show its result.
-import { resultValue } from './pythonLiteral.js';
 
 export const TASK_KINDS = Object.freeze({
   'welcome-email': { label: 'Welcome email', task: 'workers.tasks.send_welcome_email' },
@@ -30,19 +29,22 @@ function percent(p) {
 }
 
 /**
- * Describe a task's result as `{headline, details: [[label, value], ...], bars?}`
- * for the task card; unknown shapes come back as `{raw}`.
+ * Describe a SUCCESS TaskState's result as `{headline, details: [[label, value], ...], bars?}`
+ * for the task card. `result_format` says what `result` is: the returned value as JSON
+ * (`json`), Celery's repr string (`repr`, shown as it is), or left out as too large.
+ * Unknown shapes come back as `{raw}`.
  */
-export function describeResult(kind, rawResult) {
-  const result = resultValue(rawResult);
+export function describeResult(kind, { result, result_format: format } = {}) {
+  if (format === 'too_large') return { headline: 'Done. The result is too large to show here.', details: [] };
+  if (format === 'repr') return typeof result === 'string' ? { raw: result } : null;
   if (result === null || result === undefined) return null;
   const isObject = typeof result === 'object' && !Array.isArray(result);
   try {
     switch (isObject || kind === 'demo-progress' ? kind : null) {
       case 'welcome-email':
-        if (result.delivered_to === 'smtp') return { headline: `Sent to ${result.user_id} by SMTP`, details: [] };
+        if (result.delivered_to === 'smtp') return { headline: `Sent to ${result.username ?? result.user_id} by SMTP`, details: [] };
         return {
-          headline: `Welcome email for ${result.user_id} written to the outbox`,
+          headline: `Welcome email for ${result.username ?? result.user_id} written to the outbox`,
           details: [['File', fileName(result.delivered_to)]],
         };
       case 'resize-image':
@@ -75,4 +77,22 @@ export function describeResult(kind, rawResult) {
     // an unexpected shape: show it raw below
   }
   return { raw: typeof result === 'string' ? result : JSON.stringify(result, null, 2) };
+}
+
+/**
+ * A failed task's error for display: `exception_type` names the class; the message is
+ * the exception string without its `Type(...)` wrapper (and the quotes of a single message).
+ */
+export function describeError({ exception, exception_type: type } = {}) {
+  if (!exception) return type ? { type, message: '' } : null;
+  let message = String(exception);
+  if (type && message.startsWith(`${type}(`) && message.endsWith(')')) {
+    message = message.slice(type.length + 1, -1);
+    const quote = message[0];
+    if ((quote === "'" || quote === '"') && message.length > 1 && message.endsWith(quote)
+        && !message.slice(1, -1).includes(quote)) {
+      message = message.slice(1, -1);
+    }
+  }
+  return { type: type ?? null, message };
 }

@@ -19,16 +19,31 @@ export interface TaskProgress {
   message: string | null;
 }
 
+/**
+ * What a SUCCESS state's `result` is: the returned value as JSON, Celery's repr string of it
+ * (no value in the result backend, or the server runs `--forward-results repr`), or left out
+ * because its JSON is larger than the server's `--max-result-bytes`.
+ */
+export type ResultFormat = 'json' | 'repr' | 'too_large';
+
 /** Everything the pushserver knows about one task (docs/protocol.md § TaskState). */
 export interface TaskState {
   task_id: string;
   name: string | null;
   state: TaskStateName;
   progress: TaskProgress | null;
-  /** On SUCCESS: the result as Celery puts it in events. */
+  /**
+   * On SUCCESS: what `result_format` says — the value the task returned, as JSON (`"json"`);
+   * Celery's repr string of it (`"repr"`); null, the value being too large to send (`"too_large"`).
+   * Null in every other state.
+   */
   result: unknown;
-  /** On FAILURE, RETRY, REVOKED, REJECTED: the exception's repr. */
+  /** How to read `result` on SUCCESS (docs/protocol.md § TaskState); null in every other state. */
+  result_format: ResultFormat | null;
+  /** On FAILURE, RETRY, REVOKED, REJECTED: the exception as a readable string (its repr). */
   exception: string | null;
+  /** The exception's class name (`ValueError`), to branch on without parsing `exception`; null when unknown. */
+  exception_type: string | null;
   traceback: string | null;
   worker: string | null;
   retries: number;

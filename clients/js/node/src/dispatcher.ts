@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { BrokerUnavailableError, DispatchArgumentError, DispatcherClosedError, UnsupportedUrlError } from './errors.js';
 import { parseRedisUrl, redactUrl } from './redisUrl.js';
+import { checkTransportOptions, isSentinelUrl, parseSentinelUrl, type TransportOptions } from './sentinelUrl.js';
 import { readyWaiter, watchOutages, withTimeout } from './connection.js';
 import { celeryNodeTransport, celeryTsTransport, type Transport } from './transports.js';
 
@@ -10,14 +11,26 @@ export type CeleryClientName = 'celery-ts' | 'celery-node';
 
 /** Options of {@link createDispatcher}. */
 export interface DispatcherOptions {
-  /** `redis://[user:password@]host[:port][/db]` or `rediss://…` (Celery's `ssl_cert_reqs` / `ssl_ca_certs` understood). */
+  /**
+   * `redis://[user:password@]host[:port][/db]`, `rediss://…` (Celery's `ssl_cert_reqs` / `ssl_ca_certs`
+   * understood), or Redis Sentinel: `sentinel://[:password@]host[:port][/db];sentinel://…` listing the
+   * sentinels, with `master_name` in `brokerTransportOptions` (the first URL's password and db are the master's).
+   */
   brokerUrl: string;
+  /**
+   * Celery's `broker_transport_options` (the workers' JSON): `master_name` and `sentinel_kwargs`
+   * (`password`, `username`: the sentinels' own) are used; options that tune only the workers'
+   * side (`visibility_timeout`, …) are ignored.
+   */
+  brokerTransportOptions?: TransportOptions;
   /**
    * Accepted for symmetry with the clients' own `createClient`, and checked, but no
    * connection is opened: dispatching never reads results (watch them through
    * celery-pushserver), which spares celery-ts's psubscribe to every result.
    */
   backendUrl?: string;
+  /** Celery's `result_backend_transport_options`, checked like `brokerTransportOptions` (a sentinel:// backend needs `master_name`). */
+  backendTransportOptions?: TransportOptions;
   /** Which Node Celery client builds the messages (default "celery-ts", the article's choice). */
   client?: CeleryClientName;
   /** The Celery queue (routing key) tasks go to (default "celery"). */
@@ -96,16 +109,25 @@ export async function createDispatcher(options: DispatcherOptions): Promise<Disp
   const publishTimeoutMs = positive(options.publishTimeoutMs, 3000, 'publishTimeoutMs');
   const queue = options.queue ?? 'celery';
   const logger = options.logger ?? console;
-  const redis = parseRedisUrl(options.brokerUrl, { connectTimeoutMs: Math.min(readyTimeoutMs, 10_000) });
+  const failFast = { connectTimeoutMs: Math.min(readyTimeoutMs, 10_000) };
+  const brokerTransportOptions = checkTransportOptions(options.brokerTransportOptions, 'broker');
+  const backendTransportOptions = checkTransportOptions(options.backendTransportOptions, 'backend');
+  const redis = isSentinelUrl(options.brokerUrl)
+    ? parseSentinelUrl(options.brokerUrl, brokerTransportOptions, 'broker', failFast)
+    : parseRedisUrl(options.brokerUrl, failFast);
   if (options.backendUrl !== undefined) {
-    try {
-      new URL(options.backendUrl);
-    } catch {
-      throw new UnsupportedUrlError(`backendUrl is not a URL: ${redactUrl(options.backendUrl)}`);
+    if (isSentinelUrl(options.backendUrl)) {
+      parseSentinelUrl(options.backendUrl, backendTransportOptions, 'backend');
+    } else {
+      try {
+        new URL(options.backendUrl);
+      } catch {
+        throw new UnsupportedUrlError(`backendUrl is not a URL: ${redactUrl(options.backendUrl)}`);
+      }
     }
   }
   const make = client === 'celery-ts' ? celeryTsTransport : celeryNodeTransport;
-  const transport: Transport = await make({ url: new URL(options.brokerUrl), redis, queue });
+  const transport: Transport = await make({ redis, queue });
   const label = `[celery-pushserver/node] broker ${redactUrl(options.brokerUrl)}`;
   watchOutages(transport.redis, label, (level, message) => logger[level](message));
   const waitReady = readyWaiter(transport.redis, readyTimeoutMs);

@@ -5,6 +5,8 @@ export { mintToken, verifyToken, MIN_SECRET_BYTES, DEFAULT_TTL_SECONDS } from '.
 export type { MintTokenOptions, TokenClaims } from './tokens.js';
 export { parseRedisUrl, redactUrl } from './redisUrl.js';
 export type { RedisConnectionOptions } from './redisUrl.js';
+export { parseSentinelUrl } from './sentinelUrl.js';
+export type { SentinelConnectionOptions, TransportOptions } from './sentinelUrl.js';
 export {
   BrokerUnavailableError, CeleryPushserverError, ClientNotInstalledError, DispatchArgumentError,
   DispatcherClosedError, TokenOptionsError, UnsupportedUrlError,

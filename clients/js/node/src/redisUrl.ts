@@ -3,18 +3,22 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { UnsupportedUrlError } from './errors.js';
 
+/** The ioredis settings that make a command fail at once while the connection keeps reconnecting. */
+export interface FailFastSettings {
+  connectTimeout: number;
+  enableOfflineQueue: boolean;
+  maxRetriesPerRequest: number;
+  retryStrategy: (attempt: number) => number;
+}
+
 /** The ioredis options both Node Celery clients end up connecting with. */
-export interface RedisConnectionOptions {
+export interface RedisConnectionOptions extends FailFastSettings {
   host: string;
   port: number;
   db: number;
   username?: string;
   password?: string;
   tls?: { servername?: string; rejectUnauthorized: boolean; ca?: string };
-  connectTimeout: number;
-  enableOfflineQueue: boolean;
-  maxRetriesPerRequest: number;
-  retryStrategy: (attempt: number) => number;
 }
 
 /** Timeouts that decide how fast a dispatch fails while the broker is away. */
@@ -26,18 +30,28 @@ const KNOWN_PARAMS = ['ssl_cert_reqs', 'ssl_ca_certs'];
 const CERT_NONE = new Set(['none', 'cert_none']);
 const CERT_REQUIRED = new Set(['required', 'cert_required', 'optional', 'cert_optional']);
 
-/** The URL with its password hidden, for error messages and logs. */
+/**
+ * ioredis normally queues commands while disconnected and retries each 20 times,
+ * so a publish during an outage hangs for seconds and then rejects wherever nobody
+ * awaits it; with these, commands fail at once while the connection keeps reconnecting.
+ */
+export function failFastSettings(connectTimeoutMs: number): FailFastSettings {
+  return {
+    connectTimeout: connectTimeoutMs,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (attempt: number) => Math.min(attempt * 200, 2000),
+  };
+}
+
+/** The URL (or `;`-separated URL list) with every password hidden, for error messages and logs. */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, (_, auth: string) => `//${auth.includes(':') ? `${auth.split(':')[0]}:***` : '***'}@`);
+  return url.replace(/\/\/([^@/;]*)@/g, (_, auth: string) => `//${auth.includes(':') ? `${auth.split(':')[0]}:***` : '***'}@`);
 }
 
 /**
  * Parse `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS, Celery's
- * `ssl_cert_reqs` and `ssl_ca_certs` parameters understood) into ioredis options.
- *
- * ioredis normally queues commands while disconnected and retries each 20 times,
- * so a publish during an outage hangs for seconds and then rejects wherever nobody
- * awaits it; here commands fail at once while the connection keeps reconnecting.
+ * `ssl_cert_reqs` and `ssl_ca_certs` parameters understood) into fail-fast ioredis options.
  */
 export function parseRedisUrl(raw: string, { connectTimeoutMs }: FailFastOptions = { connectTimeoutMs: 2000 }): RedisConnectionOptions {
   let url: URL;
@@ -48,9 +62,12 @@ export function parseRedisUrl(raw: string, { connectTimeoutMs }: FailFastOptions
     throw new UnsupportedUrlError('the broker URL is not a URL (e.g. redis://127.0.0.1:6379/0)');
   }
   const scheme = url.protocol.slice(0, -1).toLowerCase();
+  if (scheme === 'sentinel') {
+    throw new UnsupportedUrlError(`a sentinel:// URL is read by parseSentinelUrl, with the master's name from the transport options (createDispatcher does both)`);
+  }
   if (scheme !== 'redis' && scheme !== 'rediss') {
     throw new UnsupportedUrlError(
-      `unsupported broker URL scheme '${scheme}://' in ${redactUrl(raw)}: @celery-pushserver/node dispatches through redis:// or rediss:// brokers`,
+      `unsupported broker URL scheme '${scheme}://' in ${redactUrl(raw)}: @celery-pushserver/node dispatches through redis://, rediss:// or sentinel:// brokers`,
     );
   }
   if (!url.hostname) throw new UnsupportedUrlError(`the broker URL has no host: ${redactUrl(raw)}`);
@@ -69,10 +86,7 @@ export function parseRedisUrl(raw: string, { connectTimeoutMs }: FailFastOptions
     host: hostname,
     port,
     db,
-    connectTimeout: connectTimeoutMs,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    retryStrategy: (attempt: number) => Math.min(attempt * 200, 2000),
+    ...failFastSettings(connectTimeoutMs),
   };
   if (url.username) options.username = decodeURIComponent(url.username);
   if (url.password) options.password = decodeURIComponent(url.password);

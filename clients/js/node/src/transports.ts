@@ -1,6 +1,7 @@
 // The two Node Celery clients behind one small interface: build their own message, publish it awaited.
 import { ClientNotInstalledError } from './errors.js';
 import type { RedisConnectionOptions } from './redisUrl.js';
+import type { SentinelConnectionOptions } from './sentinelUrl.js';
 import type { RedisLike } from './connection.js';
 
 /** Sends one task message; implemented over celery-ts or celery-node. */
@@ -11,10 +12,15 @@ export interface Transport {
   publish(taskId: string, name: string, args: unknown[], kwargs: Record<string, unknown>): Promise<void>;
 }
 
-export interface TransportOptions {
-  url: URL;
-  redis: RedisConnectionOptions;
+/** What a transport is built from. */
+export interface TransportSetup {
+  /** A single Redis server, or the master the sentinels name. */
+  redis: RedisConnectionOptions | SentinelConnectionOptions;
   queue: string;
+}
+
+function isSentinel(redis: TransportSetup['redis']): redis is SentinelConnectionOptions {
+  return 'sentinels' in redis;
 }
 
 async function load(name: 'celery-ts' | 'celery-node'): Promise<Record<string, unknown>> {
@@ -31,6 +37,7 @@ async function load(name: 'celery-ts' | 'celery-node'): Promise<Record<string, u
 // celery-ts internals this module uses; they exist at run time but are private in its types.
 interface CeleryTsModule {
   RedisTcpOptions: new (options: object) => object;
+  RedisSentinelOptions: new (options: object) => object;
   RedisBroker: new (options: object) => { connection: RedisLike; publish(message: object): Promise<unknown> };
   Client: new (options: { brokers: object[]; id: string }) => { createTask(name: string): CeleryTsTask };
   Task: {
@@ -56,9 +63,10 @@ interface CeleryTsTask {
  * backend: the same message is built with celery-ts's own Task helpers, under an
  * id we choose, and the publish is awaited.
  */
-export async function celeryTsTransport({ redis, queue }: TransportOptions): Promise<Transport> {
+export async function celeryTsTransport({ redis, queue }: TransportSetup): Promise<Transport> {
   const ts = (await load('celery-ts')) as unknown as CeleryTsModule;
-  const broker = new ts.RedisBroker(new ts.RedisTcpOptions({ ...redis }));
+  const options = isSentinel(redis) ? new ts.RedisSentinelOptions({ ...redis }) : new ts.RedisTcpOptions({ ...redis });
+  const broker = new ts.RedisBroker(options);
   const client = new ts.Client({ brokers: [broker], id: crypto.randomUUID() });
   const serializer = ts.Serializer.Json;
   const compression = ts.Compressor.Identity;
@@ -90,10 +98,13 @@ interface CeleryNodeClient {
  * So the message comes from its own `createTaskMessage` and is published
  * awaited; the backend connection is never opened.
  */
-export async function celeryNodeTransport({ url, redis, queue }: TransportOptions): Promise<Transport> {
+export async function celeryNodeTransport({ redis, queue }: TransportSetup): Promise<Transport> {
   const celery = (await load('celery-node')) as unknown as { createClient(broker: string, backend: string, queue: string): CeleryNodeClient };
-  // Credentials and TLS travel in the options; the URL only picks celery-node's Redis broker.
-  const bare = `${url.protocol}//${url.host}/${redis.db}`;
+  // Credentials, TLS and the sentinels travel in the options; the URL only picks celery-node's
+  // Redis broker (ioredis lets the URL win over the options, so it carries nothing else).
+  const bare = isSentinel(redis)
+    ? `redis://127.0.0.1/${redis.db}` // ioredis asks the sentinels instead of connecting here
+    : `${redis.tls ? 'rediss' : 'redis'}://${redis.host.includes(':') ? `[${redis.host}]` : redis.host}:${redis.port}/${redis.db}`;
   const client = celery.createClient(bare, bare, queue);
   client.conf.CELERY_BROKER_OPTIONS = { ...redis };
   const { broker } = client;

@@ -60,26 +60,19 @@ function Field({ label, hint, children }) {
 }
 
 export function WelcomeEmailForm({ onStart }) {
-  const [userId, setUserId] = useState('ada');
   const [email, setEmail] = useState('');
   return (
     <LaunchCard
       kind="welcome-email"
       title="Welcome email"
-      description="Render and deliver the welcome email for a new user."
+      description="Send your welcome email again: the worker reads your account from MongoDB."
       buttonLabel="Send welcome email"
       onStart={onStart}
-      buildBody={() => {
-        if (!userId.trim()) throw new Error('Enter a user id.');
-        return email.trim() ? { user_id: userId.trim(), email: email.trim() } : { user_id: userId.trim() };
-      }}
+      buildBody={() => (email.trim() ? { email: email.trim() } : {})}
     >
-      <div className="field-row">
-        <Field label="User id">{(id) => <input id={id} value={userId} onChange={(e) => setUserId(e.target.value)} />}</Field>
-        <Field label="Email (optional)">
-          {(id) => <input id={id} type="email" placeholder="ada@example.com" value={email} onChange={(e) => setEmail(e.target.value)} />}
-        </Field>
-      </div>
+      <Field label="Email (optional)">
+        {(id) => <input id={id} type="email" placeholder="ada@example.com" value={email} onChange={(e) => setEmail(e.target.value)} />}
+      </Field>
     </LaunchCard>
   );
 }

@@ -1,7 +1,6 @@
 import { isTerminal } from '@celery-pushserver/client';
 import { useTaskStatus } from '@celery-pushserver/react';
-import { describeException } from '../pythonLiteral.js';
-import { describeResult, labelFor } from '../taskKinds.js';
+import { describeError, describeResult, labelFor } from '../taskKinds.js';
 import { FanoutProgress } from './FanoutProgress.jsx';
 import { ProgressBar } from './ProgressBar.jsx';
 import { StateBadge } from './StateBadge.jsx';
@@ -12,7 +11,7 @@ function clock(seconds) {
 
 function Outcome({ kind, task }) {
   if (task.state === 'SUCCESS') {
-    const described = describeResult(kind, task.result);
+    const described = describeResult(kind, task);
     if (!described) return <p className="outcome outcome--success">Done.</p>;
     if (described.raw !== undefined) {
       return <pre className="outcome outcome--raw" data-testid="result">{described.raw}</pre>;
@@ -42,7 +41,7 @@ function Outcome({ kind, task }) {
     );
   }
   if (['FAILURE', 'RETRY', 'REVOKED', 'REJECTED'].includes(task.state)) {
-    const error = describeException(task.exception);
+    const error = describeError(task);
     const title = { FAILURE: 'Failed', RETRY: 'Attempt failed, retrying', REVOKED: 'Cancelled', REJECTED: 'Rejected by the worker' }[task.state];
     return (
       <div className={`outcome outcome--${task.state.toLowerCase()}`} data-testid="error" role={task.state === 'FAILURE' ? 'alert' : undefined}>

@@ -8,7 +8,7 @@ import { TaskCard } from './TaskCard.jsx';
 
 const taskState = (id, state, updated_at, extra = {}) => ({
   task_id: id, name: 'workers.tasks.demo_progress', state, updated_at, progress: null, result: null,
-  exception: null, traceback: null, retries: 0, ...extra,
+  result_format: null, exception: null, exception_type: null, traceback: null, retries: 0, ...extra,
 });
 
 function renderWithClient(ui, { getToken } = {}) {
@@ -30,7 +30,7 @@ describe('TaskCard', () => {
     expect(screen.getByRole('progressbar').getAttribute('aria-valuenow')).toBe('40');
     expect(screen.getByTestId('progress-message').textContent).toBe('resized to 640x400');
     act(() => socket.fire('task:update', taskState('t1', 'SUCCESS', 3, {
-      result: "{'path': '/media/x.jpg', 'width': 640, 'height': 400, 'bytes': 2048}", runtime: 1.25,
+      result: { path: '/media/x.jpg', width: 640, height: 400, bytes: 2048 }, result_format: 'json', runtime: 1.25,
     })));
     expect(screen.getByTestId('task-card').dataset.state).toBe('SUCCESS');
     expect(screen.getByTestId('state-badge').textContent).toBe('Succeeded');
@@ -41,11 +41,12 @@ describe('TaskCard', () => {
   it('shows a failure with its exception and traceback', () => {
     const { socket } = renderWithClient(<TaskCard id="t1" token="tok" kind="fail" createdAt={Date.now()} />);
     act(() => socket.fire('task:update', taskState('t1', 'FAILURE', 3, {
-      exception: "RuntimeError('Disk quota exceeded')", traceback: 'Traceback (most recent call last):\n  ...',
+      exception: "RuntimeError('Disk quota exceeded')", exception_type: 'RuntimeError',
+      traceback: 'Traceback (most recent call last):\n  ...',
     })));
     const error = screen.getByTestId('error');
-    expect(error.textContent).toContain('RuntimeError');
-    expect(error.textContent).toContain('Disk quota exceeded');
+    expect(error.querySelector('code').textContent).toBe('RuntimeError');
+    expect(error.querySelector('.outcome__message').textContent).toBe('RuntimeError: Disk quota exceeded');
     expect(screen.getByText('Traceback')).toBeTruthy();
   });
 

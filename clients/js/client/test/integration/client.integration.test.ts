@@ -73,7 +73,7 @@ describe('against a real pushserver', () => {
     expect(seen.some((t) => t.state === 'PROGRESS')).toBe(true);
     const percents = seen.filter((t) => t.state === 'PROGRESS').map((t) => t.progress?.percent ?? 0);
     expect(percents).toEqual([...percents].sort((a, b) => a - b));
-    expect(seen.at(-1)).toMatchObject({ task_id: id, state: 'SUCCESS', result: '4' });
+    expect(seen.at(-1)).toMatchObject({ task_id: id, state: 'SUCCESS', result: 4, result_format: 'json' });
   });
 
   it('wait: resolves with SUCCESS; and at once for a task that already finished', async () => {

@@ -97,8 +97,8 @@ export async function flush(): Promise<void> {
 /** A TaskState with the fields tests care about. */
 export function taskState(id: string, state: string, updated_at: number | null, extra: Record<string, unknown> = {}): any {
   return {
-    task_id: id, name: 'workers.tasks.demo_progress', state, progress: null, result: null, exception: null,
-    traceback: null, worker: null, retries: 0, runtime: null, sent_at: null, received_at: null, started_at: null,
+    task_id: id, name: 'workers.tasks.demo_progress', state, progress: null, result: null, result_format: null,
+    exception: null, exception_type: null, traceback: null, worker: null, retries: 0, runtime: null, sent_at: null, received_at: null, started_at: null,
     finished_at: null, updated_at, event: null, ...extra,
   };
 }

@@ -112,7 +112,8 @@ describe('@celery-pushserver/node with a real Redis, Celery worker and pushserve
         assert.equal(final.state, 'SUCCESS', JSON.stringify(final));
         assert.equal(final.task_id, taskId, 'the id dispatch() returned is the id the worker ran');
         assert.equal(final.name, 'workers.tasks.demo_progress');
-        assert.equal(final.result, '2');
+        assert.equal(final.result, 2, 'the JSON value, not its repr');
+        assert.equal(final.result_format, 'json');
         assert.ok(seen.length >= 1);
         // The worker stored the result under that same id.
         const backend = createClient({ url: redis.url(1) });

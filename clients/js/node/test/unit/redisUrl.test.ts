@@ -42,7 +42,7 @@ describe('parseRedisUrl', () => {
       expect((error as UnsupportedUrlError).code).toBe('unsupported_url');
     };
     refuse('amqp://guest:hunter2@rabbit//', /unsupported broker URL scheme 'amqp:\/\/'/);
-    refuse('sentinel://:hunter2@h:26379', /scheme 'sentinel:\/\/'/);
+    refuse('sentinel://:hunter2@h:26379', /parseSentinelUrl/);
     refuse('not a url hunter2', /is not a URL/);
     refuse('redis://:hunter2@h/zero', /must be a number/);
     refuse('redis://:hunter2@h/0?socket_timeout=5', /unknown broker URL parameter\(s\) socket_timeout/);
