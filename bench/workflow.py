@@ -66,9 +66,25 @@ def publish(broker: str, members: list[str], rate: float, slots: int) -> dict[st
         json.dump(members + [str(uuid.uuid4()) for _ in range(slots + 1)], f)
     events = len(members) * len(LIFECYCLE)
     proc = subprocess.Popen(
-        [PYTHON, "-m", "bench.latency_publisher", "--broker", broker, "--rate", str(rate),
-         "--events", str(events), "--slots", str(slots), "--tasks", f.name],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            PYTHON,
+            "-m",
+            "bench.latency_publisher",
+            "--broker",
+            broker,
+            "--rate",
+            str(rate),
+            "--events",
+            str(events),
+            "--slots",
+            str(slots),
+            "--tasks",
+            f.name,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdin is not None and proc.stdout is not None
     if proc.stdout.readline().strip() != "READY":
         raise RuntimeError("latency_publisher did not start")
@@ -80,8 +96,9 @@ def publish(broker: str, members: list[str], rate: float, slots: int) -> dict[st
     return report
 
 
-async def watch_and_publish(url: str, workflow_id: str | None, broker: str, members: list[str],
-                            rate: float, slots: int, server_pid: int) -> dict[str, Any]:
+async def watch_and_publish(
+    url: str, workflow_id: str | None, broker: str, members: list[str], rate: float, slots: int, server_pid: int
+) -> dict[str, Any]:
     """One phase: subscribe (or not), publish, wait for the final SUCCESS (or for quiet); measure."""
     latencies: list[float] = []
     final: dict[str, Any] = {}
@@ -114,7 +131,9 @@ async def watch_and_publish(url: str, workflow_id: str | None, broker: str, memb
     cpu_s = main_process_cpu_s(server_pid) - cpu0
     latencies.sort()
     return {
-        "events_per_s": report["events_per_s"], "cpu_s": cpu_s, "seconds": seconds,
+        "events_per_s": report["events_per_s"],
+        "cpu_s": cpu_s,
+        "seconds": seconds,
         "updates": len(latencies),
         "final": {k: final.get(k) for k in ("state", "total", "completed", "percent")} if final else None,
         "p50_ms": 1000 * percentile(latencies, 50) if latencies else None,
@@ -126,15 +145,21 @@ async def watch_and_publish(url: str, workflow_id: str | None, broker: str, memb
 
 def one_run(members: int, rate: float, slots: int) -> dict[str, Any]:
     with PrivateRedis() as redis, PushServerProcess(redis) as server:
-        baseline = asyncio.run(watch_and_publish(
-            server.url, None, redis.url, [str(uuid.uuid4()) for _ in range(members)], rate, slots, server.pid))
+        baseline = asyncio.run(
+            watch_and_publish(
+                server.url, None, redis.url, [str(uuid.uuid4()) for _ in range(members)], rate, slots, server.pid
+            )
+        )
         wait_quiet(server)
         ids = [str(uuid.uuid4()) for _ in range(members)]
         group_id = save_group(redis.backend_url, ids)
         watched = asyncio.run(watch_and_publish(server.url, group_id, redis.url, ids, rate, slots, server.pid))
     extra = watched["cpu_s"] - baseline["cpu_s"]
-    return {"baseline": baseline, "workflow": watched,
-            "cpu_ms_per_update": 1000 * extra / watched["updates"] if watched["updates"] else None}
+    return {
+        "baseline": baseline,
+        "workflow": watched,
+        "cpu_ms_per_update": 1000 * extra / watched["updates"] if watched["updates"] else None,
+    }
 
 
 def main() -> None:
@@ -152,7 +177,9 @@ def main() -> None:
         log(json.dumps(runs[-1]))
     w = [r["workflow"] for r in runs]
     summary = {
-        "runs": len(runs), "members": args.members, "rate": args.rate,
+        "runs": len(runs),
+        "members": args.members,
+        "rate": args.rate,
         "events_per_s": spread(r["events_per_s"] for r in w).fmt(0),
         "updates": spread(r["updates"] for r in w).fmt(0),
         "latency_p50_ms": spread(r["p50_ms"] for r in w).fmt(1),

@@ -260,8 +260,8 @@ class ResultBackend:
             body = saved.parent.id if isinstance(saved.parent, AsyncResult) else None
             if body is not None:
                 members = [m for m in members if m != body] + [body]
-                return Membership(workflow_id, CHORD, tuple(members[:limit + 1]), body)
-            return Membership(workflow_id, GROUP, tuple(members[:limit + 1]))
+                return Membership(workflow_id, CHORD, tuple(members[: limit + 1]), body)
+            return Membership(workflow_id, GROUP, tuple(members[: limit + 1]))
 
         def children_of(task_id: str) -> list[str]:
             meta = backend.get_task_meta(task_id) or {}

@@ -123,8 +123,9 @@ def parse_subscription(payload: Any, max_ids: int = MAX_IDS_PER_CALL) -> Subscri
         raise ProtocolError("bad_request", f"payload must be an object, not {_kind(payload)}")
     keys = [k for k in ("task_id", "task_ids", "workflow_id", "workflow_ids") if k in payload]
     if len(keys) != 1:
-        raise ProtocolError("bad_request",
-                            "payload needs exactly one of 'task_id', 'task_ids', 'workflow_id' or 'workflow_ids'")
+        raise ProtocolError(
+            "bad_request", "payload needs exactly one of 'task_id', 'task_ids', 'workflow_id' or 'workflow_ids'"
+        )
     key = keys[0]
     noun = "workflow" if key.startswith("workflow") else "task"
     if not key.endswith("s"):

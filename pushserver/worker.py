@@ -308,8 +308,9 @@ def save_workflow(result: Any) -> str:
             # The chord's body recorded beside its header: Celery itself keeps
             # the body only in the header tasks' messages, which no event shows.
             # A header Celery saved for its own use (nested groups) reads the same, the body aside.
-            GroupResult(header.id, header.results, parent=AsyncResult(result.id, app=result.app),
-                        app=result.app).save(backend=result.backend)
+            GroupResult(header.id, header.results, parent=AsyncResult(result.id, app=result.app), app=result.app).save(
+                backend=result.backend
+            )
             return str(header.id)
         root = result
         while root.parent is not None:

@@ -34,8 +34,15 @@ Snapshot = Callable[[str], Awaitable[dict[str, Any]]]
 class WorkflowWatch:
     """The hub's workflow side: subscriptions to workflows, their aggregation, and their emits."""
 
-    def __init__(self, settings: Settings, store: TaskStore, backend: ResultBackend, sio: SocketIOServer,
-                 fanout: FanoutManager, snapshot: Snapshot) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore,
+        backend: ResultBackend,
+        sio: SocketIOServer,
+        fanout: FanoutManager,
+        snapshot: Snapshot,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.backend = backend
@@ -83,8 +90,11 @@ class WorkflowWatch:
         memberships = await asyncio.gather(*(self._resolve(w) for w in fresh))
         for membership in memberships:
             if len(membership.task_ids) > self.max_size:
-                raise ProtocolError("too_many", f"workflow {membership.workflow_id[:64]!r} has more than"
-                                                f" {self.max_size} members (--max-workflow-size)")
+                raise ProtocolError(
+                    "too_many",
+                    f"workflow {membership.workflow_id[:64]!r} has more than"
+                    f" {self.max_size} members (--max-workflow-size)",
+                )
         self.subscriptions.add(sid, ids)
         for membership in memberships:
             if membership.workflow_id not in self._workflows:  # another call may have resolved it meanwhile
@@ -101,8 +111,12 @@ class WorkflowWatch:
             # A chain whose known steps all succeeded: ask the backend for a next step before the ack,
             # so that a subscribe after the end answers SUCCESS at once.
             workflow = self._workflows.get(workflow_id)
-            if (workflow is not None and not workflow.settled and workflow.completed == workflow.total
-                    and workflow_id not in self._settling):
+            if (
+                workflow is not None
+                and not workflow.settled
+                and workflow.completed == workflow.total
+                and workflow_id not in self._settling
+            ):
                 self._settling.add(workflow_id)
                 await self._settle(workflow_id)
         # Read memory again with no await before the ack leaves: never older than an update already sent.
@@ -237,8 +251,12 @@ class WorkflowWatch:
     def _maybe_settle(self, workflow_id: str) -> None:
         """Once every known step of a chain succeeded, ask the result backend whether another follows."""
         workflow = self._workflows.get(workflow_id)
-        if (workflow is None or workflow.settled or workflow_id in self._settling
-                or workflow.completed != workflow.total):
+        if (
+            workflow is None
+            or workflow.settled
+            or workflow_id in self._settling
+            or workflow.completed != workflow.total
+        ):
             return
         self._settling.add(workflow_id)
         self._spawn(self._settle(workflow_id))
@@ -262,8 +280,7 @@ class WorkflowWatch:
         if workflow.total == before and workflow.completed == workflow.total:
             workflow.settled = True  # no step appeared, from the backend or the events, while we asked
         else:
-            await asyncio.gather(*(self.snapshot(t) for t in workflow.task_ids()
-                                   if not _is_ready(self.store.get(t))))
+            await asyncio.gather(*(self.snapshot(t) for t in workflow.task_ids() if not _is_ready(self.store.get(t))))
             self._maybe_settle(workflow_id)
         self._dirty[workflow_id] = True
         self.flush()
@@ -288,10 +305,16 @@ class WorkflowWatch:
             for workflow_id in ended:
                 await self.sio.leave_room(sid, workflow_room_for(workflow_id))
             self._unwatch(self.subscriptions.remove(sid, ended))
-            await self.sio.emit(ERROR_EVENT, {
-                "code": "token_expired", "task_ids": [], "workflow_ids": ended,
-                "message": "the token for these workflows has expired: subscribe again with a fresh token",
-            }, to=sid)
+            await self.sio.emit(
+                ERROR_EVENT,
+                {
+                    "code": "token_expired",
+                    "task_ids": [],
+                    "workflow_ids": ended,
+                    "message": "the token for these workflows has expired: subscribe again with a fresh token",
+                },
+                to=sid,
+            )
 
 
 def _is_ready(task: TaskState | None) -> bool:

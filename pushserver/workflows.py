@@ -135,6 +135,7 @@ class Workflow:
                 # a pure function of the events, whatever order they came in.
                 def key(task_id: str) -> tuple[int, float, str]:
                     return (task_id != self.workflow_id, self._first_seen.get(task_id, float("inf")), task_id)
+
                 self._task_ids = sorted(self._members, key=key)
             else:
                 self._task_ids = sorted(self._members, key=self._order.__getitem__)

@@ -71,8 +71,9 @@ async def test_a_chord_succeeds_with_its_body(stack: Stack, server: Server) -> N
 
 
 async def test_a_chain_of_3_grows_as_its_steps_are_sent(stack: Stack, server: Server) -> None:
-    result = chain(sig(stack, "demo_progress", 2, 0.2), sig(stack, "demo_progress", 2, 0.2),
-                   sig(stack, "demo_progress", 2, 0.2)).apply_async()
+    result = chain(
+        sig(stack, "demo_progress", 2, 0.2), sig(stack, "demo_progress", 2, 0.2), sig(stack, "demo_progress", 2, 0.2)
+    ).apply_async()
     workflow_id = save_workflow(result)
     assert workflow_id == result.parent.parent.id
     w = await Watcher(server.url).connect()
@@ -122,7 +123,11 @@ async def test_a_late_subscribe_after_completion_gets_the_final_state(stack: Sta
         ack = await w.subscribe([workflow_id], server.token(workflow_id), workflows=True)
         [state] = ack["workflows"]
         assert (state["state"], state["total"], state["counts"], state["percent"]) == (
-            "SUCCESS", 5, {"SUCCESS": 5}, 100.0)
+            "SUCCESS",
+            5,
+            {"SUCCESS": 5},
+            100.0,
+        )
         assert (await w.call("unsubscribe", {"workflow_id": workflow_id})) == {"ok": True}
     finally:
         await w.close()
@@ -164,7 +169,10 @@ async def test_a_server_restart_mid_workflow(stack: Stack) -> None:
             # The new server knew the group from the result backend alone.
             [again] = ack["workflows"]
             assert (again["kind"], again["total"], again["task_ids"]) == (
-                "group", 6, [child.id for child in result.results])
+                "group",
+                6,
+                [child.id for child in result.results],
+            )
         finally:
             after.proc.stop()
     finally:
@@ -205,8 +213,9 @@ async def test_fanout_webhooks_saves_its_group_and_both_its_ids_are_workflows(st
 async def test_a_group_finishing_while_the_receiver_is_away_is_reconciled(stack: Stack, server: Server) -> None:
     # Only the server's broker connection goes through the proxy: workers and the result backend keep running.
     proxy = TcpProxy("127.0.0.1", stack.redis_port).start()
-    proc, url = start_pushserver("workflow-reconnect", f"redis://127.0.0.1:{proxy.port}/0", stack.backend,
-                                 stack.log_dir, secret=server.secret)
+    proc, url = start_pushserver(
+        "workflow-reconnect", f"redis://127.0.0.1:{proxy.port}/0", stack.backend, stack.log_dir, secret=server.secret
+    )
     try:
         wait_until(lambda: is_ready(url), 20, "the server to be ready")
         result = group(sig(stack, "sleep", 1.0) for _ in range(4)).apply_async()

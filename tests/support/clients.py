@@ -94,8 +94,9 @@ class Watcher:
     async def call(self, event: str, payload: Any, timeout: float = 15) -> Any:
         return await self.sio.call(event, payload, timeout=timeout)
 
-    async def subscribe(self, task_ids: list[str] | str, token: str | None = None, *,
-                        workflows: bool = False) -> dict[str, Any]:
+    async def subscribe(
+        self, task_ids: list[str] | str, token: str | None = None, *, workflows: bool = False
+    ) -> dict[str, Any]:
         """Send ``subscribe`` and return the ack; its snapshots count as updates, as in a browser's store.
 
         With ``workflows``, the ids are workflow ids (``workflow_id``/``workflow_ids``).
@@ -148,9 +149,11 @@ class Watcher:
     async def wait_state(self, task_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
         return await self.wait_for(task_id, lambda s: s["state"] == state, timeout)
 
-    async def wait_workflow(self, workflow_id: str, predicate: Callable[[dict[str, Any]], bool],
-                            timeout: float = 30) -> dict[str, Any]:
+    async def wait_workflow(
+        self, workflow_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
         """Wait until a WorkflowState of ``workflow_id`` (update or ack) satisfies ``predicate``; return it."""
+
         async def seen() -> dict[str, Any]:
             async with self._changed:
                 while True:
@@ -158,6 +161,7 @@ class Watcher:
                         if predicate(state):
                             return state
                     await self._changed.wait()
+
         try:
             return await asyncio.wait_for(seen(), timeout)
         except asyncio.TimeoutError:

@@ -78,6 +78,7 @@ def test_membership_stops_past_the_limit(app: Celery) -> None:
 
 def test_leaf_ids_flattens_nested_groups_and_chains_inside_a_group(app: Celery) -> None:
     chain_end = AsyncResult("c2", app=app, parent=AsyncResult("c1", app=app))
-    nested = GroupResult("n", [*results(app, "a"), GroupResult("inner", results(app, "b", "c"), app=app), chain_end],
-                         app=app)
+    nested = GroupResult(
+        "n", [*results(app, "a"), GroupResult("inner", results(app, "b", "c"), app=app), chain_end], app=app
+    )
     assert leaf_ids(nested, 100) == ["a", "b", "c", "c1", "c2"]

@@ -60,8 +60,14 @@ def make(*known: Membership, **settings: Any) -> tuple[WorkflowWatch, TaskStore,
     async def snapshot(task_id: str) -> dict[str, Any]:
         return {}
 
-    watch = WorkflowWatch(Settings(insecure=True, **settings), store, FakeBackend(*known),  # type: ignore[arg-type]
-                          FakeSio(), fanout, snapshot)  # type: ignore[arg-type]
+    watch = WorkflowWatch(
+        Settings(insecure=True, **settings),
+        store,
+        FakeBackend(*known),  # type: ignore[arg-type]
+        FakeSio(),
+        fanout,
+        snapshot,
+    )  # type: ignore[arg-type]
     return watch, store, fanout
 
 
@@ -108,8 +114,15 @@ async def test_a_chain_grows_from_root_id_and_waits_for_the_backend_before_succe
     watch, store, fanout = make()
     ack = await watch.subscribe("s1", Subscription((), None, ("r",)), None)
     assert ack["workflows"][0]["task_ids"] == ["r"]
-    merge(watch, store, [ev("received", "r", 1.0, root_id="r"), ev("succeeded", "r", 2.0),
-                         ev("received", "n", 3.0, root_id="r", parent_id="r")])
+    merge(
+        watch,
+        store,
+        [
+            ev("received", "r", 1.0, root_id="r"),
+            ev("succeeded", "r", 2.0),
+            ev("received", "n", 3.0, root_id="r", parent_id="r"),
+        ],
+    )
     assert fanout.sent[-1][1]["task_ids"] == ["r", "n"]
     merge(watch, store, [ev("succeeded", "n", 4.0)])
     await asyncio.sleep(0.05)  # the settle: the backend (here) records no further step

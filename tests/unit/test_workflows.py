@@ -22,8 +22,18 @@ from pushserver.workflows import (
     member_fraction,
 )
 
-WORKFLOW_KEYS = {"workflow_id", "kind", "state", "total", "counts", "completed", "failed", "percent",
-                 "task_ids", "updated_at"}
+WORKFLOW_KEYS = {
+    "workflow_id",
+    "kind",
+    "state",
+    "total",
+    "counts",
+    "completed",
+    "failed",
+    "percent",
+    "task_ids",
+    "updated_at",
+}
 
 
 def event(kind: str, uuid: str, timestamp: float, **fields: Any) -> dict[str, Any]:
@@ -56,9 +66,18 @@ def group_of(n: int, kind: str = GROUP) -> Membership:
 def test_a_new_group_is_pending_with_every_member_counted() -> None:
     state = live(group_of(3), [])
     assert set(state) == WORKFLOW_KEYS
-    assert state == {"workflow_id": "g", "kind": GROUP, "state": "PENDING", "total": 3, "counts": {"PENDING": 3},
-                     "completed": 0, "failed": 0, "percent": 0.0, "task_ids": ["t0", "t1", "t2"],
-                     "updated_at": None}
+    assert state == {
+        "workflow_id": "g",
+        "kind": GROUP,
+        "state": "PENDING",
+        "total": 3,
+        "counts": {"PENDING": 3},
+        "completed": 0,
+        "failed": 0,
+        "percent": 0.0,
+        "task_ids": ["t0", "t1", "t2"],
+        "updated_at": None,
+    }
 
 
 def test_received_is_still_pending_started_is_started() -> None:
@@ -104,17 +123,28 @@ def test_chord_fails_when_a_header_member_fails() -> None:
 
 
 def test_percent_counts_finished_members_and_members_progress() -> None:
-    events = [event("succeeded", "t0", 1.0), event("failed", "t1", 1.0),
-              event("progress", "t2", 1.0, current=1, total=2)]
+    events = [
+        event("succeeded", "t0", 1.0),
+        event("failed", "t1", 1.0),
+        event("progress", "t2", 1.0, current=1, total=2),
+    ]
     # (1 + 1 + 0.5 + 0) / 4
     assert live(group_of(4), events)["percent"] == 62.5
 
 
-@pytest.mark.parametrize(("state", "progress", "units"), [
-    ("SUCCESS", None, FRACTION_UNITS), ("FAILURE", None, FRACTION_UNITS), ("STARTED", None, 0),
-    ("PROGRESS", {"percent": 25.0}, 2500), ("PROGRESS", {"percent": 250.0}, FRACTION_UNITS - 1),
-    ("PROGRESS", {"percent": -3}, 0), ("PROGRESS", {"percent": None}, 0), ("PROGRESS", {"percent": True}, 0),
-])
+@pytest.mark.parametrize(
+    ("state", "progress", "units"),
+    [
+        ("SUCCESS", None, FRACTION_UNITS),
+        ("FAILURE", None, FRACTION_UNITS),
+        ("STARTED", None, 0),
+        ("PROGRESS", {"percent": 25.0}, 2500),
+        ("PROGRESS", {"percent": 250.0}, FRACTION_UNITS - 1),
+        ("PROGRESS", {"percent": -3}, 0),
+        ("PROGRESS", {"percent": None}, 0),
+        ("PROGRESS", {"percent": True}, 0),
+    ],
+)
 def test_member_fraction(state: str, progress: dict[str, Any] | None, units: int) -> None:
     assert member_fraction(state, progress) == units
 
@@ -136,8 +166,7 @@ def test_chain_is_not_successful_until_settled() -> None:
 
 def test_chain_members_are_ordered_root_first_then_by_first_event() -> None:
     membership = Membership("r", CHAIN, ("c", "b", "r"))
-    state = live(membership, [event("received", "c", 3.0), event("received", "b", 2.0),
-                              event("received", "r", 1.0)])
+    state = live(membership, [event("received", "c", 3.0), event("received", "b", 2.0), event("received", "r", 1.0)])
     assert state["task_ids"] == ["r", "b", "c"]
 
 
@@ -174,10 +203,10 @@ member_event = st.builds(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=st.lists(member_event, max_size=24), kind=st.sampled_from([GROUP, CHORD, CHAIN]),
-       data=st.data())
+@given(events=st.lists(member_event, max_size=24), kind=st.sampled_from([GROUP, CHORD, CHAIN]), data=st.data())
 def test_any_order_of_the_same_events_gives_the_same_workflow_state(
-        events: list[dict[str, Any]], kind: str, data: st.DataObject) -> None:
+    events: list[dict[str, Any]], kind: str, data: st.DataObject
+) -> None:
     membership = Membership("t0", kind, tuple(MEMBERS), MEMBERS[-1] if kind == CHORD else None)
     shuffled = data.draw(st.permutations(events))
     twice = events + data.draw(st.permutations(events))
