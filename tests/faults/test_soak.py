@@ -11,6 +11,7 @@ the clients leave (both from prometheus-client's ``process_*`` figures on
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -76,6 +77,11 @@ def test_soak_memory_flat_no_leaks_every_completion_delivered(stack: Stack, repo
     server = stack.server("soak-server", extra=["--max-tasks", str(MAX_TASKS)])
     proc, url = server.proc, server.url
     baseline = open_fds(url)
+    # Sockets the server may open after the baseline and keep, bounded and not leaks: the result
+    # backend's connection pool grows with concurrent reads (snapshots on asyncio.to_thread's
+    # executor, min(32, cores + 4) threads, and the SUCCESS-value reader's 2), and the receiver's
+    # and reconciler's connections. Every client socket must still be gone.
+    allowed = baseline + 5 + min(32, (os.cpu_count() or 1) + 4) + 2
 
     load_log = open(stack.log_dir / "soak-clients.log", "ab")
     load = subprocess.Popen(
@@ -128,7 +134,7 @@ def test_soak_memory_flat_no_leaks_every_completion_delivered(stack: Stack, repo
         )
         left_at = time.monotonic()
         try:
-            wait_until(lambda: open_fds(url) <= baseline + 5, 45, "the closed connections' sockets to go", 0.5)
+            wait_until(lambda: open_fds(url) <= allowed, 45, "the closed connections' sockets to go", 0.5)
         except AssertionError:
             pass  # asserted below, with the figures
         fds_released_s = time.monotonic() - left_at
@@ -176,5 +182,5 @@ def test_soak_memory_flat_no_leaks_every_completion_delivered(stack: Stack, repo
     # Leaks: the same clients before and after the flow hold the same resources,
     # and everything they held is released when they leave.
     assert abs(after_flow_fds - with_clients) <= 5, figures
-    assert after_clients <= baseline + 5, figures
+    assert after_clients <= allowed, figures
     assert proc.alive()
