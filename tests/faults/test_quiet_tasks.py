@@ -196,8 +196,11 @@ async def test_a_long_silent_task_is_not_hammered(quiet: Stack, watchers, report
         polling_every_second_would_be=int(ran),
     )
     assert final["result"] == seconds
-    # One MGET more than the schedule's: the SUCCESS value read for the notice (--forward-results json).
-    assert 3 <= reads - 1 <= allowed, (reads, allowed)
+    # One MGET more than the schedule's: the SUCCESS value read for the notice (--forward-results json);
+    # and up to two of slack, since the reconciler looks once a second and other servers of this module
+    # share the Redis whose MGETs are counted. Reading every second would be about `ran` reads.
+    assert 3 <= reads - 1 <= allowed + 2, (reads, allowed)
+    assert reads <= ran / 2, (reads, ran)
     counted = sum(metric(url, "pushserver_backend_reads_total", kind=kind) for kind in ("batch", "result"))
     assert counted >= reads
 
