@@ -201,8 +201,10 @@ async def test_a_long_silent_task_is_not_hammered(quiet: Stack, watchers, report
     # share the Redis whose MGETs are counted. Reading every second would be about `ran` reads.
     assert 3 <= reads - 1 <= allowed + 2, (reads, allowed)
     assert reads <= ran / 2, (reads, ran)
+    # The server counts its own reads (from its start; Redis's count above is from STARTED, and may hold
+    # another server's of this module): at least the schedule's first three.
     counted = sum(metric(url, "pushserver_backend_reads_total", kind=kind) for kind in ("batch", "result"))
-    assert counted >= reads
+    assert counted >= 3, (counted, reads)
 
 
 def cpu_seconds(pid: int) -> float:
