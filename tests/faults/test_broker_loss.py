@@ -17,7 +17,7 @@ import pytest
 
 from dev.metrics import metric
 from dev.stack import Proc, free_port, http_status, is_ready, readyz, redis_ping, wait_until
-from tests.support.faults import delivered, env_number, until
+from tests.support.faults import delivered, env_number, subscribe_all, until, wait_all
 from tests.support.stack import Stack
 
 OUTAGE = env_number("PUSHSERVER_FAULT_OUTAGE_SECONDS", 4)
@@ -82,11 +82,8 @@ async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_sta
     tasks = [s.send("demo_progress", 8, 0.5) for _ in range(6)]
     tasks += [s.send("demo_progress", 8, 0.5, queue="prefork") for _ in range(2)]
     ids = [t.id for t in tasks]
-    for w in clients:
-        assert (await w.subscribe(ids))["ok"]
-    for w in clients:
-        for t in ids:
-            await w.wait_state(t, "PROGRESS", timeout=60)
+    await subscribe_all(clients, ids)
+    await wait_all(clients, ids, "PROGRESS", timeout=60)
 
     # The outage: stop Redis, keep it down, start it again on the same port.
     down_at = time.monotonic()
@@ -101,9 +98,7 @@ async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_sta
     ready_after = time.monotonic() - up_at
 
     try:
-        for w in clients:
-            for t in ids:
-                await w.wait_state(t, "SUCCESS", timeout=90)
+        await wait_all(clients, ids, "SUCCESS", timeout=90)
     finally:
         report(
             "1 broker loss: Redis restarted mid-task (2 clients x 8 tasks)",

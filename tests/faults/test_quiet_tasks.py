@@ -26,7 +26,7 @@ import redis
 from dev.metrics import metric
 from dev.stack import BIN, Proc
 from tests.support.clients import Watcher
-from tests.support.faults import delivered, env_number, token
+from tests.support.faults import delivered, env_number, subscribe_all, token, wait_all
 from tests.support.stack import HOSTNAME, Stack, redis_stack
 
 AFTER = 5.0  # --reconcile-after's default
@@ -102,8 +102,7 @@ async def test_worker_with_events_off_clients_still_get_success_and_result(quiet
     url = quiet.server("quiet-events-off").url
     clients = await watchers(url, 2)
     ids = [str(uuid.uuid4()) for _ in range(5)]
-    for w in clients:
-        assert (await w.subscribe(ids))["ok"]
+    await subscribe_all(clients, ids)
     for t in ids:
         quiet.send("demo_progress", 2, 0.2, queue="quiet-off", task_id=t)
     delays: list[float] = []
@@ -133,14 +132,11 @@ async def test_events_switched_off_mid_task_the_lost_success_is_delivered(quiet:
     url = quiet.server("quiet-disabled-mid-task").url
     clients = await watchers(url, 2)
     ids = [str(uuid.uuid4()) for _ in range(4)]
-    for w in clients:
-        assert (await w.subscribe(ids))["ok"]
+    await subscribe_all(clients, ids)
     results = [quiet.send("demo_progress", 6, 0.5, queue="quiet-on", task_id=t) for t in ids]
     delays: list[float] = []
     try:
-        for w in clients:
-            for t in ids:
-                await w.wait_state(t, "STARTED", timeout=30)
+        await wait_all(clients, ids, "STARTED", timeout=30)
         set_events(quiet, "quiet-on", on=False)  # the task-succeeded events will never be sent
         for r in results:
             assert await asyncio.to_thread(r.get, timeout=60) == 6

@@ -25,7 +25,7 @@ from kombu import Connection
 
 from dev.metrics import metric
 from dev.stack import http_get, start_redis
-from tests.support.faults import delivered, token, until
+from tests.support.faults import delivered, subscribe_all, token, until, wait_all
 from tests.support.stack import RUN_ID, Stack
 from tests.support.tcpproxy import TcpProxy
 
@@ -113,14 +113,11 @@ async def test_pipeline_progress_and_success_over_rabbitmq(rabbit: RabbitStack, 
     ]
     clients = [w for server in servers for w in await watchers(server.url, 2)]
     ids = [str(uuid.uuid4()) for _ in range(3)]
-    for w in clients:
-        assert (await w.subscribe(ids))["ok"]
+    await subscribe_all(clients, ids)
     for t in ids:
         rabbit.send("demo_progress", 5, 0.2, task_id=t)
     try:
-        for w in clients:
-            for t in ids:
-                await w.wait_state(t, "SUCCESS", timeout=60)
+        await wait_all(clients, ids, "SUCCESS", timeout=60)
     finally:
         report(
             "6a RabbitMQ pipeline (2 servers x 2 clients x 3 tasks)", len(clients) * len(ids), delivered(clients, ids)
@@ -139,8 +136,7 @@ async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(ra
     default = rabbit.server("rmq-cut-default", broker=via(proxies[1]))
     clients = {name: (await watchers(server.url))[0] for name, server in (("named", named), ("default", default))}
     ids = [str(uuid.uuid4()) for _ in range(4)]
-    for w in clients.values():
-        assert (await w.subscribe(ids))["ok"]
+    await subscribe_all(list(clients.values()), ids)
     histories: dict[str, int] = {}
     try:
         for proxy in proxies:
@@ -152,9 +148,7 @@ async def test_receiver_cut_off_from_rabbitmq_catches_up_from_its_named_queue(ra
             assert await asyncio.to_thread(r.get, timeout=60) == 3  # all finished in the gap
         for proxy in proxies:
             proxy.restore()
-        for w in clients.values():
-            for t in ids:
-                await w.wait_state(t, "SUCCESS", timeout=60)
+        await wait_all(list(clients.values()), ids, "SUCCESS", timeout=60)
 
         def histories_kept() -> bool:
             for name, url in (("named", named.url), ("default", default.url)):

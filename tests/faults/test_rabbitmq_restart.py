@@ -28,7 +28,7 @@ import pytest
 
 from dev.metrics import metric
 from dev.stack import http_get, http_status, start_redis
-from tests.support.faults import delivered, token, until
+from tests.support.faults import delivered, subscribe_all, token, until, wait_all
 from tests.support.rabbitmq_node import RabbitNode, rabbitmq_installed
 from tests.support.stack import RUN_ID, Stack
 
@@ -84,13 +84,10 @@ async def test_rabbitmq_restart_every_replica_catches_up_from_its_event_queue(
     ]
     clients = [w for r in replicas for w in await watchers(r.url, 1)]
     ids = [str(uuid.uuid4()) for _ in range(6)]
-    for w in clients:
-        assert (await w.subscribe(ids))["ok"]
+    await subscribe_all(clients, ids)
     for t in ids:
         s.send("demo_progress", STEPS, STEP_DELAY, task_id=t)
-    for w in clients:
-        for t in ids:
-            await w.wait_state(t, "PROGRESS", timeout=60)
+    await wait_all(clients, ids, "PROGRESS", timeout=60)
 
     figures: dict[str, object] = {}
     down_at = time.monotonic()
@@ -106,9 +103,7 @@ async def test_rabbitmq_restart_every_replica_catches_up_from_its_event_queue(
         for r in replicas:
             await until(lambda url=r.url: http_status(url + "/readyz") == 200, 60, "the replica to reconnect")
         figures["ready_again_s"] = round(time.monotonic() - up_at, 1)
-        for w in clients:
-            for t in ids:
-                await w.wait_state(t, "SUCCESS", timeout=120)
+        await wait_all(clients, ids, "SUCCESS", timeout=120)
         figures["all_delivered_s"] = round(time.monotonic() - up_at, 1)
 
         def last_steps() -> dict[tuple[int, str], object]:

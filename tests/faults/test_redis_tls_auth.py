@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from dev.stack import BIN, free_port, http_get, http_status, start_pushserver, wait_until
-from tests.support.faults import delivered, until
+from tests.support.faults import delivered, subscribe_all, until, wait_all
 from tests.support.redis_servers import Certificates, make_certificates, start_redis_server, start_tls_redis
 from tests.support.stack import SECRET, Stack
 
@@ -53,16 +53,13 @@ async def test_rediss_broker_and_backend_with_certificate_verification(
     url = tls.server("tls-server").url
     clients = await watchers(url, 2)
     ids = [str(uuid.uuid4()) for _ in range(4)]
-    for w in clients:
-        assert (await w.subscribe(ids))["ok"]
+    await subscribe_all(clients, ids)
     for t in ids:
         tls.send("demo_progress", 3, 0.1, task_id=t)
     # One more, finished before anyone subscribes: its snapshot comes from the backend, over TLS.
     late = tls.send("demo_progress", 1, 0.0)
     try:
-        for w in clients:
-            for t in ids:
-                await w.wait_state(t, "SUCCESS", timeout=60)
+        await wait_all(clients, ids, "SUCCESS", timeout=60)
         assert late.get(timeout=60) == 1
         ack = await clients[0].subscribe([late.id])
     finally:
@@ -162,14 +159,11 @@ async def test_passwords_and_acl_users_work_and_never_show(fault_dir: Path, watc
         s.procs.append(wrong)
         clients = await watchers(url, 2)
         ids = [str(uuid.uuid4()) for _ in range(3)]
-        for w in clients:
-            assert (await w.subscribe(ids))["ok"]
+        await subscribe_all(clients, ids)
         for t in ids:
             s.send("demo_progress", 2, 0.1, task_id=t)
         try:
-            for w in clients:
-                for t in ids:
-                    await w.wait_state(t, "SUCCESS", timeout=60)
+            await wait_all(clients, ids, "SUCCESS", timeout=60)
         finally:
             report(
                 "11b passwords and an ACL user (2 clients x 3 tasks)", len(clients) * len(ids), delivered(clients, ids)

@@ -14,7 +14,7 @@ import time
 import uuid
 
 from tests.support.clients import Watcher
-from tests.support.faults import delivered, token
+from tests.support.faults import delivered, subscribe_all, token, wait_all
 from tests.support.stack import Stack
 from tests.support.tcpproxy import TcpProxy
 
@@ -44,13 +44,10 @@ async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(s
         # Phase 1: every replica sees every event and tells its own clients.
         # The ids are chosen ahead, so that every client watches from the start.
         first += [str(uuid.uuid4()) for _ in range(4)]
-        for w in clients:
-            assert (await w.subscribe(first))["ok"]
+        await subscribe_all(clients, first)
         for t in first:
             stack.send("demo_progress", 4, 0.3, task_id=t)
-        for w in clients:
-            for t in first:
-                await w.wait_state(t, "SUCCESS", timeout=60)
+        await wait_all(clients, first, "SUCCESS", timeout=60)
         for t in first:
             # Same transitions and progress steps on every client, whichever replica it uses.
             assert len({frozenset(seen(w, t)) for w in clients}) == 1, [seen(w, t) for w in clients]
@@ -58,11 +55,8 @@ async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(s
 
         # Phase 2: replica 0 dies mid-task; the balancer sends its clients to replica 1.
         second += [stack.send("demo_progress", 12, 0.5).id for _ in range(4)]
-        for w in clients:
-            assert (await w.subscribe(second))["ok"]
-        for w in clients:
-            for t in second:
-                await w.wait_state(t, "PROGRESS", timeout=60)
+        await subscribe_all(clients, second)
+        await wait_all(clients, second, "PROGRESS", timeout=60)
         dead_proc = replicas[0].proc
         moved = groups[0]
         connects = [w.connects for w in moved]
@@ -72,9 +66,7 @@ async def test_replicas_each_deliver_every_update_and_a_dead_one_loses_nothing(s
         for w, before in zip(moved, connects):
             await w.wait_connects(before + 1, timeout=30)
         figures["failover_s"] = round(time.monotonic() - killed_at, 2)
-        for w in clients:
-            for t in second:
-                await w.wait_state(t, "SUCCESS", timeout=60)
+        await wait_all(clients, second, "SUCCESS", timeout=60)
     finally:
         ids = first + second
         report(

@@ -25,7 +25,7 @@ import pytest
 
 from dev.metrics import metric
 from dev.stack import http_status, readyz
-from tests.support.faults import delivered, until
+from tests.support.faults import delivered, subscribe_all, until, wait_all
 from tests.support.redis_servers import SentinelSet, start_sentinel_set, wait_for_failover
 from tests.support.stack import Stack, environ
 
@@ -69,15 +69,12 @@ async def test_sentinel_failover_mid_task_every_completion_is_delivered(
     proc, url = server.proc, server.url
     clients = await watchers(url, 2)
     ids = [str(uuid.uuid4()) for _ in range(8)]
-    for w in clients:
-        assert (await w.subscribe(ids))["ok"]
+    await subscribe_all(clients, ids)
     for t in ids[:6]:
         s.send("demo_progress", 10, 0.5, task_id=t)
     for t in ids[6:]:
         s.send("demo_progress", 10, 0.5, queue="prefork", task_id=t)
-    for w in clients:
-        for t in ids:
-            await w.wait_state(t, "PROGRESS", timeout=60)
+    await wait_all(clients, ids, "PROGRESS", timeout=60)
 
     old_master = s.sentinel.master_port
     s.sentinel.master.stop(signal.SIGKILL)
@@ -93,9 +90,7 @@ async def test_sentinel_failover_mid_task_every_completion_is_delivered(
         )
         await until(lambda: http_status(url + "/readyz") == 200, 60, "/readyz to be ready again")
         figures["ready_again_s"] = round(time.monotonic() - killed_at, 1)
-        for w in clients:
-            for t in ids:
-                await w.wait_state(t, "SUCCESS", timeout=120)
+        await wait_all(clients, ids, "SUCCESS", timeout=120)
         figures["all_delivered_s"] = round(time.monotonic() - killed_at, 1)
     finally:
         report(

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from dev.stack import free_port
-from tests.support.faults import delivered
+from tests.support.faults import delivered, subscribe_all
 from tests.support.stack import Stack
 
 CLIENTS = 3
@@ -22,8 +22,7 @@ async def test_clients_get_current_snapshots_and_what_finished_while_the_server_
     running = stack.send("demo_progress", 30, 0.5)  # ~15 s: runs across the restart
     finished_while_down = str(uuid.uuid4())  # dispatched and finished while no server runs
     ids = [running.id, finished_while_down]
-    for w in clients:
-        assert (await w.subscribe(ids))["ok"]
+    await subscribe_all(clients, ids)
     for w in clients:
         await w.wait_state(running.id, "PROGRESS", timeout=30)
 

@@ -6,31 +6,14 @@ import json
 import secrets as _secrets
 from typing import Any
 
+from tests.support.protocol_doc import task_states, taskstate_fields
+
 from .oracle import INVALID, UNSURE, VALID, judge, judge_token, names
 from .stack import MARKER, Server
 
 CODES = {"bad_request", "unauthorized", "forbidden", "too_many"}
-STATES = {"PENDING", "SENT", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED"}
-TASK_STATE_FIELDS = {
-    "task_id",
-    "name",
-    "state",
-    "progress",
-    "result",
-    "result_format",
-    "exception",
-    "exception_type",
-    "traceback",
-    "worker",
-    "retries",
-    "runtime",
-    "sent_at",
-    "received_at",
-    "started_at",
-    "finished_at",
-    "updated_at",
-    "event",
-}
+STATES = task_states()
+TASK_STATE_FIELDS = taskstate_fields()
 MAX_IDS = 100
 
 

@@ -43,3 +43,17 @@ async def until(predicate: Callable[[], object], timeout: float, what: str, inte
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def subscribe_all(watchers: list[Watcher], task_ids: list[str]) -> None:
+    """Subscribe every client to every task, asserting each ack is ``ok``."""
+    for w in watchers:
+        ack = await w.subscribe(task_ids)
+        assert ack["ok"], ack
+
+
+async def wait_all(watchers: list[Watcher], task_ids: list[str], state: str = "SUCCESS", timeout: float = 60) -> None:
+    """Wait until every client has seen ``state`` for every task (each wait up to ``timeout`` s)."""
+    for w in watchers:
+        for t in task_ids:
+            await w.wait_state(t, state, timeout=timeout)

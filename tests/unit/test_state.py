@@ -33,31 +33,13 @@ from pushserver.state import (
     is_task_event,
     normalize_progress,
 )
+from tests.support.protocol_doc import taskstate_fields
 
 TASK = "5f0c2b7e-task"
 NAME = "workers.tasks.resize_and_watermark"
 
 #: The TaskState JSON keys, exactly as docs/protocol.md (TaskState) lists them.
-TASKSTATE_KEYS = {
-    "task_id",
-    "name",
-    "state",
-    "progress",
-    "result",
-    "result_format",
-    "exception",
-    "exception_type",
-    "traceback",
-    "worker",
-    "retries",
-    "runtime",
-    "sent_at",
-    "received_at",
-    "started_at",
-    "finished_at",
-    "updated_at",
-    "event",
-}
+TASKSTATE_KEYS = taskstate_fields()
 
 
 def event(kind: str, timestamp: float, uuid: str = TASK, **fields: Any) -> dict[str, Any]:
