@@ -438,6 +438,9 @@ class EventLog:
         except PyMongoError as exc:
             log.warning("event log read failed (%s); snapshot without history", type(exc).__name__)
             return []
+        except Exception:  # noqa: BLE001 - a driver or server fault must not leave a subscribe without its ack
+            log.exception("event log read failed unexpectedly; snapshot without history")
+            return []
 
 
 def _worth_logging(count: int) -> bool:

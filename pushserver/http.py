@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from .metrics import Metrics
 from .policy import ForwardingPolicy
 from .protocol import ProtocolError, validate_task_id
 from .snapshots import Snapshots
+
+log = logging.getLogger("pushserver.http")
 
 STATUS_FOR_CODE = {
     "bad_request": 400,
@@ -96,7 +99,9 @@ class HttpApi:
             return json_error("unavailable", "the event log is off: start the server with --mongo")
         try:
             documents = await self.eventlog.history(task_id, limit=limit, after=after)
-        except PyMongoError as exc:
+        except Exception as exc:  # noqa: BLE001 - any driver or server fault answers 503, like an outage
+            if not isinstance(exc, PyMongoError):
+                log.exception("event log read failed unexpectedly")
             return json_error("unavailable", f"the event log cannot be read now ({type(exc).__name__})")
         events = [{"id": d["_id"], **self.policy.event(document_to_event(d))} for d in documents]
         last = documents[-1] if len(documents) == limit else None

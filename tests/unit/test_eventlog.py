@@ -200,3 +200,18 @@ def test_a_success_has_one_id_whether_its_result_is_a_repr_or_the_json_value() -
     assert event_id(celery) != event_id({**celery, "timestamp": 2.0})
     failed = {"type": "task-failed", "uuid": "t", "timestamp": 1.0, "exception": "X()"}
     assert event_id(failed) != event_id({**failed, "exception": "Y()"})
+
+
+async def test_a_history_read_that_fails_oddly_gives_a_snapshot_without_history(monkeypatch, caplog) -> None:
+    """Not only PyMongoError: whatever the driver raises, the subscribe still gets its ack (logged, [])."""
+    log = EventLog(NOWHERE)
+
+    async def broken(task_id: str, **_: Any) -> list[dict[str, Any]]:
+        raise KeyError("saslSupportedMechs")
+
+    monkeypatch.setattr(log, "history", broken)
+    try:
+        assert await log.latest_events("t-1") == []
+    finally:
+        await log.close()
+    assert "event log read failed unexpectedly" in caplog.text
