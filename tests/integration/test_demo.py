@@ -14,30 +14,23 @@ from dev.stack import ROOT, free_port, redis_ping
 pytestmark = pytest.mark.integration
 
 
-def test_demo_starts_redis_runs_a_round_and_stops_what_it_started():
-    redis_port, server_port, web_port = free_port(), free_port(), free_port()
-    broker = f"redis://127.0.0.1:{redis_port}/0"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dev.demo",
-            "--once",
-            "--port",
-            str(server_port),
-            "--web-port",
-            str(web_port),
-            "--broker",
-            broker,
-            "--backend",
-            f"redis://127.0.0.1:{redis_port}/1",
-        ],
+def run_demo(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``python -m dev.demo --once ARGS`` on free ports, from the project root, without the event log."""
+    ports = ["--port", str(free_port()), "--web-port", str(free_port())]
+    return subprocess.run(
+        [sys.executable, "-m", "dev.demo", "--once", *ports, *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         env={**os.environ, "PUSHSERVER_MONGO_URL": ""},
         cwd=ROOT,
     )
+
+
+def test_demo_starts_redis_runs_a_round_and_stops_what_it_started():
+    redis_port = free_port()
+    broker = f"redis://127.0.0.1:{redis_port}/0"
+    done = run_demo("--broker", broker, "--backend", f"redis://127.0.0.1:{redis_port}/1")
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert f"started redis-server on 127.0.0.1:{redis_port}" in out
@@ -55,37 +48,15 @@ def test_demo_runs_on_redis_with_tls_and_a_password(tmp_path: Path):
     password = "demo-" + os.urandom(8).hex()
     certs = make_certificates(tmp_path / "certs")
     redis, port = start_tls_redis(tmp_path, certs, "--requirepass", password, password=password)
-    server_port, web_port = free_port(), free_port()
     query = f"ssl_cert_reqs=required&ssl_ca_certs={quote(str(certs.ca))}"
     try:
-        bare = subprocess.run(
-            [sys.executable, "-m", "dev.demo", "--once", "--broker", f"rediss://:{password}@127.0.0.1:{port}/0"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-        )
+        bare = run_demo("--broker", f"rediss://:{password}@127.0.0.1:{port}/0", timeout=60)
         assert bare.returncode == 2 and "a rediss:// URL needs ssl_cert_reqs" in bare.stderr, bare.stderr
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dev.demo",
-                "--once",
-                "--port",
-                str(server_port),
-                "--web-port",
-                str(web_port),
-                "--broker",
-                f"rediss://:{password}@127.0.0.1:{port}/0?{query}",
-                "--backend",
-                f"rediss://:{password}@127.0.0.1:{port}/1?{query}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env={**os.environ, "PUSHSERVER_MONGO_URL": ""},
-            cwd=ROOT,
+        done = run_demo(
+            "--broker",
+            f"rediss://:{password}@127.0.0.1:{port}/0?{query}",
+            "--backend",
+            f"rediss://:{password}@127.0.0.1:{port}/1?{query}",
         )
     finally:
         redis.stop()
