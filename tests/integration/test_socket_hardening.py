@@ -20,7 +20,7 @@ import socketio
 from dev.metrics import metric
 from dev.stack import Proc, http_get, rss_bytes, start_pushserver, wait_until
 from pushserver.auth import mint_token
-from tests.support.clients import Watcher, final_state
+from tests.support.clients import Watcher, connect_refused, final_state
 from tests.support.stack import Server, Stack, serving
 
 pytestmark = pytest.mark.integration
@@ -177,8 +177,7 @@ async def test_clients_cannot_call_lifecycle_handlers_by_event_name(stack: Stack
             # The subscription, the connection count and the address slot are as they were.
             assert metric(url, "pushserver_subscriptions") == 1 and metric(url, "pushserver_connected_clients") == 1
             second = socketio.AsyncClient(reconnection=False)
-            with pytest.raises(socketio.exceptions.ConnectionError):
-                await second.connect(url, transports=["websocket"], wait_timeout=5)
+            await connect_refused(second, url, transports=["websocket"], wait_timeout=5)
             assert (await w.wait_state(task.id, "SUCCESS", timeout=60))["result"] == 40
         finally:
             await w.close()
@@ -313,6 +312,5 @@ async def test_transports_websocket_refuses_long_polling(stack: Stack, server: S
         async with aiohttp.ClientSession() as session, session.get(url + "/socket.io/?EIO=4&transport=polling") as r:
             assert r.status == 400
         polling = socketio.AsyncClient(reconnection=False)
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            await polling.connect(url, transports=["polling"], wait_timeout=5)
+        await connect_refused(polling, url, transports=["polling"], wait_timeout=5)
         assert (await final_state(url, server.token("ws-only"), "ws-only", "PENDING"))["state"] == "PENDING"

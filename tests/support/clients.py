@@ -143,3 +143,16 @@ async def final_state(url: str, token: str, task_id: str, state: str) -> dict:
         return await w.wait_state(task_id, state)
     finally:
         await w.close()
+
+
+async def connect_refused(client: socketio.AsyncClient, url: str, **kwargs: Any) -> None:
+    """Connect ``client``, which the server must refuse (ConnectionError); then release what python-engineio
+    keeps after a failed connect (its HTTP session), which would otherwise be reported unclosed at exit."""
+    try:
+        try:
+            await client.connect(url, **kwargs)
+        except socketio.exceptions.ConnectionError:
+            return
+        raise AssertionError(f"the server accepted a connection it should refuse ({kwargs})")
+    finally:
+        await client.disconnect()
