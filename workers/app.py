@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -11,6 +10,7 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 
+from pushserver.config import ConfigError, json_object
 from pushserver.worker import enable_events
 
 from .threads_pool import ThreadsPoolWakeup
@@ -38,16 +38,10 @@ def _positive_number(env: Mapping[str, str], name: str, default: float) -> float
 
 def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
     """Read a JSON object (Celery transport options) from the environment; unset or blank is ``{}``."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return {}
     try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a JSON object, got {raw!r} ({exc})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a JSON object, got {raw!r}")
-    return value
+        return json_object(env.get(name))
+    except ConfigError as exc:
+        raise ValueError(f"{name} must be a JSON object, got {env.get(name)!r}: {exc}") from None
 
 
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
