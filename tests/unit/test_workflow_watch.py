@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 
 from pushserver.config import Settings
+from pushserver.ingest import Ingest
+from pushserver.metrics import Metrics
 from pushserver.protocol import ProtocolError, Subscription
 from pushserver.state import TaskStore
+from pushserver.subscriptions import Subscriptions
 from pushserver.workflow_watch import WorkflowWatch
 from pushserver.workflows import CHAIN, GROUP, Membership
 
@@ -72,13 +75,10 @@ def make(*known: Membership, **settings: Any) -> tuple[WorkflowWatch, TaskStore,
 
 
 def merge(watch: WorkflowWatch, store: TaskStore, events: list[dict[str, Any]]) -> None:
-    """What Ingest does with one batch (ingest.py)."""
-    for e in events:
-        watch.observe(e)
-        change = store.merge_event(e)
-        if change is not None:
-            watch.changed(change.task, change.transition)
-    watch.flush()
+    """One batch through the real Ingest (ingest.py), which hands each event and change to the watch."""
+    # No task subscriptions: the coalescer is never asked.
+    ingest = Ingest(store, Subscriptions(), None, Metrics(), workflows=watch)  # type: ignore[arg-type]
+    ingest.merge(events)
 
 
 GROUP_OF_3 = Membership("g", GROUP, ("a", "b", "c"))
@@ -128,6 +128,20 @@ async def test_a_chain_grows_from_root_id_and_waits_for_the_backend_before_succe
     await asyncio.sleep(0.05)  # the settle: the backend (here) records no further step
     assert fanout.sent[-1][1]["state"] == "SUCCESS"
     assert fanout.sent[-1][1]["total"] == 2
+
+
+async def test_a_chains_steps_merged_before_anyone_watched_are_in_the_first_ack() -> None:
+    # Ingest hands every event to the watch, watched or not: the root_id index is how
+    # a chain subscribed after its steps were sent still knows them.
+    watch, store, _ = make()
+    merge(
+        watch,
+        store,
+        [ev("received", "r", 1.0, root_id="r"), ev("received", "n", 2.0, root_id="r", parent_id="r")],
+    )
+    ack = await watch.subscribe("s1", Subscription((), None, ("r",)), None)
+    assert ack["workflows"][0]["task_ids"] == ["r", "n"]
+    assert ack["workflows"][0]["counts"] == {"RECEIVED": 2}
 
 
 async def test_members_are_granted_by_the_workflow_and_forgotten_when_nobody_watches() -> None:
