@@ -8,7 +8,7 @@ from typing import Any
 from celery import chain, chord, group
 from celery.canvas import Signature
 
-from dev.stack import free_port, http_status, is_ready, start_pushserver, wait_until
+from dev.stack import free_port, http_get, http_status, is_ready, start_pushserver, wait_until
 from pushserver.worker import save_workflow
 from tests.support.clients import Watcher
 from tests.support.stack import Server, Stack
@@ -47,6 +47,12 @@ async def test_a_saved_group_of_20_is_pushed_live_to_its_final_success(stack: St
         # A token naming the workflow grants its members too.
         member = result.results[0].id
         assert (await w.subscribe(member, server.token(workflow_id)))["ok"]
+        # And GET /tasks/{id} (the same check, access.py) for a member, not for another task.
+        bearer = {"Authorization": f"Bearer {server.token(workflow_id)}"}
+        status, body = await asyncio.to_thread(http_get, f"{server.url}/tasks/{member}", bearer)
+        assert status == 200 and b'"SUCCESS"' in body, (status, body)
+        status, _ = await asyncio.to_thread(http_get, f"{server.url}/tasks/not-a-member", bearer)
+        assert status == 403
     finally:
         await w.close()
     assert [child.result for child in result.results] == [3] * 20
