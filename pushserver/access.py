@@ -6,12 +6,16 @@ get the same answer as a ``ProtocolError`` (``unauthorized`` for a missing,
 bad or expired token, ``forbidden`` for a good token that names other tasks).
 Only the wording of the "no token" and "not granted" messages differs, since
 a Socket.IO client and an HTTP client pass their token in different places.
+
+A token naming a workflow grants its member tasks too (docs/protocol.md,
+Workflows): ``containing`` tells which watched workflows hold a task
+(WorkflowWatch.containing, workflow_watch.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .auth import Grant, TokenError, TokenVerifier
 from .protocol import ProtocolError
@@ -24,8 +28,11 @@ def _names_task(task_id: str) -> str:
 class Access:
     """Checks subscription tokens against task ids; with no verifier (``--insecure``) everything is allowed."""
 
-    def __init__(self, verifier: TokenVerifier | None) -> None:
+    def __init__(
+        self, verifier: TokenVerifier | None, containing: Callable[[str], Iterable[str]] = lambda task_id: ()
+    ) -> None:
         self.verifier = verifier
+        self.containing = containing
 
     def verify(self, token: object) -> Grant | None:
         """The Grant a token carries (None when insecure); ProtocolError(unauthorized) saying why it is unusable."""
@@ -62,6 +69,6 @@ class Access:
         if now >= grant.expires_at:
             raise ProtocolError("unauthorized", "token has expired")
         for task_id in task_ids:
-            if not grant.allows(task_id, now):
+            if not grant.allows(task_id, now, self.containing(task_id)):
                 raise ProtocolError("forbidden", not_granted or _names_task(task_id))
         return grant

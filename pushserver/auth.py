@@ -57,11 +57,16 @@ class Grant:
     sub: str | None
     expires_at: float
 
-    def allows(self, task_id: str, now: float | None = None) -> bool:
-        """Tell whether this grant covers ``task_id`` right now."""
+    def allows(self, task_id: str, now: float | None = None, workflows: Iterable[str] = ()) -> bool:
+        """Tell whether this grant covers ``task_id`` right now, itself or as a member of one of ``workflows``.
+
+        A workflow id in the ``tasks`` claim grants the workflow and every task
+        in it: ``workflows`` are the workflows known to hold ``task_id``.
+        """
         if (now if now is not None else time.time()) >= self.expires_at:
             return False
-        return task_id in self.tasks or self.tasks == _EVERY_TASK
+        tasks = self.tasks
+        return task_id in tasks or tasks == _EVERY_TASK or any(w in tasks for w in workflows)
 
 
 _EVERY_TASK = frozenset({WILDCARD})

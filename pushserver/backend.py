@@ -19,9 +19,11 @@ from typing import Any
 from celery import Celery
 from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
 from celery.backends.rpc import RPCBackend
+from celery.result import AsyncResult, GroupResult, ResultBase, result_from_tuple
 from celery.utils.saferepr import saferepr
 
 from .state import RESULT_REPR, json_result, normalize_progress
+from .workflows import CHAIN, CHORD, GROUP, Membership, chain_members
 
 log = logging.getLogger("pushserver.backend")
 
@@ -234,6 +236,39 @@ class ResultBackend:
         self._count("single", 1)
         return backend.get_task_meta(task_id)
 
+    async def membership(self, workflow_id: str, limit: int) -> Membership | None:
+        """Who belongs to a workflow as the result backend records it (None when it cannot be reached).
+
+        A saved group gives a group (a chord when saved with its body as the
+        group's parent, see ``pushserver.worker.save_workflow``); anything else
+        is taken for a chain's first task, whose members are found by following
+        each finished task's recorded children. At most ``limit`` + 1 members
+        are returned, so a caller can tell "too many".
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self._membership, workflow_id, limit)
+        except Exception as exc:  # noqa: BLE001 - an outage degrades to what the events tell
+            log.warning("result backend lookup failed for a workflow (%s: %s)", type(exc).__name__, exc)
+            return None
+
+    def _membership(self, workflow_id: str, limit: int) -> Membership:
+        backend = self.app.backend
+        saved = GroupResult.restore(workflow_id, backend=backend, app=self.app)
+        if isinstance(saved, GroupResult):
+            members = list(dict.fromkeys(leaf_ids(saved, limit)))
+            body = saved.parent.id if isinstance(saved.parent, AsyncResult) else None
+            if body is not None:
+                members = [m for m in members if m != body] + [body]
+                return Membership(workflow_id, CHORD, tuple(members[: limit + 1]), body)
+            return Membership(workflow_id, GROUP, tuple(members[: limit + 1]))
+
+        def children_of(task_id: str) -> list[str]:
+            meta = backend.get_task_meta(task_id) or {}
+            return _child_ids(meta.get("children"), limit)
+
+        return Membership(workflow_id, CHAIN, tuple(chain_members(workflow_id, children_of, limit)))
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -302,3 +337,34 @@ class ResultReader:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def leaf_ids(result: ResultBase, limit: int) -> list[str]:
+    """The task ids in a (possibly nested) group result: each child, the chain steps before it, nested groups'."""
+    found: list[str] = []
+    todo: list[ResultBase] = [result]
+    while todo and len(found) <= limit:
+        node = todo.pop(0)
+        if isinstance(node, GroupResult):
+            todo[:0] = list(node.results or ())
+            continue
+        chain: list[str] = []
+        while isinstance(node, AsyncResult) and not isinstance(node, GroupResult):
+            chain.append(node.id)
+            node = node.parent
+        found.extend(reversed(chain))
+        if isinstance(node, GroupResult):
+            todo.insert(0, node)
+    return found
+
+
+def _child_ids(children: Any, limit: int) -> list[str]:
+    """The task ids in a result-backend meta's ``children`` (result tuples), nested groups flattened."""
+    ids: list[str] = []
+    for child in children or ():
+        try:
+            result = result_from_tuple(child)
+        except (TypeError, ValueError):
+            continue  # an entry we cannot read: its members stay unknown until their events name them
+        ids.extend(leaf_ids(result, limit))
+    return ids

@@ -231,6 +231,16 @@ class Settings:
             "--max-tasks", "PUSHSERVER_MAX_TASKS", "Tasks kept in memory; the least recently updated are evicted."
         ),
     )
+    max_workflow_size: int = field(
+        default=10_000,
+        metadata=option(
+            "--max-workflow-size",
+            "PUSHSERVER_MAX_WORKFLOW_SIZE",
+            "Most member tasks of a workflow (group, chord or chain) a client may subscribe to; a larger one is"
+            " refused with too_many.",
+            range=(1, 1_000_000),
+        ),
+    )
     metrics_task_names: int = field(
         default=200,
         metadata=option(
@@ -519,6 +529,8 @@ class Settings:
             raise ConfigError(f"--port: {self.port} is not a TCP port (0-65535)")
         if self.max_tasks < 1:
             raise ConfigError("--max-tasks must be at least 1")
+        if not 1 <= self.max_workflow_size <= 1_000_000:
+            raise ConfigError("--max-workflow-size must be 1 to 1000000")
         if not 1 <= self.metrics_task_names <= 100_000:
             raise ConfigError("--metrics-task-names must be 1 to 100000")
         if not self.progress_hz > 0:

@@ -23,7 +23,7 @@ import socketio
 from engineio import packet as eio_packet
 
 from .metrics import Metrics
-from .protocol import ROOM_PREFIX, UPDATE_EVENT, OrjsonCodec
+from .protocol import ROOM_PREFIX, UPDATE_EVENT, WORKFLOW_EVENT, WORKFLOW_ROOM_PREFIX, OrjsonCodec
 
 log = logging.getLogger("pushserver.fanout")
 
@@ -51,19 +51,25 @@ class FanoutManager(socketio.AsyncManager):
         super().__init__()
         self.metrics = metrics
         self.snapshot_of = snapshot_of
+        #: A watched workflow's current WorkflowState, for catching laggards up (set by the workflow watch).
+        self.workflow_snapshot_of: Callable[[str], dict[str, Any] | None] = lambda workflow_id: None
         self.soft_backlog = soft_backlog
         self.hard_backlog = hard_backlog
-        # connection sid -> tasks whose newest progress it has not been sent
+        # connection sid -> rooms (a task's, a workflow's) whose newest progress it has not been sent
         self._owed: dict[str, set[str]] = {}
         self._dropping: set[str] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def send(self, task_id: str, payload: dict[str, Any], progress: bool) -> int:
-        """Queue one ``task:update`` for every member of the task's room; return how many got it."""
-        members = list(self.get_participants(NAMESPACE, ROOM_PREFIX + task_id))
+    def send(self, task_id: str, payload: dict[str, Any], progress: bool, *, workflow: bool = False) -> int:
+        """Queue one ``task:update`` for every member of the task's room; return how many got it.
+
+        With ``workflow``, ``task_id`` is a workflow id and the update a ``workflow:update`` to its room.
+        """
+        room = (WORKFLOW_ROOM_PREFIX if workflow else ROOM_PREFIX) + task_id
+        members = list(self.get_participants(NAMESPACE, room))
         if not members:
             return 0
-        pkt = self._encode(payload)
+        pkt = self._encode(payload, WORKFLOW_EVENT if workflow else UPDATE_EVENT)
         eio = self.server.eio
         sent = 0
         for sid, eio_sid in members:
@@ -75,7 +81,7 @@ class FanoutManager(socketio.AsyncManager):
                 self._drop(sid, backlog)
                 continue
             if progress and backlog >= self.soft_backlog:
-                self._owed.setdefault(sid, set()).add(task_id)
+                self._owed.setdefault(sid, set()).add(room)
                 self.metrics.progress_shed.inc()
                 self._schedule_sweep()
                 continue
@@ -83,12 +89,12 @@ class FanoutManager(socketio.AsyncManager):
             sent += 1
         return sent
 
-    def _encode(self, payload: dict[str, Any]) -> eio_packet.Packet:
+    def _encode(self, payload: dict[str, Any], event: str = UPDATE_EVENT) -> eio_packet.Packet:
         # A Socket.IO v5 EVENT for namespace "/" with no ack is "2" + the JSON
         # array; built directly, once per update whatever the number of
         # recipients (python-socketio's Packet rescans the payload for binary
         # data on every encode, a large share of the emit path: docs/benchmarks.md).
-        return eio_packet.Packet(eio_packet.MESSAGE, "2" + OrjsonCodec.dumps([UPDATE_EVENT, payload]))
+        return eio_packet.Packet(eio_packet.MESSAGE, "2" + OrjsonCodec.dumps([event, payload]))
 
     async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> Any:
         """python-socketio's hook for a connection leaving the namespace: drop what is kept for it here too."""
@@ -115,11 +121,17 @@ class FanoutManager(socketio.AsyncManager):
             if queue.qsize() >= self.soft_backlog // 2:
                 continue
             rooms = set(self.get_rooms(sid, NAMESPACE))
-            for task_id in self._owed.pop(sid):
-                if ROOM_PREFIX + task_id in rooms:
-                    payload = self.snapshot_of(task_id)
-                    if payload is not None:
-                        queue.put_nowait(self._encode(payload))
+            for room in self._owed.pop(sid):
+                if room not in rooms:
+                    continue
+                if room.startswith(WORKFLOW_ROOM_PREFIX):
+                    payload = self.workflow_snapshot_of(room.removeprefix(WORKFLOW_ROOM_PREFIX))
+                    event = WORKFLOW_EVENT
+                else:
+                    payload = self.snapshot_of(room.removeprefix(ROOM_PREFIX))
+                    event = UPDATE_EVENT
+                if payload is not None:
+                    queue.put_nowait(self._encode(payload, event))
         if self._owed:
             self._schedule_sweep()
 

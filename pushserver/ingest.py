@@ -4,7 +4,10 @@ The receiver delivers batches of decoded Celery events to ``Ingest.ingest``.
 Task events are merged into the TaskStore (state.py: order-independent,
 idempotent); each visible change of a task someone watches goes to the
 Coalescer (coalesce.py), which decides when it leaves through the fanout
-(fanout.py). Every task event is also queued for the event log. Under
+(fanout.py). Every event and change also goes to the watched workflows
+(workflow_watch.py: a chain's later steps join by ``root_id``, a member's
+change updates its workflows), which send their ``workflow:update`` once per
+batch. Every task event is also queued for the event log. Under
 ``--forward-results json`` a ``task-succeeded`` event first waits for its
 value from the result backend (results.py) and then takes the same way.
 
@@ -27,6 +30,7 @@ from .receiver import Batch
 from .results import ResultResolver
 from .state import EVENT_TO_STATE, TaskStore, is_task_event
 from .subscriptions import Subscriptions
+from .workflow_watch import WorkflowWatch
 
 _WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
 
@@ -44,8 +48,10 @@ class Ingest:
         *,
         results_from: ResultReader | None = None,
         max_result_bytes: int = 0,
+        workflows: WorkflowWatch | None = None,
     ) -> None:
         self.store = store
+        self.workflows = workflows
         self.subscriptions = subscriptions
         self.coalescer = coalescer
         self.metrics = metrics
@@ -86,13 +92,22 @@ class Ingest:
     def _merge_task_events(self, events: list[dict[str, Any]]) -> int:
         # Shared by both doors, for events already known to be task events
         # (the receiver's are checked once, in ingest, not twice on the hot path).
+        workflows = self.workflows
         changed = 0
         for event in events:
+            if workflows is not None:
+                # Every event, watched or not: a chain subscribed to later finds its
+                # steps by the root_id its earlier events carried (RootIndex).
+                workflows.observe(event)
             change = self.store.merge_event(event)
             if change is not None:
                 changed += 1
                 if self.subscriptions.is_watched(change.task.task_id):
                     self.coalescer.publish(change)
+                if workflows is not None:
+                    workflows.changed(change.task, change.transition)
+        if workflows is not None:
+            workflows.flush()  # each workflow moved by the batch is sent once
         self.metrics.tasks.set(len(self.store))
         return changed
 

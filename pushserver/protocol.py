@@ -20,6 +20,8 @@ MAX_IDS_PER_CALL = 100
 
 ROOM_PREFIX = "task:"
 UPDATE_EVENT = "task:update"
+WORKFLOW_ROOM_PREFIX = "workflow:"
+WORKFLOW_EVENT = "workflow:update"
 #: The server's own notices to one client: ``{code, message, ...}`` (token_expired, slow_consumer, too_many).
 ERROR_EVENT = "pushserver:error"
 
@@ -84,49 +86,59 @@ def room_for(task_id: str) -> str:
     return ROOM_PREFIX + task_id
 
 
+def workflow_room_for(workflow_id: str) -> str:
+    """The Socket.IO room whose members receive a workflow's updates."""
+    return WORKFLOW_ROOM_PREFIX + workflow_id
+
+
 @dataclass(frozen=True)
 class Subscription:
-    """A validated subscribe/unsubscribe request: task ids (deduplicated, in order) and an optional token."""
+    """A validated subscribe/unsubscribe request: task ids or workflow ids (deduplicated, in order), a token or None."""
 
     task_ids: tuple[str, ...]
     token: str | None
+    workflow_ids: tuple[str, ...] = ()
 
 
-def validate_task_id(value: Any) -> str:
-    """Return ``value`` if it is a usable task id, else raise ProtocolError(bad_request)."""
+def validate_task_id(value: Any, noun: str = "task") -> str:
+    """Return ``value`` if it is a usable task (or workflow) id, else raise ProtocolError(bad_request)."""
     if not isinstance(value, str):
-        raise ProtocolError("bad_request", f"task id must be a string, not {_kind(value)}")
+        raise ProtocolError("bad_request", f"{noun} id must be a string, not {_kind(value)}")
     if not value or value.isspace():
-        raise ProtocolError("bad_request", "task id must not be empty")
+        raise ProtocolError("bad_request", f"{noun} id must not be empty")
     if len(value) > MAX_TASK_ID_LENGTH:
-        raise ProtocolError("bad_request", f"task id is longer than {MAX_TASK_ID_LENGTH} characters")
+        raise ProtocolError("bad_request", f"{noun} id is longer than {MAX_TASK_ID_LENGTH} characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ProtocolError("bad_request", "task id is not valid Unicode (a lone surrogate)") from None
+        raise ProtocolError("bad_request", f"{noun} id is not valid Unicode (a lone surrogate)") from None
     return value
 
 
 def parse_subscription(payload: Any, max_ids: int = MAX_IDS_PER_CALL) -> Subscription:
-    """Validate a ``subscribe``/``unsubscribe`` payload: ``{task_id|task_ids, token?}``."""
+    """Validate a ``subscribe``/``unsubscribe`` payload: ``{task_id|task_ids|workflow_id|workflow_ids, token?}``."""
     if payload is UNDECODABLE:
         raise ProtocolError("bad_request", "payload is not JSON this server can read")
     if not isinstance(payload, dict):
         raise ProtocolError("bad_request", f"payload must be an object, not {_kind(payload)}")
-    has_one, has_many = "task_id" in payload, "task_ids" in payload
-    if has_one == has_many:
-        raise ProtocolError("bad_request", "payload needs exactly one of 'task_id' or 'task_ids'")
-    if has_one:
-        ids = [validate_task_id(payload["task_id"])]
+    keys = [k for k in ("task_id", "task_ids", "workflow_id", "workflow_ids") if k in payload]
+    if len(keys) != 1:
+        raise ProtocolError(
+            "bad_request", "payload needs exactly one of 'task_id', 'task_ids', 'workflow_id' or 'workflow_ids'"
+        )
+    key = keys[0]
+    noun = "workflow" if key.startswith("workflow") else "task"
+    if not key.endswith("s"):
+        ids = [validate_task_id(payload[key], noun)]
     else:
-        raw = payload["task_ids"]
+        raw = payload[key]
         if not isinstance(raw, list):
-            raise ProtocolError("bad_request", f"'task_ids' must be a list, not {_kind(raw)}")
+            raise ProtocolError("bad_request", f"'{key}' must be a list, not {_kind(raw)}")
         if not raw:
-            raise ProtocolError("bad_request", "'task_ids' must not be empty")
+            raise ProtocolError("bad_request", f"'{key}' must not be empty")
         if len(raw) > max_ids:
-            raise ProtocolError("too_many", f"at most {max_ids} task ids per call, got {len(raw)}")
-        ids = [validate_task_id(v) for v in raw]
+            raise ProtocolError("too_many", f"at most {max_ids} {noun} ids per call, got {len(raw)}")
+        ids = [validate_task_id(v, noun) for v in raw]
     token = payload.get("token")
     if isinstance(token, str):
         try:
@@ -135,7 +147,10 @@ def parse_subscription(payload: Any, max_ids: int = MAX_IDS_PER_CALL) -> Subscri
             raise ProtocolError("bad_request", "'token' is not valid Unicode") from None
     if token is not None and not isinstance(token, str):
         raise ProtocolError("bad_request", f"'token' must be a string, not {_kind(token)}")
-    return Subscription(tuple(dict.fromkeys(ids)), token or None)
+    unique = tuple(dict.fromkeys(ids))
+    if noun == "workflow":
+        return Subscription((), token or None, unique)
+    return Subscription(unique, token or None)
 
 
 def _kind(value: Any) -> str:

@@ -5,6 +5,9 @@ receiver_process.py (it enters) -> ingest.py (counted, recorded, merged by
 state.py's rules) -> coalesce.py (when it may leave) -> fanout.py (it leaves,
 to room ``task:<id>``). Clients come in through sockets.py (Socket.IO) and
 http.py, both authorised by access.py and answered from snapshots.py.
+Workflows (groups, chords, chains) ride along: workflow_watch.py hears every
+event and change from ingest.py and sends ``workflow:update`` through the
+same fanout, to room ``workflow:<id>``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from .snapshots import MemoryView, Snapshots
 from .sockets import SocketApi
 from .state import TaskStore
 from .subscriptions import Subscriptions
+from .workflow_watch import WorkflowWatch
 
 log = logging.getLogger("pushserver")
 
@@ -92,7 +96,6 @@ class PushServer:
                 audience=settings.token_audience,
                 issuer=settings.token_issuer,
             )
-        access = Access(verifier)
         self.subscriptions = Subscriptions(settings.max_subscriptions)
         memory = MemoryView(self.store, policy)
         # Built in the order an update travels back from where it leaves.
@@ -100,6 +103,11 @@ class PushServer:
             self.metrics, memory.visible, soft_backlog=settings.soft_backlog, hard_backlog=settings.hard_backlog
         )
         coalescer = Coalescer(memory, self.subscriptions, self.fanout, self.metrics, settings.progress_hz)
+        # The watched workflows read their members' snapshots through snapshots.py, which merges
+        # what it reads through ingest, which tells the workflows: the one cycle, closed by the lambda.
+        self.workflows = WorkflowWatch(
+            settings, self.store, self.backend, self.fanout, lambda task_id: self.snapshots.snapshot(task_id)
+        )
         # --forward-results json: task-succeeded events wait for their value from the result backend.
         reader = None
         if settings.forward_results == "json":
@@ -112,10 +120,13 @@ class PushServer:
             self.eventlog,
             results_from=reader,
             max_result_bytes=settings.max_result_bytes,
+            workflows=self.workflows,
         )
         self.snapshots = Snapshots(memory, self.backend, self.eventlog, self.ingest.merge, self.metrics)
+        # A token naming a workflow grants its members: Socket.IO and HTTP alike.
+        access = Access(verifier, self.workflows.containing)
         self.sockets = SocketApi(
-            settings, access, self.subscriptions, self.snapshots, coalescer, self.fanout, self.metrics
+            settings, access, self.subscriptions, self.snapshots, coalescer, self.fanout, self.metrics, self.workflows
         )
         self.reconciler: QuietReconciler | None = None
         if settings.reconcile_after > 0:
@@ -249,7 +260,8 @@ class PushServer:
             # connect: a client may subscribe as soon as the port is open.
             if reconnected:
                 self.metrics.reconnects.inc()
-            task = asyncio.get_running_loop().create_task(self.snapshots.reconcile(self.subscriptions.watched()))
+            watched = dict.fromkeys(self.subscriptions.watched() + self.workflows.members_watched())
+            task = asyncio.get_running_loop().create_task(self.snapshots.reconcile(watched))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -271,6 +283,7 @@ class PushServer:
         if self.reconciler is not None:
             await self.reconciler.stop()
         self.sockets.close()
+        self.workflows.close()
         if self.receiver is not None:
             await self.receiver.stop()
         if self.ingest.results is not None:

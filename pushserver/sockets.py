@@ -6,6 +6,11 @@ A connection may present a token at connect (kept as its grant) or with each
 that granted it: the expiry wheel (expiry.py) ends it, and the client is told
 with a ``token_expired`` notice. Before any handler runs, inbound.py has
 applied the per-address and per-connection limits on what a client may send.
+
+A call naming workflows (``workflow_id``/``workflow_ids``) is authorised and
+rate-limited here like one naming tasks, then handed to the workflow watch
+(workflow_watch.py), which keeps those subscriptions, their rooms
+``workflow:<id>`` and their tokens' expiry itself.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .metrics import Metrics
 from .protocol import ERROR_EVENT, OrjsonCodec, ProtocolError, error_ack, parse_subscription, room_for
 from .snapshots import Snapshots
 from .subscriptions import Subscriptions
+from .workflow_watch import WorkflowWatch
 
 #: A client that keeps sending while this many times --max-connection-bytes of answers wait unread is dropped.
 UNREAD_BYTES_FACTOR = 8
@@ -46,8 +52,10 @@ class SocketApi:
         coalescer: Coalescer,
         fanout: FanoutManager,
         metrics: Metrics,
+        workflows: WorkflowWatch,
     ) -> None:
         self.settings = settings
+        self.workflows = workflows
         self.access = access
         self.subscriptions = subscriptions
         self.snapshots = snapshots
@@ -137,6 +145,7 @@ class SocketApi:
             self.metrics.clients.dec()
         self.expiry.drop(sid)
         self.coalescer.forget(self.subscriptions.drop(sid))
+        self.workflows.drop(sid)
         self.metrics.subscriptions.set(len(self.subscriptions))
 
     # -- subscribe / unsubscribe ---------------------------------------------
@@ -151,6 +160,9 @@ class SocketApi:
                     "too_many", f"rate limit: at most {self.settings.subscribe_rate:g} subscribe calls per second"
                 )
             request = parse_subscription(payload, self.settings.max_ids_per_call)
+            if request.workflow_ids:
+                grant = self.access.authorize(request.workflow_ids, request.token, self._grants.get(sid))
+                return await self.workflows.subscribe(sid, request, grant.expires_at if grant else None)
             grant = self.access.authorize(request.task_ids, request.token, self._grants.get(sid))
             self.subscriptions.add(sid, request.task_ids)
         except ProtocolError as exc:
@@ -179,6 +191,8 @@ class SocketApi:
             request = parse_subscription(payload, self.settings.max_ids_per_call)
         except ProtocolError as exc:
             return exc.ack()
+        if request.workflow_ids:
+            return await self.workflows.unsubscribe(sid, request)
         mine = self.subscriptions.tasks_of(sid)
         for task_id in request.task_ids:
             if task_id in mine:

@@ -23,6 +23,7 @@ __all__ = [
     "enable_events",
     "report_progress",
     "progress_fields",
+    "save_workflow",
     "ThreadsPoolEventsFix",
     "PROGRESS_EVENT",
     "PROGRESS_STATE",
@@ -284,3 +285,35 @@ def enable_events(app: Celery) -> Celery:
     if needs_threads_pool_events_fix():
         app.steps["consumer"].add(ThreadsPoolEventsFix)
     return app
+
+
+def save_workflow(result: Any) -> str:
+    """Save a group's or a chord's result in the result backend so pushserver can follow it; return its workflow id.
+
+    ``result`` is what ``group(...).apply_async()`` returns (a GroupResult:
+    saved as it is, the id is the group's), what ``chord(header)(body)``
+    returns (the body's AsyncResult: its header group is saved with the body
+    named as the group's parent, the id is the header group's), or a chain's
+    AsyncResult (nothing to save: the id is the chain's first task, its
+    ``root_id``).
+    """
+    from celery.result import AsyncResult, GroupResult
+
+    if isinstance(result, GroupResult):
+        result.save()
+        return str(result.id)
+    if isinstance(result, AsyncResult):
+        header = result.parent
+        if isinstance(header, GroupResult):
+            # The chord's body recorded beside its header: Celery itself keeps
+            # the body only in the header tasks' messages, which no event shows.
+            # A header Celery saved for its own use (nested groups) reads the same, the body aside.
+            GroupResult(header.id, header.results, parent=AsyncResult(result.id, app=result.app), app=result.app).save(
+                backend=result.backend
+            )
+            return str(header.id)
+        root = result
+        while root.parent is not None:
+            root = root.parent
+        return str(root.id)
+    raise TypeError(f"save_workflow takes a GroupResult or an AsyncResult, not {type(result).__name__}")

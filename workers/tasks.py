@@ -19,7 +19,7 @@ from typing import Any
 
 from celery import Task, group
 
-from pushserver.worker import report_progress
+from pushserver.worker import report_progress, save_workflow
 
 from . import db, records
 from .app import app
@@ -196,7 +196,11 @@ def deliver_webhook(self: Task, url: str, payload: dict[str, Any]) -> int:
 
 @app.task(bind=True, name="workers.tasks.fanout_webhooks")
 def fanout_webhooks(self: Task, urls: list[str], payload: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Start one ``deliver_webhook`` per URL as a group and return the ids, without waiting for them."""
+    """Start one ``deliver_webhook`` per URL as a saved group and return its id, without waiting for the deliveries.
+
+    The group id is a workflow id (pushserver follows the whole fan-out as one
+    WorkflowState); so is this task's own id, whose ``root_id`` the deliveries carry.
+    """
     urls = validate_urls(urls)
     payload = {} if payload is None else payload
     encode_payload(payload)  # fail here, once, rather than in every child
@@ -204,8 +208,9 @@ def fanout_webhooks(self: Task, urls: list[str], payload: dict[str, Any] | None 
     # Waiting on the children here would block a worker slot and can
     # deadlock the pool; watchers follow the child task ids instead.
     result = group(deliver_webhook.s(url, payload) for url in urls).apply_async()
+    group_id = save_workflow(result)
     report_progress(self, 1, 1, f"dispatched {len(urls)} webhooks")
-    return {"group_id": result.id, "task_ids": [child.id for child in result.results]}
+    return {"group_id": group_id, "task_ids": [child.id for child in result.results]}
 
 
 # --- Diagnostics used by the test-suite and the demo. ---

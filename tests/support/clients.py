@@ -1,4 +1,4 @@
-"""A real python-socketio client that records every ``task:update`` and lets tests wait on them."""
+"""A real python-socketio client that records every ``task:update`` and ``workflow:update`` and lets tests wait on them."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Watcher:
         self.resubscribe = resubscribe
         self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=1)
         self.updates: dict[str, list[dict[str, Any]]] = {}
+        self.workflow_updates: dict[str, list[dict[str, Any]]] = {}
         self.connects = 0
         self.disconnects: list[str] = []  # the reason of each disconnect, as the client saw it
         self.resubscribe_acks: list[Any] = []
@@ -29,6 +30,7 @@ class Watcher:
         self._resubscribing: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
         self.sio.on("task:update", self._on_update)
+        self.sio.on("workflow:update", self._on_workflow_update)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
 
@@ -58,6 +60,8 @@ class Watcher:
             self.resubscribe_acks.append(ack)
             for state in ack.get("tasks", []) if isinstance(ack, dict) else []:
                 await self._on_update(state)
+            for state in ack.get("workflows", []) if isinstance(ack, dict) else []:
+                await self._on_workflow_update(state)
 
     async def wait_connects(self, count: int, timeout: float = 30) -> None:
         """Wait until the client has connected ``count`` times in all (reconnects included)."""
@@ -76,6 +80,11 @@ class Watcher:
         async with self._changed:
             self._changed.notify_all()
 
+    async def _on_workflow_update(self, state: dict[str, Any]) -> None:
+        self.workflow_updates.setdefault(state["workflow_id"], []).append(state)
+        async with self._changed:
+            self._changed.notify_all()
+
     async def connect(self, token: str | None = None) -> Watcher:
         await self.sio.connect(
             self.url, auth={"token": token} if token else None, transports=["websocket"], wait_timeout=10
@@ -85,9 +94,17 @@ class Watcher:
     async def call(self, event: str, payload: Any, timeout: float = 15) -> Any:
         return await self.sio.call(event, payload, timeout=timeout)
 
-    async def subscribe(self, task_ids: list[str] | str, token: str | None = None) -> dict[str, Any]:
-        """Send ``subscribe`` and return the ack; its snapshots count as updates, as in a browser's store."""
-        payload: dict[str, Any] = {"task_id": task_ids} if isinstance(task_ids, str) else {"task_ids": list(task_ids)}
+    async def subscribe(
+        self, task_ids: list[str] | str, token: str | None = None, *, workflows: bool = False
+    ) -> dict[str, Any]:
+        """Send ``subscribe`` and return the ack; its snapshots count as updates, as in a browser's store.
+
+        With ``workflows``, the ids are workflow ids (``workflow_id``/``workflow_ids``).
+        """
+        noun = "workflow" if workflows else "task"
+        payload: dict[str, Any] = (
+            {f"{noun}_id": task_ids} if isinstance(task_ids, str) else {f"{noun}_ids": list(task_ids)}
+        )
         if token is not None:
             payload["token"] = token
         answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -97,6 +114,8 @@ class Watcher:
             # it, exactly as a browser's store would order them.
             for state in ack.get("tasks", []) if isinstance(ack, dict) else []:
                 self.updates.setdefault(state["task_id"], []).append(state)
+            for state in ack.get("workflows", []) if isinstance(ack, dict) else []:
+                self.workflow_updates.setdefault(state["workflow_id"], []).append(state)
             if not answered.done():
                 answered.set_result(ack)
 
@@ -129,6 +148,25 @@ class Watcher:
 
     async def wait_state(self, task_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
         return await self.wait_for(task_id, lambda s: s["state"] == state, timeout)
+
+    async def wait_workflow(
+        self, workflow_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        """Wait until a WorkflowState of ``workflow_id`` (update or ack) satisfies ``predicate``; return it."""
+
+        async def seen() -> dict[str, Any]:
+            async with self._changed:
+                while True:
+                    for state in self.workflow_updates.get(workflow_id, []):
+                        if predicate(state):
+                            return state
+                    await self._changed.wait()
+
+        try:
+            return await asyncio.wait_for(seen(), timeout)
+        except asyncio.TimeoutError:
+            got = [(u["state"], u["total"], u["counts"]) for u in self.workflow_updates.get(workflow_id, [])][-5:]
+            raise AssertionError(f"workflow {workflow_id}: no matching update in {timeout}s; last {got}") from None
 
     async def close(self) -> None:
         # shutdown() also ends a reconnect loop, where disconnect() would leave it running.

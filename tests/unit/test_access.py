@@ -62,3 +62,14 @@ def test_a_bad_token_says_why_and_callers_word_their_refusals() -> None:
         lambda: ACCESS.authorize(["a"], mint_token(SECRET, ["b"]), not_granted="the token does not grant this task")
     ) == ("forbidden", "the token does not grant this task")
     assert refusal(lambda: ACCESS.verify("")) == ("unauthorized", "token must be a non-empty string")
+
+
+def test_a_token_naming_a_watched_workflow_grants_its_members() -> None:
+    # docs/protocol.md, Workflows: a workflow id in the tasks claim grants the workflow and its member tasks.
+    holders = {"a": ["g"], "b": ["g"]}
+    access = Access(TokenVerifier([SECRET], leeway=0), lambda task_id: holders.get(task_id, ()))
+    token = mint_token(SECRET, ["g"])
+    assert access.authorize(["g", "a", "b"], token) is not None
+    assert refusal(lambda: access.authorize(["z"], token)) == ("forbidden", "the token does not grant task 'z'")
+    # Without the workflow watch's answer (ACCESS knows of no workflow) a member is not granted.
+    assert refusal(lambda: ACCESS.authorize(["a"], token))[0] == "forbidden"

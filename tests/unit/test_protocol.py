@@ -90,11 +90,44 @@ def test_payload_must_be_an_object(payload: Any, kind: str) -> None:
     assert error.message == f"payload must be an object, not {kind}"
 
 
-@pytest.mark.parametrize("payload", [{}, {"token": "t"}, {"task_id": "a", "task_ids": ["b"]}])
-def test_exactly_one_of_task_id_or_task_ids(payload: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"token": "t"},
+        {"task_id": "a", "task_ids": ["b"]},
+        {"task_id": "a", "workflow_id": "w"},
+        {"workflow_id": "a", "workflow_ids": ["b"]},
+    ],
+)
+def test_exactly_one_of_task_id_task_ids_workflow_id_or_workflow_ids(payload: dict[str, Any]) -> None:
     error = refused(payload)
     assert error.code == "bad_request"
-    assert "exactly one of 'task_id' or 'task_ids'" in error.message
+    assert "exactly one of 'task_id', 'task_ids', 'workflow_id' or 'workflow_ids'" in error.message
+
+
+def test_workflow_ids_are_parsed_apart_from_task_ids() -> None:
+    request = parse_subscription({"workflow_ids": ["w1", "w2", "w1"], "token": "t"})
+    assert request.workflow_ids == ("w1", "w2")
+    assert request.task_ids == ()
+    assert request.token == "t"
+    assert parse_subscription({"workflow_id": "w"}).workflow_ids == ("w",)
+    assert parse_subscription({"task_id": "t"}).workflow_ids == ()
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "message"),
+    [
+        ({"workflow_id": 7}, "bad_request", "workflow id must be a string, not a number"),
+        ({"workflow_id": ""}, "bad_request", "workflow id must not be empty"),
+        ({"workflow_ids": "w"}, "bad_request", "'workflow_ids' must be a list, not a string"),
+        ({"workflow_ids": []}, "bad_request", "'workflow_ids' must not be empty"),
+        ({"workflow_ids": ["w"] * 101}, "too_many", "at most 100 workflow ids per call, got 101"),
+    ],
+)
+def test_bad_workflow_ids_are_refused(payload: dict[str, Any], code: str, message: str) -> None:
+    error = refused(payload)
+    assert (error.code, error.message) == (code, message)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pushserver.snapshots import MemoryView
 from pushserver.sockets import SocketApi
 from pushserver.state import TaskStore
 from pushserver.subscriptions import Subscriptions
+from pushserver.workflow_watch import WorkflowWatch
 
 
 def test_connect_and_disconnect_twice_count_once() -> None:
@@ -24,6 +25,7 @@ def test_connect_and_disconnect_twice_count_once() -> None:
         memory = MemoryView(TaskStore(10), ForwardingPolicy())
         fanout = FanoutManager(metrics, memory.visible)
         coalescer = Coalescer(memory, subscriptions, fanout, metrics, settings.progress_hz)
+        workflows = WorkflowWatch(settings, memory.store, None, fanout, None)  # type: ignore[arg-type]
         sockets = SocketApi(
             settings,
             Access(None),
@@ -32,6 +34,7 @@ def test_connect_and_disconnect_twice_count_once() -> None:
             coalescer=coalescer,
             fanout=fanout,
             metrics=metrics,
+            workflows=workflows,
         )
 
         def clients() -> float | None:
@@ -46,6 +49,7 @@ def test_connect_and_disconnect_twice_count_once() -> None:
             await sockets._on_disconnect("sid-1", "transport close")
         assert clients() == 0
         assert len(subscriptions) == 0 and len(sockets.expiry) == 0 and not sockets._buckets
+        assert len(workflows.subscriptions) == 0
         sockets.close()
 
     asyncio.run(run())

@@ -264,6 +264,13 @@ describe('task console in Chromium', () => {
     for (const { card } of started) await waitForState(card, 'SUCCESS', 60_000);
     assert.match(await newestCard('predict').getByTestId('result').textContent(), /Iris setosa/);
     assert.match(await newestCard('webhooks').getByTestId('result').textContent(), /Dispatched 2 webhook deliveries/);
+    // The fan-out card follows the dispatching task and its 2 deliveries as one workflow: one bar, a dot each.
+    const fanout = newestCard('webhooks').getByTestId('fanout');
+    await fanout.and(page.locator('[data-state="SUCCESS"]')).waitFor({ timeout: 30_000 });
+    assert.equal(await fanout.getByTestId('fanout-caption').textContent(), '3 of 3 tasks finished');
+    assert.equal(await fanout.getByTestId('fanout-progress').getAttribute('aria-valuenow'), '100');
+    assert.deepEqual(await fanout.locator('.fanout__dot').evaluateAll((dots) => dots.map((d) => d.dataset.state)),
+      ['SUCCESS', 'SUCCESS', 'SUCCESS']);
     assert.match(await newestCard('welcome-email').getByTestId('result').textContent(), new RegExp(`Welcome email for ${USER.username}`));
   });
 

@@ -12,12 +12,14 @@ import type { ManagerOptions, Socket, SocketOptions } from 'socket.io-client';
 import { ClientClosedError, errorFromProblem, WaitTimeoutError } from './errors.js';
 import { isTerminal } from './precedence.js';
 import { createTaskStore } from './store.js';
-import type { ConnectionInfo, ConnectionStatus, TaskProblem, TaskRecord, TaskState } from './types.js';
+import type { ConnectionInfo, ConnectionStatus, TaskProblem, TaskRecord, TaskState, WorkflowRecord } from './types.js';
+import { createWorkflows } from './workflows.js';
+import type { WatchWorkflowOptions, WorkflowListener } from './workflows.js';
 
 /** A token, or nothing when none can be had. */
 export type TokenResult = string | null | undefined;
 
-/** Returns a fresh token naming `taskId` (e.g. from your API); may be async. */
+/** Returns a fresh token naming `taskId` — or a workflow id, for `watchWorkflow` — (e.g. from your API); may be async. */
 export type GetToken = (taskId: string) => TokenResult | Promise<TokenResult>;
 
 /** Options of `createTaskClient`. */
@@ -79,6 +81,12 @@ export interface TaskClient {
   readonly connection: ConnectionInfo;
   /** Ids of the tasks watched right now. */
   watchedTasks(): string[];
+  /** Watch a group, chord or chain by its workflow id; returns the function that stops watching. */
+  watchWorkflow(workflowId: string, listener?: WorkflowListener, options?: WatchWorkflowOptions): () => void;
+  /** The workflow's `{workflow, error}` record; the same object until it changes. */
+  workflowRecord(workflowId: string): WorkflowRecord;
+  /** Ids of the workflows watched right now. */
+  watchedWorkflows(): string[];
   /** Stop: disconnect (a socket the client created), reject pending waits with ClientClosedError. */
   close(): void;
   /** The underlying Socket.IO socket. */
@@ -163,6 +171,16 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
     timers.add(timer);
   }
 
+  const workflows = createWorkflows({
+    socket,
+    getToken,
+    hasConnectionToken: Boolean(connectionToken),
+    ackTimeout,
+    later,
+    isClosed: () => closed,
+    maxFinished,
+  });
+
   function setConnection(status: ConnectionStatus, error: string | null = null): void {
     if (connection.status === status && connection.error === error) return;
     connection = Object.freeze({ status, error });
@@ -241,6 +259,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
   function onConnect(): void {
     setConnection('connected');
     for (const [taskId, entry] of watched) void subscribeTask(taskId, entry);
+    workflows.resubscribe();
   }
 
   function onDisconnect(reason: string): void {
@@ -261,7 +280,10 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
   }
 
   function onServerError(payload: unknown): void {
-    const { code, task_ids: ids, message } = (payload ?? {}) as { code?: unknown; task_ids?: unknown; message?: unknown };
+    const { code, task_ids: ids, workflow_ids: workflowIds, message } = (payload ?? {}) as {
+      code?: unknown; task_ids?: unknown; workflow_ids?: unknown; message?: unknown;
+    };
+    if (code === 'token_expired') workflows.onExpired(workflowIds, message);
     if (code !== 'token_expired' || !Array.isArray(ids)) return;
     for (const taskId of ids) {
       const entry = typeof taskId === 'string' ? watched.get(taskId) : undefined;
@@ -285,6 +307,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
     disconnect: onDisconnect,
     connect_error: onConnectError,
     'task:update': onUpdate,
+    'workflow:update': workflows.onUpdate,
     'pushserver:error': onServerError,
   };
   let started = false;
@@ -417,6 +440,14 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
       return connection;
     },
     watchedTasks: () => [...watched.keys()],
+    watchWorkflow(workflowId, listener, watchOptions) {
+      if (typeof workflowId !== 'string' || workflowId === '') throw new TypeError('watchWorkflow needs a workflow id');
+      if (closed) throw new ClientClosedError(workflowId);
+      start();
+      return workflows.watchWorkflow(workflowId, listener, watchOptions);
+    },
+    workflowRecord: (workflowId) => workflows.record(workflowId),
+    watchedWorkflows: () => workflows.watched(),
     close() {
       if (closed) return;
       for (const cancel of [...pendingWaits]) cancel();
@@ -429,6 +460,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
       }
       if (ownSocket) socket.disconnect();
       watched.clear();
+      workflows.clear();
       setConnection('offline', 'closed');
     },
     get socket() {

@@ -11,4 +11,7 @@ export { createTaskStore, EMPTY_RECORD } from './store.js';
 export type { RecordListener, TaskStore } from './store.js';
 export type {
   ConnectionInfo, ConnectionStatus, ResultFormat, TaskProblem, TaskProgress, TaskRecord, TaskState, TaskStateName,
+  WorkflowKind, WorkflowRecord, WorkflowState,
 } from './types.js';
+export { EMPTY_WORKFLOW_RECORD } from './workflows.js';
+export type { WatchWorkflowOptions, WorkflowListener } from './workflows.js';

@@ -77,3 +77,30 @@ export interface ConnectionInfo {
   readonly status: ConnectionStatus;
   readonly error: string | null;
 }
+
+/** The kinds of workflow the pushserver follows. */
+export type WorkflowKind = 'group' | 'chord' | 'chain';
+
+/** A group's, chord's or chain's progress as one object (docs/protocol.md § WorkflowState). */
+export interface WorkflowState {
+  workflow_id: string;
+  kind: WorkflowKind;
+  /** PENDING until a member starts, STARTED while it runs, FAILURE once it cannot succeed, SUCCESS when done. */
+  state: 'PENDING' | 'STARTED' | 'SUCCESS' | 'FAILURE';
+  /** Members; a chain's may grow as its later steps are sent. */
+  total: number;
+  /** How many members are in each state; adds up to `total`. */
+  counts: Partial<Record<TaskStateName, number>>;
+  completed: number;
+  failed: number;
+  /** 0-100: finished members plus running members' own progress, over `total`. */
+  percent: number;
+  task_ids: string[];
+  updated_at: number | null;
+}
+
+/** What the client holds for one workflow; replaced (never mutated) on every change. */
+export interface WorkflowRecord {
+  readonly workflow: WorkflowState | null;
+  readonly error: TaskProblem | null;
+}

@@ -1,7 +1,7 @@
 // Hooks over a TaskClient, built on useSyncExternalStore.
 import { useCallback, useSyncExternalStore } from 'react';
-import { EMPTY_RECORD } from '@celery-pushserver/client';
-import type { ConnectionInfo, TaskClient, TaskRecord } from '@celery-pushserver/client';
+import { EMPTY_RECORD, EMPTY_WORKFLOW_RECORD } from '@celery-pushserver/client';
+import type { ConnectionInfo, TaskClient, TaskRecord, WorkflowRecord } from '@celery-pushserver/client';
 import { useClientOrProvided } from './context.js';
 
 /** Options of useTaskStatus. */
@@ -29,6 +29,29 @@ export function useTaskStatus(taskId: string | null | undefined, options: UseTas
     [client, taskId, token],
   );
   const getSnapshot = useCallback(() => (taskId ? client.record(taskId) : EMPTY_RECORD), [client, taskId]);
+  return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
+}
+
+/**
+ * Watch a group, chord or chain live by its workflow id: returns `{workflow, error}`
+ * where `workflow` is the latest WorkflowState (`state`, `total`, `counts`,
+ * `percent`, `task_ids`, …; null until the first snapshot) and `error` why it
+ * cannot be watched. Subscribes on mount and after every reconnect; a null or
+ * undefined `workflowId` watches nothing. `options.token` must name the workflow id.
+ */
+export function useWorkflowStatus(workflowId: string | null | undefined, options: UseTaskStatusOptions = {}): WorkflowRecord {
+  const client = useClientOrProvided(options.client);
+  const { token } = options;
+  const subscribe = useCallback(
+    (onStoreChange: () => void) => (
+      workflowId ? client.watchWorkflow(workflowId, undefined, { token, onChange: onStoreChange }) : () => {}
+    ),
+    [client, workflowId, token],
+  );
+  const getSnapshot = useCallback(
+    () => (workflowId ? client.workflowRecord(workflowId) : EMPTY_WORKFLOW_RECORD),
+    [client, workflowId],
+  );
   return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
 }
 

@@ -4,7 +4,7 @@ import { act, cleanup, render, renderHook, screen } from '@testing-library/react
 import { afterEach, describe, expect, it } from 'vitest';
 import { createTaskClient } from '@celery-pushserver/client';
 import type { TaskClient } from '@celery-pushserver/client';
-import { TaskClientProvider, useConnection, useTaskClient, useTaskStatus } from '../src/index.js';
+import { TaskClientProvider, useConnection, useTaskClient, useTaskStatus, useWorkflowStatus } from '../src/index.js';
 import { FakeSocket, flush, taskState } from '../../client/test/unit/fakeSocket.js';
 
 function setup({ connect = true, getToken }: { connect?: boolean; getToken?: (id: string) => string } = {}) {
@@ -182,5 +182,38 @@ describe('TaskClientProvider', () => {
     await settle();
     expect(socket.handlerCount).toBe(0); // closed
     expect(screen.queryByTestId('state')).toBeNull();
+  });
+});
+
+describe('useWorkflowStatus', () => {
+  const state = (completed: number, total = 2) => ({
+    workflow_id: 'g1', kind: 'group', state: completed === total ? 'SUCCESS' : 'STARTED', total,
+    counts: { SUCCESS: completed, STARTED: total - completed }, completed, failed: 0,
+    percent: (100 * completed) / total, task_ids: ['a', 'b'], updated_at: completed,
+  });
+
+  it('subscribes to the workflow on mount, follows workflow:update and unsubscribes on unmount', async () => {
+    const { socket, wrapper } = setup();
+    const { result, unmount } = renderHook(() => useWorkflowStatus('g1', { token: 'tok-g' }), { wrapper });
+    expect(result.current).toEqual({ workflow: null, error: null });
+    const [sub] = socket.takeEmits('subscribe');
+    expect(sub!.payload).toEqual({ workflow_id: 'g1', token: 'tok-g' });
+    act(() => sub!.ack({ ok: true, workflows: [state(1)] }));
+    expect(result.current.workflow?.percent).toBe(50);
+    act(() => socket.fire('workflow:update', state(2)));
+    expect(result.current.workflow?.state).toBe('SUCCESS');
+    unmount();
+    await settle();
+    expect(socket.takeEmits('unsubscribe').map((e) => e.payload)).toEqual([{ workflow_id: 'g1' }]);
+  });
+
+  it('shows a refusal and watches nothing for a null id', () => {
+    const { socket, wrapper } = setup();
+    const { result } = renderHook(() => useWorkflowStatus('g1', { token: 'bad' }), { wrapper });
+    act(() => socket.takeEmits('subscribe')[0]!.ack({ ok: false, error: { code: 'forbidden', message: 'no' } }));
+    expect(result.current.error).toEqual({ code: 'forbidden', message: 'no' });
+    const none = renderHook(() => useWorkflowStatus(null), { wrapper });
+    expect(none.result.current).toEqual({ workflow: null, error: null });
+    expect(socket.takeEmits('subscribe')).toHaveLength(0);
   });
 });

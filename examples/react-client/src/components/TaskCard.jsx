@@ -1,6 +1,7 @@
 import { isTerminal } from '@celery-pushserver/client';
 import { useTaskStatus } from '@celery-pushserver/react';
 import { describeError, describeResult, labelFor } from '../taskKinds.js';
+import { FanoutProgress } from './FanoutProgress.jsx';
 import { ProgressBar } from './ProgressBar.jsx';
 import { StateBadge } from './StateBadge.jsx';
 
@@ -96,7 +97,8 @@ export function TaskCard({ id, token, kind, createdAt, onDismiss }) {
           </button>
         )}
       </header>
-      {!done || task.state === 'SUCCESS' ? <ProgressBar state={task.state} progress={task.progress} /> : null}
+      {kind === 'webhooks' ? <FanoutProgress workflowId={id} token={token} /> : null}
+      {kind !== 'webhooks' && (!done || task.state === 'SUCCESS') ? <ProgressBar state={task.state} progress={task.progress} /> : null}
       <Outcome kind={kind} task={task} />
       {error && (
         <p className="task-card__warning" role="alert">

@@ -73,3 +73,43 @@ describe('ConnectionIndicator', () => {
     expect(screen.getByTestId('connection').dataset.status).toBe('offline');
   });
 });
+
+describe('FanoutProgress', () => {
+  const workflow = (counts, extra = {}) => {
+    const total = Object.values(counts).reduce((a, b) => a + b, 0);
+    const completed = counts.SUCCESS ?? 0;
+    const failed = counts.FAILURE ?? 0;
+    return {
+      workflow_id: 'f1', kind: 'chain', state: failed ? 'FAILURE' : completed === total ? 'SUCCESS' : 'STARTED', total,
+      counts, completed, failed, percent: (100 * (completed + failed)) / total,
+      task_ids: Array.from({ length: total }, (_, i) => `m${i}`), updated_at: 1, ...extra,
+    };
+  };
+
+  it('watches the fan-out task as a workflow: one bar, one dot per member by state', () => {
+    const { socket } = renderWithClient(<TaskCard id="f1" token="tok" kind="webhooks" createdAt={Date.now()} />);
+    const subs = socket.takeEmits('subscribe').map((e) => e.payload);
+    expect(subs).toHaveLength(2);
+    expect(subs).toContainEqual({ task_id: 'f1', token: 'tok' });
+    expect(subs).toContainEqual({ workflow_id: 'f1', token: 'tok' });
+    act(() => socket.fire('workflow:update', workflow({ SUCCESS: 2, STARTED: 1, PENDING: 2 })));
+    expect(screen.getByTestId('fanout-progress').getAttribute('aria-valuenow')).toBe('40');
+    expect(screen.getByTestId('fanout-caption').textContent).toBe('2 of 5 tasks finished');
+    const dots = screen.getAllByRole('listitem').map((dot) => dot.dataset.state);
+    expect(dots).toEqual(['SUCCESS', 'SUCCESS', 'STARTED', 'PENDING', 'PENDING']);
+    act(() => socket.fire('workflow:update', workflow({ SUCCESS: 4, FAILURE: 1 })));
+    expect(screen.getByTestId('fanout').dataset.state).toBe('FAILURE');
+    expect(screen.getByTestId('fanout-caption').textContent).toBe('5 of 5 tasks finished, 1 failed');
+  });
+});
+
+describe('FanoutProgress before its first snapshot', () => {
+  it('shows a waiting bar, then a refusal as a warning', () => {
+    const { socket } = renderWithClient(<TaskCard id="f2" token="tok" kind="webhooks" createdAt={Date.now()} />);
+    expect(screen.getByTestId('fanout').dataset.state).toBe('PENDING');
+    expect(screen.getByText('Waiting for the fan-out…')).toBeTruthy();
+    const sub = socket.takeEmits('subscribe').find((e) => e.payload.workflow_id === 'f2');
+    act(() => sub.ack({ ok: false, error: { code: 'too_many', message: 'workflow has more than 10000 members (--max-workflow-size)' } }));
+    expect(screen.getByRole('alert').textContent).toMatch(/Fan-out progress unavailable: workflow has more than 10000 members/);
+  });
+});

@@ -2,8 +2,8 @@
 // worker and a private Redis, over real Socket.IO.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTaskClient, ForbiddenError, PRECEDENCE, UnauthorizedError } from '../../src/index.js';
-import type { ConnectionStatus, TaskClient, TaskState } from '../../src/index.js';
-import { dispatch, dispatchMany, mintToken, SECRET, startPushserver, startRedis, startWorker, waitFor } from './stack.js';
+import type { ConnectionStatus, TaskClient, TaskState, WorkflowState } from '../../src/index.js';
+import { dispatch, dispatchGroup, dispatchMany, mintToken, SECRET, startPushserver, startRedis, startWorker, waitFor } from './stack.js';
 
 let redis: any;
 let worker: any;
@@ -40,6 +40,23 @@ afterAll(async () => {
 });
 
 describe('against a real pushserver', () => {
+  it('watchWorkflow: a saved group is followed to SUCCESS, its finished count never going back', async () => {
+    const c = client();
+    const { id, members } = await dispatchGroup(env, 'workers.tasks.demo_progress', [2, 0.2], 6);
+    const seen: WorkflowState[] = [];
+    await new Promise<void>((resolve) => {
+      c.watchWorkflow(id, (w) => {
+        seen.push(w);
+        if (w.state === 'SUCCESS') resolve();
+      }, { token: mintToken([id]) });
+    });
+    expect(seen.at(-1)).toMatchObject({ workflow_id: id, kind: 'group', total: 6, completed: 6, percent: 100, task_ids: members });
+    const finished = seen.map((w) => w.completed + w.failed);
+    expect(finished).toEqual([...finished].sort((a, b) => a - b));
+    // The same token grants the members while the workflow is watched.
+    expect((await c.wait(members[0]!, { token: mintToken([id]), timeout: 10_000 })).state).toBe('SUCCESS');
+  });
+
   it('watch: the listener sees progress in order, then SUCCESS, never a step back', async () => {
     const c = client();
     const id = await dispatch(env, 'workers.tasks.demo_progress', [4, 0.3]);

@@ -57,3 +57,22 @@ export async function dispatchMany(env: Record<string, string>, task: string, ar
   if (ids.length !== count) throw new Error(`expected ${count} task ids, got: ${stdout}`);
   return ids;
 }
+
+/** Start a saved group of `count` calls of `task` with `args` (pushserver.worker.save_workflow); returns its id and members. */
+export async function dispatchGroup(env: Record<string, string>, task: string, args: unknown[], count: number): Promise<{ id: string; members: string[] }> {
+  const script = [
+    'import json, sys',
+    'from celery import group',
+    'from pushserver.worker import save_workflow',
+    'from workers.app import app',
+    'task, args, count = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])',
+    'result = group(app.signature(task, args=args) for _ in range(count)).apply_async()',
+    'print(json.dumps({"id": save_workflow(result), "members": [r.id for r in result.results]}))',
+  ].join('\n');
+  const { stdout } = await run(path.join(VENV_BIN, 'python'), ['-c', script, task, JSON.stringify(args), String(count)], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env, PYTHONPATH: REPO_ROOT },
+    timeout: 60_000,
+  });
+  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}');
+}

@@ -1,0 +1,162 @@
+"""WorkflowWatch's emits: one update per batch for state changes, progress coalesced, members' grants, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pushserver.config import Settings
+from pushserver.ingest import Ingest
+from pushserver.metrics import Metrics
+from pushserver.protocol import ProtocolError, Subscription
+from pushserver.state import TaskStore
+from pushserver.subscriptions import Subscriptions
+from pushserver.workflow_watch import WorkflowWatch
+from pushserver.workflows import CHAIN, GROUP, Membership
+
+
+class FakeFanout:
+    """Records what would be sent to a workflow's room."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], bool]] = []
+        self.workflow_snapshot_of: Any = None
+        self.server = FakeSio()  # the Socket.IO server the fanout serves: WorkflowWatch's rooms
+
+    def send(self, key: str, payload: dict[str, Any], progress: bool, *, workflow: bool = False) -> int:
+        assert workflow
+        self.sent.append((key, payload, progress))
+        return 1
+
+
+class FakeSio:
+    def __init__(self) -> None:
+        self.rooms: set[tuple[str, str]] = set()
+
+    async def enter_room(self, sid: str, room: str) -> None:
+        self.rooms.add((sid, room))
+
+    async def leave_room(self, sid: str, room: str) -> None:
+        self.rooms.discard((sid, room))
+
+    async def emit(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class FakeBackend:
+    def __init__(self, *known: Membership) -> None:
+        self.known = {m.workflow_id: m for m in known}
+
+    async def membership(self, workflow_id: str, limit: int) -> Membership | None:
+        return self.known.get(workflow_id, Membership(workflow_id, CHAIN, (workflow_id,)))
+
+
+def ev(kind: str, uuid: str, ts: float, **fields: Any) -> dict[str, Any]:
+    return {"type": f"task-{kind}", "uuid": uuid, "timestamp": ts, **fields}
+
+
+def make(*known: Membership, **settings: Any) -> tuple[WorkflowWatch, TaskStore, FakeFanout]:
+    store = TaskStore()
+    fanout = FakeFanout()
+
+    async def snapshot(task_id: str) -> dict[str, Any]:
+        return {}
+
+    watch = WorkflowWatch(
+        Settings(insecure=True, **settings),
+        store,
+        FakeBackend(*known),  # type: ignore[arg-type]
+        fanout,
+        snapshot,
+    )  # type: ignore[arg-type]
+    return watch, store, fanout
+
+
+def merge(watch: WorkflowWatch, store: TaskStore, events: list[dict[str, Any]]) -> None:
+    """One batch through the real Ingest (ingest.py), which hands each event and change to the watch."""
+    # No task subscriptions: the coalescer is never asked.
+    ingest = Ingest(store, Subscriptions(), None, Metrics(), workflows=watch)  # type: ignore[arg-type]
+    ingest.merge(events)
+
+
+GROUP_OF_3 = Membership("g", GROUP, ("a", "b", "c"))
+
+
+async def test_subscribe_acks_the_workflow_and_a_batch_of_changes_is_one_update() -> None:
+    watch, store, fanout = make(GROUP_OF_3)
+    ack = await watch.subscribe("s1", Subscription((), None, ("g",)), None)
+    assert ack["ok"] and ack["workflows"][0]["total"] == 3
+    merge(watch, store, [ev("started", "a", 1.0), ev("succeeded", "a", 2.0), ev("started", "b", 2.5)])
+    assert len(fanout.sent) == 1
+    _, payload, progress = fanout.sent[0]
+    assert (payload["counts"], progress) == ({"PENDING": 1, "STARTED": 1, "SUCCESS": 1}, False)
+    merge(watch, store, [ev("started", "x", 3.0)])  # not a member: nothing
+    assert len(fanout.sent) == 1
+
+
+async def test_progress_only_changes_are_coalesced_the_newest_sent() -> None:
+    watch, store, fanout = make(GROUP_OF_3, progress_hz=20.0)
+    await watch.subscribe("s1", Subscription((), None, ("g",)), None)
+    merge(watch, store, [ev("started", "a", 1.0)])
+    for i in range(1, 6):
+        merge(watch, store, [ev("progress", "a", 1.0 + i / 10, percent=10.0 * i)])
+    progress = [p for _, p, is_progress in fanout.sent if is_progress]
+    assert len(progress) == 1  # the first at once, the rest waiting for the interval
+    await asyncio.sleep(0.1)
+    progress = [p for _, p, is_progress in fanout.sent if is_progress]
+    assert len(progress) == 2
+    assert progress[-1]["percent"] == pytest.approx(50.0 / 3, abs=0.01)
+
+
+async def test_a_chain_grows_from_root_id_and_waits_for_the_backend_before_success() -> None:
+    watch, store, fanout = make()
+    ack = await watch.subscribe("s1", Subscription((), None, ("r",)), None)
+    assert ack["workflows"][0]["task_ids"] == ["r"]
+    merge(
+        watch,
+        store,
+        [
+            ev("received", "r", 1.0, root_id="r"),
+            ev("succeeded", "r", 2.0),
+            ev("received", "n", 3.0, root_id="r", parent_id="r"),
+        ],
+    )
+    assert fanout.sent[-1][1]["task_ids"] == ["r", "n"]
+    merge(watch, store, [ev("succeeded", "n", 4.0)])
+    await asyncio.sleep(0.05)  # the settle: the backend (here) records no further step
+    assert fanout.sent[-1][1]["state"] == "SUCCESS"
+    assert fanout.sent[-1][1]["total"] == 2
+
+
+async def test_a_chains_steps_merged_before_anyone_watched_are_in_the_first_ack() -> None:
+    # Ingest hands every event to the watch, watched or not: the root_id index is how
+    # a chain subscribed after its steps were sent still knows them.
+    watch, store, _ = make()
+    merge(
+        watch,
+        store,
+        [ev("received", "r", 1.0, root_id="r"), ev("received", "n", 2.0, root_id="r", parent_id="r")],
+    )
+    ack = await watch.subscribe("s1", Subscription((), None, ("r",)), None)
+    assert ack["workflows"][0]["task_ids"] == ["r", "n"]
+    assert ack["workflows"][0]["counts"] == {"RECEIVED": 2}
+
+
+async def test_members_are_granted_by_the_workflow_and_forgotten_when_nobody_watches() -> None:
+    watch, store, _ = make(GROUP_OF_3)
+    await watch.subscribe("s1", Subscription((), None, ("g",)), None)
+    assert list(watch.containing("b")) == ["g"]
+    assert sorted(watch.members_watched()) == ["a", "b", "c"]
+    await watch.unsubscribe("s1", Subscription((), None, ("g",)))
+    assert list(watch.containing("b")) == []
+    assert len(watch) == 0
+
+
+async def test_a_workflow_over_the_limit_is_refused_too_many() -> None:
+    watch, _, _ = make(GROUP_OF_3, max_workflow_size=2)
+    with pytest.raises(ProtocolError) as refused:
+        await watch.subscribe("s1", Subscription((), None, ("g",)), None)
+    assert refused.value.code == "too_many"
+    assert len(watch) == 0
