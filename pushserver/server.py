@@ -158,11 +158,18 @@ class PushServer:
 
     # -- the quiet-task reconciler's view of the watched tasks ---------------------
 
+    def _watched(self) -> list[str]:
+        """Every task a client watches: by its own id, or as a member of a watched workflow."""
+        return list(dict.fromkeys(self.subscriptions.watched() + self.workflows.members_watched()))
+
+    def _is_watched(self, task_id: str) -> bool:
+        return self.subscriptions.is_watched(task_id) or self.workflows.is_member_watched(task_id)
+
     def _quiet_candidates(self) -> list[tuple[str, Any]]:
         """Every watched unfinished task with its last event's stamp (which changes with each event merged)."""
         store = self.store
         found: list[tuple[str, Any]] = []
-        for task_id in self.subscriptions.watched():
+        for task_id in self._watched():
             task = store.get(task_id)
             if task is None:
                 found.append((task_id, None))
@@ -172,7 +179,7 @@ class PushServer:
 
     def _marker_of(self, task_id: str) -> Any:
         task = self.store.get(task_id)
-        if not self.subscriptions.is_watched(task_id) or (task is not None and task.ready):
+        if not self._is_watched(task_id) or (task is not None and task.ready):
             return SETTLED
         return task.last_event if task is not None else None
 
@@ -260,8 +267,7 @@ class PushServer:
             # connect: a client may subscribe as soon as the port is open.
             if reconnected:
                 self.metrics.reconnects.inc()
-            watched = dict.fromkeys(self.subscriptions.watched() + self.workflows.members_watched())
-            task = asyncio.get_running_loop().create_task(self.snapshots.reconcile(watched))
+            task = asyncio.get_running_loop().create_task(self.snapshots.reconcile(self._watched()))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

@@ -83,8 +83,12 @@ class WorkflowWatch:
         return self._by_member.get(task_id, ())
 
     def members_watched(self) -> list[str]:
-        """Every member of every watched workflow (reconciled after a receiver reconnect)."""
+        """Every member of every watched workflow (reconciled after a receiver reconnect, and when quiet)."""
         return list(self._by_member)
+
+    def is_member_watched(self, task_id: str) -> bool:
+        """Whether ``task_id`` belongs to a watched workflow."""
+        return task_id in self._by_member
 
     def __len__(self) -> int:
         return len(self._workflows)

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery import group
 
 from dev.metrics import metric
 from dev.stack import BIN, Proc
+from pushserver.worker import save_workflow
 from tests.support.clients import Watcher
-from tests.support.faults import delivered, env_number, subscribe_all, token, wait_all
+from tests.support.faults import delivered, env_number, subscribe_all, token, until, wait_all
 from tests.support.stack import HOSTNAME, Stack, redis_stack
 
 AFTER = 5.0  # --reconcile-after's default
@@ -125,6 +127,35 @@ async def test_worker_with_events_off_clients_still_get_success_and_result(quiet
             assert w.updates[t][-1]["result"] == 2
     assert max(delays) <= AFTER + 2 + SLACK, delays
     assert metric(url, "pushserver_quiet_tasks_reconciled_total") >= len(ids)
+    assert metric(url, "pushserver_events_ingested_total", type="task-succeeded") == 0
+
+
+async def test_a_workflow_run_without_events_still_reaches_success(quiet: Stack, watchers, report):
+    """The members of a watched workflow are watched tasks for the quiet-task reconciler too."""
+    url = quiet.server("quiet-workflow").url
+    (w,) = await watchers(url)
+    step = quiet.celery.signature("workers.tasks.demo_progress", args=(2, 0.2), immutable=True).set(queue="quiet-off")
+    result = group(step.clone() for _ in range(4)).apply_async()
+    workflow_id = save_workflow(result)
+    ack = await w.subscribe(workflow_id, token(workflow_id), workflows=True)
+    assert ack["ok"] and ack["workflows"][0]["total"] == 4, ack
+    await until(result.ready, 60, "the group's members to finish (read from the result backend)")
+    assert result.join(timeout=5) == [2, 2, 2, 2]
+    finished = time.monotonic()
+    done: dict = {}
+    try:
+        done = await w.wait_workflow(workflow_id, lambda s: s["state"] == "SUCCESS", timeout=AFTER + 30)
+    finally:
+        report(
+            "10e workflow (saved group of 4) on a worker with task events off",
+            1,
+            int(done.get("state") == "SUCCESS"),
+            delay_s=round(time.monotonic() - finished, 1),
+            quiet_reconciled=int(metric(url, "pushserver_quiet_tasks_reconciled_total")),
+        )
+    assert done["counts"] == {"SUCCESS": 4} and done["completed"] == 4
+    assert time.monotonic() - finished <= AFTER + 2 + SLACK
+    assert metric(url, "pushserver_quiet_tasks_reconciled_total") >= 4
     assert metric(url, "pushserver_events_ingested_total", type="task-succeeded") == 0
 
 
