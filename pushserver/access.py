@@ -21,8 +21,8 @@ from .auth import Grant, TokenError, TokenVerifier
 from .protocol import ProtocolError
 
 
-def _names_task(task_id: str) -> str:
-    return f"the token does not grant task {task_id[:64]!r}"
+def _names(noun: str, name: str) -> str:
+    return f"the token does not grant {noun} {name[:64]!r}"
 
 
 class Access:
@@ -51,12 +51,14 @@ class Access:
         *,
         missing: str = "a token is required: pass it at connect or in this call",
         not_granted: str | None = None,
+        noun: str = "task",
     ) -> Grant | None:
         """The grant naming every task in ``task_ids``, or ProtocolError.
 
         ``token`` is the call's own token; without one, ``held`` (the grant a
         connection presented at connect) is used. ``missing`` and
-        ``not_granted`` word the refusals for the caller's kind of client.
+        ``not_granted`` word the refusals for the caller's kind of client;
+        ``noun`` names what the ids are (``task``, ``workflow``) in the default wording.
         Returns None when insecure (nothing to enforce, no expiry to keep).
         """
         if self.verifier is None:
@@ -70,5 +72,5 @@ class Access:
             raise ProtocolError("unauthorized", "token has expired")
         for task_id in task_ids:
             if not grant.allows(task_id, now, self.containing(task_id)):
-                raise ProtocolError("forbidden", not_granted or _names_task(task_id))
+                raise ProtocolError("forbidden", not_granted or _names(noun, task_id))
         return grant

@@ -161,7 +161,9 @@ class SocketApi:
                 )
             request = parse_subscription(payload, self.settings.max_ids_per_call)
             if request.workflow_ids:
-                grant = self.access.authorize(request.workflow_ids, request.token, self._grants.get(sid))
+                grant = self.access.authorize(
+                    request.workflow_ids, request.token, self._grants.get(sid), noun="workflow"
+                )
                 return await self.workflows.subscribe(sid, request, grant.expires_at if grant else None)
             grant = self.access.authorize(request.task_ids, request.token, self._grants.get(sid))
             self.subscriptions.add(sid, request.task_ids)

@@ -71,5 +71,9 @@ def test_a_token_naming_a_watched_workflow_grants_its_members() -> None:
     token = mint_token(SECRET, ["g"])
     assert access.authorize(["g", "a", "b"], token) is not None
     assert refusal(lambda: access.authorize(["z"], token)) == ("forbidden", "the token does not grant task 'z'")
+    assert refusal(lambda: access.authorize(["w"], token, noun="workflow")) == (
+        "forbidden",
+        "the token does not grant workflow 'w'",
+    )
     # Without the workflow watch's answer (ACCESS knows of no workflow) a member is not granted.
     assert refusal(lambda: ACCESS.authorize(["a"], token))[0] == "forbidden"
