@@ -1,4 +1,4 @@
-"""The who-watches-what index the hub keeps beside Socket.IO's rooms."""
+"""The who-watches-what index the server keeps beside Socket.IO's rooms (pushserver/subscriptions.py)."""
 
 from __future__ import annotations
 
