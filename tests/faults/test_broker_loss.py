@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dev.metrics import metric
-from dev.stack import Proc, free_port, http_status, is_ready, readyz, redis_ping, wait_until
+from dev.stack import Proc, http_status, is_ready, readyz, redis_ping, restartable_port, wait_until
 from tests.support.faults import delivered, env_number, subscribe_all, until, wait_all
 from tests.support.stack import Stack
 
@@ -55,7 +55,7 @@ def start_persistent_redis(log_dir: Path, port: int) -> Proc:
 def aof_stack(fault_dir: Path) -> Iterator[Stack]:
     log_dir = fault_dir / "broker-loss"
     log_dir.mkdir()
-    port = free_port()
+    port = restartable_port()  # Redis comes back on it
     redis = start_persistent_redis(log_dir, port)
     s = Stack(
         f"redis://127.0.0.1:{port}/0",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from dev.stack import free_port
+from dev.stack import restartable_port
 from tests.support.faults import delivered, subscribe_all
 from tests.support.stack import Stack
 
@@ -15,7 +15,7 @@ CLIENTS = 3
 async def test_clients_get_current_snapshots_and_what_finished_while_the_server_was_down(
     stack: Stack, watchers, report
 ):
-    port = free_port()
+    port = restartable_port()  # the server comes back on it
     server = stack.server("restart-before", port=port)
     proc, url = server.proc, server.url
     clients = await watchers(url, CLIENTS)

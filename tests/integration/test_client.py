@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from dev.stack import Proc, free_port, start_pushserver, wait_until
+from dev.stack import Proc, free_port, restartable_port, start_pushserver, wait_until
 from pushserver.client import ConnectFailed, SubscribeRefused, TaskWatcher, WaitTimeout, WatcherClosed
 from tests.support.stack import PREFORK_QUEUE, Server, Stack
 
@@ -102,7 +102,7 @@ async def test_close_ends_a_waiting_call(stack: Stack, server: Server):
 
 async def test_it_resubscribes_after_the_server_restarts(stack: Stack, server: Server):
     """The server process is stopped and started again on the same port while a task runs."""
-    port = free_port()
+    port = restartable_port()  # the server comes back on it
 
     def start(name: str) -> Proc:
         return start_pushserver(name, stack.broker, stack.backend, stack.log_dir, secret=server.secret, port=port)[0]

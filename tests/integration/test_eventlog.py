@@ -8,7 +8,7 @@ import time
 import pytest
 from pymongo import MongoClient
 
-from dev.stack import Proc, http_get, start_mongo, start_pushserver, wait_until
+from dev.stack import Proc, http_get, restartable_port, start_mongo, start_pushserver, wait_until
 from pushserver.eventlog import COLLECTION, event_to_document
 from tests.fuzz.stack import EventPublisher
 from tests.support.clients import Watcher
@@ -172,7 +172,7 @@ async def test_snapshot_is_rebuilt_from_the_log_when_memory_and_backend_know_not
 
 
 async def test_mongodb_outage_degrades_history_never_delivery(stack: Stack, server: Server, mongo_db: str):
-    mongo_proc, mongo_url = start_mongo(stack.log_dir)
+    mongo_proc, mongo_url = start_mongo(stack.log_dir, restartable_port())  # MongoDB comes back on it
     port = int(mongo_url.rsplit(":", 1)[1])
     proc, url = serve_with_log(stack, server.secret, mongo_url, mongo_db, "log-outage")
     try:

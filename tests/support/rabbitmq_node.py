@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dev.stack import Proc, free_port, wait_until
+from dev.stack import Proc, restartable_port, wait_until
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # Debian's; /usr/sbin's wrapper would switch user
 
@@ -29,8 +29,9 @@ class RabbitNode:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.port = free_port()
-        self.dist_port = free_port()
+        # Below the ephemeral range: the port stays free while the node is down (dev/stack.py).
+        self.port = restartable_port()
+        self.dist_port = restartable_port()
         self.name = f"pushserver-test-{self.port}@localhost"
         self.proc: Proc | None = None
         base.mkdir(parents=True, exist_ok=True)
@@ -60,6 +61,7 @@ class RabbitNode:
         }
 
     def start(self, timeout: float = 120) -> RabbitNode:
+        self.dist_port = restartable_port()  # Erlang distribution: any port will do, a fresh one each start
         exe = SERVER if os.access(SERVER, os.X_OK) else shutil.which("rabbitmq-server") or SERVER
         self.proc = Proc(f"rabbitmq-{self.port}", [exe], self.base, env=self.env())
         wait_until(
