@@ -131,20 +131,11 @@ class Watcher:
         self, task_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
     ) -> dict[str, Any]:
         """Wait until an update of ``task_id`` satisfies ``predicate``; return that update."""
-
-        async def seen() -> dict[str, Any]:
-            async with self._changed:
-                while True:
-                    for state in self.updates.get(task_id, []):
-                        if predicate(state):
-                            return state
-                    await self._changed.wait()
-
-        try:
-            return await asyncio.wait_for(seen(), timeout)
-        except asyncio.TimeoutError:
-            got = [u["state"] for u in self.updates.get(task_id, [])]
-            raise AssertionError(f"task {task_id}: no matching update in {timeout}s; got {got}") from None
+        got = await self._first(self.updates, task_id, predicate, timeout)
+        if got is None:
+            seen = [u["state"] for u in self.updates.get(task_id, [])]
+            raise AssertionError(f"task {task_id}: no matching update in {timeout}s; got {seen}")
+        return got
 
     async def wait_state(self, task_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
         return await self.wait_for(task_id, lambda s: s["state"] == state, timeout)
@@ -153,11 +144,25 @@ class Watcher:
         self, workflow_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
     ) -> dict[str, Any]:
         """Wait until a WorkflowState of ``workflow_id`` (update or ack) satisfies ``predicate``; return it."""
+        got = await self._first(self.workflow_updates, workflow_id, predicate, timeout)
+        if got is None:
+            seen = [(u["state"], u["total"], u["counts"]) for u in self.workflow_updates.get(workflow_id, [])][-5:]
+            raise AssertionError(f"workflow {workflow_id}: no matching update in {timeout}s; last {seen}")
+        return got
+
+    async def _first(
+        self,
+        received: dict[str, list[dict[str, Any]]],
+        key: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float,
+    ) -> dict[str, Any] | None:
+        """The first of ``received[key]`` that satisfies ``predicate``, waiting up to ``timeout`` s (None then)."""
 
         async def seen() -> dict[str, Any]:
             async with self._changed:
                 while True:
-                    for state in self.workflow_updates.get(workflow_id, []):
+                    for state in received.get(key, []):
                         if predicate(state):
                             return state
                     await self._changed.wait()
@@ -165,8 +170,7 @@ class Watcher:
         try:
             return await asyncio.wait_for(seen(), timeout)
         except asyncio.TimeoutError:
-            got = [(u["state"], u["total"], u["counts"]) for u in self.workflow_updates.get(workflow_id, [])][-5:]
-            raise AssertionError(f"workflow {workflow_id}: no matching update in {timeout}s; last {got}") from None
+            return None
 
     async def close(self) -> None:
         # shutdown() also ends a reconnect loop, where disconnect() would leave it running.

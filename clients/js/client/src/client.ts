@@ -12,6 +12,8 @@ import type { ManagerOptions, Socket, SocketOptions } from 'socket.io-client';
 import { ClientClosedError, errorFromProblem, WaitTimeoutError } from './errors.js';
 import { isTerminal } from './precedence.js';
 import { createTaskStore } from './store.js';
+import { MAX_BACKOFF_MS, newWatchEntry, RETRY_DELAY_MS } from './watch-entry.js';
+import type { WatchEntry } from './watch-entry.js';
 import type { ConnectionInfo, ConnectionStatus, TaskProblem, TaskRecord, TaskState, WorkflowRecord } from './types.js';
 import { createWorkflows } from './workflows.js';
 import type { WatchWorkflowOptions, WorkflowListener } from './workflows.js';
@@ -93,19 +95,6 @@ export interface TaskClient {
   readonly socket: Socket;
 }
 
-interface Entry {
-  refs: number;
-  /** The token last passed to watch/wait. */
-  given: string | undefined;
-  /** The token subscribes use (given, or from getToken). */
-  token: string | undefined;
-  /** `token` came from getToken and the server has not answered it yet. */
-  fresh: boolean;
-  /** Bumped by every subscribe; answers to older ones are ignored. */
-  generation: number;
-  /** Delay before asking again after `too_many`, doubled each time (reset by a success). */
-  backoff: number;
-}
 
 interface SubscribeAck {
   ok?: boolean;
@@ -113,8 +102,6 @@ interface SubscribeAck {
   error?: { code?: unknown; message?: unknown };
 }
 
-const RETRY_DELAY_MS = 1000;
-const MAX_BACKOFF_MS = 30_000;
 
 /** Problems that end a `wait`: asking again as is cannot help. (`too_many` is retried with backoff.) */
 const FINAL_PROBLEMS = new Set(['forbidden', 'unauthorized', 'token_expired', 'bad_request']);
@@ -142,7 +129,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
   const { url, token: connectionToken, getToken, ackTimeout = 10_000, maxFinished = 1000 } = options;
   if (!options.socket && !url) throw new TypeError('createTaskClient needs a url (or a socket)');
   const store = createTaskStore({ maxFinished });
-  const watched = new Map<string, Entry>();
+  const watched = new Map<string, WatchEntry>();
   const connectionListeners = new Set<ConnectionListener>();
   const pendingWaits = new Set<() => void>();
   const timers = new Set<ReturnType<typeof setTimeout>>();
@@ -187,12 +174,12 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
     for (const listener of [...connectionListeners]) listener(connection);
   }
 
-  function current(taskId: string, entry: Entry, generation: number): boolean {
+  function current(taskId: string, entry: WatchEntry, generation: number): boolean {
     return !closed && watched.get(taskId) === entry && entry.generation === generation;
   }
 
   /** Subscribe `taskId`; with `refresh`, first ask getToken for a new token. */
-  async function subscribeTask(taskId: string, entry: Entry, refresh = false): Promise<void> {
+  async function subscribeTask(taskId: string, entry: WatchEntry, refresh = false): Promise<void> {
     if (closed || watched.get(taskId) !== entry) return;
     const generation = ++entry.generation;
     if (getToken && (refresh || (!entry.token && !connectionToken))) {
@@ -351,7 +338,7 @@ export function createTaskClient(options: TaskClientOptions): TaskClient {
 
     let entry = watched.get(taskId);
     if (!entry) {
-      entry = { refs: 0, given: token, token, fresh: false, generation: 0, backoff: RETRY_DELAY_MS };
+      entry = newWatchEntry(token);
       watched.set(taskId, entry);
       store.setError(taskId, null); // a problem from an earlier watch is not this one's
       last = store.get(taskId);

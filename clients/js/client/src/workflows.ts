@@ -5,6 +5,8 @@
 // the workflow's whole current state, so the newest received wins.
 import type { Socket } from 'socket.io-client';
 import type { TaskProblem, WorkflowRecord, WorkflowState } from './types.js';
+import { MAX_BACKOFF_MS, newWatchEntry, RETRY_DELAY_MS } from './watch-entry.js';
+import type { WatchEntry } from './watch-entry.js';
 
 /** The record of a workflow nothing is known about; one shared object. */
 export const EMPTY_WORKFLOW_RECORD: WorkflowRecord = Object.freeze({ workflow: null, error: null });
@@ -34,14 +36,6 @@ export interface WorkflowDeps {
   maxFinished: number;
 }
 
-interface Entry {
-  refs: number;
-  given: string | undefined;
-  token: string | undefined;
-  fresh: boolean;
-  generation: number;
-  backoff: number;
-}
 
 interface Ack {
   ok?: boolean;
@@ -49,8 +43,6 @@ interface Ack {
   error?: { code?: unknown; message?: unknown };
 }
 
-const RETRY_DELAY_MS = 1000;
-const MAX_BACKOFF_MS = 30_000;
 
 function isWorkflowState(value: unknown): value is WorkflowState {
   const w = value as WorkflowState | null;
@@ -63,7 +55,7 @@ export function createWorkflows(deps: WorkflowDeps) {
   const { socket, getToken, hasConnectionToken, ackTimeout, later, isClosed, maxFinished } = deps;
   // Finished workflows nobody watches, oldest first: a remount shows them before the server answers.
   const released = new Map<string, true>();
-  const watched = new Map<string, Entry>();
+  const watched = new Map<string, WatchEntry>();
   const records = new Map<string, WorkflowRecord>();
   const listeners = new Map<string, Set<(record: WorkflowRecord) => void>>();
 
@@ -87,11 +79,11 @@ export function createWorkflows(deps: WorkflowDeps) {
     set(id, { workflow: now.workflow, error });
   }
 
-  function current(id: string, entry: Entry, generation: number): boolean {
+  function current(id: string, entry: WatchEntry, generation: number): boolean {
     return !isClosed() && watched.get(id) === entry && entry.generation === generation;
   }
 
-  async function subscribe(id: string, entry: Entry, refresh = false): Promise<void> {
+  async function subscribe(id: string, entry: WatchEntry, refresh = false): Promise<void> {
     if (isClosed() || watched.get(id) !== entry) return;
     const generation = ++entry.generation;
     if (getToken && (refresh || (!entry.token && !hasConnectionToken))) {
@@ -164,7 +156,7 @@ export function createWorkflows(deps: WorkflowDeps) {
     released.delete(id);
     let entry = watched.get(id);
     if (!entry) {
-      entry = { refs: 0, given: token, token, fresh: false, generation: 0, backoff: RETRY_DELAY_MS };
+      entry = newWatchEntry(token);
       watched.set(id, entry);
       void subscribe(id, entry);
     } else if (token && token !== entry.given) {
