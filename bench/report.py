@@ -479,6 +479,8 @@ def storm_section(storm: dict[str, Any]) -> str:
     out.append(
         f"| wrong snapshots | {sum(r['a_wrong_count'] for r in runs)} | {sum(r['b_wrong_count'] for r in runs)} |"
     )
+    if all("listen_overflows" in r["a"] for r in runs):
+        line("handshakes dropped from a full listen queue (machine-wide)", "listen_overflows", 0)
     line("server peak RSS, sampled (MB)", "server_peak_rss_mb", 0)
     line("server CPU (s)", "server_cpu_s", 2)
     line("server CPU (% of a core)", "server_cpu_pct", 0, "%")

@@ -26,7 +26,8 @@ address (127.0.0.2, 127.0.0.3, ...). One run:
 Reported per run: the settle times of A and B and their ratio (target ≤ 2×), failures and refusals
 (clients' and the server's counters), wrong snapshots, the server's peak RSS (its process tree, sampled
 every 20 ms, and the main process's VmHWM) and CPU (seconds and % of a core over the storm), and the
-result-backend round trips Redis counted (``INFO commandstats`` ``get``/``mget``, reset before the
+connections the kernel dropped from a full listen queue (``ListenOverflows``, machine-wide: each
+costs its client a TCP retransmission, 1 s, then 3 s, 7 s...), and the result-backend round trips Redis counted (``INFO commandstats`` ``get``/``mget``, reset before the
 storm) beside the server's own ``pushserver_backend_reads_total``.
 """
 
@@ -143,6 +144,14 @@ def vm_hwm_bytes(pid: int) -> int:
     return 0
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (machine-wide, TcpExt)."""
+    with open("/proc/net/netstat") as f:
+        lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    names, values = lines[0], lines[1]
+    return int(values[names.index("ListenOverflows")])
+
+
 def redis_calls(redis_server: PrivateRedis) -> dict[str, int]:
     stats = redis_server.client.info("commandstats")
     return {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("get", "mget")}
@@ -154,11 +163,13 @@ def phase(server: PushServerProcess, group: StormGroup, n: int) -> dict[str, Any
     m0 = server.metrics()
     rss = PeakRss(server.pid)
     cpu = CpuMeter(server.pid)
+    overflows = listen_overflows()
     at = time.time() + GO_DELAY
     group.send(f"go {at:.6f} {server.url}")
     answers = group.answers()
     cpu_s = cpu.percent() * (time.monotonic() - cpu.t0) / 100.0
     peak = rss.stop()
+    overflows = listen_overflows() - overflows
     m1 = server.metrics()
     settle = max(a["last_ack"] for a in answers) - at
     snapshots: dict[str, list[Any]] = {}
@@ -177,6 +188,7 @@ def phase(server: PushServerProcess, group: StormGroup, n: int) -> dict[str, Any
         "answered": len(snapshots),
         "server_refused": delta("pushserver_requests_refused_total")
         + delta("pushserver_client_messages_refused_total"),
+        "listen_overflows": overflows,
         "server_cpu_s": cpu_s,
         "server_cpu_pct": 100.0 * cpu_s / settle if settle > 0 else 0.0,
         "server_peak_rss_mb": peak / 1e6,
@@ -263,7 +275,8 @@ def run(redis_server: PrivateRedis, runs: int, clients: int, procs: int) -> dict
         log(
             f"storm run {i + 1}/{runs}, {clients:,} clients: A {r['a']['settle_s']:.2f}s, B {b['settle_s']:.2f}s "
             f"= {r['ratio']:.2f}x; failed {r['a']['failed']}+{b['failed']}, refused {r['a']['refused']}+{b['refused']}, "
-            f"wrong {r['b_wrong_count']}; server peak RSS {b['server_peak_rss_mb']:.0f} MB, CPU {b['server_cpu_s']:.2f}s; "
+            f"wrong {r['b_wrong_count']}; listen overflows {r['a']['listen_overflows']}+{b['listen_overflows']}; "
+            f"server peak RSS {b['server_peak_rss_mb']:.0f} MB, CPU {b['server_cpu_s']:.2f}s; "
             f"Redis get {b['redis_calls']['get']}, mget {b['redis_calls']['mget']}"
         )
     return out
@@ -280,6 +293,8 @@ def summary(storm: dict[str, Any]) -> str:
         f"failed / refused / wrong:   {sum(r['a']['failed'] + r['b']['failed'] for r in runs)} / "
         f"{sum(r['a']['refused'] + r['b']['refused'] + r['b']['server_refused'] for r in runs)} / "
         f"{sum(r['b_wrong_count'] for r in runs)}",
+        f"listen overflows A / B:     {spread(r['a']['listen_overflows'] for r in runs).fmt(0)} / "
+        f"{spread(r['b']['listen_overflows'] for r in runs).fmt(0)}",
         f"server peak RSS B MB:       {spread(r['b']['server_peak_rss_mb'] for r in runs).fmt(0)}",
         f"server CPU B s:             {spread(r['b']['server_cpu_s'] for r in runs).fmt(2)}",
         f"Redis GET / MGET in B:      {spread(r['b']['redis_calls']['get'] for r in runs).fmt(0)} / "
