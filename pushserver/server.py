@@ -44,7 +44,7 @@ log = logging.getLogger("pushserver")
 #: Connections the kernel may hold for us before we accept them (Linux caps it at net.core.somaxconn,
 #: 4096 by default). aiohttp's default, 128, overflows when thousands of clients reconnect at once after a
 #: restart: the kernel drops their handshakes, and each waits for TCP's retransmission (1 s, 3 s, 7 s, ...
-#: 63 s), which made a 10 000-client storm settle in about a minute (docs/benchmarks.md, reconnect storm).
+#: 63 s): docs/benchmarks.md, reconnect storm.
 LISTEN_BACKLOG = 4096
 
 

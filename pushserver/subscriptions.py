@@ -21,7 +21,7 @@ class Subscriptions:
         self._by_sid: dict[str, set[str]] = {}
         self._by_task: dict[str, set[str]] = {}
         # Kept, not summed: the gauge reads it at every subscribe and disconnect, and summing over every
-        # connection made a reconnect storm of N clients cost N² (12% of the server's time at 10 000).
+        # connection made a reconnect storm of N clients cost N² (docs/benchmarks.md, reconnect storm).
         self._count = 0
 
     def __len__(self) -> int:
