@@ -287,7 +287,8 @@ class ConsumerProcess:
 
 
 class PushServerProcess(ConsumerProcess):
-    """``pushserver serve --insecure`` against the private Redis, as users start it."""
+    """``pushserver serve --insecure`` (or, ``secure``, with the ``--secret`` in ``extra_args``) against the
+    private Redis, as users start it."""
 
     def __init__(
         self,
@@ -297,8 +298,10 @@ class PushServerProcess(ConsumerProcess):
         extra_env: dict[str, str] | None = None,
         background_stop: bool = False,
         wrapper: Sequence[str] = (),
+        secure: bool = False,
     ) -> None:
         self.redis = redis_server
+        self.secure = secure  # tokens required: ``extra_args`` holds --secret, and --insecure is left out
         self.background_stop = background_stop
         self.port = free_port()
         self.extra_args = list(extra_args)
@@ -313,7 +316,7 @@ class PushServerProcess(ConsumerProcess):
         cmd, env, cwd = server_command(
             [
                 "serve",
-                "--insecure",
+                *([] if self.secure else ["--insecure"]),
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -23,6 +23,7 @@ TARGET_KB_PER_CONNECTION = 30.0  # at 10 000 idle connections
 TARGET_CONNECTIONS = 10_000
 TARGET_NOTICE_RATIO = 100.0  # mean notice latency, polling / push
 TARGET_LOAD_RATIO = 0.1  # Redis commands/s imposed, push / polling
+TARGET_STORM_RATIO = 2.0  # reconnect storm settle time / the same clients on a fresh server
 
 CONSUMER_NAMES = {"bare": "bare Receiver", "pushserver": "pushserver", "flower": "Flower"}
 
@@ -164,7 +165,28 @@ def headline(results: dict[str, Any]) -> list[dict[str, str]]:
             f"≤ {TARGET_LOAD_RATIO:g}",
             _met(load.median <= TARGET_LOAD_RATIO),
         )
+    storm = results.get("storm")
+    if storm:
+        runs = storm["runs"]
+        ratio = spread(r["ratio"] for r in runs)
+        bad = sum(storm_faults(r) for r in runs)
+        row(
+            f"reconnect storm, {storm['clients']:,} clients: settle (s)",
+            spread(r["b"]["settle_s"] for r in runs).fmt(2),
+            f"fresh server {spread(r['a']['settle_s'] for r in runs).fmt(2)}",
+            ratio.fmt(2, "×"),
+            f"≤ {TARGET_STORM_RATIO:g}×, 0 failed/refused/wrong",
+            _met(ratio.median <= TARGET_STORM_RATIO and bad == 0) + (f" ({bad:.0f} faults)" if bad else ""),
+        )
     return rows
+
+
+def storm_faults(run: dict[str, Any]) -> float:
+    """Clients of one storm run that failed, were refused (by their ack or the server's count) or got a wrong
+    snapshot, in either phase."""
+    return sum(
+        run[p]["failed"] + run[p]["refused"] + run[p]["server_refused"] + run[f"{p}_wrong_count"] for p in ("a", "b")
+    )
 
 
 def render(results: dict[str, Any]) -> str:
@@ -211,6 +233,7 @@ def render(results: dict[str, Any]) -> str:
         ("latency", latency_section),
         ("connections", connections_section),
         ("polling", polling_section),
+        ("storm", storm_section),
     ):
         if results.get(suite):
             w(section(results[suite]))
@@ -425,6 +448,56 @@ def polling_section(polling: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def storm_section(storm: dict[str, Any]) -> str:
+    """The reconnect storm's table: settle times, faults, the server's cost and the backend round trips."""
+    runs = storm["runs"]
+    out = [
+        f"#### Reconnect storm ({storm['clients']:,} clients, {storm['procs']} client processes)",
+        "",
+        "Phase A: every client connects and subscribes, with its own token, to a freshly started server "
+        "(nothing recorded for the tasks: every ack PENDING). Phase B: the server restarted while half the "
+        "tasks finished (SUCCESS and a result in the backend) and half started (STARTED or PROGRESS records); "
+        "every client reconnects and subscribes again at one instant. Settle: from that instant to the last ack.",
+        "",
+        "| | phase A (fresh server) | phase B (storm) |",
+        "|---|---|---|",
+    ]
+
+    def line(label: str, key: str, digits: int, unit: str = "") -> None:
+        a = spread(r["a"][key] for r in runs).fmt(digits, unit)
+        b = spread(r["b"][key] for r in runs).fmt(digits, unit)
+        out.append(f"| {label} | {a} | {b} |")
+
+    line("settle time (s)", "settle_s", 2)
+    out.append(f"| ratio B/A | | {spread(r['ratio'] for r in runs).fmt(2, '×')} |")
+    for label, key in (
+        ("clients failed", "failed"),
+        ("acks refused", "refused"),
+        ("refusals counted", "server_refused"),
+    ):
+        out.append(f"| {label} | {sum(r['a'][key] for r in runs):.0f} | {sum(r['b'][key] for r in runs):.0f} |")
+    out.append(
+        f"| wrong snapshots | {sum(r['a_wrong_count'] for r in runs)} | {sum(r['b_wrong_count'] for r in runs)} |"
+    )
+    if all("listen_overflows" in r["a"] for r in runs):
+        line("handshakes dropped from a full listen queue (machine-wide)", "listen_overflows", 0)
+    line("server peak RSS, sampled (MB)", "server_peak_rss_mb", 0)
+    line("server CPU (s)", "server_cpu_s", 2)
+    line("server CPU (% of a core)", "server_cpu_pct", 0, "%")
+    out.append(
+        "| backend round trips, server's count (`snapshot` MGETs) | "
+        f"{spread(r['a']['backend_reads']['snapshot'] for r in runs).fmt(0)} | "
+        f"{spread(r['b']['backend_reads']['snapshot'] for r in runs).fmt(0)} |"
+    )
+    out.append(
+        "| Redis `GET` / `MGET` calls (INFO commandstats) | | "
+        f"{spread(r['b']['redis_calls']['get'] for r in runs).fmt(0)} / "
+        f"{spread(r['b']['redis_calls']['mget'] for r in runs).fmt(0)} |"
+    )
+    out.append("")
+    return "\n".join(out)
+
+
 def write_doc(path: Path, mode: str, block: str) -> None:
     begin, end = f"<!-- bench:{mode}:begin -->", f"<!-- bench:{mode}:end -->"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -468,6 +541,11 @@ def stdout_summary(results: dict[str, Any]) -> str:
         dropped = sum(r["client_disconnects"] for r in connections["runs"])
         if failed or dropped:
             lines.append(f"CONNECTIONS: {failed} failed to connect, {dropped} dropped")
+    storm = results.get("storm")
+    if storm:
+        bad = sum(storm_faults(r) for r in storm["runs"])
+        if bad:
+            lines.append(f"STORM: {bad:.0f} clients failed, refused or with a wrong snapshot")
     polling = results.get("polling")
     if polling:
         missed = sum(r[m]["missing"] or 0 for r in polling["runs"] for m in ("push", "poll"))

@@ -1,13 +1,14 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
-    .venv/bin/python -m bench.run            # full: every suite, 5 runs, 1 000 clients (~30 min)
+    .venv/bin/python -m bench.run            # full: every suite, 5 runs, 1 000 clients (~35 min)
     .venv/bin/python -m bench.run --quick    # every suite, 3 short runs, small sizes (< 2 min)
     .venv/bin/python -m bench.run --runs 7 --only latency
 
 Suites: ingest (bare Celery Receiver, pushserver and Flower on one recorded
 stream), latency (event timestamp -> client at several rates), connections
 (server RSS per idle subscribed socket), polling (push vs 1 s polling: load
-and notice latency).
+and notice latency), storm (clients reconnecting at once to a restarted
+server, against the same clients on a fresh one).
 
 Everything runs against a private redis-server on a free port, started here
 and stopped at the end; progress goes to stderr, the summary to stdout, the
@@ -29,11 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import common, connections, ingest, latency, polling, report
+from bench import common, connections, ingest, latency, polling, report, storm
 from bench.common import ROOT, PrivateRedis, dump_json, log, machine_info, versions
 from bench.stream import build_streams
 
-SUITES = ("ingest", "latency", "connections", "polling")
+SUITES = ("ingest", "latency", "connections", "polling", "storm")
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Sizes:
     hold: float  # seconds the last step is held (an Engine.IO ping round)
     settle: float
     poll: polling.Plan
+    storm_clients: int  # clients reconnecting at once after a restart
+    storm_procs: int  # processes (and loopback source addresses) they are spread over
 
 
 FULL = Sizes(
@@ -67,6 +70,8 @@ FULL = Sizes(
     hold=30.0,
     settle=3.0,
     poll=polling.Plan(clients=1_000, rounds=3, round_s=4.0),
+    storm_clients=10_000,
+    storm_procs=4,
 )
 QUICK = Sizes(
     runs=3,
@@ -81,6 +86,8 @@ QUICK = Sizes(
     hold=0.0,
     settle=0.5,
     poll=polling.Plan(clients=300, rounds=1, round_s=1.5),
+    storm_clients=1_000,
+    storm_procs=2,
 )
 
 
@@ -124,6 +131,12 @@ def main() -> int:
         type=float,
         help="seconds the most idle connections are held before the last "
         "RSS reading, >= one 25 s ping round (default 30; 0 with --quick)",
+    )
+    p.add_argument(
+        "--storm-clients",
+        type=int,
+        metavar="N",
+        help="clients reconnecting at once in the storm suite (default 10 000; 1 000 with --quick)",
     )
     p.add_argument(
         "--prefill",
@@ -172,6 +185,7 @@ def main() -> int:
         baseline=preset.baseline and not args.no_baseline,
         steps=args.connections or preset.steps,
         hold=preset.hold if args.hold is None else args.hold,
+        storm_clients=args.storm_clients or preset.storm_clients,
     )
     size.poll = dataclasses.replace(preset.poll, clients=args.clients or preset.poll.clients)
     runs = size.runs
@@ -237,6 +251,8 @@ def main() -> int:
                 )
             elif suite == "polling":
                 results["polling"] = polling.run(redis_server, runs, size.poll)
+            elif suite == "storm":
+                results["storm"] = storm.run(redis_server, runs, size.storm_clients, size.storm_procs)
             suite_seconds[suite] = time.time() - t_suite
             log(f"{suite}: {suite_seconds[suite]:.0f}s")
     meta["seconds"] = time.time() - t0

@@ -22,6 +22,7 @@ from celery.backends.rpc import RPCBackend
 from celery.result import AsyncResult, GroupResult, ResultBase, result_from_tuple
 from celery.utils.saferepr import saferepr
 
+from .batching import ReadBatcher
 from .state import RESULT_REPR, json_result, normalize_progress
 from .workflows import CHAIN, CHORD, GROUP, Membership, chain_members
 
@@ -132,6 +133,8 @@ def _exception_class(result: Any) -> str | None:
 
 #: Keys per batched read: one MGET round trip each.
 MAX_KEYS_PER_READ = 1000
+#: Batched snapshot reads in flight at once; lookups arriving meanwhile wait for the next.
+SNAPSHOT_READS = 2
 
 
 class ResultBackend:
@@ -147,26 +150,32 @@ class ResultBackend:
         max_result_bytes: int = 64 * 1024,
     ) -> None:
         self.app = app
-        self.on_read = on_read  # (how, keys): counted per round trip, "batch" or "single"
+        self.on_read = on_read  # (kind, keys) per round trip: "batch" (reconcile), "snapshot" or "single"
         self.failing = False  # the last read failed: logged once per outage, not once per read
         self.results = results  # how a SUCCESS result reads: meta_to_event's ``results``
         self.max_result_bytes = max_result_bytes
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="result-backend")
+        # Snapshot lookups that arrive while one is read share the next MGET (batching.py): a reconnect
+        # storm's thousands of subscribes cost a few round trips, not one each.
+        self._lookups: ReadBatcher[str, dict[str, Any]] = ReadBatcher(
+            self._lookup_batch, max_batch=MAX_KEYS_PER_READ, concurrency=SNAPSHOT_READS
+        )
 
     @property
     def batched(self) -> bool:
         """True when one round trip reads many tasks (key-value backends: Redis, rediss, Sentinel, memcached)."""
         return _mget_supported(self.app.backend)
 
-    async def lookup_many(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    async def lookup_many(self, task_ids: Iterable[str], kind: str = "batch") -> dict[str, dict[str, Any]]:
         """Each task's state as an event, for those the backend knows; one round trip per 1 000 on key-value
-        backends, one per task on the others. A backend outage gives an empty answer, never an error."""
+        backends (counted as ``kind``), one per task on the others. A backend outage gives an empty answer,
+        never an error."""
         ids = list(dict.fromkeys(task_ids))
         if not ids:
             return {}
         loop = asyncio.get_running_loop()
         try:
-            metas = await loop.run_in_executor(self._pool, self._get_metas, ids)
+            metas = await loop.run_in_executor(self._pool, self._get_metas, ids, kind)
         except Exception as exc:  # noqa: BLE001 - a backend outage delays reconciliation, never fails it
             self._failed(exc)
             return {}
@@ -182,25 +191,16 @@ class ResultBackend:
                 found[task_id] = event
         return found
 
-    def _get_metas(self, task_ids: list[str]) -> dict[str, Mapping[str, Any] | None]:
-        backend = self.app.backend
-        if not _mget_supported(backend):
-            metas = {}
-            for task_id in task_ids:
-                metas[task_id] = backend.get_task_meta(task_id)
-                self._count("single", 1)
-            return metas
-        found: dict[str, Mapping[str, Any] | None] = {}
-        for start in range(0, len(task_ids), MAX_KEYS_PER_READ):
-            chunk = task_ids[start : start + MAX_KEYS_PER_READ]
-            keys = [backend.get_key_for_task(t) for t in chunk]
-            values = backend.mget(keys)
-            self._count("batch", len(chunk))
-            if hasattr(values, "get"):  # memcached-style clients answer a mapping, Redis a list
-                values = [values.get(key) for key in keys]
-            for task_id, value in zip(chunk, values):
-                found[task_id] = backend.decode_result(value) if value else None
-        return found
+    def _get_metas(self, task_ids: list[str], kind: str) -> dict[str, Mapping[str, Any] | None]:
+        return read_metas(
+            self.app.backend,
+            task_ids,
+            MAX_KEYS_PER_READ,
+            lambda how, keys: self._count(kind if how == "batch" else how, keys),
+        )
+
+    async def _lookup_batch(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return await self.lookup_many(task_ids, kind="snapshot")
 
     def _failed(self, exc: BaseException) -> None:
         if not self.failing:
@@ -219,7 +219,13 @@ class ResultBackend:
             self.on_read(how, keys)
 
     async def lookup(self, task_id: str) -> dict[str, Any] | None:
-        """The task's state as an event, or None when the backend knows nothing (or cannot be reached)."""
+        """The task's state as an event, or None when the backend knows nothing (or cannot be reached).
+
+        On key-value backends lookups made at about the same time share one MGET (counted ``snapshot``);
+        on the others each is its own read (``single``), run side by side on the pool's threads.
+        """
+        if self.batched:
+            return await self._lookups.get(task_id)
         loop = asyncio.get_running_loop()
         try:
             meta = await loop.run_in_executor(self._pool, self._get_meta, task_id)
@@ -273,6 +279,30 @@ class ResultBackend:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def read_metas(
+    backend: Any, task_ids: list[str], max_keys: int, count: Callable[[str, int], None]
+) -> dict[str, Mapping[str, Any] | None]:
+    """Each task's backend meta (None: no record), by ``MGET``s of at most ``max_keys`` on key-value backends
+    (``count("batch", keys)`` each), else task by task (``count("single", 1)`` each). Blocking; raises on failure."""
+    if not _mget_supported(backend):
+        metas: dict[str, Mapping[str, Any] | None] = {}
+        for task_id in task_ids:
+            metas[task_id] = backend.get_task_meta(task_id, cache=False)
+            count("single", 1)
+        return metas
+    found: dict[str, Mapping[str, Any] | None] = {}
+    for start in range(0, len(task_ids), max_keys):
+        chunk = task_ids[start : start + max_keys]
+        keys = [backend.get_key_for_task(t) for t in chunk]
+        values = backend.mget(keys)
+        count("batch", len(chunk))
+        if hasattr(values, "get"):  # memcached-style clients answer a mapping, Redis a list
+            values = [values.get(key) for key in keys]
+        for task_id, value in zip(chunk, values):
+            found[task_id] = backend.decode_result(value) if value else None
+    return found
+
+
 def _mget_supported(backend: Any) -> bool:
     """Whether the backend implements Celery's ``mget`` (the base class only raises NotImplementedError)."""
     return isinstance(backend, BaseKeyValueStoreBackend) and type(backend).mget is not BaseKeyValueStoreBackend.mget
@@ -317,18 +347,7 @@ class ResultReader:
         return found
 
     def _read(self, task_ids: list[str]) -> dict[str, Mapping[str, Any]]:
-        backend = self.app.backend
-        if _mget_supported(backend):
-            keys = [backend.get_key_for_task(t) for t in task_ids]
-            values = backend.mget(keys)
-            self._count(len(keys))
-            if hasattr(values, "get"):  # memcached-style clients answer a mapping, Redis a list
-                values = [values.get(key) for key in keys]
-            return {t: backend.decode_result(v) for t, v in zip(task_ids, values) if v}
-        metas = {}
-        for task_id in task_ids:
-            metas[task_id] = backend.get_task_meta(task_id, cache=False)
-            self._count(1)
+        metas = read_metas(self.app.backend, task_ids, MAX_READ_BATCH, lambda how, keys: self._count(keys))
         return {t: m for t, m in metas.items() if m and m.get("status") != "PENDING"}
 
     def _count(self, keys: int) -> None:

@@ -65,9 +65,9 @@ class Metrics:
         )
         self.backend_reads = Counter(
             "pushserver_backend_reads_total",
-            "Result-backend round trips, by kind (batch: one MGET for many tasks;"
-            " single: one task; result: the values of SUCCESS notices, --forward-results"
-            " json)",
+            "Result-backend round trips, by kind (batch: one MGET for many tasks, reconciling;"
+            " snapshot: one MGET for the snapshot lookups made meanwhile; single: one task,"
+            " backends without MGET; result: the values of SUCCESS notices, --forward-results json)",
             ["kind"],
             registry=r,
         )

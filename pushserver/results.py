@@ -2,8 +2,8 @@
 
 Celery's ``task-succeeded`` event carries only a truncated repr of the result. Under ``--forward-results
 json`` Ingest (ingest.py) hands such events here instead of merging them; every other event goes on at once. The
-resolver reads the values in batches (all SUCCESS events that arrive while a read is in flight share the
-next one), puts each value in its event (``result``, ``result_format``) and hands the events back to be
+resolver reads the values in batches (SUCCESS events that arrive while a read is in flight share the
+next one, batching.py), puts each value in its event (``result``, ``result_format``) and hands the events back to be
 merged, emitted and recorded, so updates, snapshots and the event log all carry the same value.
 
 A slow or failing backend costs only SUCCESS notices, and only up to ``timeout`` each: a read that fails
@@ -18,7 +18,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .backend import ResultReader
+from .backend import MAX_READ_BATCH, ResultReader
+from .batching import Batches
 from .metrics import Metrics
 from .state import RESULT_JSON, RESULT_REPR, RESULT_TOO_LARGE, json_result
 
@@ -79,17 +80,19 @@ class ResultResolver:
         self.cooldown = cooldown
         self.concurrency = concurrency
         self.readable = reader.readable
-        self._waiting: list[dict[str, Any]] = []
+        # SUCCESS events arriving while ``concurrency`` reads are in flight share the next one (batching.py).
+        self._batches: Batches[dict[str, Any]] = Batches(
+            self._resolve, max_batch=MAX_READ_BATCH, concurrency=concurrency
+        )
         # Events of a task whose SUCCESS is held wait behind it, so that each task's changes still reach
         # clients in the order its events arrived (a late task-started never shows before the SUCCESS).
         self._behind: dict[str, list[dict[str, Any]]] = {}
-        self._reads: set[asyncio.Task[None]] = set()
         self._skip_until = float("-inf")
 
     @property
     def pending(self) -> int:
         """SUCCESS events waiting for a read (not those in a read under way)."""
-        return len(self._waiting)
+        return self._batches.pending
 
     def split(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Take the ``task-succeeded`` events needing a value (they are delivered later); return the others."""
@@ -112,21 +115,8 @@ class ResultResolver:
                 held.append(event)
                 self._behind[event["uuid"]] = []
         if held:
-            self._waiting.extend(held)
-            if len(self._reads) < self.concurrency:
-                self._start()
+            self._batches.add(held)
         return now
-
-    def _start(self) -> None:
-        batch, self._waiting = self._waiting, []
-        task = asyncio.get_running_loop().create_task(self._resolve(batch))
-        self._reads.add(task)
-        task.add_done_callback(self._read_done)
-
-    def _read_done(self, task: asyncio.Task[None]) -> None:
-        self._reads.discard(task)
-        if self._waiting and len(self._reads) < self.concurrency:
-            self._start()
 
     async def _resolve(self, batch: list[dict[str, Any]]) -> None:
         ids = list(dict.fromkeys(event["uuid"] for event in batch))
@@ -173,13 +163,14 @@ class ResultResolver:
 
     async def close(self) -> None:
         """Let the reads under way finish (at most ``timeout``), deliver the rest with reprs, stop (shutdown)."""
-        waiting, self._waiting = self._waiting, []
+        waiting = self._batches.take_pending()
         if waiting:
             self._deliver([{**e, "result_format": RESULT_REPR} for e in waiting])
-        if self._reads:
-            await asyncio.wait(list(self._reads), timeout=self.timeout)
-        for task in list(self._reads):
+        reads = self._batches.running
+        if reads:
+            await asyncio.wait(reads, timeout=self.timeout)
+        for task in reads:
             task.cancel()
-        if self._reads:
-            await asyncio.gather(*self._reads, return_exceptions=True)
+        if reads:
+            await asyncio.gather(*reads, return_exceptions=True)
         self.reader.close()

@@ -45,6 +45,12 @@ from .workflow_watch import WorkflowWatch
 
 log = logging.getLogger("pushserver")
 
+#: Connections the kernel may hold for us before we accept them (Linux caps it at net.core.somaxconn,
+#: 4096 by default). aiohttp's default, 128, overflows when thousands of clients reconnect at once after a
+#: restart: the kernel drops their handshakes, and each waits for TCP's retransmission (1 s, 3 s, 7 s, ...
+#: 63 s): docs/benchmarks.md, reconnect storm.
+LISTEN_BACKLOG = 4096
+
 
 class PushServer:
     """One pushserver process: Celery event receiver -> TaskStore -> Socket.IO rooms, plus the HTTP API."""
@@ -209,7 +215,7 @@ class PushServer:
         # A handler still running when stop() has closed every connection is cut after this.
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, backlog=LISTEN_BACKLOG)
         try:
             await site.start()
         except OSError as exc:

@@ -20,10 +20,13 @@ class Subscriptions:
         self.max_per_connection = max_per_connection
         self._by_sid: dict[str, set[str]] = {}
         self._by_task: dict[str, set[str]] = {}
+        # Kept, not summed: the gauge reads it at every subscribe and disconnect, and summing over every
+        # connection made a reconnect storm of N clients cost N² (docs/benchmarks.md, reconnect storm).
+        self._count = 0
 
     def __len__(self) -> int:
         """The number of (connection, task) subscriptions."""
-        return sum(len(tasks) for tasks in self._by_sid.values())
+        return self._count
 
     def add(self, sid: str, task_ids: Iterable[str]) -> list[str]:
         """Subscribe ``sid`` to ``task_ids``; raise ProtocolError(too_many) past the limit, adding none."""
@@ -39,6 +42,7 @@ class Subscriptions:
         for task_id in new:
             mine.add(task_id)
             self._by_task.setdefault(task_id, set()).add(sid)
+        self._count += len(new)
         return new
 
     def remove(self, sid: str, task_ids: Iterable[str]) -> list[str]:
@@ -50,6 +54,7 @@ class Subscriptions:
         for task_id in task_ids:
             if task_id in mine:
                 mine.discard(task_id)
+                self._count -= 1
                 watchers = self._by_task.get(task_id)
                 if watchers is not None:
                     watchers.discard(sid)

@@ -11,7 +11,8 @@ import threading
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection and refuses new ones until ``restore()``."""
+    """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection and refuses new ones until ``restore()``;
+    ``hold()`` keeps what clients send from reaching the target (a stalled network) until ``release()``."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -20,6 +21,7 @@ class TcpProxy:
         self.connections_cut = 0
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
+        self._flowing: asyncio.Event | None = None  # made on the proxy's loop; set while requests flow
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
 
@@ -36,6 +38,18 @@ class TcpProxy:
     def restore(self) -> None:
         """Accept connections again."""
         self.accepting = True
+
+    def hold(self) -> None:
+        """Stop forwarding requests to the target (they wait in the proxy, in order) until ``release()``."""
+        self._loop.call_soon_threadsafe(self._set_flowing, False)
+
+    def release(self) -> None:
+        """Forward the held requests, and every later one at once."""
+        self._loop.call_soon_threadsafe(self._set_flowing, True)
+
+    def _set_flowing(self, flowing: bool) -> None:
+        assert self._flowing is not None
+        (self._flowing.set if flowing else self._flowing.clear)()
 
     def close(self) -> None:
         """Drop every connection, end the proxy's tasks, and stop its thread and loop."""
@@ -66,6 +80,8 @@ class TcpProxy:
         asyncio.set_event_loop(self._loop)
 
         async def boot() -> None:
+            self._flowing = asyncio.Event()
+            self._flowing.set()
             server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
@@ -84,9 +100,11 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
             try:
                 while data := await src.read(65536):
+                    if upstream and self._flowing is not None:
+                        await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -95,4 +113,4 @@ class TcpProxy:
                 dst.transport.abort()
                 self._writers.discard(dst)
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))

@@ -42,7 +42,7 @@ async def test_a_backend_without_mget_is_read_task_by_task(monkeypatch: pytest.M
     assert not backend.batched
     asked: list[str] = []
 
-    def get_task_meta(self: object, task_id: str) -> dict[str, object]:
+    def get_task_meta(self: object, task_id: str, cache: bool = True) -> dict[str, object]:
         asked.append(task_id)
         return {"status": "SUCCESS", "result": 7} if task_id == "x" else {"status": "PENDING"}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pushserver.protocol import ProtocolError
@@ -92,3 +94,24 @@ def test_a_refused_first_request_leaves_no_trace() -> None:
     assert subs.tasks_of("sid") == frozenset()
     assert subs.watched() == []
     assert subs.drop("sid") == []
+
+
+def test_the_count_follows_every_add_remove_and_drop() -> None:
+    # len() is kept as a count, not summed over the connections: it must match the index after any mix.
+    rng = random.Random(19)
+    subs = Subscriptions(max_per_connection=5)
+    sids = [f"s{i}" for i in range(6)]
+    tasks = [f"t{i}" for i in range(8)]
+    for _ in range(2000):
+        sid = rng.choice(sids)
+        op = rng.random()
+        if op < 0.5:
+            try:
+                subs.add(sid, rng.sample(tasks, rng.randint(1, 3)))
+            except ProtocolError:
+                pass  # over the limit: nothing added
+        elif op < 0.9:
+            subs.remove(sid, rng.sample(tasks, rng.randint(1, 3)))
+        else:
+            subs.drop(sid)
+        assert len(subs) == sum(len(subs.tasks_of(s)) for s in sids)
