@@ -310,10 +310,19 @@ def run(
     burst_fraction: float = 0.8,
     burst: bool = True,
     consumers: tuple[str, ...] = CONSUMERS,
+    burst_streams: dict[str, dict[str, Any]] | None = None,
+    burst_consumers: tuple[str, ...] = BURST_CONSUMERS,
 ) -> dict[str, Any]:
-    """Every consumer on every shape, ``runs`` times saturating, then ``runs`` bursts (bare and pushserver)."""
+    """Every consumer on every shape, ``runs`` times saturating, then ``runs`` bursts of ``burst_consumers``.
+
+    The bursts replay ``streams``, or if given ``burst_streams`` (shape -> a
+    stream of that shape, of its own size; only those shapes get bursts), at
+    ``burst_fraction`` of the bare Receiver's saturating rate on the shape.
+    """
+    burst_streams = burst_streams if burst_streams is not None else streams
     out: dict[str, Any] = {
         "streams": streams,
+        "burst_streams": burst_streams,
         "saturating": {},
         "burst": {},
         "burst_fraction": burst_fraction,
@@ -329,10 +338,11 @@ def run(
                 sat[kind].append(r)
                 log(f"ingest {shape} saturating run {i + 1}/{runs}: {describe(r)}")
         bare_rates = sorted(r["events_per_s"] for r in sat.get("bare", []) if r["events_per_s"])
-        if not burst or not bare_rates:
+        if not burst or not bare_rates or shape not in burst_streams:
             continue
         burst_rate = burst_fraction * bare_rates[len(bare_rates) // 2]
-        kinds = [k for k in BURST_CONSUMERS if k in consumers]
+        path, expected = Path(burst_streams[shape]["path"]), burst_streams[shape]["events"]
+        kinds = [k for k in burst_consumers if k in consumers and k in BURST_CONSUMERS]
         b = out["burst"][shape] = {"offered_per_s": burst_rate, **{k: [] for k in kinds}}
         for i in range(runs):
             for kind in kinds:

@@ -164,8 +164,8 @@ def run_baseline_phase(redis_server: PrivateRedis, plan: dict[str, Any], workdir
         text=True,
     )
     try:
+        publisher = PhasePublisher(redis_server, plan, workdir)  # starts while the receiver does
         wait_for(lambda: redis_server.pattern_subscribed_since(since), 20, "the bare receiver's subscription")
-        publisher = PhasePublisher(redis_server, plan, workdir)
         wait_quiet()
         foreign = ForeignLoad()
         pub_result = publisher.run()
@@ -269,7 +269,10 @@ def run(
     baseline: bool = True,
     server_gc: str = "default",
     prefill: int = 0,
+    baseline_rates: list[float] | None = None,
 ) -> dict[str, Any]:
+    """``runs`` runs of every rate; with ``baseline``, the bare Receiver at ``baseline_rates`` (default: all)
+    first in each run, so each pushserver figure has a baseline from the same run to be divided by."""
     out: dict[str, Any] = {
         "clients": n_clients,
         "rates": rates,
@@ -294,7 +297,7 @@ def run(
         ids_file = workdir / f"all-{i}.json"
         ids_file.write_text(json.dumps(all_ids))
         if baseline:
-            for rate in rates:
+            for rate in rates if baseline_rates is None else [r for r in rates if r in baseline_rates]:
                 stats = run_baseline_phase(redis_server, phase_plan(rate, duration), workdir)
                 out["baseline"][str(rate)].append(stats)
                 log(

@@ -24,6 +24,9 @@ TARGET_CONNECTIONS = 10_000
 TARGET_NOTICE_RATIO = 100.0  # mean notice latency, polling / push
 TARGET_LOAD_RATIO = 0.1  # Redis commands/s imposed, push / polling
 TARGET_STORM_RATIO = 2.0  # reconnect storm settle time / the same clients on a fresh server
+TARGET_LOAD_RATE = 5000.0  # events/s at which latency is held to a ratio to the bare Receiver
+TARGET_LOAD_P99_RATIO = 5.0  # p99 pushserver / the bare Receiver's, at TARGET_LOAD_RATE
+TARGET_LOAD_CLIENTS = 1_000  # subscribed clients the TARGET_LOAD_RATE target is set with
 
 CONSUMER_NAMES = {"bare": "bare Receiver", "pushserver": "pushserver", "flower": "Flower"}
 
@@ -117,12 +120,42 @@ def headline(results: dict[str, Any]) -> list[dict[str, str]]:
                     f"≥ {target:g}×",
                     _met(ratio.median >= target),
                 )
+        for shape, b in ingest["burst"].items():
+            runs = b.get("pushserver")
+            if not runs:
+                continue
+            st = ingest.get("burst_streams", ingest["streams"])[shape]
+            base = b.get("bare")
+            row(
+                f"events lost in bursts, {shape}: {st['events']:,} events ({st['bytes'] / 1e6:.0f} MB) "
+                f"at {b['offered_per_s']:,.0f} ev/s, {len(runs)} runs",
+                f"{_lost(runs)}, peak Redis backlog {spread(r['peak_backlog_mb'] for r in runs).fmt(0, ' MB')}",
+                f"bare Receiver {_lost(base)}" if base else "",
+                "",
+                "0 lost in every run",
+                _met(not any(r["lost"] for r in runs)),
+            )
     latency = results.get("latency")
     if latency:
         for rate, runs in latency["runs"].items():
             base = latency["baseline"].get(rate) or []
+            if float(rate) == TARGET_LOAD_RATE and base:
+                # Held to a ratio to the bare Receiver measured in the same run, not to milliseconds.
+                ratio = spread(p99_ratios(base, runs))
+                n = latency["clients"]
+                row(
+                    f"latency p99 at {float(rate):,.0f} ev/s, {n:,} clients (ms): pushserver / bare ratio",
+                    spread(r["p99_ms"] for r in runs).fmt(2),
+                    f"bare Receiver {spread(r['p99_ms'] for r in base).fmt(2)}",
+                    ratio.fmt(1, "×"),
+                    f"≤ {TARGET_LOAD_P99_RATIO:g}× at {TARGET_LOAD_CLIENTS:,} clients",
+                    _met(bool(ratio.values) and ratio.median <= TARGET_LOAD_P99_RATIO)
+                    + ("" if n >= TARGET_LOAD_CLIENTS else f" (at {n:,})"),
+                )
             is_target = float(rate) == TARGET_RATE
             for label, limit in (("p50", TARGET_P50_MS), ("p99", TARGET_P99_MS)):
+                if label == "p99" and float(rate) == TARGET_LOAD_RATE and base:
+                    continue  # the ratio row above
                 fig = spread(r[f"{label}_ms"] for r in runs)
                 row(
                     f"latency {label} at {float(rate):,.0f} ev/s (ms)",
@@ -179,6 +212,11 @@ def headline(results: dict[str, Any]) -> list[dict[str, str]]:
             _met(ratio.median <= TARGET_STORM_RATIO and bad == 0) + (f" ({bad:.0f} faults)" if bad else ""),
         )
     return rows
+
+
+def p99_ratios(base: list[dict[str, Any]], push: list[dict[str, Any]]) -> list[float]:
+    """Latency p99 pushserver / bare Receiver per run (the two measured in the same run, at the same rate)."""
+    return [p["p99_ms"] / b["p99_ms"] for b, p in zip(base, push) if b["p99_ms"] and p["p99_ms"] is not None]
 
 
 def storm_faults(run: dict[str, Any]) -> float:
@@ -270,7 +308,7 @@ def ingest_section(ingest: dict[str, Any]) -> str:
                 runs,
             )
     for shape, b in ingest["burst"].items():
-        st = ingest["streams"][shape]
+        st = ingest.get("burst_streams", ingest["streams"])[shape]
         for kind, runs in b.items():
             if kind != "offered_per_s":
                 row(
