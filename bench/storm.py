@@ -48,11 +48,10 @@ from celery import Celery
 
 from bench import common
 from bench.common import PYTHON, CpuMeter, PrivateRedis, PushServerProcess, log, spread, tree_rss_bytes, wait_quiet
+from bench.report import TARGET_STORM_RATIO as TARGET_RATIO  # settle time at most this many times the baseline's
 from dev.metrics import metric_sum
 from pushserver.auth import mint_token
 
-#: The settle time of the storm may be at most this many times the baseline's.
-TARGET_RATIO = 2.0
 #: Seconds between telling the client processes to go and the instant they all start.
 GO_DELAY = 0.5
 SECRET = "storm-benchmark-secret-0123456789abcdef"
