@@ -575,3 +575,17 @@ def wait_quiet(threshold: float = 0.15, window: float = 0.5) -> None:
         if load < threshold:
             return
     log(f"machine still busy ({load:.2f} cores used by other processes) after {_wait_quiet_s:.0f}s; measuring anyway")
+
+
+def quit_procs(procs: list[subprocess.Popen]) -> None:
+    """Stop client processes that read commands on stdin: ``quit``, then up to 30 s each, then killed."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write("quit\n")
+                proc.stdin.close()
+                proc.wait(30)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()

@@ -117,16 +117,7 @@ class ClientGroup:
         }
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    assert proc.stdin is not None
-                    proc.stdin.write("quit\n")
-                    proc.stdin.close()
-                    proc.wait(30)
-                except (OSError, subprocess.TimeoutExpired):
-                    proc.kill()
-                    proc.wait()
+        common.quit_procs(self.procs)
 
 
 def nofile_limit(pid: int) -> str:

@@ -60,6 +60,22 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+async def socketio_connect(ws: aiohttp.ClientWebSocketResponse, auth: dict[str, Any] | None, timeout: float) -> None:
+    """Socket.IO's connect over an Engine.IO WebSocket just opened: the open packet, then ``40`` until the server's."""
+    opened = await asyncio.wait_for(ws.receive_str(), timeout)
+    if not opened.startswith("0"):
+        raise RuntimeError(f"no Engine.IO open packet: {opened[:80]!r}")
+    await ws.send_str("40" + (dumps(auth) if auth else ""))
+    while True:
+        msg = await asyncio.wait_for(ws.receive_str(), timeout)
+        if msg == "2":
+            await ws.send_str("3")
+        elif msg.startswith("40"):
+            return
+        elif msg.startswith("44"):
+            raise RuntimeError(f"connect refused: {msg[:200]}")
+
+
 class Clients:
     def __init__(self, args: argparse.Namespace, task_ids: list[str]) -> None:
         self.args = args
@@ -92,19 +108,7 @@ class Clients:
                 ws = await session.ws_connect(
                     self.ws_url, autoping=True, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2)
                 )
-                opened = await asyncio.wait_for(ws.receive_str(), 30)
-                if not opened.startswith("0"):
-                    raise RuntimeError(f"no Engine.IO open packet: {opened[:80]!r}")
-                auth = {"token": self.args.token} if self.args.token else None
-                await ws.send_str("40" + (dumps(auth) if auth else ""))
-                while True:
-                    msg = await asyncio.wait_for(ws.receive_str(), 30)
-                    if msg == "2":
-                        await ws.send_str("3")
-                    elif msg.startswith("40"):
-                        break
-                    elif msg.startswith("44"):
-                        raise RuntimeError(f"connect refused: {msg[:200]}")
+                await socketio_connect(ws, {"token": self.args.token} if self.args.token else None, 30)
                 self.connected += 1
                 await ws.send_str("421" + dumps(["subscribe", {"task_ids": self.tasks[i]}]))
                 while True:

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.raw_clients import dumps, loads, raise_nofile
+from bench.raw_clients import dumps, loads, raise_nofile, socketio_connect
 
 #: Seconds a client waits for each answer of the handshake before it counts as failed.
 ANSWER_TIMEOUT = 120.0
@@ -55,18 +55,7 @@ class StormClients:
         try:
             ws = await self.session.ws_connect(ws_url, autoping=True, max_msg_size=0)
             self.sockets.append(ws)
-            opened = await asyncio.wait_for(ws.receive_str(), ANSWER_TIMEOUT)
-            if not opened.startswith("0"):
-                raise RuntimeError(f"no Engine.IO open packet: {opened[:80]!r}")
-            await ws.send_str("40" + dumps({"token": self.tokens[i]}))
-            while True:
-                msg = await asyncio.wait_for(ws.receive_str(), ANSWER_TIMEOUT)
-                if msg == "2":
-                    await ws.send_str("3")
-                elif msg.startswith("40"):
-                    break
-                elif msg.startswith("44"):
-                    raise RuntimeError(f"connect refused: {msg[:200]}")
+            await socketio_connect(ws, {"token": self.tokens[i]}, ANSWER_TIMEOUT)
             await ws.send_str("421" + dumps(["subscribe", {"task_ids": [task_id]}]))
             while True:
                 msg = await asyncio.wait_for(ws.receive_str(), ANSWER_TIMEOUT)
