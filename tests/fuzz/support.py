@@ -232,6 +232,7 @@ class SocketClient:
         except socketio.exceptions.ConnectionError as exc:
             if self.connect_error is None:
                 self.connect_error = str(exc)
+            await sio.disconnect()  # python-engineio keeps its HTTP session after a failed connect
             return False
         self.connections += 1
         return True
