@@ -577,15 +577,57 @@ def wait_quiet(threshold: float = 0.15, window: float = 0.5) -> None:
     log(f"machine still busy ({load:.2f} cores used by other processes) after {_wait_quiet_s:.0f}s; measuring anyway")
 
 
-def quit_procs(procs: list[subprocess.Popen]) -> None:
-    """Stop client processes that read commands on stdin: ``quit``, then up to 30 s each, then killed."""
-    for proc in procs:
-        if proc.poll() is None:
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write("quit\n")
-                proc.stdin.close()
-                proc.wait(30)
-            except (OSError, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait()
+def shares(n: int, parts: int) -> list[int]:
+    """``n`` split into ``parts`` counts as even as can be, the larger first."""
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+class ClientFleet:
+    """Client processes driven over stdin: each answers a JSON line when ready and one per command; ``quit``
+    ends them."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, argv: list[str]) -> None:
+        self.procs.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def send(self, command: str) -> None:
+        """Send ``command`` to every process, not waiting for the answers."""
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(command + "\n")
+            proc.stdin.flush()
+
+    def answers(self) -> list[dict[str, Any]]:
+        """Each process's next JSON line, in order."""
+        out = []
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"client process {proc.pid} exited ({proc.poll()})")
+            out.append(json.loads(line))
+        return out
+
+    def ask(self, command: str) -> list[dict[str, Any]]:
+        """Send ``command`` to every process and return their answers."""
+        self.send(command)
+        return self.answers()
+
+    def close(self) -> None:
+        """``quit``, then up to 30 s each, then killed."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    assert proc.stdin is not None
+                    proc.stdin.write("quit\n")
+                    proc.stdin.close()
+                    proc.wait(30)
+                except (OSError, subprocess.TimeoutExpired):
+                    proc.kill()
+                    proc.wait()

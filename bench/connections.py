@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from dev.stack import rss_bytes
 SETTLE_S = 3.0
 
 
-class ClientGroup:
+class ClientGroup(common.ClientFleet):
     """raw_clients.py processes, ``n`` clients in all, ready (connected and subscribed) on return."""
 
     def __init__(
@@ -50,60 +49,33 @@ class ClientGroup:
         extra: list[str] | None = None,
         timeout: float = 180.0,
     ) -> None:
-        self.procs: list[subprocess.Popen] = []
-        self.ready: list[dict[str, Any]] = []
-        share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        super().__init__()
         start = offset
-        for count in share:
+        for count in common.shares(n, procs):
             if not count:
                 continue
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        PYTHON,
-                        "-m",
-                        "bench.raw_clients",
-                        "--url",
-                        url,
-                        "--mode",
-                        mode,
-                        "--clients",
-                        str(count),
-                        "--offset",
-                        str(start),
-                        "--tasks",
-                        str(tasks_file),
-                        "--per-client",
-                        str(per_client),
-                        *(extra or []),
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
+            self.spawn(
+                [
+                    PYTHON,
+                    "-m",
+                    "bench.raw_clients",
+                    "--url",
+                    url,
+                    "--mode",
+                    mode,
+                    "--clients",
+                    str(count),
+                    "--offset",
+                    str(start),
+                    "--tasks",
+                    str(tasks_file),
+                    "--per-client",
+                    str(per_client),
+                    *(extra or []),
+                ]
             )
             start += count
-        for proc in self.procs:
-            self.ready.append(self._read(proc))
-
-    @staticmethod
-    def _read(proc: subprocess.Popen) -> dict[str, Any]:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"client process {proc.pid} exited ({proc.poll()})")
-        return json.loads(line)
-
-    def ask(self, command: str) -> list[dict[str, Any]]:
-        for proc in self.procs:
-            assert proc.stdin is not None
-            proc.stdin.write(command + "\n")
-            proc.stdin.flush()
-        return [self._read(proc) for proc in self.procs]
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        self.ready = self.answers()
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -115,9 +87,6 @@ class ClientGroup:
             "client_nofile": min(r["nofile"] for r in self.ready),
             "client_rss_mb": sum(r["rss_mb"] for r in self.ready),
         }
-
-    def close(self) -> None:
-        common.quit_procs(self.procs)
 
 
 def nofile_limit(pid: int) -> str:

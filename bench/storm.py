@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,47 +56,18 @@ GO_DELAY = 0.5
 SECRET = "storm-benchmark-secret-0123456789abcdef"
 
 
-class StormGroup:
+class StormGroup(common.ClientFleet):
     """storm_clients.py processes holding ``n`` clients, one loopback source address each."""
 
     def __init__(self, pairs: list[tuple[str, str]], procs: int, workdir: Path) -> None:
-        self.procs: list[subprocess.Popen] = []
-        share = [len(pairs) // procs + (1 if i < len(pairs) % procs else 0) for i in range(procs)]
+        super().__init__()
         start = 0
-        for i, count in enumerate(share):
+        for i, count in enumerate(common.shares(len(pairs), procs)):
             path = workdir / f"clients-{i}.json"
             path.write_text(json.dumps(pairs[start : start + count]))
             start += count
-            self.procs.append(
-                subprocess.Popen(
-                    [PYTHON, "-m", "bench.storm_clients", "--clients", str(path), "--source", f"127.0.0.{2 + i}"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        for proc in self.procs:
-            self._read(proc)
-
-    @staticmethod
-    def _read(proc: subprocess.Popen) -> dict[str, Any]:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"storm client process {proc.pid} exited ({proc.poll()})")
-        return json.loads(line)
-
-    def send(self, command: str) -> None:
-        for proc in self.procs:
-            assert proc.stdin is not None
-            proc.stdin.write(command + "\n")
-            proc.stdin.flush()
-
-    def answers(self) -> list[dict[str, Any]]:
-        return [self._read(proc) for proc in self.procs]
-
-    def close(self) -> None:
-        common.quit_procs(self.procs)
+            self.spawn([PYTHON, "-m", "bench.storm_clients", "--clients", str(path), "--source", f"127.0.0.{2 + i}"])
+        self.answers()  # each says it is ready
 
 
 class PeakRss:
