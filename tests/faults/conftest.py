@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.clients import Watcher
 from tests.support.faults import token
-from tests.support.stack import Stack, redis_stack
+from tests.support.stack import Stack, threads_worker_stack
 
 _REPORT: list[dict[str, Any]] = []
 _REPORT_PATH: list[Path] = []
@@ -78,12 +78,8 @@ def report(fault_dir: Path) -> Callable[..., None]:
 @pytest.fixture(scope="session")
 def stack(fault_dir: Path) -> Iterator[Stack]:
     """A private Redis with a threads worker (queue ``celery``) for the scenarios that break other things."""
-    s = redis_stack(fault_dir, name="faults")
-    try:
-        s.worker("faults-threads", pool="threads", concurrency=8)
+    with threads_worker_stack(fault_dir, "faults-threads", 8, name="faults") as s:
         yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture

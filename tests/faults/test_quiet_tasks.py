@@ -29,7 +29,7 @@ from dev.stack import BIN, Proc
 from pushserver.worker import save_workflow
 from tests.support.clients import Watcher
 from tests.support.faults import delivered, env_number, subscribe_all, token, until, wait_all
-from tests.support.stack import HOSTNAME, Stack, redis_stack
+from tests.support.stack import HOSTNAME, Stack, redis_stack, threads_worker_stack
 
 AFTER = 5.0  # --reconcile-after's default
 SLACK = 2.0  # the tick (1 s) and a loaded 2-core machine
@@ -197,12 +197,8 @@ def silent(fault_dir: Path) -> Iterator[Stack]:
     """A Stack of its own (private Redis, one worker with task events): Redis's MGET count is this test's alone."""
     log_dir = fault_dir / "quiet-silent"
     log_dir.mkdir()
-    s = redis_stack(log_dir, name="faults")
-    try:
-        s.worker("quiet-silent", pool="threads", concurrency=2)
+    with threads_worker_stack(log_dir, "quiet-silent", 2, name="faults") as s:
         yield s
-    finally:
-        s.close()
 
 
 async def test_a_long_silent_task_is_not_hammered(silent: Stack, watchers, report):

@@ -157,6 +157,17 @@ def redis_stack(log_dir: Path, name: str = "tests") -> Stack:
 
 
 @contextmanager
+def threads_worker_stack(log_dir: Path, worker: str, concurrency: int, name: str = "tests") -> Iterator[Stack]:
+    """A ``redis_stack`` with one threads worker named ``worker`` on queue ``celery``, closed on exit."""
+    s = redis_stack(log_dir, name=name)
+    try:
+        s.worker(worker, pool="threads", concurrency=concurrency)
+        yield s
+    finally:
+        s.close()
+
+
+@contextmanager
 def environ(**values: str) -> Iterator[None]:
     """Set environment variables for the processes started inside the block."""
     saved = {k: os.environ.get(k) for k in values}
