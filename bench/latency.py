@@ -29,6 +29,7 @@ from bench.common import (
     ForeignLoad,
     PrivateRedis,
     PushServerProcess,
+    cpu_seconds,
     log,
     tree_rss_bytes,
     wait_for,
@@ -214,6 +215,7 @@ def run_phase(
             break
         time.sleep(0.1)
     server_cpu_pct = server_cpu.percent()
+    server_cpu_s = cpu_seconds(server.pid) - server_cpu.c0
     foreign_cores = foreign.cores()
     stats = clients.ask("stop")
     t1 = time.time()
@@ -234,6 +236,8 @@ def run_phase(
             "server_updates": delta("pushserver_updates_emitted_total"),
             "coalesced": delta("pushserver_progress_coalesced_total"),
             "server_cpu_pct": server_cpu_pct,
+            # The server process tree's CPU (event loop and receiver process) per update a client received.
+            "server_cpu_us_per_update": 1e6 * server_cpu_s / max(stats["received"], 1),
             "foreign_cores": foreign_cores,
             "publisher": pub_result,
         }
@@ -338,7 +342,7 @@ def run(
                         f"p50 {stats['p50_ms']:.2f} p95 {stats['p95_ms']:.2f} p99 {stats['p99_ms']:.2f} "
                         f"max {stats['max_ms']:.1f} ms; {stats['received']}/{stats['expected_updates']} "
                         f"updates, coalesced {stats['coalesced']}; CPU clients {stats['cpu_pct']:.0f}% "
-                        f"server {stats['server_cpu_pct']:.0f}%; publisher "
+                        f"server {stats['server_cpu_pct']:.0f}% ({stats['server_cpu_us_per_update']:.0f} µs/update); publisher "
                         f"{stats['publisher']['events_per_s']:.0f} ev/s; server GC "
                         f"{stats['server_gc']['passes']} passes (gen2 {stats['server_gc']['gen2']}), "
                         f"longest {stats['server_gc']['max_ms']:.1f} ms; client GC {stats['gc_passes']} "
