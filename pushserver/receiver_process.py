@@ -37,7 +37,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .backoff import Backoff
 from .receiver import Batch, CaptureLoop, EventQueueOptions, Receiver, ReceiverStatus
@@ -134,8 +134,10 @@ class FrameReader:
 def _stdin(transport: asyncio.SubprocessTransport) -> asyncio.WriteTransport:
     """The child's stdin: always a pipe here (``stdin=subprocess.PIPE``)."""
     pipe = transport.get_pipe_transport(0)
-    assert isinstance(pipe, asyncio.WriteTransport)
-    return pipe
+    # Not an isinstance check: uvloop's pipe transports do not derive from asyncio.WriteTransport.
+    if pipe is None:
+        raise RuntimeError("the event receiver process has no stdin pipe")
+    return cast(asyncio.WriteTransport, pipe)
 
 
 class ReceiverProcess(Receiver):
