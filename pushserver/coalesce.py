@@ -80,7 +80,7 @@ class Coalescer:
     def _emit(self, task: TaskState, kind: str) -> None:
         payload = self.memory.of(task)
         if self.fanout.send(task.task_id, payload, progress=kind == "progress"):
-            self.metrics.updates.labels(kind).inc()
+            self.metrics.updates[kind].inc()
             updated = payload.get("updated_at")
             if updated:
                 self.metrics.latency.observe(max(0.0, time.time() - updated))

@@ -68,7 +68,7 @@ class Ingest:
         # per event costs a good share of the merge (docs/benchmarks.md).
         by_type = Counter(event.get("type") for event in batch)
         for event_type, n in by_type.items():
-            self.metrics.events.labels(_type_label(event_type)).inc(n)
+            self.metrics.events[_type_label(event_type)].inc(n)
         task_events = [event for event in batch if is_task_event(event)]
         observed: list[dict[str, Any]] = batch
         if self.results is not None:

@@ -11,6 +11,25 @@ from prometheus_client.registry import Collector
 from .task_metrics import TaskMetrics
 
 
+class Children:
+    """A one-label counter's children, each asked of prometheus-client once: ``children[value]``.
+
+    ``labels()`` converts and looks up its values under a lock on every call;
+    the per-event and per-update paths take the child from this dict instead.
+    Only for values from a fixed set (event types, update kinds).
+    """
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self._children: dict[str, Counter] = {}
+
+    def __getitem__(self, value: str) -> Counter:
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self.counter.labels(value)
+        return child
+
+
 class Metrics:
     """The server's counters, gauges and histograms, and prometheus-client's ``process_*`` figures."""
 
@@ -22,11 +41,16 @@ class Metrics:
         #: Task-level metrics (runtime, outcome, running, workers) from the same events, by task name.
         self.task_level = TaskMetrics(max_names=max_task_names, max_running=max_tasks)
         r.register(self.task_level)
-        self.events = Counter(
-            "pushserver_events_ingested_total", "Celery events received, by event type", ["type"], registry=r
+        self.events = Children(
+            Counter("pushserver_events_ingested_total", "Celery events received, by event type", ["type"], registry=r)
         )
-        self.updates = Counter(
-            "pushserver_updates_emitted_total", "task:update messages emitted to rooms, by kind", ["kind"], registry=r
+        self.updates = Children(
+            Counter(
+                "pushserver_updates_emitted_total",
+                "task:update messages emitted to rooms, by kind",
+                ["kind"],
+                registry=r,
+            )
         )
         self.coalesced = Counter(
             "pushserver_progress_coalesced_total",
@@ -112,7 +136,7 @@ class Metrics:
         )
         # Known label values start at 0, so rates and alerts have a series before the first one happens.
         for kind in ("transition", "progress"):
-            self.updates.labels(kind)
+            self.updates[kind]
         for code in ("bad_request", "unauthorized", "forbidden", "too_many"):
             self.refused.labels(code)
         self.latency = Histogram(
