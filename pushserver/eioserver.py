@@ -117,12 +117,17 @@ class SendQueue:
         return False
 
     def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        self.nbytes += _payload_size(item)
         self._unfinished += 1
         if self._finished is not None:
             self._finished.clear()
-        self._wakeup_next()
+        getters = self._getters
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():  # not cancelled (timed out) meanwhile
+                getter.set_result(item)
+                return
+        self._items.append(item)
+        self.nbytes += _payload_size(item)
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
@@ -134,29 +139,27 @@ class SendQueue:
         self.nbytes -= _payload_size(item)
         return item
 
-    async def get(self) -> Any:
-        """The next item, waiting for one."""
-        while not self._items:
-            getter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            if self._getters is None:
-                self._getters = []
-            self._getters.append(getter)
-            try:
-                await getter
-            except BaseException:
-                # As asyncio.Queue.get: a getter woken and then cancelled
-                # passes the wake-up on to the next one.
-                getter.cancel()
-                try:
-                    self._getters.remove(getter)
-                except ValueError:
-                    pass
-                if self._items and not getter.cancelled():
-                    self._wakeup_next()
-                raise
-        item = self._items.pop(0)
-        self.nbytes -= _payload_size(item)
-        return item
+    def get(self) -> asyncio.Future[Any]:
+        """The next item, as a future: resolved at once when one is queued, else by the next ``put``.
+
+        A future, not a coroutine as ``asyncio.Queue.get``: engineio waits with
+        ``asyncio.wait_for(queue.get(), ...)`` for every packet it sends, and a
+        coroutine there costs a task each time. An item handed to a getter is
+        its result even if the getter is then cancelled (``cancel()`` of a done
+        future does nothing), and ``wait_for`` returns a done future's result
+        rather than lose it; engineio awaits the queue only that way.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._items:
+            future.set_result(self.get_nowait())
+            return future
+        if self._getters is None:
+            self._getters = []
+        elif self._getters:
+            # An idle connection's poll times out every ping interval: drop those getters here.
+            self._getters = [getter for getter in self._getters if not getter.done()]
+        self._getters.append(future)
+        return future
 
     def task_done(self) -> None:
         if self._unfinished <= 0:
@@ -170,14 +173,6 @@ class SendQueue:
             if self._finished is None:
                 self._finished = asyncio.Event()
             await self._finished.wait()
-
-    def _wakeup_next(self) -> None:
-        getters = self._getters
-        while getters:
-            getter = getters.pop(0)
-            if not getter.done():
-                getter.set_result(None)
-                break
 
 
 def _payload_size(item: Any) -> int:
