@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -296,36 +297,52 @@ def _describe_exit(code: int | None) -> str:
 # -- the child's side ----------------------------------------------------------
 
 
-class PipeWriter:
-    """Sends the child's events and status messages down the pipe from a thread of its own.
+#: A queued message that is already bytes: what a direct write left over.
+_RAW = "raw"
 
-    The capturing thread only queues batches; the writer pickles and writes
-    whatever has gathered, so a busy server makes writes larger rather than
-    the child slower. Past ``max_pending`` events the capturing thread waits,
-    and the backlog builds in the broker instead of in memory.
+
+class PipeWriter:
+    """Sends the child's events and status messages down the pipe: directly while it takes them, else from a thread.
+
+    When nothing is queued, the capturing thread writes a batch's frame
+    itself, without blocking: at a few thousand events a second most batches
+    hold one event, and waking a second thread for each cost more CPU than
+    decoding it (docs/benchmarks.md). What the pipe does not take at once
+    (a busy server) is queued, and a writer thread pickles and writes
+    whatever has gathered when the pipe has room, so a busy server makes
+    writes larger rather than the child slower. Past ``max_pending`` queued
+    events the capturing thread waits, and the backlog builds in the broker
+    instead of in memory.
     """
 
     def __init__(self, fd: int, max_pending: int = 100_000) -> None:
         self.fd = fd
+        os.set_blocking(fd, False)
         self.max_pending = max_pending
         self.on_broken: Callable[[], None] | None = None
         self._messages: list[tuple[str, Any]] = []
         self._pending = 0
         self._closed = False
         self._broken = False
+        self._writing = False  # a direct write is under way: the thread waits for it
+        self._flushing = False  # the thread is writing what it took: no direct write may cut in
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="pipe-writer", daemon=True)
         self._thread.start()
 
     def add_batch(self, batch: Batch) -> None:
-        """Queue decoded events (on the capturing thread); one frame each."""
+        """Write, or queue, decoded events (on the capturing thread); one frame each."""
         with self._cond:
             while self._pending >= self.max_pending and not self._broken:
                 self._cond.wait()
-            self._messages.append(("events", batch))
-            self._pending += len(batch)
-            if len(self._messages) == 1:
-                self._cond.notify_all()
+            if self._messages or self._flushing or self._broken:
+                self._messages.append(("events", batch))
+                self._pending += len(batch)
+                if len(self._messages) == 1:
+                    self._cond.notify_all()
+                return
+            self._writing = True
+        self._write_directly(encode_frame("events", batch))
 
     def send(self, kind: str, payload: Any) -> None:
         """Queue a control message, in order with the events around it."""
@@ -341,26 +358,57 @@ class PipeWriter:
         self._thread.join()
         os.close(self.fd)
 
+    def _write_directly(self, frame: bytes) -> None:
+        try:
+            written = os.write(self.fd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the server is gone
+            written = len(frame)
+            self._mark_broken()
+        with self._cond:
+            self._writing = False
+            if written < len(frame):
+                self._messages.insert(0, (_RAW, frame[written:]))  # before anything queued meanwhile
+            if self._messages or self._closed:  # else the thread sleeps on: waking it is what this saves
+                self._cond.notify_all()
+
+    def _mark_broken(self) -> None:
+        self._broken = True
+        if self.on_broken is not None:
+            self.on_broken()
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._messages and not self._closed:
+                while (not self._messages or self._writing) and not self._closed:
+                    self._cond.wait()
+                while self._writing:  # closing: let a direct write finish first
                     self._cond.wait()
                 if not self._messages:
                     return
                 messages, self._messages, self._pending = self._messages, [], 0
+                self._flushing = True
                 self._cond.notify_all()  # wakes a capturing thread held at max_pending
-            if self._broken:
-                continue
-            data = b"".join(encode_frame(kind, payload) for kind, payload in messages)
             try:
-                view = memoryview(data)
-                while view:
+                if not self._broken:
+                    self._write_out(messages)
+            finally:
+                with self._cond:
+                    self._flushing = False
+
+    def _write_out(self, messages: list[tuple[str, Any]]) -> None:
+        """Write queued messages out, waiting for room in the pipe as long as it takes."""
+        data = b"".join(payload if kind == _RAW else encode_frame(kind, payload) for kind, payload in messages)
+        try:
+            view = memoryview(data)
+            while view:
+                try:
                     view = view[os.write(self.fd, view) :]
-            except OSError:  # the server is gone: nothing can take these events any more
-                self._broken = True
-                if self.on_broken is not None:
-                    self.on_broken()
+                except BlockingIOError:
+                    select.select([], [self.fd], [])  # the server is behind: wait for room
+        except OSError:  # the server is gone: nothing can take these events any more
+            self._mark_broken()
 
 
 def strip_non_task_events(batch: Batch) -> Batch:
