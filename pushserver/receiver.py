@@ -28,6 +28,7 @@ from typing import Any
 from celery import Celery
 from celery.events.receiver import EventReceiver
 
+from . import event_json
 from .backoff import Backoff
 from .drain import Drain
 
@@ -349,6 +350,7 @@ class ReceiverThread(Receiver):
     def start(self) -> None:
         """Start the receiver thread, which hands its batches to the running loop."""
         self.loop = asyncio.get_running_loop()
+        event_json.install()
         self._thread.start()
 
     async def stop(self, timeout: float = 5.0) -> None:

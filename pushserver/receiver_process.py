@@ -462,10 +462,12 @@ def child_main() -> int:
         return 0  # the server went away before we started
     config = json.loads(line)
 
+    from . import event_json
     from .celeryapp import make_celery
     from .logs import configure_logging
 
     configure_logging(config["log_level"])
+    event_json.install()
     queue = EventQueueOptions(**config["queue"]) if config["queue"] else None
     writer = PipeWriter(frames_fd)
     app = make_celery(config["broker_url"], broker_transport_options=config.get("transport_options"))
