@@ -3,7 +3,8 @@
 Ingest (ingest.py) hands every event here (``observe``), every merged change
 (``changed``), and calls ``flush`` once per batch: a workflow whose members changed state gets one update per batch;
 one whose members only made progress is coalesced to ``--progress-hz``, like
-a task's progress. Membership is resolved once per watched workflow, from
+a task's progress. An update carries ``task_ids`` only when they moved since
+its room last got them (the ack holds them). Membership is resolved once per watched workflow, from
 the result backend (a saved group, a chord saved with its body, a chain's
 recorded children) and from the events' ``root_id`` (a chain's later steps).
 
@@ -61,6 +62,8 @@ class WorkflowWatch:
         self._by_member: dict[str, set[str]] = {}  # task id -> watched workflows holding it
         self._dirty: dict[str, bool] = {}  # workflow id -> a member changed state (not just progress)
         self._last_progress_emit: dict[str, float] = {}
+        # workflow id -> the membership_version its room was last sent (task_ids travel only when it moves)
+        self._membership_sent: dict[str, int] = {}
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._settling: set[str] = set()
@@ -170,6 +173,8 @@ class WorkflowWatch:
         self._workflows[membership.workflow_id] = workflow
         for task_id in membership.task_ids:
             self._join(workflow, task_id)
+        # Every subscriber's ack is read after this, so holds at least this membership.
+        self._membership_sent[membership.workflow_id] = workflow.membership_version
 
     def _join(self, workflow: Workflow, task_id: str) -> None:
         self._by_member.setdefault(task_id, set()).add(workflow.workflow_id)
@@ -190,6 +195,7 @@ class WorkflowWatch:
                         del self._by_member[task_id]
             self._dirty.pop(workflow_id, None)
             self._last_progress_emit.pop(workflow_id, None)
+            self._membership_sent.pop(workflow_id, None)
             handle = self._pending_progress.pop(workflow_id, None)
             if handle is not None:
                 handle.cancel()
@@ -255,8 +261,18 @@ class WorkflowWatch:
             self._emit(workflow_id, progress=True)
 
     def _emit(self, workflow_id: str, progress: bool) -> None:
-        payload = self._workflows[workflow_id].to_dict()
-        self.fanout.send(workflow_id, payload, progress=progress, workflow=True)
+        """Send the room the workflow's state, with ``task_ids`` only when they moved since the room last got them.
+
+        Whoever is in the room holds the membership as of its ack or of the last update that carried it:
+        the ack is read after joining the room, so it is never older than ``_membership_sent``.
+        """
+        workflow = self._workflows[workflow_id]
+        version = workflow.membership_version
+        moved = self._membership_sent.get(workflow_id) != version
+        if moved:
+            self._membership_sent[workflow_id] = version
+            progress = False  # never shed for a laggard: the updates after it rely on it
+        self.fanout.send(workflow_id, workflow.to_dict(with_task_ids=moved), progress=progress, workflow=True)
 
     # -- a chain's end ---------------------------------------------------------------------
 

@@ -73,7 +73,10 @@ class Workflow:
         self.started = 0
         #: A chain is settled once the result backend confirms no further step follows its last success.
         self.settled = self.kind != CHAIN
-        self._task_ids: list[str] | None = None
+        self._task_ids: list[str] = []
+        self._stale = True  # task_ids() may have moved: a member joined, a chain member's first event is known
+        # Bumped each time task_ids() comes out different: whether a workflow:update carries them (workflow_watch.py).
+        self._membership_version = 0
         for task_id in membership.task_ids:
             self.add(task_id)
 
@@ -91,7 +94,7 @@ class Workflow:
         self._members[task_id] = (PENDING, 0)
         self._order[task_id] = len(self._order)
         self.counts[PENDING] += 1
-        self._task_ids = None
+        self._stale = True
         if self.kind == CHAIN:
             self.settled = False  # a new step: whether more follow is open again
         return True
@@ -111,7 +114,7 @@ class Workflow:
             first = min((at for at in task.seen.values() if at > 0), default=None)
             if first is not None and self._first_seen.get(task.task_id) != first:
                 self._first_seen[task.task_id] = first
-                self._task_ids = None
+                self._stale = True
         if new == old:
             return False
         self._members[task.task_id] = new
@@ -129,17 +132,27 @@ class Workflow:
 
     def task_ids(self) -> list[str]:
         """The members in workflow order: a group's saved order (a chord's body last), a chain's by first sight."""
-        if self._task_ids is None:
+        if self._stale:
+            self._stale = False
             if self.kind == CHAIN:
                 # Root first, then by when each was first seen (its earliest event), ties by id:
                 # a pure function of the events, whatever order they came in.
                 def key(task_id: str) -> tuple[int, float, str]:
                     return (task_id != self.workflow_id, self._first_seen.get(task_id, float("inf")), task_id)
 
-                self._task_ids = sorted(self._members, key=key)
+                task_ids = sorted(self._members, key=key)
             else:
-                self._task_ids = sorted(self._members, key=self._order.__getitem__)
+                task_ids = sorted(self._members, key=self._order.__getitem__)
+            if task_ids != self._task_ids:
+                self._task_ids = task_ids
+                self._membership_version += 1
         return self._task_ids
+
+    @property
+    def membership_version(self) -> int:
+        """A number that changes exactly when ``task_ids()`` does (a member joined, a chain's order moved)."""
+        self.task_ids()
+        return self._membership_version
 
     @property
     def completed(self) -> int:
@@ -174,9 +187,13 @@ class Workflow:
         known = [t for t in self._updated.values() if t > 0]
         return max(known) if known else None
 
-    def to_dict(self) -> dict[str, Any]:
-        """The WorkflowState JSON object of the protocol (docs/protocol.md, WorkflowState)."""
-        return {
+    def to_dict(self, with_task_ids: bool = True) -> dict[str, Any]:
+        """The WorkflowState JSON object of the protocol (docs/protocol.md, WorkflowState).
+
+        Without ``with_task_ids``, the same object less ``task_ids``: a ``workflow:update`` whose membership
+        its receivers already hold (a 1 000-member group's ids are ~39 KB, the counts ~200 bytes).
+        """
+        state = {
             "workflow_id": self.workflow_id,
             "kind": self.kind,
             "state": self.state,
@@ -185,9 +202,11 @@ class Workflow:
             "completed": self.completed,
             "failed": self.failed,
             "percent": self.percent,
-            "task_ids": self.task_ids(),
             "updated_at": self.updated_at,
         }
+        if with_task_ids:
+            state["task_ids"] = self.task_ids()
+        return state
 
 
 def aggregate(membership: Membership, tasks: Mapping[str, TaskState], settled: bool = True) -> dict[str, Any]:

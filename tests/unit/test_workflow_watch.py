@@ -160,3 +160,45 @@ async def test_a_workflow_over_the_limit_is_refused_too_many() -> None:
         await watch.subscribe("s1", Subscription((), None, ("g",)), None)
     assert refused.value.code == "too_many"
     assert len(watch) == 0
+
+
+async def test_updates_carry_task_ids_only_when_the_membership_moved() -> None:
+    # A 1 000-member group's task_ids are ~39 KB: sent in the ack, not again with every count change.
+    watch, store, fanout = make(GROUP_OF_3)
+    ack = await watch.subscribe("s1", Subscription((), None, ("g",)), None)
+    assert ack["workflows"][0]["task_ids"] == ["a", "b", "c"]
+    merge(watch, store, [ev("started", "a", 1.0)])
+    merge(watch, store, [ev("succeeded", "a", 2.0)])
+    assert [("task_ids" in payload) for _, payload, _ in fanout.sent] == [False, False]
+    # What the fanout sends a laggard it catches up, and a later subscriber's ack, are whole.
+    assert watch.view("g")["task_ids"] == ["a", "b", "c"]  # type: ignore[index]
+    ack = await watch.subscribe("s2", Subscription((), None, ("g",)), None)
+    assert ack["workflows"][0]["task_ids"] == ["a", "b", "c"]
+
+
+async def test_a_chains_new_step_sends_task_ids_once_never_shed_and_a_client_merging_holds_the_whole_state() -> None:
+    watch, store, fanout = make(progress_hz=1000.0)
+    ack = await watch.subscribe("s1", Subscription((), None, ("r",)), None)
+    held = ack["workflows"][0]
+    batches = [
+        [ev("received", "r", 1.0, root_id="r")],
+        [ev("progress", "r", 1.5, percent=50.0)],
+        [ev("succeeded", "r", 2.0)],
+        [ev("received", "n", 3.0, root_id="r", parent_id="r")],  # a new step: the membership moves
+        [ev("started", "n", 3.5)],
+        [ev("received", "m", 4.0, root_id="r", parent_id="n"), ev("progress", "n", 4.1, percent=10.0)],
+        [ev("succeeded", "n", 5.0), ev("succeeded", "m", 5.5)],
+    ]
+    for batch in batches:
+        before = len(fanout.sent)
+        merge(watch, store, batch)
+        await asyncio.sleep(0.01)  # a coalesced progress update, or the chain's settle
+        for _, payload, progress in fanout.sent[before:]:
+            if "task_ids" in payload:
+                assert not progress  # a laggard must not lose it to progress shedding
+            held = {**held, **payload}
+        # The client's merged state is the server's whole WorkflowState, after every batch.
+        assert held == watch.view("r")
+    with_ids = [payload["task_ids"] for _, payload, _ in fanout.sent if "task_ids" in payload]
+    assert with_ids == [["r", "n"], ["r", "n", "m"]]
+    assert (held["state"], held["total"]) == ("SUCCESS", 3)
