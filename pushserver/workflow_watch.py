@@ -241,7 +241,6 @@ class WorkflowWatch:
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}
-        loop = asyncio.get_running_loop()
         for workflow_id in dirty:
             workflow = self._workflows.get(workflow_id)
             if workflow is None:
@@ -256,6 +255,7 @@ class WorkflowWatch:
             if workflow_id in self._pending_progress:
                 continue  # the pending flush sends the newest
             due = self._last_progress_emit.get(workflow_id, float("-inf")) + self.progress_interval
+            loop = asyncio.get_running_loop()
             now = loop.time()
             if now >= due:
                 self._last_progress_emit[workflow_id] = now

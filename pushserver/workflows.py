@@ -66,11 +66,12 @@ class Workflow:
         self.body_id = membership.body_id
         self._order: dict[str, int] = {}
         self._members: dict[str, tuple[str, int]] = {}  # task id -> (state, fraction units)
-        self._updated: dict[str, float] = {}
+        self._newest: float | None = None  # the newest member event time (each member's only grows)
         self._first_seen: dict[str, float] = {}  # a chain member -> its earliest event time
         self.counts: Counter[str] = Counter()
         self.fractions = 0
         self.started = 0
+        self._failed = 0  # kept like the counts: the state is read after every batch (workflow_watch.py)
         #: A chain is settled once the result backend confirms no further step follows its last success.
         self.settled = self.kind != CHAIN
         self._task_ids: list[str] = []
@@ -107,8 +108,8 @@ class Workflow:
         progress = task.value("progress")
         new = (task.state, member_fraction(task.state, progress))
         updated = task.updated_at
-        if updated is not None:
-            self._updated[task.task_id] = updated
+        if updated is not None and updated > 0 and (self._newest is None or updated > self._newest):
+            self._newest = updated
         if self.kind == CHAIN:
             # Where the member sits in task_ids: its oldest known event, a pure function of its events.
             first = min((at for at in task.seen.values() if at > 0), default=None)
@@ -118,12 +119,14 @@ class Workflow:
         if new == old:
             return False
         self._members[task.task_id] = new
-        self.counts[old[0]] -= 1
-        if not self.counts[old[0]]:
-            del self.counts[old[0]]
-        self.counts[new[0]] += 1
         self.fractions += new[1] - old[1]
-        self.started += _started(new[0]) - _started(old[0])
+        if new[0] != old[0]:
+            self.counts[old[0]] -= 1
+            if not self.counts[old[0]]:
+                del self.counts[old[0]]
+            self.counts[new[0]] += 1
+            self.started += _started(new[0]) - _started(old[0])
+            self._failed += (new[0] in FAILED_STATES) - (old[0] in FAILED_STATES)
         return True
 
     def member_state(self, task_id: str) -> str | None:
@@ -160,12 +163,12 @@ class Workflow:
 
     @property
     def failed(self) -> int:
-        return sum(self.counts.get(s, 0) for s in FAILED_STATES)
+        return self._failed
 
     @property
     def state(self) -> str:
         """PENDING until a member starts, STARTED while unfinished, FAILURE once it cannot succeed, else SUCCESS."""
-        if self.failed:
+        if self._failed:
             return FAILURE
         if self.kind == CHORD and self.body_id is not None:
             body = self.member_state(self.body_id)
@@ -184,8 +187,7 @@ class Workflow:
 
     @property
     def updated_at(self) -> float | None:
-        known = [t for t in self._updated.values() if t > 0]
-        return max(known) if known else None
+        return self._newest
 
     def to_dict(self, with_task_ids: bool = True) -> dict[str, Any]:
         """The WorkflowState JSON object of the protocol (docs/protocol.md, WorkflowState).
