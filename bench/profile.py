@@ -3,6 +3,7 @@
     .venv/bin/pip install py-spy
     .venv/bin/python -m bench.profile ingest --shape batched
     .venv/bin/python -m bench.profile latency --rate 1000 --clients 1000
+    .venv/bin/python -m bench.profile workflow   # bench/workflow.py's phase with the group watched
     .venv/bin/python -m bench.profile --server-rev HEAD ingest   # a committed version, not the working tree
 
 py-spy attaches to the server (by PID) for the whole load, sampling every
@@ -25,8 +26,9 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from bench import common, ingest, latency
+from bench import common, ingest, latency, workflow
 from bench.common import BIN, ROOT, PrivateRedis, PushServerProcess, log, stop_process
 from bench.stream import build_streams
 from dev.metrics import metric_sum
@@ -102,6 +104,11 @@ IDLE_HINTS = (
     "epoll",
     "_run_once (asyncio/base_events.py",
     "sleep",
+    # The server's helper threads, blocked in the kernel (py-spy --idle keeps them).
+    "_worker (concurrent/futures/thread.py",
+    "_do_waitpid (asyncio/unix_events.py",
+    "stop_at_eof (pushserver/receiver_process.py",
+    "_drain (pushserver/drain.py",
 )
 
 
@@ -119,6 +126,11 @@ def summarize(raw: Path, top: int = 25) -> str:
         frames = stack.split(";")
         thread = frames[0]
         frames = frames[1:]
+        if thread.startswith("process "):  # --subprocesses: "process …;[process …;]thread …;frames"
+            while frames and frames[0].startswith("process "):
+                thread, frames = frames[0], frames[1:]
+            if frames:
+                thread, frames = f"{thread.split(':', 1)[0]} {frames[0]}", frames[1:]
         totals[thread] += n
         leaf = frames[-1] if frames else "(none)"
         # py-spy --idle keeps samples of threads waiting in the kernel; their leaf is a wait.
@@ -196,6 +208,34 @@ def profile_latency(args: argparse.Namespace) -> None:
     print(summarize(raw, args.top))
 
 
+def profile_workflow(args: argparse.Namespace) -> None:
+    """bench/workflow.py's run, py-spy attached to the server for each phase: nobody subscribed, then the group."""
+    RESULTS.mkdir(exist_ok=True)
+    raws = {None: RESULTS / "profile-workflow-baseline.txt", "watched": RESULTS / "profile-workflow.txt"}
+    phase = workflow.watch_and_publish
+
+    async def spied(url: str, workflow_id: str | None, *rest: Any) -> dict[str, Any]:
+        server_pid = rest[-1]
+        spy = start_spy(server_pid, raws["watched" if workflow_id else None], "raw", args.rate_hz)
+        try:
+            return await phase(url, workflow_id, *rest)
+        finally:
+            stop_spy(spy)
+
+    workflow.watch_and_publish = spied  # type: ignore[assignment]
+    try:
+        run = workflow.one_run(args.members, args.rate, args.slots)
+    finally:
+        workflow.watch_and_publish = phase  # type: ignore[assignment]
+    log(
+        f"server CPU {run['baseline']['cpu_s']:.2f} s -> {run['workflow']['cpu_s']:.2f} s,"
+        f" {run['workflow']['updates']} updates, under py-spy"
+    )
+    for name, raw in raws.items():
+        log(f"collapsed stacks of the {name or 'baseline'} phase in {raw}")
+    print(summarize(raws["watched"], args.top))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -211,11 +251,17 @@ def main() -> None:
     lat.add_argument("--duration", type=float, default=10.0)
     lat.add_argument("--rate-hz", type=int, default=250, help="py-spy samples/s")
     lat.add_argument("--top", type=int, default=25)
+    wf = sub.add_parser("workflow")
+    wf.add_argument("--members", type=int, default=1000)
+    wf.add_argument("--rate", type=float, default=1000.0, help="member events/s")
+    wf.add_argument("--slots", type=int, default=50)
+    wf.add_argument("--rate-hz", type=int, default=500, help="py-spy samples/s")
+    wf.add_argument("--top", type=int, default=25)
     p.add_argument("--server-rev", metavar="REV", help="profile pushserver/ as of this git revision")
     args = p.parse_args()
     if args.server_rev:
         log(f"server code: {args.server_rev} = {common.use_server_snapshot(args.server_rev)}")
-    (profile_ingest if args.what == "ingest" else profile_latency)(args)
+    {"ingest": profile_ingest, "latency": profile_latency, "workflow": profile_workflow}[args.what](args)
 
 
 if __name__ == "__main__":

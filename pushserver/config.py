@@ -256,7 +256,8 @@ class Settings:
         metadata=option(
             "--progress-hz",
             "PUSHSERVER_PROGRESS_HZ",
-            "Most progress updates per second sent for one task (the newest wins).",
+            "Most progress updates per second sent for one task, and count-only updates for one workflow"
+            " (the newest wins).",
         ),
     )
     token_audience: str | None = field(

@@ -105,7 +105,7 @@ class Ingest:
                 if self.subscriptions.is_watched(change.task.task_id):
                     self.coalescer.publish(change)
                 if workflows is not None:
-                    workflows.changed(change.task, change.transition)
+                    workflows.changed(change.task)
         if workflows is not None:
             workflows.flush()  # each workflow moved by the batch is sent once
         self.metrics.tasks.set(len(self.store))

@@ -1,9 +1,12 @@
 """Watched workflows on one server: who watches which, their members' states, and their ``workflow:update`` emits.
 
 Ingest (ingest.py) hands every event here (``observe``), every merged change
-(``changed``), and calls ``flush`` once per batch: a workflow whose members changed state gets one update per batch;
-one whose members only made progress is coalesced to ``--progress-hz``, like
-a task's progress. Membership is resolved once per watched workflow, from
+(``changed``), and calls ``flush`` once per batch: a workflow whose own state
+(PENDING, STARTED, SUCCESS, FAILURE) or membership moved gets its update at
+once; one whose counts and percent only moved is coalesced to
+``--progress-hz``, like a task's progress. An update carries ``task_ids``
+only when they moved since its room last got them (the ack holds them).
+Membership is resolved once per watched workflow, from
 the result backend (a saved group, a chord saved with its body, a chain's
 recorded children) and from the events' ``root_id`` (a chain's later steps).
 
@@ -59,8 +62,12 @@ class WorkflowWatch:
         self.progress_interval = 1.0 / settings.progress_hz
         self._workflows: dict[str, Workflow] = {}
         self._by_member: dict[str, set[str]] = {}  # task id -> watched workflows holding it
-        self._dirty: dict[str, bool] = {}  # workflow id -> a member changed state (not just progress)
+        self._dirty: dict[str, None] = {}  # workflows a member moved since the last flush, in order
         self._last_progress_emit: dict[str, float] = {}
+        # workflow id -> what its room was last sent: its `state`, and its membership_version
+        # (a change of either is sent at once; task_ids travel only when the membership moved)
+        self._state_sent: dict[str, str] = {}
+        self._membership_sent: dict[str, int] = {}
         self._pending_progress: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._settling: set[str] = set()
@@ -170,6 +177,9 @@ class WorkflowWatch:
         self._workflows[membership.workflow_id] = workflow
         for task_id in membership.task_ids:
             self._join(workflow, task_id)
+        # Every subscriber's ack is read after this, so holds at least this state and membership.
+        self._state_sent[membership.workflow_id] = workflow.state
+        self._membership_sent[membership.workflow_id] = workflow.membership_version
 
     def _join(self, workflow: Workflow, task_id: str) -> None:
         self._by_member.setdefault(task_id, set()).add(workflow.workflow_id)
@@ -190,6 +200,8 @@ class WorkflowWatch:
                         del self._by_member[task_id]
             self._dirty.pop(workflow_id, None)
             self._last_progress_emit.pop(workflow_id, None)
+            self._state_sent.pop(workflow_id, None)
+            self._membership_sent.pop(workflow_id, None)
             handle = self._pending_progress.pop(workflow_id, None)
             if handle is not None:
                 handle.cancel()
@@ -207,32 +219,34 @@ class WorkflowWatch:
         task_id = event["uuid"]
         if workflow.add(task_id):
             self._join(workflow, task_id)
-            self._dirty[root] = True
+            self._dirty[root] = None
 
-    def changed(self, task: TaskState, transition: bool) -> None:
+    def changed(self, task: TaskState) -> None:
         """Take one merged change of a task into every watched workflow that holds it."""
         holders = self._by_member.get(task.task_id)
         if not holders:
             return
         for workflow_id in holders:
-            workflow = self._workflows[workflow_id]
-            if workflow.update(task):
-                if transition or task.ready:
-                    self._dirty[workflow_id] = True
-                else:
-                    self._dirty.setdefault(workflow_id, False)
+            if self._workflows[workflow_id].update(task):
+                self._dirty[workflow_id] = None
 
     def flush(self) -> None:
-        """Emit the workflows changed by the batch just merged: state changes now, progress coalesced."""
+        """Emit the workflows changed by the batch just merged.
+
+        A change of the workflow's own ``state`` (it started, failed, succeeded) or of its membership is sent
+        now; a change of only its counts and percent (members moving on inside it) is coalesced to
+        ``--progress-hz``, like a task's progress: at 1 000 member events/s a group would otherwise get an
+        update per batch, each costing the server a websocket write per subscriber (docs/benchmarks.md).
+        """
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}
-        loop = asyncio.get_running_loop()
-        for workflow_id, transition in dirty.items():
-            if workflow_id not in self._workflows:
+        for workflow_id in dirty:
+            workflow = self._workflows.get(workflow_id)
+            if workflow is None:
                 continue
             self._maybe_settle(workflow_id)
-            if transition:
+            if self._state_or_membership_moved(workflow):
                 handle = self._pending_progress.pop(workflow_id, None)
                 if handle is not None:
                     handle.cancel()
@@ -241,12 +255,19 @@ class WorkflowWatch:
             if workflow_id in self._pending_progress:
                 continue  # the pending flush sends the newest
             due = self._last_progress_emit.get(workflow_id, float("-inf")) + self.progress_interval
+            loop = asyncio.get_running_loop()
             now = loop.time()
             if now >= due:
                 self._last_progress_emit[workflow_id] = now
                 self._emit(workflow_id, progress=True)
             else:
                 self._pending_progress[workflow_id] = loop.call_at(due, self._flush_progress, workflow_id)
+
+    def _state_or_membership_moved(self, workflow: Workflow) -> bool:
+        """Whether the workflow's ``state`` or ``task_ids`` differ from what its room was last sent."""
+        workflow_id = workflow.workflow_id
+        state_moved = workflow.state != self._state_sent.get(workflow_id)
+        return state_moved or workflow.membership_version != self._membership_sent.get(workflow_id)
 
     def _flush_progress(self, workflow_id: str) -> None:
         self._pending_progress.pop(workflow_id, None)
@@ -255,8 +276,19 @@ class WorkflowWatch:
             self._emit(workflow_id, progress=True)
 
     def _emit(self, workflow_id: str, progress: bool) -> None:
-        payload = self._workflows[workflow_id].to_dict()
-        self.fanout.send(workflow_id, payload, progress=progress, workflow=True)
+        """Send the room the workflow's state, with ``task_ids`` only when they moved since the room last got them.
+
+        Whoever is in the room holds the membership as of its ack or of the last update that carried it:
+        the ack is read after joining the room, so it is never older than ``_membership_sent``.
+        """
+        workflow = self._workflows[workflow_id]
+        self._state_sent[workflow_id] = workflow.state
+        version = workflow.membership_version
+        moved = self._membership_sent.get(workflow_id) != version
+        if moved:
+            self._membership_sent[workflow_id] = version
+            progress = False  # never shed for a laggard: the updates after it rely on it
+        self.fanout.send(workflow_id, workflow.to_dict(with_task_ids=moved), progress=progress, workflow=True)
 
     # -- a chain's end ---------------------------------------------------------------------
 
@@ -294,7 +326,7 @@ class WorkflowWatch:
         else:
             await asyncio.gather(*(self.snapshot(t) for t in workflow.task_ids() if not _is_ready(self.store.get(t))))
             self._maybe_settle(workflow_id)
-        self._dirty[workflow_id] = True
+        self._dirty[workflow_id] = None
         self.flush()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:

@@ -44,6 +44,8 @@ async def test_a_saved_group_of_20_is_pushed_live_to_its_final_success(stack: St
         assert any(0 < u["completed"] < 20 or u["state"] == "STARTED" for u in updates)
         finished = [u["completed"] + u["failed"] for u in updates]
         assert finished == sorted(finished)
+        # The ack gave the members; a group's never move, so no update repeats them on the wire.
+        assert w.workflow_payloads[workflow_id] and not any("task_ids" in u for u in w.workflow_payloads[workflow_id])
         # A token naming the workflow grants its members too.
         member = result.results[0].id
         assert (await w.subscribe(member, server.token(workflow_id)))["ok"]
@@ -97,6 +99,9 @@ async def test_a_chain_of_3_grows_as_its_steps_are_sent(stack: Stack, server: Se
             assert (final["state"], final["total"], final["task_ids"]) == ("SUCCESS", 3, done["task_ids"])
         finally:
             await late.close()
+        # Each step that joined came with the new task_ids, held (merged) by the client until the next.
+        assert any("task_ids" in u for u in w.workflow_payloads[workflow_id])
+        assert all(len(u["task_ids"]) == u["total"] for u in w.workflow_updates[workflow_id])
         totals = [u["total"] for u in w.workflow_updates[workflow_id]]
         assert totals == sorted(totals)
         assert not any(u["state"] == "SUCCESS" and u["total"] < 3 for u in w.workflow_updates[workflow_id])

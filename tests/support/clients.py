@@ -22,7 +22,10 @@ class Watcher:
         self.resubscribe = resubscribe
         self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=1)
         self.updates: dict[str, list[dict[str, Any]]] = {}
+        #: Each workflow's states as a client holds them (acks, and updates merged into what was held).
         self.workflow_updates: dict[str, list[dict[str, Any]]] = {}
+        #: Each ``workflow:update`` as it came on the wire.
+        self.workflow_payloads: dict[str, list[dict[str, Any]]] = {}
         self.connects = 0
         self.disconnects: list[str] = []  # the reason of each disconnect, as the client saw it
         self.resubscribe_acks: list[Any] = []
@@ -61,7 +64,9 @@ class Watcher:
             for state in ack.get("tasks", []) if isinstance(ack, dict) else []:
                 await self._on_update(state)
             for state in ack.get("workflows", []) if isinstance(ack, dict) else []:
-                await self._on_workflow_update(state)
+                self.workflow_updates.setdefault(state["workflow_id"], []).append(state)
+            async with self._changed:
+                self._changed.notify_all()
 
     async def wait_connects(self, count: int, timeout: float = 30) -> None:
         """Wait until the client has connected ``count`` times in all (reconnects included)."""
@@ -81,7 +86,14 @@ class Watcher:
             self._changed.notify_all()
 
     async def _on_workflow_update(self, state: dict[str, Any]) -> None:
-        self.workflow_updates.setdefault(state["workflow_id"], []).append(state)
+        # As a browser's store: an update without task_ids keeps the ones held (docs/protocol.md, workflow:update).
+        self.workflow_payloads.setdefault(state["workflow_id"], []).append(state)
+        held = self.workflow_updates.setdefault(state["workflow_id"], [])
+        if "task_ids" not in state:
+            if not held:
+                return  # before the ack, which brings them
+            state = {**held[-1], **state}
+        held.append(state)
         async with self._changed:
             self._changed.notify_all()
 

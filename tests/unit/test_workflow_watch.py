@@ -160,3 +160,84 @@ async def test_a_workflow_over_the_limit_is_refused_too_many() -> None:
         await watch.subscribe("s1", Subscription((), None, ("g",)), None)
     assert refused.value.code == "too_many"
     assert len(watch) == 0
+
+
+async def test_updates_carry_task_ids_only_when_the_membership_moved() -> None:
+    # A 1 000-member group's task_ids are ~39 KB: sent in the ack, not again with every count change.
+    watch, store, fanout = make(GROUP_OF_3)
+    ack = await watch.subscribe("s1", Subscription((), None, ("g",)), None)
+    assert ack["workflows"][0]["task_ids"] == ["a", "b", "c"]
+    merge(watch, store, [ev("started", "a", 1.0)])
+    merge(watch, store, [ev("succeeded", "a", 2.0)])
+    assert [("task_ids" in payload) for _, payload, _ in fanout.sent] == [False, False]
+    # What the fanout sends a laggard it catches up, and a later subscriber's ack, are whole.
+    assert watch.view("g")["task_ids"] == ["a", "b", "c"]  # type: ignore[index]
+    ack = await watch.subscribe("s2", Subscription((), None, ("g",)), None)
+    assert ack["workflows"][0]["task_ids"] == ["a", "b", "c"]
+
+
+async def test_a_chains_new_step_sends_task_ids_once_never_shed_and_a_client_merging_holds_the_whole_state() -> None:
+    watch, store, fanout = make(progress_hz=1000.0)
+    ack = await watch.subscribe("s1", Subscription((), None, ("r",)), None)
+    held = ack["workflows"][0]
+    batches = [
+        [ev("received", "r", 1.0, root_id="r")],
+        [ev("progress", "r", 1.5, percent=50.0)],
+        [ev("succeeded", "r", 2.0)],
+        [ev("received", "n", 3.0, root_id="r", parent_id="r")],  # a new step: the membership moves
+        [ev("started", "n", 3.5)],
+        [ev("received", "m", 4.0, root_id="r", parent_id="n"), ev("progress", "n", 4.1, percent=10.0)],
+        [ev("succeeded", "n", 5.0), ev("succeeded", "m", 5.5)],
+    ]
+    for batch in batches:
+        before = len(fanout.sent)
+        merge(watch, store, batch)
+        await asyncio.sleep(0.01)  # a coalesced progress update, or the chain's settle
+        for _, payload, progress in fanout.sent[before:]:
+            if "task_ids" in payload:
+                assert not progress  # a laggard must not lose it to progress shedding
+            held = {**held, **payload}
+        # The client's merged state is the server's whole WorkflowState, after every batch.
+        assert held == watch.view("r")
+    with_ids = [payload["task_ids"] for _, payload, _ in fanout.sent if "task_ids" in payload]
+    assert with_ids == [["r", "n"], ["r", "n", "m"]]
+    assert (held["state"], held["total"]) == ("SUCCESS", 3)
+
+
+async def test_member_changes_are_coalesced_but_the_workflows_own_state_is_sent_at_once() -> None:
+    # At 1 000 member events/s an update per batch costs a websocket write per batch per subscriber;
+    # a progress bar needs no more than --progress-hz of them. Starting, failing, succeeding wait for nothing.
+    watch, store, fanout = make(Membership("g", GROUP, ("a", "b", "c", "d")), progress_hz=20.0)
+    await watch.subscribe("s1", Subscription((), None, ("g",)), None)
+    merge(watch, store, [ev("started", "a", 1.0)])  # PENDING -> STARTED: at once
+    merge(watch, store, [ev("succeeded", "a", 2.0)])  # counts only, none sent lately: at once
+    merge(watch, store, [ev("started", "b", 3.0)])  # counts only, within 1/20 s: waits
+    merge(watch, store, [ev("succeeded", "b", 4.0)])
+    assert [(p["state"], p["completed"], progress) for _, p, progress in fanout.sent] == [
+        ("STARTED", 0, False),
+        ("STARTED", 1, True),
+    ]
+    await asyncio.sleep(0.1)
+    assert [(p["completed"], progress) for _, p, progress in fanout.sent[2:]] == [(2, True)]  # the newest
+    merge(watch, store, [ev("succeeded", "c", 5.0)])  # counts only, within the window again: waits
+    merge(watch, store, [ev("failed", "d", 6.0)])  # -> FAILURE: at once, and nothing older after it
+    assert fanout.sent[-1][1]["state"] == "FAILURE" and fanout.sent[-1][2] is False
+    assert fanout.sent[-1][1]["counts"] == {"FAILURE": 1, "SUCCESS": 3}
+    sent = len(fanout.sent)
+    await asyncio.sleep(0.1)
+    assert len(fanout.sent) == sent
+
+
+async def test_the_last_member_succeeding_sends_success_at_once() -> None:
+    watch, store, fanout = make(GROUP_OF_3, progress_hz=0.1)  # a window of 10 s: only the state goes now
+    await watch.subscribe("s1", Subscription((), None, ("g",)), None)
+    merge(watch, store, [ev("succeeded", "a", 1.0), ev("succeeded", "b", 1.0)])  # -> STARTED: at once
+    merge(watch, store, [ev("received", "c", 2.0)])  # counts only: the first at once
+    merge(watch, store, [ev("started", "c", 2.5)])  # counts only: waits 10 s
+    merge(watch, store, [ev("succeeded", "c", 3.0)])  # -> SUCCESS: at once, the wait cancelled
+    assert [(p["state"], p["counts"], progress) for _, p, progress in fanout.sent] == [
+        ("STARTED", {"PENDING": 1, "SUCCESS": 2}, False),
+        ("STARTED", {"RECEIVED": 1, "SUCCESS": 2}, True),
+        ("SUCCESS", {"SUCCESS": 3}, False),  # never shed for a slow reader
+    ]
+    assert not watch._pending_progress

@@ -11,7 +11,7 @@ export { createTaskStore, EMPTY_RECORD } from './store.js';
 export type { RecordListener, TaskStore } from './store.js';
 export type {
   ConnectionInfo, ConnectionStatus, ResultFormat, TaskProblem, TaskProgress, TaskRecord, TaskState, TaskStateName,
-  WorkflowKind, WorkflowRecord, WorkflowState,
+  WorkflowKind, WorkflowRecord, WorkflowState, WorkflowUpdate,
 } from './types.js';
 export { EMPTY_WORKFLOW_RECORD } from './workflows.js';
 export type { WatchWorkflowOptions, WorkflowListener } from './workflows.js';

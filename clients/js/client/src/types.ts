@@ -95,9 +95,17 @@ export interface WorkflowState {
   failed: number;
   /** 0-100: finished members plus running members' own progress, over `total`. */
   percent: number;
+  /** The members, in workflow order (a chain's: first task first). */
   task_ids: string[];
   updated_at: number | null;
 }
+
+/**
+ * A `workflow:update` as it comes on the wire: a WorkflowState whose `task_ids` are left out when they did
+ * not change since the last update or ack (docs/protocol.md § workflow:update). The client merges it into the
+ * state it holds, so listeners and `workflowRecord` always see whole WorkflowStates.
+ */
+export type WorkflowUpdate = Omit<WorkflowState, 'task_ids'> & { task_ids?: string[] };
 
 /** What the client holds for one workflow; replaced (never mutated) on every change. */
 export interface WorkflowRecord {

@@ -2,9 +2,10 @@
 // connection: the same rules as tasks — subscribe again on every connect, a
 // fresh token on `unauthorized` and `token_expired`, backoff on `too_many` —
 // with `{workflow_id}` payloads and `workflow:update` events. Each update is
-// the workflow's whole current state, so the newest received wins.
+// the workflow's current state, so the newest received wins; one without
+// `task_ids` (the membership did not move) keeps the ones held.
 import type { Socket } from 'socket.io-client';
-import type { TaskProblem, WorkflowRecord, WorkflowState } from './types.js';
+import type { TaskProblem, WorkflowRecord, WorkflowState, WorkflowUpdate } from './types.js';
 import { MAX_BACKOFF_MS, newWatchEntry, RETRY_DELAY_MS } from './watch-entry.js';
 import type { WatchEntry } from './watch-entry.js';
 
@@ -44,10 +45,10 @@ interface Ack {
 }
 
 
-function isWorkflowState(value: unknown): value is WorkflowState {
-  const w = value as WorkflowState | null;
+function isWorkflowUpdate(value: unknown): value is WorkflowUpdate {
+  const w = value as WorkflowUpdate | null;
   return typeof w === 'object' && w !== null && typeof w.workflow_id === 'string' && typeof w.state === 'string'
-    && typeof w.total === 'number' && Array.isArray(w.task_ids);
+    && typeof w.total === 'number' && (w.task_ids === undefined || Array.isArray(w.task_ids));
 }
 
 /** The workflow half of a task client. */
@@ -69,8 +70,19 @@ export function createWorkflows(deps: WorkflowDeps) {
   }
 
   function apply(value: unknown): void {
-    if (!isWorkflowState(value) || !watched.has(value.workflow_id)) return;
-    set(value.workflow_id, { workflow: value, error: null });
+    if (!isWorkflowUpdate(value) || !watched.has(value.workflow_id)) return;
+    let workflow: WorkflowState;
+    if (value.task_ids !== undefined) {
+      workflow = value as WorkflowState;
+    } else {
+      // The server leaves task_ids out while they stay as the ack or an earlier update gave them.
+      const held = record(value.workflow_id).workflow;
+      // Nothing held, or ids of another membership (held from before a reconnect): the ack,
+      // which always carries them, is on its way.
+      if (!held || held.task_ids.length !== value.total) return;
+      workflow = { ...value, task_ids: held.task_ids };
+    }
+    set(value.workflow_id, { workflow, error: null });
   }
 
   function setError(id: string, error: TaskProblem | null): void {

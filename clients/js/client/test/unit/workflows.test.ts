@@ -36,6 +36,31 @@ describe('watchWorkflow', () => {
     expect(client.watchedWorkflows()).toEqual(['g1']);
   });
 
+  it('merges an update without task_ids into the held state, and ignores one with nothing (or another membership) held', () => {
+    const { client, socket } = setup();
+    const seen: WorkflowState[] = [];
+    client.watchWorkflow('g1', (w) => seen.push(w), { token: 'tok' });
+    const { task_ids: _ids, ...partial } = workflow('g1', 'STARTED', 1);
+    socket.fire('workflow:update', partial); // before the ack: nothing to merge into
+    expect(client.workflowRecord('g1').workflow).toBeNull();
+    socket.takeEmits('subscribe')[0]!.ack({ ok: true, workflows: [workflow('g1', 'STARTED', 1)] });
+    const { task_ids: _ids2, ...next } = workflow('g1', 'STARTED', 2);
+    socket.fire('workflow:update', next);
+    expect(client.workflowRecord('g1').workflow).toEqual(workflow('g1', 'STARTED', 2));
+    // A chain grew: the update carries the new ids, and the next one without them keeps those.
+    socket.fire('workflow:update', workflow('g1', 'STARTED', 2, 4));
+    const { task_ids: _ids3, ...done } = workflow('g1', 'SUCCESS', 4, 4);
+    socket.fire('workflow:update', done);
+    expect(client.workflowRecord('g1').workflow).toEqual(workflow('g1', 'SUCCESS', 4, 4));
+    // A partial update whose total the held ids do not match (held from before a reconnect) waits for the ack.
+    const { task_ids: _ids4, ...other } = workflow('g1', 'SUCCESS', 5, 5);
+    socket.fire('workflow:update', other);
+    expect(client.workflowRecord('g1').workflow?.total).toBe(4);
+    expect(seen.map((w) => [w.state, w.completed, w.task_ids.length])).toEqual([
+      ['STARTED', 1, 3], ['STARTED', 2, 3], ['STARTED', 2, 4], ['SUCCESS', 4, 4],
+    ]);
+  });
+
   it('subscribes again on every connect and unsubscribes when the last watcher stops', async () => {
     const { client, socket } = setup({ connect: false });
     const stop = client.watchWorkflow('g1', undefined, { token: 'tok' });
