@@ -198,6 +198,7 @@ def latency_phase(
     stats = latency.run_phase(redis_server, server, clients, plan, workdir)
     keep = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "received", "missing_updates", "cpu_pct", "server_cpu_pct")
     out = {k: stats[k] for k in keep}
+    out["server_gc"] = stats["server_gc"]  # the collector's passes in the phase (None: not logged)
     out["publisher_events_per_s"] = stats["publisher"]["events_per_s"]
     out["foreign_cores"] = stats["foreign_cores"]
     return out
@@ -218,7 +219,10 @@ def measure(
     then idle clients added up to each step (as many as its open-files limit allows); the probe again."""
     out: dict[str, Any] = {"steps": [], "requested": steps[-1]}
     workdir = workdir or Path(tempfile.mkdtemp(prefix="pushserver-bench-conn-"))
-    with PushServerProcess(redis_server, background_stop=True, wrapper=server_wrapper) as server:
+    # As in the latency suite, the server runs under gc_probe.py (its collector's passes timed), unless a
+    # wrapper of the caller's is asked for.
+    gc_log = None if server_wrapper else workdir / f"gc-{uuid.uuid4().hex[:6]}.jsonl"
+    with PushServerProcess(redis_server, background_stop=True, wrapper=server_wrapper, gc_log=gc_log) as server:
         soft, hard = nofile_limits(server.pid)
         out["server_nofile"] = f"{soft}/{hard}"
         out["harness_nofile"] = list(resource.getrlimit(resource.RLIMIT_NOFILE))
@@ -351,6 +355,11 @@ def measure(
                     f"{have:,} idle sockets, {wo['p99_ms']:.2f} ms without = {out['p99_ratio']:.2f}x; missing "
                     f"updates {w['missing_updates']}/{wo['missing_updates']}; server CPU "
                     f"{w['server_cpu_pct']:.0f}%/{wo['server_cpu_pct']:.0f}%"
+                    + "".join(
+                        f"; server GC {label}: {g['passes']} passes, longest {g['max_ms']:.1f} ms"
+                        for label, g in (("with", w["server_gc"]), ("without", wo["server_gc"]))
+                        if g
+                    )
                 )
             stats = [s for g in groups for s in g.ask("stats")]
             out["client_pings_answered"] = sum(s["pings"] for s in stats)

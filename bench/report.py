@@ -533,15 +533,16 @@ def connections_section(conn: dict[str, Any]) -> str:
             "(after a warm-up) without it, then, once the crowd has connected and been held, again with it (the "
             "same server and clients); p99 with / without per run (ms):",
             "",
-            "| idle sockets | p50 | p99 | max | missing updates | server CPU | clients' CPU |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| idle sockets | p50 | p99 | max | missing updates | server CPU | clients' CPU | server's longest GC pass |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key, label in (("latency_with", f"{n:,}"), ("latency_without", "none")):
             got = [r[key] for r in measured]
             lines.append(
                 f"| {label} | {spread(x['p50_ms'] for x in got).fmt(2)} | {spread(x['p99_ms'] for x in got).fmt(2)} | "
                 f"{spread(x['max_ms'] for x in got).fmt(1)} | {sum(x['missing_updates'] for x in got)} | "
-                f"{spread(x['server_cpu_pct'] for x in got).fmt(0, '%')} | {spread(x['cpu_pct'] for x in got).fmt(0, '%')} |"
+                f"{spread(x['server_cpu_pct'] for x in got).fmt(0, '%')} | {spread(x['cpu_pct'] for x in got).fmt(0, '%')} | "
+                f"{spread((x.get('server_gc') or {}).get('max_ms') for x in got).fmt(1, ' ms')} |"
             )
         lines += [
             "",
