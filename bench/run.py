@@ -314,7 +314,11 @@ def main() -> int:
             # Some suites re-measured: keep the others from the latest complete
             # run, and say in the block which figures were measured when.
             merged = json.loads(latest.read_text())
-            merged["meta"].setdefault("reruns", []).append(
+            # An earlier re-run of only these suites has no figure left in the block: drop its line.
+            merged["meta"]["reruns"] = [
+                r for r in merged["meta"].get("reruns", []) if not set(r["suites"]) <= set(suites)
+            ]
+            merged["meta"]["reruns"].append(
                 {
                     "suites": suites,
                     "date": meta["date"],
