@@ -223,13 +223,21 @@ async def main() -> None:
     p.add_argument("--interval", type=float, default=1.0, help="poll: seconds between a client's requests")
     p.add_argument("--concurrency", type=int, default=100, help="connections being opened at once")
     p.add_argument("--token", help="JWT to present (default: none, for a --insecure server)")
+    p.add_argument("--source", help="local address to connect from (127.0.0.N; default: the kernel's choice)")
     args = p.parse_args()
 
     nofile = raise_nofile()
     with open(args.tasks) as f:
         task_ids = json.load(f)
     clients = Clients(args, task_ids)
-    connector = aiohttp.TCPConnector(limit=0, force_close=False, keepalive_timeout=3600)
+    # With --source, every connection leaves from that loopback address (127.0.0.N): a crowd spread over
+    # several addresses, as real clients are, each with its own range of ephemeral ports.
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        force_close=False,
+        keepalive_timeout=3600,
+        local_addr=(args.source, 0) if args.source else None,
+    )
     session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
     ready = asyncio.Event()
     t0 = time.perf_counter()

@@ -21,6 +21,8 @@ TARGET_P99_MS = 10.0
 TARGET_RATE = 1000.0
 TARGET_KB_PER_CONNECTION = 25.0  # at TARGET_CONNECTIONS idle connections (was 30 KB at 10 000 before issue 19)
 TARGET_CONNECTIONS = 50_000
+TARGET_HEALTHZ_MS = 100.0  # slowest /healthz of the connections suite's 20, with the crowd connected ("promptly")
+TARGET_CROWD_P99_RATIO = 2.0  # p99 at 1 000 events/s with the crowd / the same without it
 TARGET_NOTICE_RATIO = 100.0  # mean notice latency, polling / push
 TARGET_LOAD_RATIO = 0.1  # Redis commands/s imposed, push / polling
 TARGET_STORM_RATIO = 2.0  # reconnect storm settle time / the same clients on a fresh server
@@ -45,6 +47,20 @@ def _met(ok: bool) -> str:
 def per_connection_kb(run: dict[str, Any]) -> float:
     """A connections run's figure: KB per connection at its last step, after the hold when there was one."""
     return (run.get("after_hold") or run["steps"][-1])["kb_per_connection"]
+
+
+def reached(connections: dict[str, Any]) -> int:
+    """The idle sockets a connections suite held at its largest step in every run (its open-files limit may
+    have cut the step asked for)."""
+    return min(r.get("reached", connections["steps"][-1]) for r in connections["runs"])
+
+
+def fd_capped(connections: dict[str, Any]) -> str:
+    """ ", capped by the open-files limit N" when that limit cut the largest step, else ""."""
+    capped = [r for r in connections["runs"] if r.get("capped_by_fd_limit")]
+    if not capped:
+        return ""
+    return f": the server's open-files limit is {capped[0]['server_nofile'].split('/')[0]}"
 
 
 def polling_ratios(polling: dict[str, Any]) -> tuple[Any, Any]:
@@ -167,16 +183,49 @@ def headline(results: dict[str, Any]) -> list[dict[str, str]]:
                 )
     connections = results.get("connections")
     if connections:
-        kb = spread(per_connection_kb(r) for r in connections["runs"])
-        n = connections["steps"][-1]
+        runs = connections["runs"]
+        kb = spread(per_connection_kb(r) for r in runs)
+        n = reached(connections)
+        at = "" if n >= TARGET_CONNECTIONS else f" (at {n:,}{fd_capped(connections)})"
         row(
             f"RSS per idle connection at {n:,} (KB)",
             kb.fmt(1),
             "",
             "",
             f"≤ {TARGET_KB_PER_CONNECTION:g} KB at {TARGET_CONNECTIONS:,}",
-            _met(kb.median <= TARGET_KB_PER_CONNECTION) + ("" if n >= TARGET_CONNECTIONS else f" (at {n:,})"),
+            _met(kb.median <= TARGET_KB_PER_CONNECTION) + at,
         )
+        with_crowd = [r["healthz_with"] for r in runs if r.get("healthz_with")]
+        if with_crowd:
+            worst = spread(h["max_ms"] for h in with_crowd)
+            row(
+                f"/healthz with {n:,} idle sockets (ms): median; slowest of {connections['healthz_requests']}",
+                f"{spread(h['median_ms'] for h in with_crowd).fmt(2)}; {worst.fmt(1)}",
+                f"no client {spread(r['healthz_without']['median_ms'] for r in runs).fmt(2)}; "
+                f"{spread(r['healthz_without']['max_ms'] for r in runs).fmt(1)}",
+                "",
+                f"slowest ≤ {TARGET_HEALTHZ_MS:g} ms",
+                _met(worst.median <= TARGET_HEALTHZ_MS) + at,
+            )
+        probe = connections.get("probe") or {}
+        figure = (
+            f"latency p99 at {probe.get('rate', TARGET_RATE):,.0f} ev/s, {probe.get('clients') or TARGET_LOAD_CLIENTS:,} "
+            f"clients, with {n:,} idle sockets (ms)"
+        )
+        target = f"≤ {TARGET_CROWD_P99_RATIO:g}× without them"
+        measured = [r for r in runs if r.get("p99_ratio") is not None]
+        if measured:
+            ratio = spread(r["p99_ratio"] for r in measured)
+            row(
+                figure,
+                spread(r["latency_with"]["p99_ms"] for r in measured).fmt(2),
+                f"without them {spread(r['latency_without']['p99_ms'] for r in measured).fmt(2)}",
+                ratio.fmt(2, "×"),
+                target,
+                _met(ratio.median <= TARGET_CROWD_P99_RATIO) + at,
+            )
+        elif with_crowd:
+            row(figure, "not measured (--quick)", "", "", target, "–")
     polling = results.get("polling")
     if polling:
         runs = polling["runs"]
@@ -394,29 +443,58 @@ def latency_section(latency: dict[str, Any]) -> str:
 def connections_section(conn: dict[str, Any]) -> str:
     runs = conn["runs"]
     hold = conn.get("hold_s") or 0
+    n = reached(conn)
     lines = [
         "#### Idle connections (server RSS)",
         "",
-        f"One fresh server per run; raw Engine.IO websocket clients in {conn['procs']} processes per step, "
-        f"each connected and subscribed to one task of its own and answering the server's pings; RSS read "
+        f"One fresh server per run; raw Engine.IO websocket clients in {conn['procs']} processes per step"
+        + (
+            ", each process connecting from a loopback address of its own (127.0.0.2, .3, ...)"
+            if "room" in runs[0]
+            else ""
+        )
+        + ", each client connected and subscribed to one task of its own and answering the server's pings; RSS read "
         f"{conn['settle_s']:g} s after each step"
         + (
             f", and again after holding the last step {hold:g} s (a ping round): that is the figure per connection"
             if hold
             else ""
         )
-        + ". Server RSS is its whole process tree.",
+        + ". Server RSS is its whole process tree; RSS added is counted from the base row"
+        + (" (with the latency probe's clients, connected first)" if (conn.get("probe") or {}).get("clients") else "")
+        + ".",
         "",
+    ]
+    capped = [r for r in runs if r.get("capped_by_fd_limit")]
+    if capped:
+        r = capped[0]
+        lines += [
+            f"**{n:,} idle sockets, not the {r['requested']:,} asked for**: the server's open-files limit "
+            f"(RLIMIT_NOFILE, soft/hard {r['server_nofile']} once it has raised its soft limit to the hard one; "
+            f"the harness's `resource.getrlimit` gave {r['harness_nofile'][0]}/{r['harness_nofile'][1]}) caps "
+            f"the sockets one process can hold: the largest step was cut to the limit minus the "
+            f"{r['server_fds_at_start']} descriptors the server had open at start, the probe's "
+            f"{conn.get('probe', {}).get('clients', 0):,} clients and a margin of {conn['fd_margin']}.",
+            "",
+        ]
+    lines += [
         "| idle subscribed sockets | server RSS | RSS added | per connection | marginal per connection | "
         "connected on server | failed to connect | client disconnects |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| 0 | {spread(r['rss_idle_mb'] for r in runs).fmt(1, ' MB')} | – | – | – | 0 | – | – |",
     ]
-    for i, step in enumerate(conn["steps"]):
+    probe_n = (conn.get("probe") or {}).get("clients") or 0
+    if probe_n and all("rss_base_mb" in r for r in runs):
+        # The idle sockets' memory is counted from here (the probe's clients and tasks in the base).
+        lines.append(
+            f"| 0, with the probe's {probe_n:,} clients (the base) | "
+            f"{spread(r['rss_base_mb'] for r in runs).fmt(1, ' MB')} | – | – | – | {probe_n:,} | – | – |"
+        )
+    for i in range(min(len(r["steps"]) for r in runs)):
         rows = [r["steps"][i] for r in runs]
         marginal = spread(row.get("marginal_kb_per_connection") for row in rows)
         lines.append(
-            f"| {step:,} | {spread(x['rss_mb'] for x in rows).fmt(1, ' MB')} | "
+            f"| {rows[0]['clients']:,} | {spread(x['rss_mb'] for x in rows).fmt(1, ' MB')} | "
             f"{spread(x['delta_mb'] for x in rows).fmt(1, ' MB')} | "
             f"{spread(x['kb_per_connection'] for x in rows).fmt(1, ' KB')} | "
             f"{marginal.fmt(1, ' KB') if marginal.values else '–'} | "
@@ -426,13 +504,53 @@ def connections_section(conn: dict[str, Any]) -> str:
     held = [r["after_hold"] for r in runs if r.get("after_hold")]
     if held:
         lines.append(
-            f"| {conn['steps'][-1]:,}, after {hold:g} s | {spread(h['rss_mb'] for h in held).fmt(1, ' MB')} | "
+            f"| {n:,}, after {hold:g} s | {spread(h['rss_mb'] for h in held).fmt(1, ' MB')} | "
             f"{spread(h['delta_mb'] for h in held).fmt(1, ' MB')} | "
             f"{spread(h['kb_per_connection'] for h in held).fmt(1, ' KB')} | – | "
             f"{spread(h['server_clients_metric'] for h in held).fmt(0)} | – | "
             f"{sum(r['client_disconnects'] for r in runs)} |"
         )
     lines.append("")
+    if any(r.get("healthz_with") for r in runs):
+        lines += [
+            f"/healthz, {conn['healthz_requests']} requests each on a new connection, 50 ms apart (ms):",
+            "",
+            "| server holding | median | slowest |",
+            "|---|---:|---:|",
+        ]
+        for key, label in (("healthz_without", "no client"), ("healthz_with", f"{n:,} idle sockets")):
+            got = [r[key] for r in runs if r.get(key)]
+            lines.append(
+                f"| {label} | {spread(h['median_ms'] for h in got).fmt(2)} | {spread(h['max_ms'] for h in got).fmt(1)} |"
+            )
+        lines.append("")
+    measured = [r for r in runs if r.get("p99_ratio") is not None]
+    if measured:
+        probe = conn["probe"]
+        lines += [
+            f"Delivery with and without the crowd: {probe['clients']:,} python-socketio clients (as the latency "
+            f"suite's) subscribe before the crowd; events at {probe['rate']:,.0f}/s for {probe['duration']:g} s "
+            "(after a warm-up) without it, then, once the crowd has connected and been held, again with it (the "
+            "same server and clients); p99 with / without per run (ms):",
+            "",
+            "| idle sockets | p50 | p99 | max | missing updates | server CPU | clients' CPU | server's longest GC pass |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key, label in (("latency_with", f"{n:,}"), ("latency_without", "none")):
+            got = [r[key] for r in measured]
+            lines.append(
+                f"| {label} | {spread(x['p50_ms'] for x in got).fmt(2)} | {spread(x['p99_ms'] for x in got).fmt(2)} | "
+                f"{spread(x['max_ms'] for x in got).fmt(1)} | {sum(x['missing_updates'] for x in got)} | "
+                f"{spread(x['server_cpu_pct'] for x in got).fmt(0, '%')} | {spread(x['cpu_pct'] for x in got).fmt(0, '%')} | "
+                f"{spread((x.get('server_gc') or {}).get('max_ms') for x in got).fmt(1, ' ms')} |"
+            )
+        lines += [
+            "",
+            "p99 with / without, per run: " + ", ".join(f"{r['p99_ratio']:.2f}×" for r in measured) + ".",
+            "",
+        ]
+    elif any(r.get("healthz_with") for r in runs):
+        lines += ["Delivery with and without the crowd: not measured in a quick run.", ""]
     return "\n".join(lines)
 
 
@@ -579,6 +697,20 @@ def stdout_summary(results: dict[str, Any]) -> str:
         dropped = sum(r["client_disconnects"] for r in connections["runs"])
         if failed or dropped:
             lines.append(f"CONNECTIONS: {failed} failed to connect, {dropped} dropped")
+        capped = [r for r in connections["runs"] if r.get("capped_by_fd_limit")]
+        if capped:
+            lines.append(
+                f"CONNECTIONS: {reached(connections):,} idle sockets, not {capped[0]['requested']:,}: the server's "
+                f"open-files limit is {capped[0]['server_nofile']} (soft/hard)"
+            )
+        missing = sum(
+            r[k]["missing_updates"]
+            for r in connections["runs"]
+            if r.get("p99_ratio") is not None
+            for k in ("latency_with", "latency_without")
+        )
+        if missing:
+            lines.append(f"CONNECTIONS: {missing} updates missing in the latency probe")
     storm = results.get("storm")
     if storm:
         bad = sum(storm_faults(r) for r in storm["runs"])

@@ -13,6 +13,7 @@ import click
 
 from .auth import WILDCARD, mint_token, secret_problem
 from .config import DEFAULT_BROKER, ConfigError, Settings, option_of, split_list
+from .fdlimit import log_open_files_limit, raise_open_files_limit
 from .logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,6 +89,8 @@ def serve(**options: Any) -> None:
     except ConfigError as exc:
         fail(str(exc))
     configure_logging(settings.log_level)
+    # Every client connection is a file descriptor: take all the open files the hard limit allows.
+    log_open_files_limit(raise_open_files_limit(), settings.max_connections)
     if settings.insecure and not settings.secrets:
         logging.getLogger("pushserver").warning(
             "--insecure: tokens are NOT checked; anyone who can reach this server can watch any task"

@@ -322,6 +322,16 @@ class Settings:
             " re-subscribes every task at once).",
         ),
     )
+    max_connections: int = field(
+        default=0,
+        metadata=option(
+            "--max-connections",
+            "PUSHSERVER_MAX_CONNECTIONS",
+            "Connections (WebSocket or long-polling sessions, counted at the Engine.IO handshake) this server holds"
+            " at once; 0 is no limit but the process's open-files limit, which the server raises to its hard limit"
+            " at start and logs.",
+        ),
+    )
     max_connections_per_ip: int = field(
         default=0,
         metadata=option(
@@ -555,6 +565,8 @@ class Settings:
             )
         if self.transports not in ("polling,websocket", "websocket"):
             raise ConfigError("--transports must be 'websocket' or 'polling,websocket'")
+        if self.max_connections < 0:
+            raise ConfigError("--max-connections must be 0 (no limit) or more")
         if self.max_connections_per_ip < 0:
             raise ConfigError("--max-connections-per-ip must be 0 (no limit) or more")
         if not BACKLOG_RANGE[0] <= self.hard_backlog <= BACKLOG_RANGE[1]:

@@ -5,7 +5,8 @@ Engine.IO session it opens and every Socket.IO packet a client sends, before
 python-socketio decodes or buffers it:
 
 - **sessions**: each Engine.IO session (a WebSocket or a long-polling
-  handshake, before any Socket.IO connect) takes a slot of its address
+  handshake, before any Socket.IO connect) takes one of the server's slots
+  (``--max-connections``) and one of its address's
   (``--max-connections-per-ip``), given back when the session ends;
 - **rate**: every packet takes a token from its connection's bucket
   (``--message-rate`` a second, bursts of ``message_burst``); over it, an
@@ -96,6 +97,7 @@ class Inbound:
         burst: float,
         max_in_flight_bytes: int,
         max_per_address: int = 0,
+        max_sessions: int = 0,
         address_of: Callable[[dict], str] = lambda environ: environ.get("REMOTE_ADDR") or "unknown",
         on_refused: Callable[[str], None] = lambda reason: None,
         flood_strikes: int = FLOOD_STRIKES,
@@ -105,6 +107,7 @@ class Inbound:
         self.burst = burst
         self.max_in_flight_bytes = max_in_flight_bytes
         self.per_address = ConnectionCounter(max_per_address)
+        self.max_sessions = max_sessions  # 0: no limit
         self.address_of = address_of
         self.on_refused = on_refused
         self.flood_strikes = flood_strikes
@@ -115,9 +118,12 @@ class Inbound:
         return len(self._sessions)
 
     def open(self, eio_sid: str, environ: dict) -> str | None:
-        """Admit a new Engine.IO session; return why not (its address has no slot left), else None."""
+        """Admit a new Engine.IO session; return why not (the server or its address has no slot left), else None."""
         if eio_sid in self._sessions:
             return None
+        if self.max_sessions and len(self._sessions) >= self.max_sessions:
+            self.on_refused("connections")
+            return f"server full (at most {self.max_sessions} connections)"
         address = self.address_of(environ)
         if not self.per_address.acquire(address):
             self.on_refused("connections_per_address")

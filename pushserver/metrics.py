@@ -104,7 +104,7 @@ class Metrics:
         self.messages_refused = Counter(
             "pushserver_client_messages_refused_total",
             "Client packets and sessions refused before any handler ran, by reason (event_name, binary, rate,"
-            " flood, in_flight, unread, malformed, connections_per_address)",
+            " flood, in_flight, unread, malformed, connections, connections_per_address)",
             ["reason"],
             registry=r,
         )

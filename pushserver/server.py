@@ -17,6 +17,7 @@ import errno
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -171,17 +172,16 @@ class PushServer:
     def _is_watched(self, task_id: str) -> bool:
         return self.subscriptions.is_watched(task_id) or self.workflows.is_member_watched(task_id)
 
-    def _quiet_candidates(self) -> list[tuple[str, Any]]:
-        """Every watched unfinished task with its last event's stamp (which changes with each event merged)."""
+    def _quiet_candidates(self) -> Iterator[tuple[str, Any]]:
+        """Every watched unfinished task with its last event's stamp (which changes with each event merged);
+        looked up as the reconciler reads them, which it does a chunk at a time."""
         store = self.store
-        found: list[tuple[str, Any]] = []
         for task_id in self._watched():
             task = store.get(task_id)
             if task is None:
-                found.append((task_id, None))
+                yield task_id, None
             elif not task.ready:
-                found.append((task_id, task.last_event))
-        return found
+                yield task_id, task.last_event
 
     def _marker_of(self, task_id: str) -> Any:
         task = self.store.get(task_id)

@@ -74,6 +74,7 @@ class SocketApi:
             burst=settings.message_burst,
             max_in_flight_bytes=settings.max_connection_bytes,
             max_per_address=settings.max_connections_per_ip,
+            max_sessions=settings.max_connections,
             address_of=self._address_of,
             on_refused=self._count_refused_message,
         )
@@ -111,7 +112,7 @@ class SocketApi:
 
     def _count_refused_message(self, reason: str) -> None:
         self.metrics.messages_refused.labels(reason).inc()
-        if reason == "connections_per_address":
+        if reason in ("connections", "connections_per_address"):
             self.metrics.refused.labels("too_many").inc()
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:

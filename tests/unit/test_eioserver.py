@@ -465,6 +465,24 @@ async def test_sessions_per_address_are_counted_at_the_engineio_handshake() -> N
         await ws.close()
 
 
+async def test_sessions_past_max_connections_are_refused_at_the_handshake() -> None:
+    inbound, refused = limits(max_sessions=2)
+    async with serving(inbound=inbound) as server, aiohttp.ClientSession() as session:
+        first, _ = await raw_connect(session, server.url)
+        second, _ = await raw_connect(session, server.url)
+        async with session.get(server.url + "/socket.io/?EIO=4&transport=polling") as r:
+            assert r.status == 401 and "server full (at most 2 connections)" in await r.text()
+        await first.close()
+        for _ in range(50):
+            if len(inbound) == 1:
+                break
+            await asyncio.sleep(0.02)
+        third, _ = await raw_connect(session, server.url)  # a slot is free again
+        assert refused == ["connections"]
+        await second.close()
+        await third.close()
+
+
 def test_the_python_socketio_hooks_overridden_are_there() -> None:
     """SocketIOServer overrides python-socketio 5.18.1's internal entry points: fail loudly if they move."""
     import inspect

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-from pushserver.reconciler import SETTLED, QuietReconciler
+from pushserver.reconciler import SCAN_CHUNK, SETTLED, QuietReconciler
 
 
 class Fake:
@@ -109,3 +110,25 @@ async def test_unwatched_tasks_are_forgotten() -> None:
     reads = len(fake.reads)
     await run_for(fake, rec, 20)
     assert len(fake.reads) == reads
+
+
+async def test_a_tick_over_many_watched_tasks_lets_the_event_loop_run_between_chunks() -> None:
+    fake = Fake(4 * SCAN_CHUNK)
+    rec = fake.reconciler(after=5, max_interval=60)
+    ran_during_scan = 0
+
+    async def other_work() -> None:
+        nonlocal ran_during_scan
+        while True:
+            await asyncio.sleep(0)
+            ran_during_scan += 1
+
+    other = asyncio.get_running_loop().create_task(other_work())
+    await asyncio.sleep(0)
+    ran_during_scan = 0
+    fake.now = 10.0  # every task quiet for 10 s: all due
+    assert len(await rec.due(fake.now)) == 0  # first seen now: the silence starts
+    assert ran_during_scan >= 3  # not one block: the loop ran between the chunks
+    fake.now = 20.0
+    assert len(await rec.due(fake.now)) == min(4 * SCAN_CHUNK, rec.batch)  # now due, the batch's worth
+    other.cancel()
