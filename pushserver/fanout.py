@@ -57,8 +57,50 @@ class FanoutManager(socketio.AsyncManager):
         self.hard_backlog = hard_backlog
         # connection sid -> rooms (a task's, a workflow's) whose newest progress it has not been sent
         self._owed: dict[str, set[str]] = {}
+        # (namespace, sid) -> the rooms that connection is in (None: the namespace itself, as python-socketio keeps it)
+        self._rooms_of: dict[tuple[str, str], set[str | None]] = {}
         self._dropping: set[str] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+
+    # -- rooms by connection ---------------------------------------------------
+    # python-socketio finds a connection's rooms by scanning every room of the
+    # namespace (basic_disconnect copies the whole table first, get_rooms walks
+    # it): with n connections subscribed, n leaving at once (a restart, a
+    # network blip, shutdown) cost O(n²) and held the loop for minutes at
+    # 18 000 (docs/benchmarks.md). The rooms each connection is in are indexed
+    # here as it enters and leaves them, through the manager's basic_* methods
+    # every room change goes through; basic_disconnect repeats the rest of
+    # python-socketio 5.18's (ack callbacks, pending lists: dependencies.py).
+
+    def basic_enter_room(self, sid: str, namespace: str, room: str | None, eio_sid: str | None = None) -> None:
+        """python-socketio's, and the room recorded under the connection."""
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self._rooms_of.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: str | None) -> None:
+        """python-socketio's, and the room forgotten under the connection."""
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self._rooms_of.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._rooms_of[(namespace, sid)]
+
+    def get_rooms(self, sid: str, namespace: str) -> list[str]:
+        """The rooms a connection is in (its own sid room included), from the index."""
+        return [room for room in self._rooms_of.get((namespace, sid), ()) if room is not None]
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """python-socketio's: the connection leaves its rooms (from the index) and its pending entries."""
+        for room in list(self._rooms_of.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            sids = pending.get(namespace)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
 
     def send(self, task_id: str, payload: dict[str, Any], progress: bool, *, workflow: bool = False) -> int:
         """Queue one ``task:update`` for every member of the task's room; return how many got it.
