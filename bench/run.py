@@ -1,7 +1,7 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
     .venv/bin/python -m bench.run            # full: every suite, 5 runs, 1 000 clients (~35 min)
-    .venv/bin/python -m bench.run --quick    # every suite, 3 short runs, small sizes (< 3 min)
+    .venv/bin/python -m bench.run --quick    # every suite, 3 short runs, small sizes (~2 min)
     .venv/bin/python -m bench.run --runs 7 --only latency
 
 Suites: ingest (bare Celery Receiver, pushserver and Flower on one recorded
@@ -40,7 +40,7 @@ SUITES = ("ingest", "latency", "connections", "polling", "storm")
 
 @dataclass
 class Sizes:
-    """How much each suite does per run; ``FULL`` is what the issue asks for, ``QUICK`` in under 3 minutes."""
+    """How much each suite does per run; ``FULL`` is what the issue asks for, ``QUICK`` in about 2 minutes."""
 
     runs: int
     tasks: int  # unbatched ingest stream, 7 events each; the batched one has twice as many
@@ -118,7 +118,7 @@ def main() -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--quick", action="store_true", help="3 short runs of every suite at small sizes (< 3 min)")
+    p.add_argument("--quick", action="store_true", help="3 short runs of every suite at small sizes (~2 min)")
     p.add_argument("--runs", type=int, help="runs per figure (default 5; 3 with --quick)")
     p.add_argument(
         "--only",
