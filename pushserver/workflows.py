@@ -71,7 +71,6 @@ class Workflow:
         self.counts: Counter[str] = Counter()
         self.fractions = 0
         self.started = 0
-        self._failed = 0  # kept like the counts: the state is read after every batch (workflow_watch.py)
         #: A chain is settled once the result backend confirms no further step follows its last success.
         self.settled = self.kind != CHAIN
         self._task_ids: list[str] = []
@@ -126,7 +125,6 @@ class Workflow:
                 del self.counts[old[0]]
             self.counts[new[0]] += 1
             self.started += _started(new[0]) - _started(old[0])
-            self._failed += (new[0] in FAILED_STATES) - (old[0] in FAILED_STATES)
         return True
 
     def member_state(self, task_id: str) -> str | None:
@@ -163,12 +161,12 @@ class Workflow:
 
     @property
     def failed(self) -> int:
-        return self._failed
+        return sum(self.counts.get(s, 0) for s in FAILED_STATES)
 
     @property
     def state(self) -> str:
         """PENDING until a member starts, STARTED while unfinished, FAILURE once it cannot succeed, else SUCCESS."""
-        if self._failed:
+        if self.failed:
             return FAILURE
         if self.kind == CHORD and self.body_id is not None:
             body = self.member_state(self.body_id)
