@@ -324,8 +324,8 @@ class PipeWriter:
         self._pending = 0
         self._closed = False
         self._broken = False
-        self._writing = False  # a direct write is under way: the thread waits for it
-        self._flushing = False  # the thread is writing what it took: no direct write may cut in
+        # A write is under way (a direct one, or the thread's of what it took): nobody else may write meanwhile.
+        self._busy = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="pipe-writer", daemon=True)
         self._thread.start()
@@ -335,13 +335,13 @@ class PipeWriter:
         with self._cond:
             while self._pending >= self.max_pending and not self._broken:
                 self._cond.wait()
-            if self._messages or self._flushing or self._broken:
+            if self._messages or self._busy or self._broken:
                 self._messages.append(("events", batch))
                 self._pending += len(batch)
                 if len(self._messages) == 1:
                     self._cond.notify_all()
                 return
-            self._writing = True
+            self._busy = True
         self._write_directly(encode_frame("events", batch))
 
     def send(self, kind: str, payload: Any) -> None:
@@ -367,7 +367,7 @@ class PipeWriter:
             written = len(frame)
             self._mark_broken()
         with self._cond:
-            self._writing = False
+            self._busy = False
             if written < len(frame):
                 self._messages.insert(0, (_RAW, frame[written:]))  # before anything queued meanwhile
             if self._messages or self._closed:  # else the thread sleeps on: waking it is what this saves
@@ -381,21 +381,21 @@ class PipeWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while (not self._messages or self._writing) and not self._closed:
+                while (not self._messages or self._busy) and not self._closed:
                     self._cond.wait()
-                while self._writing:  # closing: let a direct write finish first
+                while self._busy:  # closing: let a direct write finish first
                     self._cond.wait()
                 if not self._messages:
                     return
                 messages, self._messages, self._pending = self._messages, [], 0
-                self._flushing = True
+                self._busy = True
                 self._cond.notify_all()  # wakes a capturing thread held at max_pending
             try:
                 if not self._broken:
                     self._write_out(messages)
             finally:
                 with self._cond:
-                    self._flushing = False
+                    self._busy = False
 
     def _write_out(self, messages: list[tuple[str, Any]]) -> None:
         """Write queued messages out, waiting for room in the pipe as long as it takes."""
