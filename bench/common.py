@@ -577,6 +577,16 @@ def wait_quiet(threshold: float = 0.15, window: float = 0.5) -> None:
     log(f"machine still busy ({load:.2f} cores used by other processes) after {_wait_quiet_s:.0f}s; measuring anyway")
 
 
+#: Client process k connects from 127.0.0.(FIRST_SOURCE + k): one address each, so many processes can hold many
+#: connections to one server port without running out of local ports, as browsers from many hosts would.
+FIRST_SOURCE = 2
+
+
+def loopback_source(k: int) -> str:
+    """The loopback address client process ``k`` (from 0) connects from."""
+    return f"127.0.0.{FIRST_SOURCE + k}"
+
+
 def shares(n: int, parts: int) -> list[int]:
     """``n`` split into ``parts`` counts as even as can be, the larger first."""
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]

@@ -63,8 +63,6 @@ SETTLE_S = 3.0
 FD_MARGIN = 200
 #: /healthz requests timed with and without the crowd.
 HEALTHZ_REQUESTS = 20
-#: The first client process connects from 127.0.0.2, the next from .3, ...
-FIRST_SOURCE = 2
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ class Probe:
 
 class ClientGroup(common.ClientFleet):
     """raw_clients.py processes, ``n`` clients in all, ready (connected and subscribed) on return; process k
-    connects from 127.0.0.(``first_source`` + k)."""
+    connects from ``common.loopback_source(first_source + k)``."""
 
     def __init__(
         self,
@@ -92,7 +90,7 @@ class ClientGroup(common.ClientFleet):
         per_client: int = 1,
         offset: int = 0,
         extra: list[str] | None = None,
-        first_source: int = FIRST_SOURCE,
+        first_source: int = 0,
     ) -> None:
         super().__init__()
         start = offset
@@ -100,7 +98,7 @@ class ClientGroup(common.ClientFleet):
         for count in common.shares(n, procs):
             if not count:
                 continue
-            source = f"127.0.0.{first_source + len(self.sources)}"
+            source = common.loopback_source(first_source + len(self.sources))
             self.sources.append(source)
             self.spawn(
                 [
@@ -281,7 +279,7 @@ def measure(
                     tasks_file,
                     offset=have,
                     extra=["--concurrency", "100"],
-                    first_source=FIRST_SOURCE + sum(len(g.sources) for g in groups),
+                    first_source=sum(len(g.sources) for g in groups),
                 )
                 groups.append(group)
                 have = step

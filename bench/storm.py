@@ -66,7 +66,9 @@ class StormGroup(common.ClientFleet):
             path = workdir / f"clients-{i}.json"
             path.write_text(json.dumps(pairs[start : start + count]))
             start += count
-            self.spawn([PYTHON, "-m", "bench.storm_clients", "--clients", str(path), "--source", f"127.0.0.{2 + i}"])
+            self.spawn(
+                [PYTHON, "-m", "bench.storm_clients", "--clients", str(path), "--source", common.loopback_source(i)]
+            )
         self.answers()  # each says it is ready
 
 
