@@ -13,19 +13,31 @@ decoder decodes instead:
   Python as an exact integer;
 - anything orjson refuses that Python's json accepts: NaN, Infinity, an
   out-of-range float, a lone surrogate.
+
+The Redis transport decodes each message's envelope (headers, properties and
+the base64 body) with ``kombu.utils.json.loads`` as a module name of its own,
+not through the registry; ``install`` points that name at ``loads`` too, but
+only while it still names kombu's function, since there is no public hook
+for it.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 from kombu.serialization import register
 from kombu.utils import json as kombu_json
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-_LONG_DIGITS_STR = re.compile(r"[0-9]{19}")
+# Digits as zeros, then one substring search: a C-speed scan for a long run of digits. A regex
+# ``[0-9]{19}`` restarts at every digit and took 4x orjson's own decoding time on event bodies.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+
+
+def _orjson_reads_it_as_kombu(data: bytes) -> bool:
+    """Whether the body holds neither a type marker nor a run of 19+ digits."""
+    return b"__type__" not in data and _LONG_RUN not in data.translate(_DIGITS_AS_ZERO)
 
 
 def loads(data: Any) -> Any:
@@ -33,9 +45,9 @@ def loads(data: Any) -> Any:
     if isinstance(data, memoryview):
         data = data.tobytes()
     if isinstance(data, (bytes, bytearray)):
-        same = b"__type__" not in data and _LONG_DIGITS.search(data) is None
+        same = _orjson_reads_it_as_kombu(data)
     elif isinstance(data, str):
-        same = "__type__" not in data and _LONG_DIGITS_STR.search(data) is None
+        same = _orjson_reads_it_as_kombu(data.encode("utf-8", "surrogatepass"))
     else:
         same = False
     if same:
@@ -47,5 +59,9 @@ def loads(data: Any) -> Any:
 
 
 def install() -> None:
-    """Make this process's kombu decode ``application/json`` bodies with ``loads``."""
+    """Make this process's kombu decode ``application/json`` bodies, and Redis envelopes, with ``loads``."""
     register("json", kombu_json.dumps, loads, content_type="application/json", content_encoding="utf-8")
+    from kombu.transport import redis as redis_transport
+
+    if getattr(redis_transport, "loads", None) is kombu_json.loads:
+        redis_transport.loads = loads

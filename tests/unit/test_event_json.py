@@ -90,13 +90,30 @@ def test_not_json_fails_as_kombu_fails() -> None:
         assert type(ours.value) is type(theirs.value)
 
 
-def test_install_makes_kombu_decode_json_bodies_with_it() -> None:
+def test_install_makes_kombu_decode_json_bodies_and_redis_envelopes_with_it() -> None:
     from kombu.serialization import loads, registry
+    from kombu.transport import redis as redis_transport
 
     before = registry._decoders["application/json"]
+    assert redis_transport.loads is kombu_json.loads  # the name install() points elsewhere, as shipped
     try:
         event_json.install()
         assert registry._decoders["application/json"] is event_json.loads
         assert loads(b'{"type": "task-started"}', "application/json", "utf-8") == {"type": "task-started"}
+        assert redis_transport.loads is event_json.loads
     finally:
         registry._decoders["application/json"] = before
+        redis_transport.loads = kombu_json.loads
+
+
+def test_long_digit_runs_are_found_wherever_they_are() -> None:
+    # The scan must see a run of 19 digits that starts or ends the body, or sits in a string or fraction.
+    for body in (
+        "1234567890123456789",
+        "[1, 12345678901234567890]",
+        '{"x": "1234567890123456789"}',
+        "0.12345678901234567891",
+    ):
+        assert not event_json._orjson_reads_it_as_kombu(body.encode())
+    for body in ("123456789012345678", '{"timestamp": 1764512345.1234567}', '"__typ__"'):
+        assert event_json._orjson_reads_it_as_kombu(body.encode())
