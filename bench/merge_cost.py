@@ -5,7 +5,9 @@
 Decodes a recorded stream the way Celery's receiver does (kombu's JSON of
 the envelope, base64 + JSON of the body, ``event_from_message``), then times
 pushserver's loop-side work on the decoded events: the per-type Prometheus
-counter and ``TaskStore.merge_event``. Run by itself it shows the floor of
+counter, ``TaskStore.merge_event``, and the event loop's whole share of a
+batched stream as the receiver process hands it over (the pipe's frames
+decoded, then ``Ingest.ingest`` with nobody subscribed and no result reads). Run by itself it shows the floor of
 the receive -> merge path before threads, the GIL and the event loop add
 their share (compare bench/profile.py, which profiles the live server).
 It times the pushserver installed in the virtualenv (the working tree); to
@@ -42,8 +44,11 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
     from bench.common import PrivateRedis
+    from pushserver.ingest import Ingest
     from pushserver.metrics import Metrics
+    from pushserver.receiver_process import FrameReader, encode_frame, strip_non_task_events
     from pushserver.state import TaskStore
+    from pushserver.subscriptions import Subscriptions
 
     with PrivateRedis() as redis_server:
         specs = list(lifecycles(args.tasks))
@@ -54,6 +59,7 @@ def main() -> None:
             n = len(specs)
             print(f"{n:,} events ({args.tasks:,} tasks), best of {args.repeat}, µs per event:")
             events: list = []
+            batches: list = []  # the batched stream's, one list of events per message
             for shape, stream in streams.items():
 
                 def decode(stream: Stream = stream) -> None:
@@ -66,6 +72,11 @@ def main() -> None:
 
                 t = best_of(args.repeat, decode)
                 print(f"  decode, {shape:9s} ({len(stream.messages):,} messages): {1e6 * t / n:6.2f}")
+                if shape == "batched":
+                    for _, payload, _ in stream.messages:
+                        body = loads(base64.b64decode(loads(payload)["body"]))
+                        raws = body if isinstance(body, list) else [body]
+                        batches.append([receiver.event_from_message(raw)[1] for raw in raws])
 
         import pushserver.state
 
@@ -74,14 +85,27 @@ def main() -> None:
         def count() -> None:
             metric = Metrics().events
             for e in events:
-                metric.labels(e.get("type", "unknown")).inc()
+                metric[e.get("type", "unknown")].inc()
 
         def merge() -> None:
             store = TaskStore(max(100_000, args.tasks))
             for e in events:
                 store.merge_event(e)
 
-        for name, fn in (("Prometheus counter, per event", count), ("TaskStore.merge_event", merge)):
+        frames = [encode_frame("events", strip_non_task_events(batch)) for batch in batches]
+
+        def loop_share() -> None:
+            ingest = Ingest(TaskStore(max(100_000, args.tasks)), Subscriptions(), None, Metrics())  # type: ignore[arg-type]
+            reader = FrameReader()
+            for frame in frames:
+                for _, payload in reader.feed(frame):
+                    ingest.ingest(payload)
+
+        for name, fn in (
+            ("Prometheus counter, per event", count),
+            ("TaskStore.merge_event", merge),
+            ("batched: frames decoded + Ingest.ingest", loop_share),
+        ):
             print(f"  {name:38s}: {1e6 * best_of(args.repeat, fn) / n:6.2f}")
 
 
