@@ -139,6 +139,11 @@ def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
 def _number(value: Any) -> float | int | None:
     # Browsers' JSON.parse rejects NaN and Infinity, and JSON ints can be too
     # big for a float: keep only numbers a client can read and we can divide.
+    kind = type(value)
+    if kind is float:  # the common case first (every timestamp): finite floats are all x - x == 0
+        return value if value - value == 0 else None
+    if kind is int and -(2**63) <= value < 2**63:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
@@ -187,10 +192,10 @@ class TaskState:
         state = EVENT_TO_STATE[event_type]
         rank = PRECEDENCE.get(state, 0)
         seen = self.seen
-        changed = False
+        changed = moved = False
         if timestamp > seen.get(state, _NEVER):
             seen[state] = timestamp
-            changed = True
+            changed = moved = True
         fields = self.fields
         for name, value in values.items():
             old = fields.get(name)
@@ -203,8 +208,14 @@ class TaskState:
             if not changed and (last is None or last[_VALUE] != event_type):
                 changed = True
             self.last_event = (timestamp, rank, event_type)
-        if changed:
-            self.state = self._resolve_state()
+        if moved:
+            # Only ``seen`` decides the state. Without a retry every state seen counts, so the
+            # higher-ranked of the current state and this one wins, as _resolve_state would say.
+            if state != RETRY and RETRY not in seen:
+                if rank > PRECEDENCE[self.state]:
+                    self.state = state
+            else:
+                self.state = self._resolve_state()
         return changed
 
     def _resolve_state(self) -> str:
