@@ -35,7 +35,7 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 19
 
 
-def _orjson_reads_it_as_kombu(data: bytes) -> bool:
+def _orjson_reads_it_as_kombu(data: bytes | bytearray) -> bool:
     """Whether the body holds neither a type marker nor a run of 19+ digits."""
     return b"__type__" not in data and _LONG_RUN not in data.translate(_DIGITS_AS_ZERO)
 
