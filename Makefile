@@ -91,7 +91,7 @@ test-unit: $(STAMP) system-deps
 test-examples:
 	@if [ -x examples/run-tests.sh ]; then examples/run-tests.sh; fi
 
-## The benchmarks (docs/benchmarks.md): every suite, 5 runs (~35 min), or 3 short ones (~2 min).
+## The benchmarks (docs/benchmarks.md): every suite, 5 runs (~30 min), or 3 short ones (~2 min).
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -c constraints/celery56.txt -e '.[dev,workers,bench]'
 	touch $(BENCH_STAMP)

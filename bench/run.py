@@ -1,6 +1,6 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
-    .venv/bin/python -m bench.run            # full: every suite, 5 runs, 1 000 clients (~35 min)
+    .venv/bin/python -m bench.run            # full: every suite, 5 runs, 1 000 clients (~30 min)
     .venv/bin/python -m bench.run --quick    # every suite, 3 short runs, small sizes (~2 min)
     .venv/bin/python -m bench.run --runs 7 --only latency
 
