@@ -7,11 +7,12 @@ the envelope, base64 + JSON of the body, ``event_from_message``), then times
 pushserver's loop-side work on the decoded events: the per-type Prometheus
 counter, ``TaskStore.merge_event``, and the event loop's whole share of a
 batched stream as the receiver process hands it over (the pipe's frames
-decoded, then ``Ingest.ingest`` with nobody subscribed and no result reads). Run by itself it shows the floor of
-the receive -> merge path before threads, the GIL and the event loop add
-their share (compare bench/profile.py, which profiles the live server).
-It times the pushserver installed in the virtualenv (the working tree); to
-time another revision, run it in a checkout of that revision.
+decoded, then ``Ingest.ingest`` with nobody subscribed and no result reads).
+Run by itself it shows the floor of the receive -> merge path before
+threads, the GIL and the event loop add their share (compare
+bench/profile.py, which profiles the live server). It times the pushserver
+installed in the virtualenv (the working tree); to time another revision,
+run it in a checkout of that revision.
 """
 
 from __future__ import annotations

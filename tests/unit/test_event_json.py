@@ -94,16 +94,34 @@ def test_install_makes_kombu_decode_json_bodies_and_redis_envelopes_with_it() ->
     from kombu.serialization import loads, registry
     from kombu.transport import redis as redis_transport
 
-    before = registry._decoders["application/json"]
-    assert redis_transport.loads is kombu_json.loads  # the name install() points elsewhere, as shipped
+    before, before_envelope = registry._decoders["application/json"], redis_transport.loads
     try:
+        redis_transport.loads = kombu_json.loads  # as kombu ships it (another test may have installed ours)
         event_json.install()
         assert registry._decoders["application/json"] is event_json.loads
         assert loads(b'{"type": "task-started"}', "application/json", "utf-8") == {"type": "task-started"}
         assert redis_transport.loads is event_json.loads
     finally:
         registry._decoders["application/json"] = before
-        redis_transport.loads = kombu_json.loads
+        redis_transport.loads = before_envelope
+
+
+def test_install_leaves_an_envelope_decoder_that_is_not_kombus_alone() -> None:
+    from kombu.serialization import registry
+    from kombu.transport import redis as redis_transport
+
+    before, before_envelope = registry._decoders["application/json"], redis_transport.loads
+
+    def someone_elses(data: Any) -> Any:
+        return kombu_json.loads(data)
+
+    try:
+        redis_transport.loads = someone_elses
+        event_json.install()
+        assert redis_transport.loads is someone_elses
+    finally:
+        registry._decoders["application/json"] = before
+        redis_transport.loads = before_envelope
 
 
 def test_long_digit_runs_are_found_wherever_they_are() -> None:
