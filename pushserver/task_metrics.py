@@ -132,8 +132,14 @@ class TaskMetrics(Collector):
         return label
 
     def _observe_runtime(self, name: str, runtime: Any) -> None:
-        if isinstance(runtime, bool) or not isinstance(runtime, (int, float)) or not 0 <= runtime < math.inf:
+        if isinstance(runtime, bool) or not isinstance(runtime, (int, float)):
             return  # a forged or missing runtime: the outcome still counts, the histogram does not
+        try:
+            runtime = float(runtime)
+        except OverflowError:
+            return  # an integer past any float (JSON allows it): forged as well
+        if not 0 <= runtime < math.inf:
+            return
         counts = self._runtime_counts.get(name)
         if counts is None:
             counts = self._runtime_counts[name] = [0] * (len(RUNTIME_BUCKETS) + 1)

@@ -83,10 +83,12 @@ def test_a_task_whose_name_was_never_seen_is_unknown_and_a_bad_runtime_is_not_ob
         [
             {"type": "task-succeeded", "uuid": "z", "timestamp": 1.0, "runtime": "fast"},
             {"type": "task-succeeded", "uuid": "y", "timestamp": 1.0, "runtime": float("nan")},
+            {"type": "task-succeeded", "uuid": "x", "timestamp": 1.0, "runtime": 10**400},  # past any float
+            {"type": "task-succeeded", "uuid": "w", "timestamp": 1.0, "runtime": -1},
         ],
     )
     s = samples(metrics)
-    assert s[("pushserver_tasks_finished_total", (("name", "unknown"), ("state", "SUCCESS")))] == 2
+    assert s[("pushserver_tasks_finished_total", (("name", "unknown"), ("state", "SUCCESS")))] == 4
     assert ("pushserver_task_runtime_seconds_count", (("name", "unknown"),)) not in s
 
 
