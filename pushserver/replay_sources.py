@@ -48,7 +48,12 @@ class BadInput(ReplayError):
 
 def is_number(value: Any) -> TypeGuard[float]:
     """Tell whether ``value`` is a finite number (a usable timestamp)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer past any float, which JSON allows
+        return False
 
 
 def check_event(obj: Any) -> str | None:

@@ -116,7 +116,11 @@ def _check_count(name: str, value: Any) -> int | float:
     # bool is an int subclass, but True/False as a step count is always a bug.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer past any float: no progress bar can show it
+        raise ValueError(f"{name} must be a finite number >= 0, got an integer too large for a float") from None
+    if not finite or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     # numpy scalars are Real but not JSON serialisable by kombu's encoder.
     return cast("int | float", value) if plain else float(value)

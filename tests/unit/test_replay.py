@@ -110,6 +110,7 @@ def test_bad_speeds_are_refused(text: str) -> None:
         ({"type": "task-started", "uuid": "t", "timestamp": "1.0"}, '"timestamp" must be a number'),
         ({"type": "task-started", "uuid": "t", "timestamp": True}, '"timestamp" must be a number'),
         ({"type": "worker-online", "timestamp": None}, '"timestamp" must be a number'),
+        ({"type": "task-started", "uuid": "t", "timestamp": 10**400}, '"timestamp" must be a number'),
     ],
 )
 def test_check_event_says_what_is_wrong(obj: Any, problem: str | None) -> None:

@@ -129,6 +129,7 @@ def test_report_progress_outside_a_worker_sends_nothing() -> None:
         ((1, -2), {}, ValueError),
         ((float("nan"),), {}, ValueError),
         ((float("inf"), None), {}, ValueError),
+        ((10**400,), {}, ValueError),
         (("3",), {}, TypeError),
         ((True,), {}, TypeError),
         ((1, 2, 42), {}, TypeError),
