@@ -38,11 +38,6 @@ runs real sessions through each):
   open until the ping timeout.
 - ``SocketIOServer`` overrides ``_engineio_server_class``, python-socketio's
   only way to choose the engineio server class.
-- ``EngineIOServer._service_task`` replaces engineio's sweep of the
-  sessions (the timing out of silent ones), which woke once per session:
-  every ~1 ms with 18 790 idle sockets. It uses the sockets' ``closed``,
-  ``closing`` and ``check_ping_timeout`` and the server's
-  ``service_task_event``, as engineio's own does.
 - ``EngineIOServer.send_queue``, ``abort`` and ``close_transports`` read the
   server's ``sockets`` table and a socket's ``queue``, ``closed`` and
   ``close()``: the fanout's per-connection backlog (fanout.py) and the
@@ -60,7 +55,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -89,9 +83,6 @@ log = logging.getLogger("pushserver.eioserver")
 #: Seconds a closing WebSocket waits for the client's close frame (aiohttp's default is 10), reading and
 #: discarding whatever else arrives: a dropped flooder's connection is gone after this.
 CLOSE_TIMEOUT = 2.0
-
-#: Seconds between two visits of the session sweep (EngineIOServer._service_task).
-SERVICE_TICK = 0.5
 
 #: The environ keys pushserver reads (SocketApi._on_connect); the rest is dropped after connect.
 KEPT_ENVIRON = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR")
@@ -306,40 +297,6 @@ class EngineIOServer(engineio.AsyncServer):
         sock = self.sockets.get(sid)
         if sock is not None:
             await sock.close(wait=False, abort=True)
-
-    async def _service_task(self) -> None:
-        """engineio's sweep of the sessions (closed ones forgotten, silent ones timed out), in ticks.
-
-        engineio's own visits every session once per ping timeout, one at a
-        time with a ``wait_for`` between two: a task, a timer and a
-        cancellation per session, every ~1 ms at 18 790 sessions, and the
-        objects they leave fill the collector's young generation. Here one
-        timer per ``SERVICE_TICK`` visits a share of the sessions, so that
-        each is still visited once per ping timeout. engineio's ``shutdown``
-        sets ``service_task_event`` and awaits this task, as it does its own.
-        """
-        self.service_task_event = event = self.create_event()
-        due: list[Any] = []  # the sessions left to visit in this round
-        per_tick = 1
-        while not event.is_set():
-            if not due:
-                due = list(self.sockets.values())
-                # A round visits every session in about one ping timeout, at least one per tick.
-                per_tick = max(1, math.ceil(len(due) * SERVICE_TICK / max(self.ping_timeout, SERVICE_TICK)))
-            visiting, due = due[:per_tick], due[per_tick:]
-            for sock in visiting:
-                try:
-                    if sock.closed:
-                        if self.sockets.get(sock.sid) is sock:
-                            del self.sockets[sock.sid]
-                    elif not sock.closing:
-                        await sock.check_ping_timeout()
-                except Exception:  # noqa: BLE001 - one session's failure must not end the sweep (engineio's logs and goes on)
-                    log.exception("checking an Engine.IO session's ping timeout failed")
-            try:
-                await asyncio.wait_for(event.wait(), timeout=SERVICE_TICK)
-            except asyncio.TimeoutError:
-                continue
 
     async def close_transports(self, timeout: float) -> int:
         """End every session's transport and wait (up to ``timeout``) until each is closed; return how many.

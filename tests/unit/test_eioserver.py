@@ -238,43 +238,6 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
         await ws.close()
 
 
-async def test_the_session_sweep_times_out_a_silent_polling_session() -> None:
-    # A long-polling client that vanishes sends no pong and opens no request: only the sweep
-    # (EngineIOServer._service_task) notices, once ping interval + timeout have passed.
-    async with serving() as server, aiohttp.ClientSession() as session:
-        polling = server.url + "/socket.io/?EIO=4&transport=polling"
-        async with session.get(polling) as opened:
-            eio_sid = json.loads((await opened.text())[1:])["sid"]
-        sock = server.sio.eio.sockets[eio_sid]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PING_INTERVAL + PING_TIMEOUT + 2 * eioserver.SERVICE_TICK + 2
-        while not sock.closed and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        assert sock.closed
-
-
-async def test_the_session_sweep_forgets_closed_sessions_keeps_live_ones_and_stops_with_the_server() -> None:
-    async with serving() as server, aiohttp.ClientSession() as session:
-        ws, sid = await raw_connect(session, server.url)  # the first session starts the sweep
-        eio = server.sio.eio
-        eio.sockets["gone"] = SimpleNamespace(sid="gone", closed=True, closing=False)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PING_TIMEOUT + 2 * eioserver.SERVICE_TICK + 2
-        while "gone" in eio.sockets and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-            if not ws.closed:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    if await ws.receive_str(timeout=0.01) == "2":
-                        await ws.send_str("3")  # answer the pings: this session stays
-        assert "gone" not in eio.sockets
-        assert not server.eio_socket(sid).closed
-        await ws.close()
-        sweep = eio.service_task_handle
-        await asyncio.wait_for(server.sio.shutdown(), timeout=eioserver.SERVICE_TICK + 2)
-        assert sweep.done() and not sweep.cancelled()
-        eio.service_task_event = None  # engineio's shutdown runs once; serving() calls it again
-
-
 async def test_unparseable_engineio_packets_are_dropped_not_the_connection() -> None:
     # Stock engineio parses a WebSocket packet outside its error handling: the
     # exception ends the handler and leaves the socket open until a ping
