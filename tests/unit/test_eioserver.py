@@ -238,6 +238,21 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
         await ws.close()
 
 
+async def test_a_silent_polling_session_is_timed_out() -> None:
+    # A long-polling client that vanishes sends no pong and opens no request: only engineio's sweep of
+    # the sessions notices, once ping interval + timeout have passed (a sweep round takes a ping timeout).
+    async with serving() as server, aiohttp.ClientSession() as session:
+        polling = server.url + "/socket.io/?EIO=4&transport=polling"
+        async with session.get(polling) as opened:
+            eio_sid = json.loads((await opened.text())[1:])["sid"]
+        sock = server.sio.eio.sockets[eio_sid]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PING_INTERVAL + 2 * PING_TIMEOUT + 2
+        while not sock.closed and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert sock.closed
+
+
 async def test_unparseable_engineio_packets_are_dropped_not_the_connection() -> None:
     # Stock engineio parses a WebSocket packet outside its error handling: the
     # exception ends the handler and leaves the socket open until a ping
