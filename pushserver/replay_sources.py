@@ -7,7 +7,6 @@ that is not an event is reported (``check_event`` says why), never sent.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import orjson
 
 from .errors import PushserverError
 from .eventlog import COLLECTION, document_to_event
+from .state import finite_number
 
 Event = dict[str, Any]
 
@@ -48,12 +48,7 @@ class BadInput(ReplayError):
 
 def is_number(value: Any) -> TypeGuard[float]:
     """Tell whether ``value`` is a finite number (a usable timestamp)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer past any float, which JSON allows
-        return False
+    return finite_number(value) is not None
 
 
 def check_event(obj: Any) -> str | None:

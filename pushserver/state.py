@@ -120,11 +120,11 @@ def is_task_event(event: Mapping[str, Any]) -> bool:
 
 def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
     """Turn a ``task-progress`` event's fields into the TaskState ``progress`` object."""
-    current = _number(event.get("current"))
-    total = _number(event.get("total"))
-    percent = _number(event.get("percent"))
+    current = finite_number(event.get("current"))
+    total = finite_number(event.get("total"))
+    percent = finite_number(event.get("percent"))
     if percent is None and current is not None and total:
-        percent = _number(round(100.0 * current / total, 2))  # inf when total is tiny
+        percent = finite_number(round(100.0 * current / total, 2))  # inf when total is tiny
     message = event.get("message")
     if isinstance(message, str):
         message = message[:PROGRESS_MESSAGE_LIMIT]
@@ -136,7 +136,8 @@ def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _number(value: Any) -> float | int | None:
+def finite_number(value: Any) -> float | int | None:
+    """A number from an event as a client can read it and we can compute with it; None when it is none."""
     # Browsers' JSON.parse rejects NaN and Infinity, and JSON ints can be too
     # big for a float: keep only numbers a client can read and we can divide.
     kind = type(value)
@@ -307,7 +308,7 @@ def event_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset())
                 if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
                     values[name] = value
             elif name == "runtime":
-                runtime = _number(value)
+                runtime = finite_number(value)
                 if runtime is not None:
                     values[name] = runtime
             elif name in TEXT_LIMITS:
@@ -428,9 +429,9 @@ class TaskStore:
         """Merge one decoded Celery event (as the receiver delivers it)."""
         # NaN compares false with everything, so a NaN stamp would make the
         # merge depend on arrival order: treat it like a missing timestamp.
-        timestamp = _number(event.get("timestamp"))
+        timestamp = finite_number(event.get("timestamp"))
         if timestamp is None:
-            timestamp = _number(event.get("local_received")) or 0.0
+            timestamp = finite_number(event.get("local_received")) or 0.0
         event_type = event["type"]
         values = event_values(event, self.unkept)
         if event_type == "task-rejected" and event.get("requeue"):

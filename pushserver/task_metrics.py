@@ -12,7 +12,6 @@ collector, prometheus-client's hook for this).
 
 from __future__ import annotations
 
-import math
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
@@ -20,6 +19,8 @@ from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from .state import finite_number
 
 #: Upper bounds (seconds) of the runtime histogram: from a quick task to an hour-long job.
 RUNTIME_BUCKETS = (0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -132,14 +133,9 @@ class TaskMetrics(Collector):
         return label
 
     def _observe_runtime(self, name: str, runtime: Any) -> None:
-        if isinstance(runtime, bool) or not isinstance(runtime, (int, float)):
+        runtime = finite_number(runtime)
+        if runtime is None or runtime < 0:
             return  # a forged or missing runtime: the outcome still counts, the histogram does not
-        try:
-            runtime = float(runtime)
-        except OverflowError:
-            return  # an integer past any float (JSON allows it): forged as well
-        if not 0 <= runtime < math.inf:
-            return
         counts = self._runtime_counts.get(name)
         if counts is None:
             counts = self._runtime_counts[name] = [0] * (len(RUNTIME_BUCKETS) + 1)
