@@ -59,25 +59,20 @@ def main() -> None:
             receiver = app.events.Receiver(conn, handlers={}, routing_key="#")
             n = len(specs)
             print(f"{n:,} events ({args.tasks:,} tasks), best of {args.repeat}, µs per event:")
-            events: list = []
-            batches: list = []  # the batched stream's, one list of events per message
+            decoded: dict[str, list] = {}  # shape -> one list of events per message
             for shape, stream in streams.items():
 
-                def decode(stream: Stream = stream) -> None:
-                    events.clear()
-                    for _, payload, _ in stream.messages:
-                        envelope = loads(payload)
-                        body = loads(base64.b64decode(envelope["body"]))
-                        for raw in body if isinstance(body, list) else [body]:
-                            events.append(receiver.event_from_message(raw)[1])
-
-                t = best_of(args.repeat, decode)
-                print(f"  decode, {shape:9s} ({len(stream.messages):,} messages): {1e6 * t / n:6.2f}")
-                if shape == "batched":
+                def decode(stream: Stream = stream, shape: str = shape) -> None:
+                    batches = decoded[shape] = []
                     for _, payload, _ in stream.messages:
                         body = loads(base64.b64decode(loads(payload)["body"]))
                         raws = body if isinstance(body, list) else [body]
                         batches.append([receiver.event_from_message(raw)[1] for raw in raws])
+
+                t = best_of(args.repeat, decode)
+                print(f"  decode, {shape:9s} ({len(stream.messages):,} messages): {1e6 * t / n:6.2f}")
+        batches = decoded["batched"]
+        events = [event for batch in batches for event in batch]
 
         import pushserver.state
 
