@@ -7,6 +7,7 @@ import decimal
 import json
 import math
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -90,38 +91,37 @@ def test_not_json_fails_as_kombu_fails() -> None:
         assert type(ours.value) is type(theirs.value)
 
 
-def test_install_makes_kombu_decode_json_bodies_and_redis_envelopes_with_it() -> None:
-    from kombu.serialization import loads, registry
-    from kombu.transport import redis as redis_transport
-
-    before, before_envelope = registry._decoders["application/json"], redis_transport.loads
-    try:
-        redis_transport.loads = kombu_json.loads  # as kombu ships it (another test may have installed ours)
-        event_json.install()
-        assert registry._decoders["application/json"] is event_json.loads
-        assert loads(b'{"type": "task-started"}', "application/json", "utf-8") == {"type": "task-started"}
-        assert redis_transport.loads is event_json.loads
-    finally:
-        registry._decoders["application/json"] = before
-        redis_transport.loads = before_envelope
-
-
-def test_install_leaves_an_envelope_decoder_that_is_not_kombus_alone() -> None:
+@pytest.fixture
+def kombu_decoders() -> Iterator[Any]:
+    """kombu's JSON decoder and the Redis transport's envelope decoder as kombu ships them, put back afterwards."""
     from kombu.serialization import registry
     from kombu.transport import redis as redis_transport
 
     before, before_envelope = registry._decoders["application/json"], redis_transport.loads
-
-    def someone_elses(data: Any) -> Any:
-        return kombu_json.loads(data)
-
+    redis_transport.loads = kombu_json.loads  # another test may have installed ours
     try:
-        redis_transport.loads = someone_elses
-        event_json.install()
-        assert redis_transport.loads is someone_elses
+        yield redis_transport
     finally:
         registry._decoders["application/json"] = before
         redis_transport.loads = before_envelope
+
+
+def test_install_makes_kombu_decode_json_bodies_and_redis_envelopes_with_it(kombu_decoders: Any) -> None:
+    from kombu.serialization import loads, registry
+
+    event_json.install()
+    assert registry._decoders["application/json"] is event_json.loads
+    assert loads(b'{"type": "task-started"}', "application/json", "utf-8") == {"type": "task-started"}
+    assert kombu_decoders.loads is event_json.loads
+
+
+def test_install_leaves_an_envelope_decoder_that_is_not_kombus_alone(kombu_decoders: Any) -> None:
+    def someone_elses(data: Any) -> Any:
+        return kombu_json.loads(data)
+
+    kombu_decoders.loads = someone_elses
+    event_json.install()
+    assert kombu_decoders.loads is someone_elses
 
 
 def test_long_digit_runs_are_found_wherever_they_are() -> None:
