@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -96,7 +97,7 @@ class SendQueue:
     ``join`` event are made on first use.
     """
 
-    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "nbytes")
+    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "nbytes", "websocket")
 
     maxsize = 0
 
@@ -106,6 +107,8 @@ class SendQueue:
         self._unfinished = 0
         self._finished: asyncio.Event | None = None
         self.nbytes = 0  # the payload bytes of the packets queued (what a client that stops reading costs)
+        #: The connection's WebSocket while engineio's handler runs it (set by AiohttpWebSocket), else None.
+        self.websocket: AiohttpWebSocket | None = None
 
     def qsize(self) -> int:
         return len(self._items)
@@ -131,6 +134,23 @@ class SendQueue:
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
+
+    def waiting(self) -> bool:
+        """True when nothing is queued and the consumer waits in ``get``: a packet now would be next in line."""
+        getters = self._getters
+        return not self._items and bool(getters) and not getters[-1].done()  # type: ignore[index]
+
+    def deliver(self, pkt: Any, frame: bytes) -> None:
+        """Send Engine.IO packet ``pkt``: its WebSocket ``frame`` written now when the connection can take it, else queued.
+
+        Written now only when nothing is queued ahead of it and engineio's
+        writer is idle (``waiting``), so the order of what a client receives
+        is the order things were sent; ``AiohttpWebSocket.write_now`` says
+        when the WebSocket itself can take it.
+        """
+        websocket = self.websocket
+        if websocket is None or not self.waiting() or not websocket.write_now(frame):
+            self.put_nowait(pkt)
 
     def get_nowait(self) -> Any:
         if not self._items:
@@ -191,10 +211,40 @@ class AiohttpWebSocket(eio_aiohttp.WebSocket):
             compress=self.server.websocket_compression,
             timeout=CLOSE_TIMEOUT,
         )
-        await self._sock.prepare(environ["aiohttp.request"])
+        request = environ["aiohttp.request"]
+        await self._sock.prepare(request)
         self.environ = environ
-        await self.handler(self)
+        self.transport = request.transport
+        # engineio hands over its socket's bound _websocket_handler: the socket's send queue may then
+        # write frames straight to this WebSocket (SendQueue.deliver) while the handler runs.
+        queue = getattr(getattr(self.handler, "__self__", None), "queue", None)
+        if isinstance(queue, SendQueue):
+            queue.websocket = self
+        try:
+            await self.handler(self)
+        finally:
+            if isinstance(queue, SendQueue):
+                queue.websocket = None
         return self._sock
+
+    def write_now(self, frame: bytes) -> bool:
+        """Write a text ``frame`` (``text_frame``) to the client now if the session and the socket can take it.
+
+        The session must be on this WebSocket for good (upgraded, not closing);
+        the WebSocket open and uncompressed; the transport with nothing
+        buffered, so a client that stops reading gets its packets queued where
+        the fanout's backlog limits see them. Returns whether it was written.
+        """
+        socket = self.handler.__self__  # engineio's socket (see __call__)
+        if not socket.upgraded or socket.upgrading or socket.closing or socket.closed:
+            return False
+        if self._sock.closed or self._sock.compress:
+            return False
+        transport = self.transport
+        if transport is None or transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        transport.write(frame)
+        return True
 
     async def wait(self) -> Any:
         """The next message's data, skipping (and logging) any that engineio could not parse."""
@@ -215,6 +265,21 @@ class AiohttpWebSocket(eio_aiohttp.WebSocket):
                 await asyncio.sleep(0)
                 continue
             return data
+
+
+def text_frame(text: str) -> bytes:
+    """``text`` as one WebSocket text frame as a server sends it (RFC 6455 §5.2): final, unmasked, uncompressed."""
+    payload = text.encode()
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    if length < 65536:
+        return _HEADER_16(0x81, 126, length) + payload
+    return _HEADER_64(0x81, 127, length) + payload
+
+
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
 
 
 def trim_environ(environ: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import socketio
 from engineio import packet as eio_packet
 
+from .eioserver import text_frame
 from .metrics import Metrics
 from .protocol import ROOM_PREFIX, UPDATE_EVENT, WORKFLOW_EVENT, WORKFLOW_ROOM_PREFIX, OrjsonCodec
 
@@ -112,6 +113,7 @@ class FanoutManager(socketio.AsyncManager):
         if not members:
             return 0
         pkt = self._encode(payload, WORKFLOW_EVENT if workflow else UPDATE_EVENT)
+        frame = text_frame(pkt.encode())  # one WebSocket frame for every member written to directly
         eio = self.server.eio
         sent = 0
         for sid, eio_sid in members:
@@ -127,7 +129,7 @@ class FanoutManager(socketio.AsyncManager):
                 self.metrics.progress_shed.inc()
                 self._schedule_sweep()
                 continue
-            queue.put_nowait(pkt)
+            queue.deliver(pkt, frame)
             sent += 1
         return sent
 
@@ -173,7 +175,8 @@ class FanoutManager(socketio.AsyncManager):
                     payload = self.snapshot_of(room.removeprefix(ROOM_PREFIX))
                     event = UPDATE_EVENT
                 if payload is not None:
-                    queue.put_nowait(self._encode(payload, event))
+                    pkt = self._encode(payload, event)
+                    queue.deliver(pkt, text_frame(pkt.encode()))
         if self._owed:
             self._schedule_sweep()
 
