@@ -38,6 +38,16 @@ runs real sessions through each):
   open until the ping timeout.
 - ``SocketIOServer`` overrides ``_engineio_server_class``, python-socketio's
   only way to choose the engineio server class.
+- **Packets written straight to the WebSocket** (``SendQueue.deliver``):
+  engineio sends every packet through its writer task, which wakes, waits
+  again with ``asyncio.wait_for`` and goes through aiohttp's frame writer:
+  about 30% of the event loop's time at 5 000 updates/s (docs/benchmarks.md).
+  When nothing is queued and that writer is idle, the fanout's frame (built
+  once per update, ``text_frame``) is written to the connection's transport
+  (aiohttp's public ``Request.transport``) instead. That needs engineio's
+  socket, which ``AiohttpWebSocket`` gets as the ``__self__`` of the handler
+  engineio gives it, and its ``upgraded``, ``upgrading``, ``closing`` and
+  ``closed`` flags.
 - ``EngineIOServer.send_queue``, ``abort`` and ``close_transports`` read the
   server's ``sockets`` table and a socket's ``queue``, ``closed`` and
   ``close()``: the fanout's per-connection backlog (fanout.py) and the
@@ -141,7 +151,7 @@ class SendQueue:
         return not self._items and bool(getters) and not getters[-1].done()  # type: ignore[index]
 
     def deliver(self, pkt: Any, frame: bytes) -> None:
-        """Send Engine.IO packet ``pkt``: its WebSocket ``frame`` written now when the connection can take it, else queued.
+        """Send Engine.IO packet ``pkt``: its WebSocket ``frame`` written now if the socket can take it, else queued.
 
         Written now only when nothing is queued ahead of it and engineio's
         writer is idle (``waiting``), so the order of what a client receives

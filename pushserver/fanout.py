@@ -4,8 +4,10 @@ python-engineio gives each connection an unbounded send queue, and
 python-socketio's room emit creates one asyncio task per recipient.
 ``FanoutManager`` is python-socketio's client manager (the ``client_manager=``
 extension point, which keeps the rooms) with one more way to send: the packet
-is encoded once and put straight on each member's send queue
-(``EngineIOServer.send_queue``), and the queue length is checked first: a
+and its WebSocket frame are encoded once, and handed to each member's send
+queue (``EngineIOServer.send_queue``), which writes the frame at once when the
+connection's writer is idle and queues the packet otherwise
+(``SendQueue.deliver``). The queue length is checked first: a
 connection that stops reading gets no more *progress* (the newest is sent
 once it catches up), and one that falls ``hard_backlog`` packets behind is
 told why and disconnected, so a single slow browser can neither grow server

@@ -355,6 +355,98 @@ async def test_polling_only_client() -> None:
             await client.disconnect()
 
 
+# -- packets written straight to an idle WebSocket (SendQueue.deliver) ------------
+
+
+async def until(condition: Any, timeout: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def message(text: str) -> tuple[Any, bytes]:
+    """An Engine.IO MESSAGE packet and its WebSocket frame, as the fanout sends them."""
+    from engineio import packet
+
+    pkt = packet.Packet(packet.MESSAGE, text)
+    return pkt, eioserver.text_frame(pkt.encode())
+
+
+async def test_deliver_writes_to_an_idle_websocket_and_queues_behind_a_busy_writer() -> None:
+    async with serving() as server, aiohttp.ClientSession() as session:
+        ws, sid = await raw_connect(session, server.url)
+        queue = server.eio_socket(sid).queue
+        assert queue.websocket is not None
+        await until(queue.waiting)
+        # Frame lengths in each of RFC 6455's three length encodings, the bounds included.
+        texts = ["2" + "a" * n for n in (0, 124, 125, 65_534, 65_535, 70_000)]
+        for text in texts:
+            queue.deliver(*message(text))
+            assert queue.waiting()  # written, not handed to engineio's writer
+            assert await ws.receive_str(timeout=2) == "4" + text
+
+        # Something queued (here: a packet handed to the idle writer) puts what follows behind it.
+        queue.put_nowait(message("2first")[0])
+        assert not queue.waiting()
+        queue.deliver(*message("2second"))
+        assert queue.qsize() == 1
+        assert [await ws.receive_str(timeout=2) for _ in range(2)] == ["42first", "42second"]
+        await until(queue.waiting)
+
+        await ws.close()
+        await until(lambda: queue.websocket is None)
+        queue.deliver(*message("2after"))  # a closed session's queue takes it (nobody reads it)
+        assert queue.qsize() == 1
+
+
+async def test_deliver_queues_for_polling_and_writes_once_upgraded() -> None:
+    async with serving() as server:
+        client = socketio.AsyncClient(reconnection=False)
+        got: list[Any] = []
+        client.on("note", got.append)
+        await client.connect(server.url, transports=["polling"], wait_timeout=5)
+        try:
+            queue = server.eio_socket(client.get_sid()).queue
+            assert queue.websocket is None
+            queue.deliver(*message('2["note",1]'))
+            await until(lambda: got == [1])
+        finally:
+            await client.disconnect()
+
+        client = socketio.AsyncClient(reconnection=False)
+        client.on("note", got.append)
+        await client.connect(server.url, transports=["polling", "websocket"], wait_timeout=5)
+        try:
+            await until(lambda: client.transport() == "websocket")
+            queue = server.eio_socket(client.get_sid()).queue
+            await until(queue.waiting)
+            queue.deliver(*message('2["note",2]'))
+            assert queue.waiting()
+            await until(lambda: got == [1, 2])
+        finally:
+            await client.disconnect()
+
+
+async def test_deliver_queues_what_a_client_that_stops_reading_cannot_take() -> None:
+    # Once the socket's buffers are full, asyncio's transport holds what is written: from then on packets
+    # wait in the send queue, where the fanout's backlog limits (fanout.py) count them.
+    async with serving() as server, aiohttp.ClientSession() as session:
+        ws, sid = await raw_connect(session, server.url)
+        queue = server.eio_socket(sid).queue
+        await until(queue.waiting)
+        pkt, frame = message("2" + "x" * 60_000)
+        written = 0
+        while queue.qsize() == 0 and written < 10_000:  # nothing read: the kernel's buffers fill up
+            queue.deliver(pkt, frame)
+            written += 1
+        assert queue.qsize() == 1 and written > 1, written
+        queue.deliver(pkt, frame)
+        assert queue.qsize() == 2  # behind the first, not written past it
+        await ws.close()
+
+
 # -- what clients may send (inbound.py) ------------------------------------------
 
 
