@@ -19,6 +19,7 @@ number, so the cost stays at most one backend round trip a second.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -98,21 +99,25 @@ class QuietReconciler:
         """
         quiet = self._quiet
         current: dict[str, _Quiet] = {}
-        ready: list[tuple[float, str]] = []
+        # The ``batch`` most overdue, kept as the scan goes (a heap, the least overdue on top): sorting every
+        # due task at the end held the loop ~6 ms at 22 000 of them, once a second (docs/benchmarks.md).
+        chosen: list[tuple[float, str]] = []
+        batch = self.batch
         for n, (task_id, marker) in enumerate(self.watched(), 1):
             entry = quiet.get(task_id)
             if entry is None or entry.marker != marker:
                 entry = _Quiet(marker, now, now + self.after)  # heard from (or new): the silence starts now
             current[task_id] = entry
             if entry.due <= now:
-                ready.append((entry.due, task_id))
+                if len(chosen) < batch:
+                    heapq.heappush(chosen, (-entry.due, task_id))
+                elif -entry.due > chosen[0][0]:
+                    heapq.heapreplace(chosen, (-entry.due, task_id))
             if n % SCAN_CHUNK == 0:
                 await asyncio.sleep(0)
         self._quiet = current
-        if len(ready) > self.batch:
-            ready.sort()
-            del ready[self.batch :]
-        return [task_id for _, task_id in ready]
+        chosen.sort(reverse=True)  # most overdue first
+        return [task_id for _, task_id in chosen]
 
     async def check(self) -> int:
         """One tick: read the due tasks in one batch, merge what the backend knows; return how many changed."""

@@ -166,8 +166,12 @@ class PushServer:
     # -- the quiet-task reconciler's view of the watched tasks ---------------------
 
     def _watched(self) -> list[str]:
-        """Every task a client watches: by its own id, or as a member of a watched workflow."""
-        return list(dict.fromkeys(self.subscriptions.watched() + self.workflows.members_watched()))
+        """Every task a client watches, once: by its own id, or as a member of a watched workflow."""
+        watched = self.subscriptions.watched()
+        members = self.workflows.members_watched()
+        if members:  # a member may be watched by its own id too
+            watched += [task_id for task_id in members if not self.subscriptions.is_watched(task_id)]
+        return watched
 
     def _is_watched(self, task_id: str) -> bool:
         return self.subscriptions.is_watched(task_id) or self.workflows.is_member_watched(task_id)

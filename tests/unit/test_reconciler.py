@@ -132,3 +132,15 @@ async def test_a_tick_over_many_watched_tasks_lets_the_event_loop_run_between_ch
     fake.now = 20.0
     assert len(await rec.due(fake.now)) == min(4 * SCAN_CHUNK, rec.batch)  # now due, the batch's worth
     other.cancel()
+
+
+async def test_a_tick_past_the_batch_reads_the_most_overdue_first() -> None:
+    fake = Fake(0)
+    rec = fake.reconciler(after=5, max_interval=60, batch=3)
+    # t4 first seen at 0 s, t3 at 1 s, ... t0 at 4 s: neither the ids' order nor the scan's (newest first).
+    for second in range(5):
+        fake.markers = {f"t{4 - second}": None, **fake.markers}
+        assert await rec.due(fake.now) == []
+        fake.now += 1.0
+    fake.now = 20.0  # all five due: t4 since 5 s, t0 since 9 s
+    assert await rec.due(fake.now) == ["t4", "t3", "t2"]
