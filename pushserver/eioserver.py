@@ -95,6 +95,10 @@ log = logging.getLogger("pushserver.eioserver")
 #: discarding whatever else arrives: a dropped flooder's connection is gone after this.
 CLOSE_TIMEOUT = 2.0
 
+#: A WebSocket frame header with a 16-bit and with a 64-bit payload length (RFC 6455 §5.2).
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
+
 #: The environ keys pushserver reads (SocketApi._on_connect); the rest is dropped after connect.
 KEPT_ENVIRON = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR")
 
@@ -224,7 +228,7 @@ class AiohttpWebSocket(eio_aiohttp.WebSocket):
         request = environ["aiohttp.request"]
         await self._sock.prepare(request)
         self.environ = environ
-        self.transport = request.transport
+        self._transport = request.transport
         # engineio hands over its socket's bound _websocket_handler: the socket's send queue may then
         # write frames straight to this WebSocket (SendQueue.deliver) while the handler runs.
         queue = getattr(getattr(self.handler, "__self__", None), "queue", None)
@@ -250,7 +254,7 @@ class AiohttpWebSocket(eio_aiohttp.WebSocket):
             return False
         if self._sock.closed or self._sock.compress:
             return False
-        transport = self.transport
+        transport = self._transport
         if transport is None or transport.is_closing() or transport.get_write_buffer_size():
             return False
         transport.write(frame)
@@ -286,10 +290,6 @@ def text_frame(text: str) -> bytes:
     if length < 65536:
         return _HEADER_16(0x81, 126, length) + payload
     return _HEADER_64(0x81, 127, length) + payload
-
-
-_HEADER_16 = struct.Struct("!BBH").pack
-_HEADER_64 = struct.Struct("!BBQ").pack
 
 
 def trim_environ(environ: dict[str, Any]) -> None:

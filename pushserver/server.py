@@ -167,7 +167,7 @@ class PushServer:
 
     def _watched(self) -> list[str]:
         """Every task a client watches, once: by its own id, or as a member of a watched workflow."""
-        watched = self.subscriptions.watched()
+        watched = self.subscriptions.watched()  # a list of its own
         members = self.workflows.members_watched()
         if members:  # a member may be watched by its own id too
             watched += [task_id for task_id in members if not self.subscriptions.is_watched(task_id)]
