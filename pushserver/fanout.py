@@ -114,8 +114,7 @@ class FanoutManager(socketio.AsyncManager):
         members = list(self.get_participants(NAMESPACE, room))
         if not members:
             return 0
-        pkt = self._encode(payload, WORKFLOW_EVENT if workflow else UPDATE_EVENT)
-        frame = text_frame(pkt.encode())  # one WebSocket frame for every member written to directly
+        pkt, frame = self._encode(payload, WORKFLOW_EVENT if workflow else UPDATE_EVENT)
         eio = self.server.eio
         sent = 0
         for sid, eio_sid in members:
@@ -135,12 +134,14 @@ class FanoutManager(socketio.AsyncManager):
             sent += 1
         return sent
 
-    def _encode(self, payload: dict[str, Any], event: str = UPDATE_EVENT) -> eio_packet.Packet:
+    def _encode(self, payload: dict[str, Any], event: str = UPDATE_EVENT) -> tuple[eio_packet.Packet, bytes]:
         # A Socket.IO v5 EVENT for namespace "/" with no ack is "2" + the JSON
         # array; built directly, once per update whatever the number of
         # recipients (python-socketio's Packet rescans the payload for binary
         # data on every encode, a large share of the emit path: docs/benchmarks.md).
-        return eio_packet.Packet(eio_packet.MESSAGE, "2" + OrjsonCodec.dumps([event, payload]))
+        # With it, its WebSocket frame, for the members it is written to directly.
+        pkt = eio_packet.Packet(eio_packet.MESSAGE, "2" + OrjsonCodec.dumps([event, payload]))
+        return pkt, text_frame(pkt.encode())
 
     async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> Any:
         """python-socketio's hook for a connection leaving the namespace: drop what is kept for it here too."""
@@ -177,8 +178,7 @@ class FanoutManager(socketio.AsyncManager):
                     payload = self.snapshot_of(room.removeprefix(ROOM_PREFIX))
                     event = UPDATE_EVENT
                 if payload is not None:
-                    pkt = self._encode(payload, event)
-                    queue.deliver(pkt, text_frame(pkt.encode()))
+                    queue.deliver(*self._encode(payload, event))
         if self._owed:
             self._schedule_sweep()
 
