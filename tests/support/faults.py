@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Callable
 
 from pushserver.auth import mint_token
 from tests.support.clients import Watcher
 from tests.support.stack import SECRET
+from tests.support.waits import until as until  # the fault scenarios import it from here
 
 
 def env_number(name: str, default: float) -> float:
@@ -31,18 +29,6 @@ def token(*task_ids: str) -> str:
 def delivered(watchers: list[Watcher], task_ids: list[str], state: str = "SUCCESS") -> int:
     """How many (client, task) pairs have seen ``state``."""
     return sum(1 for w in watchers for t in task_ids if any(u["state"] == state for u in w.updates.get(t, [])))
-
-
-async def until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    """``wait_until`` for async tests: polls without blocking the clients on the event loop."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 async def subscribe_all(watchers: list[Watcher], task_ids: list[str]) -> None:

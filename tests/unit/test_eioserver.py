@@ -19,6 +19,7 @@ from aiohttp import web
 from pushserver import eioserver
 from pushserver.eioserver import EngineIOServer, SendQueue, SocketIOServer, trim_environ
 from pushserver.inbound import Inbound, PacketHeader, peek_packet
+from tests.support.waits import until
 
 # -- SendQueue -------------------------------------------------------------------
 
@@ -358,14 +359,6 @@ async def test_polling_only_client() -> None:
 # -- packets written straight to an idle WebSocket (SendQueue.deliver) ------------
 
 
-async def until(condition: Any, timeout: float = 2.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
-
-
 def message(text: str) -> tuple[Any, bytes]:
     """An Engine.IO MESSAGE packet and its WebSocket frame, as the fanout sends them."""
     from engineio import packet
@@ -379,7 +372,7 @@ async def test_deliver_writes_to_an_idle_websocket_and_queues_behind_a_busy_writ
         ws, sid = await raw_connect(session, server.url)
         queue = server.eio_socket(sid).queue
         assert queue.websocket is not None
-        await until(queue.waiting)
+        await until(queue.waiting, 2, "the writer to wait", interval=0.005)
         # Frame lengths in each of RFC 6455's three length encodings, the bounds included.
         texts = ["2" + "a" * n for n in (0, 124, 125, 65_534, 65_535, 70_000)]
         for text in texts:
@@ -393,10 +386,10 @@ async def test_deliver_writes_to_an_idle_websocket_and_queues_behind_a_busy_writ
         queue.deliver(*message("2second"))
         assert queue.qsize() == 1
         assert [await ws.receive_str(timeout=2) for _ in range(2)] == ["42first", "42second"]
-        await until(queue.waiting)
+        await until(queue.waiting, 2, "the writer to wait again", interval=0.005)
 
         await ws.close()
-        await until(lambda: queue.websocket is None)
+        await until(lambda: queue.websocket is None, 2, "the handler to end", interval=0.005)
         queue.deliver(*message("2after"))  # a closed session's queue takes it (nobody reads it)
         assert queue.qsize() == 1
 
@@ -411,7 +404,7 @@ async def test_deliver_queues_for_polling_and_writes_once_upgraded() -> None:
             queue = server.eio_socket(client.get_sid()).queue
             assert queue.websocket is None
             queue.deliver(*message('2["note",1]'))
-            await until(lambda: got == [1])
+            await until(lambda: got == [1], 2, "the polled note", interval=0.005)
         finally:
             await client.disconnect()
 
@@ -419,12 +412,12 @@ async def test_deliver_queues_for_polling_and_writes_once_upgraded() -> None:
         client.on("note", got.append)
         await client.connect(server.url, transports=["polling", "websocket"], wait_timeout=5)
         try:
-            await until(lambda: client.transport() == "websocket")
+            await until(lambda: client.transport() == "websocket", 2, "the upgrade", interval=0.005)
             queue = server.eio_socket(client.get_sid()).queue
-            await until(queue.waiting)
+            await until(queue.waiting, 2, "the writer to wait", interval=0.005)
             queue.deliver(*message('2["note",2]'))
             assert queue.waiting()
-            await until(lambda: got == [1, 2])
+            await until(lambda: got == [1, 2], 2, "the written note", interval=0.005)
         finally:
             await client.disconnect()
 
@@ -435,7 +428,7 @@ async def test_deliver_queues_what_a_client_that_stops_reading_cannot_take() -> 
     async with serving() as server, aiohttp.ClientSession() as session:
         ws, sid = await raw_connect(session, server.url)
         queue = server.eio_socket(sid).queue
-        await until(queue.waiting)
+        await until(queue.waiting, 2, "the writer to wait", interval=0.005)
         pkt, frame = message("2" + "x" * 60_000)
         written = 0
         while queue.qsize() == 0 and written < 10_000:  # nothing read: the kernel's buffers fill up
