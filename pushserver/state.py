@@ -84,8 +84,9 @@ _FIELD_SOURCES: dict[str, tuple[str, ...]] = {
     "task-rejected": ("hostname",),
 }
 
-#: Longest text kept per field, which is all a client is ever sent of it (Celery itself caps
-#: results at 1 024 characters). With the progress message (1 024) this bounds what one task holds.
+#: Longest text kept per field, in bytes of UTF-8, which is all a client is ever sent of it (Celery
+#: itself caps results at 1 024 characters). With the progress message (1 024) this bounds what one
+#: task holds and what one update weighs on the wire.
 TEXT_LIMITS = {
     "name": 255,
     "hostname": 255,
@@ -127,13 +128,32 @@ def normalize_progress(event: Mapping[str, Any]) -> dict[str, Any]:
         percent = finite_number(round(100.0 * current / total, 2))  # inf when total is tiny
     message = event.get("message")
     if isinstance(message, str):
-        message = message[:PROGRESS_MESSAGE_LIMIT]
+        message = client_text(message, PROGRESS_MESSAGE_LIMIT)
     return {
         "current": current,
         "total": total,
         "percent": percent,
         "message": message if isinstance(message, str) else None,
     }
+
+
+def client_text(text: str, max_bytes: int) -> str:
+    """A text from an event as clients are sent it: at most ``max_bytes`` of UTF-8, cut between characters.
+
+    Lone surrogates (JSON and pickle carry them, UTF-8 cannot) are written as their escapes, as the event
+    log writes them, rather than making the whole update unencodable.
+    """
+    if text.isascii():
+        return text[:max_bytes]
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        encoded = text.encode("utf-8", "backslashreplace")
+    else:
+        if len(encoded) <= max_bytes:
+            return text
+    # A cut inside a character leaves part of it at the end; "ignore" drops just that part.
+    return encoded[:max_bytes].decode("utf-8", "ignore")
 
 
 def finite_number(value: Any) -> float | int | None:
@@ -317,7 +337,7 @@ def event_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset())
                 if isinstance(value, str):
                     # Celery truncates results; a forged or odd event must not
                     # push megabytes to every subscriber.
-                    values[name] = value[: TEXT_LIMITS[name]]
+                    values[name] = client_text(value, TEXT_LIMITS[name])
     return values
 
 
@@ -336,7 +356,7 @@ def result_values(event: Mapping[str, Any], unkept: frozenset[str] = frozenset()
         if value is not None and not isinstance(value, str):
             value = saferepr(value, TEXT_LIMITS["result"])
         if isinstance(value, str):
-            value = value[: TEXT_LIMITS["result"]]
+            value = client_text(value, TEXT_LIMITS["result"])
     values: dict[str, Any] = {"result_format": fmt}
     if "result" not in unkept and value is not None:
         values["result"] = value
@@ -363,14 +383,14 @@ def exception_type(event: Mapping[str, Any]) -> str | None:
     """The class name of a failed, retried or revoked task's exception: given, else read off its repr."""
     given = event.get("exception_type")
     if isinstance(given, str) and given:
-        return given[: TEXT_LIMITS["name"]]
+        return client_text(given, TEXT_LIMITS["name"])
     exception = event.get("exception")
     if event.get("type") == "task-revoked" and (event.get("terminated") or event.get("expired")):
         return "TaskRevokedError"
     if not isinstance(exception, str):
         return None
     match = _EXCEPTION_CLASS.match(exception)
-    return match.group(1).rsplit(".", 1)[-1][: TEXT_LIMITS["name"]] if match else None
+    return client_text(match.group(1).rsplit(".", 1)[-1], TEXT_LIMITS["name"]) if match else None
 
 
 @dataclass(frozen=True)

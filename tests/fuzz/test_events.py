@@ -150,6 +150,9 @@ def inject_and_check(
     body={"type": "task-failed", "uuid": POOL[3], "timestamp": math.inf, "exception": None}, routing_key="task.failed"
 )
 @example(body={"type": "task-succeeded", "uuid": 12345}, routing_key="task.succeeded")
+# 2 699 characters, 10 796 bytes: found over a 4 096-character limit, 32 774 bytes as escaped JSON.
+@example(body={"type": "task-succeeded", "uuid": POOL[4], "result": "😀" * 2699}, routing_key="task.succeeded")
+@example(body={"type": "task-failed", "uuid": POOL[5], "exception": "E('\ud800')"}, routing_key="task.failed")
 def test_events_celery_can_decode(
     main: Server, publisher: EventPublisher, watcher: SocketClient, body: Any, routing_key: str
 ) -> None:

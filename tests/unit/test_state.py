@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pushserver.policy import ForwardingPolicy
+from pushserver.protocol import OrjsonCodec
 from pushserver.state import (
     FAILURE,
     PENDING,
@@ -29,6 +30,7 @@ from pushserver.state import (
     Change,
     TaskState,
     TaskStore,
+    client_text,
     event_values,
     is_task_event,
     normalize_progress,
@@ -337,6 +339,32 @@ def test_result_is_hidden_until_success() -> None:
     task = TaskState(TASK)
     task.apply("task-started", 1.0, {"hostname": "w"})
     assert task.to_dict()["result"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "cut"),
+    [
+        ("a" * 5000, "a" * 4096),
+        ("é" * 3000, "é" * 2048),  # 2 bytes each
+        ("😀" * 2699, "😀" * 1024),  # 4 bytes each: 2 699 characters are 10 796 bytes
+        ("a" + "😀" * 1024, "a" + "😀" * 1023),  # never half a character
+        ("ok 😀", "ok 😀"),
+    ],
+)
+def test_texts_are_cut_at_their_utf8_size_between_characters(text: str, cut: str) -> None:
+    state = snapshot([event("succeeded", 1.0, result=text)])
+    assert state["result"] == cut
+    assert len(state["result"].encode()) <= 4096
+
+
+def test_a_lone_surrogate_is_sent_as_its_escape_not_an_unencodable_update() -> None:
+    state = snapshot(
+        [event("failed", 1.0, exception="E('\ud800')", hostname="w\udc00"), event("progress", 0.5, message="\ud83d")]
+    )
+    assert (state["exception"], state["worker"]) == ("E('\\ud800')", "w\\udc00")
+    assert state["progress"]["message"] == "\\ud83d"
+    OrjsonCodec.dumps(state)  # raised TypeError ("surrogates not allowed") and nobody got the failure
+    assert client_text("😀\ud800" * 2000, 9) == "😀\\ud80"  # 4 bytes, then 5 of the 6-byte escape
 
 
 # -- progress ----------------------------------------------------------------------------
