@@ -48,6 +48,13 @@ runs real sessions through each):
   socket, which ``AiohttpWebSocket`` gets as the ``__self__`` of the handler
   engineio gives it, and its ``upgraded``, ``upgrading``, ``closing`` and
   ``closed`` flags.
+- **Keep-alive pings from one timer** (``AsyncServer.start_background_task``,
+  the server's public way to start a task, which engineio's
+  ``AsyncSocket.schedule_ping`` calls with the socket's ``_send_ping``):
+  that task is recognised and the socket put on the server's
+  ``PingSchedule`` (keepalive.py) instead of a task sleeping a ping interval
+  per connection; the schedule then does what ``_send_ping`` does after its
+  sleep (sets ``last_ping``, queues a PING).
 - ``EngineIOServer.send_queue``, ``abort`` and ``close_transports`` read the
   server's ``sockets`` table and a socket's ``queue``, ``closed`` and
   ``close()``: the fanout's per-connection backlog (fanout.py) and the
@@ -57,7 +64,8 @@ runs real sessions through each):
 Given up for good: the lean socket that re-implemented engineio's ``poll``,
 ``schedule_ping`` and WebSocket loop (a timer per ping instead of a sleeping
 task, no task per received message or queue wait) and was swapped in for
-engineio's socket class; docs/benchmarks.md has what that costs.
+engineio's socket class; docs/benchmarks.md has what that costs. Of it, the
+pings came back through ``start_background_task`` (above).
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ import socketio
 from aiohttp.web import WebSocketResponse
 from engineio import packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
+from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
 from .dependencies import unvetted
@@ -87,6 +96,7 @@ from .inbound import (
     PacketHeader,
     peek_packet,
 )
+from .keepalive import PingSchedule
 from .protocol import ERROR_EVENT
 
 log = logging.getLogger("pushserver.eioserver")
@@ -335,6 +345,7 @@ class EngineIOServer(engineio.AsyncServer):
     def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.websocket_compression = websocket_compression
+        self.pings = PingSchedule(self.ping_interval)
         if self.async_mode == "aiohttp":
             # A per-server copy of the driver table (engineio's is module-wide).
             driver: dict[str, Any] = self._async  # type: ignore[has-type]
@@ -358,6 +369,18 @@ class EngineIOServer(engineio.AsyncServer):
 
             return register
         return super().on(event, _with_peer_address(handler))
+
+    def start_background_task(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """engineio's way to start a task; a connection's next keep-alive ping goes on ``pings`` instead."""
+        if getattr(target, "__func__", None) is AsyncSocket._send_ping and not args and not kwargs:
+            self.pings.add(target.__self__)  # type: ignore[attr-defined]
+            return None  # AsyncSocket.schedule_ping, the only caller, ignores it
+        return super().start_background_task(target, *args, **kwargs)
+
+    async def shutdown(self) -> None:
+        """engineio's shutdown of its background work, the keep-alive pings included."""
+        self.pings.close()
+        await super().shutdown()
 
     def send_queue(self, sid: str) -> SendQueue | None:
         """The send queue of Engine.IO session ``sid``, or None once it is closed or gone."""

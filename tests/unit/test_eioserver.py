@@ -226,6 +226,9 @@ async def test_websocket_session_pings_events_and_timeout() -> None:
             assert await ws.receive_str(timeout=PING_INTERVAL + 1) == "2"
             await ws.send_str("3")
         assert not sock.closed
+        # The next ping waits on the server's one keep-alive schedule, not in a task of this connection's.
+        await until(lambda: len(server.sio.eio.pings) == 1, 2, "the pong to schedule the next ping")
+        assert not [t for t in asyncio.all_tasks() if "_send_ping" in repr(t.get_coro())]
 
         # Stop answering: the server drops us after ping interval + timeout.
         assert await ws.receive_str(timeout=PING_INTERVAL + 1) == "2"
@@ -581,6 +584,24 @@ async def test_sessions_past_max_connections_are_refused_at_the_handshake() -> N
         assert refused == ["connections"]
         await second.close()
         await third.close()
+
+
+def test_engineio_schedules_its_pings_through_start_background_task() -> None:
+    """EngineIOServer.start_background_task recognises python-engineio 4.15's ping task: fail loudly if it moves."""
+    from engineio.async_socket import AsyncSocket
+
+    assert "self.server.start_background_task(self._send_ping)" in inspect.getsource(AsyncSocket.schedule_ping)
+    assert list(inspect.signature(AsyncSocket._send_ping).parameters) == ["self"]
+
+
+async def test_a_polling_session_is_pinged_too() -> None:
+    async with serving() as server, aiohttp.ClientSession() as session:
+        polling = server.url + "/socket.io/?EIO=4&transport=polling"
+        async with session.get(polling) as opened:
+            eio_sid = json.loads((await opened.text())[1:])["sid"]
+        async with session.get(f"{polling}&sid={eio_sid}", timeout=aiohttp.ClientTimeout(PING_INTERVAL + 2)) as polled:
+            assert await polled.text() == "2"
+        assert not server.sio.eio.sockets[eio_sid].closed
 
 
 def test_the_python_socketio_hooks_overridden_are_there() -> None:
