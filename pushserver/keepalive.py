@@ -20,9 +20,9 @@ from engineio import packet as eio_packet
 
 log = logging.getLogger(__name__)
 
-#: Pings due within this much of the timer are sent with it: at most ~10 wake-ups a second for any number
+#: Pings due within this much of the timer are sent with it: at most ~100 wake-ups a second for any number
 #: of connections, against a client that waits ping_interval + ping_timeout (45 s by default) for one.
-SLACK = 0.1
+SLACK = 0.01
 
 
 class PingSchedule:
