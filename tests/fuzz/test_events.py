@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
@@ -36,9 +37,15 @@ pytestmark = pytest.mark.integration
 #: Task ids the injected events are about; the watcher subscribes to all of them, so every merge is emitted.
 POOL = [f"fuzz-event-{i}" for i in range(6)] + [str(uuid.UUID(int=i)) for i in range(3)]
 SENTINEL_WAIT = 2.5  # it normally takes milliseconds
-#: The largest task:update a client should ever get: result and exception (4 KiB each), traceback
-#: (16 KiB), name and worker (255 each), a progress message, and the rest.
-MAX_UPDATE_BYTES = 32 * 1024
+#: The most each text of a task:update may hold, in bytes of UTF-8: the server cuts them there
+#: (docs/security.md, "Limits"). A result is such a text when its format is "repr".
+TEXT_BYTES = {"name": 255, "worker": 255, "exception_type": 255, "exception": 4096, "traceback": 16384}
+RESULT_REPR_BYTES = 4096
+RESULT_JSON_BYTES = 64 * 1024  # --max-result-bytes, as JSON
+PROGRESS_MESSAGE_BYTES = 1024
+#: The largest task:update but its result, as escaped JSON: each byte of text at most 6 characters
+#: ("\u0000" for a control character), and 2 KiB for the rest.
+MAX_UPDATE_BYTES = 6 * (sum(TEXT_BYTES.values()) + PROGRESS_MESSAGE_BYTES) + 2048
 _sentinels = itertools.count()
 
 
@@ -67,11 +74,27 @@ def check_update(update: Any) -> None:
     assert isinstance(update, dict) and TASK_STATE_FIELDS <= set(update), update
     assert update["state"] in STATES, update
     assert isinstance(update["task_id"], str)
-    text = json.dumps(update, allow_nan=False)  # raises on NaN/Infinity: a browser's JSON.parse would too
-    assert len(text) <= MAX_UPDATE_BYTES, f"a {len(text)}-byte task:update for {update['task_id'][:40]!r}"
+    json.dumps(update, allow_nan=False)  # raises on NaN/Infinity: a browser's JSON.parse would too
+    rest = len(json.dumps({**update, "result": None}))
+    assert rest <= MAX_UPDATE_BYTES, f"a {rest}-byte task:update (its result aside) for {update['task_id'][:40]!r}"
+    for name, limit in TEXT_BYTES.items():
+        check_text(update, name, update[name], limit)
+    message = (update["progress"] or {}).get("message")
+    check_text(update, "progress message", message, PROGRESS_MESSAGE_BYTES)
+    if update["result_format"] == "json":
+        size = len(orjson.dumps(update["result"]))
+        assert size <= RESULT_JSON_BYTES, f"a {size}-byte JSON result for {update['task_id'][:40]!r}"
+    else:
+        check_text(update, "result", update["result"], RESULT_REPR_BYTES)
     for name in ("sent_at", "received_at", "started_at", "finished_at", "updated_at", "runtime"):
         value = update[name]
         assert value is None or (isinstance(value, (int, float)) and math.isfinite(value)), (name, value)
+
+
+def check_text(update: dict[str, Any], name: str, value: Any, limit: int) -> None:
+    """A text of a task:update is null or at most ``limit`` bytes of UTF-8 (encode() raises on a lone surrogate)."""
+    size = None if value is None else len(value.encode())
+    assert size is None or size <= limit, f"a {size}-byte {name} for {update['task_id'][:40]!r} (at most {limit})"
 
 
 def ready(server: Server) -> None:
@@ -295,8 +318,8 @@ def test_a_huge_progress_message_is_not_pushed_whole(
         lambda e, d: e == "task:update" and d.get("task_id") == task_id and d.get("event") == "task-progress", 5
     )
     assert got is not None, "no update for the progress event"
-    size = len(json.dumps(got[1]))
-    assert size <= MAX_UPDATE_BYTES, f"a {size}-byte task:update was pushed for one progress event"
+    assert got[1]["progress"]["message"] == "m" * PROGRESS_MESSAGE_BYTES
+    check_update(got[1])
 
 
 def test_oversized_task_ids_do_not_pin_memory(
