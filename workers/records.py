@@ -3,6 +3,9 @@
 Express writes the record (owner, kind, arguments summary, created time)
 before it publishes the task; the worker sets ``state`` as the task starts and
 ends, so the nightly report can count the day's tasks by name and state.
+The end is written in ``task_postrun``, which Celery sends after it has stored
+the result: whoever sees the result first may read ``STARTED`` for a moment,
+until ``finished_at`` is set.
 Tasks without a record (sent by other producers) are left alone.
 """
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -84,6 +84,19 @@ class MongoStack:
             }
         )
         return task_id
+
+    def finished_record(self, task_id: str, timeout: float = 10) -> dict[str, Any]:
+        """Task ``task_id``'s record once the worker has recorded its end.
+
+        The worker records it in ``task_postrun``, which Celery sends after it has stored the
+        result: a caller whose result is ready can still read the record as STARTED for a moment.
+        """
+        record = wait_until(
+            lambda: self.app.tasks.find_one({"_id": task_id, "finished_at": {"$exists": True}}),
+            timeout,
+            f"the worker to record task {task_id}'s end (worker logs in {self.stack.log_dir})",
+        )
+        return cast(dict[str, Any], record)
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +178,7 @@ def test_resize_records_its_output_and_the_worker_records_states(clean: MongoSta
     task_id = clean.record("workers.tasks.resize_and_watermark")
     result = clean.run("resize_and_watermark", queue=queue, task_id=task_id, width=64, watermark="mern")
     assert result.status == "SUCCESS", result.traceback
-    record = clean.app.tasks.find_one({"_id": task_id})
-    assert record is not None
+    record = clean.finished_record(task_id)
     output = record["output"]
     assert {k: output[k] for k in ("path", "width", "height", "bytes")} == result.result
     assert output["width"] == 64 and output["watermark"] == "mern"
@@ -179,7 +191,7 @@ def test_resize_records_its_output_and_the_worker_records_states(clean: MongoSta
 def test_a_failing_task_is_recorded_as_failure(clean: MongoStack) -> None:
     task_id = clean.record("workers.tasks.fail")
     assert clean.run("fail", "on purpose", task_id=task_id).status == "FAILURE"
-    assert clean.app.tasks.find_one({"_id": task_id})["state"] == "FAILURE"
+    assert clean.finished_record(task_id)["state"] == "FAILURE"
 
 
 def test_tasks_without_a_record_leave_the_collection_alone(clean: MongoStack) -> None:
