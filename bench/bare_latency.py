@@ -17,6 +17,14 @@ from celery import Celery
 from bench.common import percentile
 
 
+def cpu_per_event(marks: dict[str, tuple[int, float]]) -> float | None:
+    """µs of CPU per event between the ``first`` and ``latest`` (events, CPU seconds) marks (None: too few)."""
+    if "first" not in marks or marks["latest"][0] <= marks["first"][0]:
+        return None
+    (n0, c0), (n1, c1) = marks["first"], marks["latest"]
+    return 1e6 * (c1 - c0) / (n1 - n0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--broker", required=True)
@@ -33,13 +41,25 @@ def main() -> None:
         latencies.append(now - event["timestamp"])
         last[0] = now
 
+    # (events received, process CPU time) when the first events were seen and at the latest new ones: the
+    # receiver's CPU per event, its start-up and the waits before and after the stream left out.
+    cpu_marks: dict[str, tuple[int, float]] = {}
+
+    def sample_cpu() -> None:
+        count = len(latencies)
+        if count and count > cpu_marks.get("latest", (0, 0.0))[0]:
+            cpu_marks["latest"] = (count, time.process_time())
+            cpu_marks.setdefault("first", cpu_marks["latest"])
+
     cpu0, wall0 = time.process_time(), time.perf_counter()
     with app.connection_for_read() as conn:
         receiver = app.events.Receiver(conn, handlers={"*": on_event}, routing_key="#")
 
         def watch() -> None:
             while len(latencies) < args.expect and time.time() - last[0] < args.idle + 60 * (not latencies):
+                sample_cpu()
                 time.sleep(0.05)
+            sample_cpu()
             receiver.should_stop = True
 
         threading.Thread(target=watch, daemon=True).start()
@@ -55,6 +75,8 @@ def main() -> None:
                 "max_ms": lat[-1] if lat else float("nan"),
                 "mean_ms": sum(lat) / len(lat) if lat else float("nan"),
                 "cpu_pct": 100 * (time.process_time() - cpu0) / (time.perf_counter() - wall0),
+                # Comparable to the pushserver phase's server_cpu_us_per_update (one update per event there).
+                "cpu_us_per_event": cpu_per_event(cpu_marks),
             }
         ),
         flush=True,

@@ -308,6 +308,7 @@ def run(
                     f"latency run {i + 1}/{runs} at {rate:g} ev/s, bare Receiver baseline: "
                     f"p50 {stats['p50_ms']:.2f} p95 {stats['p95_ms']:.2f} p99 {stats['p99_ms']:.2f} "
                     f"max {stats['max_ms']:.1f} ms; {stats['received']}/{stats['events']} events; "
+                    f"CPU {stats.get('cpu_us_per_event') or float('nan'):.0f} µs/event; "
                     f"other processes {stats['foreign_cores']:.2f} cores"
                 )
         with PushServerProcess(

@@ -29,6 +29,9 @@ TARGET_STORM_RATIO = 2.0  # reconnect storm settle time / the same clients on a 
 TARGET_LOAD_RATE = 5000.0  # events/s at which latency is held to a ratio to the bare Receiver
 TARGET_LOAD_P99_RATIO = 5.0  # p99 pushserver / the bare Receiver's, at TARGET_LOAD_RATE
 TARGET_LOAD_CLIENTS = 1_000  # subscribed clients the TARGET_LOAD_RATE target is set with
+# The server's CPU per delivered update at TARGET_LOAD_RATE when issue 19 set out to halve it (4770410,
+# docs/benchmarks.md "Delivery under load"). CPU time moves less than latency from machine to machine.
+LOAD_CPU_BEFORE_US = 185.0
 
 CONSUMER_NAMES = {"bare": "bare Receiver", "pushserver": "pushserver", "flower": "Flower"}
 
@@ -168,6 +171,18 @@ def headline(results: dict[str, Any]) -> list[dict[str, str]]:
                     _met(bool(ratio.values) and ratio.median <= TARGET_LOAD_P99_RATIO)
                     + ("" if n >= TARGET_LOAD_CLIENTS else f" (at {n:,})"),
                 )
+                cpu = spread(r.get("server_cpu_us_per_update") for r in runs)
+                if cpu.values:
+                    # Beside the bare Receiver's own CPU per event at the same rate: what Celery alone costs.
+                    bare_cpu = spread(r.get("cpu_us_per_event") for r in base)
+                    row(
+                        f"server CPU per update at {float(rate):,.0f} ev/s (µs): pushserver / bare Receiver per event",
+                        cpu.fmt(0),
+                        f"bare Receiver {bare_cpu.fmt(0)}" if bare_cpu.values else "",
+                        spread(cpu_ratios(base, runs)).fmt(2, "×"),
+                        f"≤ {LOAD_CPU_BEFORE_US / 2:g} µs (half of {LOAD_CPU_BEFORE_US:g})",
+                        _met(cpu.median <= LOAD_CPU_BEFORE_US / 2),
+                    )
             is_target = float(rate) == TARGET_RATE
             for label, limit in (("p50", TARGET_P50_MS), ("p99", TARGET_P99_MS)):
                 if label == "p99" and float(rate) == TARGET_LOAD_RATE and base:
@@ -266,6 +281,15 @@ def headline(results: dict[str, Any]) -> list[dict[str, str]]:
 def p99_ratios(base: list[dict[str, Any]], push: list[dict[str, Any]]) -> list[float]:
     """Latency p99 pushserver / bare Receiver per run (the two measured in the same run, at the same rate)."""
     return [p["p99_ms"] / b["p99_ms"] for b, p in zip(base, push) if b["p99_ms"] and p["p99_ms"] is not None]
+
+
+def cpu_ratios(base: list[dict[str, Any]], push: list[dict[str, Any]]) -> list[float]:
+    """Each run's server CPU per update over the bare Receiver's CPU per event (runs lacking either left out)."""
+    return [
+        p["server_cpu_us_per_update"] / b["cpu_us_per_event"]
+        for b, p in zip(base, push)
+        if b.get("cpu_us_per_event") and p.get("server_cpu_us_per_update")
+    ]
 
 
 def storm_faults(run: dict[str, Any]) -> float:
@@ -404,9 +428,9 @@ def latency_section(latency: dict[str, Any]) -> str:
         "| rate (events/s) | sent at (events/s) | path | p50 ms | p95 ms | p99 ms | max ms | "
         "updates received / sent | "
         "coalesced | client CPU % | server CPU % | server: emitted within 2 / 10 ms of the event | "
-        "server full GC passes, longest | other processes' load (cores) |"
+        "server full GC passes, longest | other processes' load (cores) | CPU µs per event (bare) or update |"
     )
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rate, runs in latency["runs"].items():
         base = latency["baseline"].get(rate) or []
         if base:
@@ -415,7 +439,8 @@ def latency_section(latency: dict[str, Any]) -> str:
                 + " | ".join(spread(r[k] for r in base).fmt(2) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
                 + f" | {sum(r['received'] for r in base):,} / {sum(r['events'] for r in base):,} | – | "
                 f"{spread(r['cpu_pct'] for r in base).fmt(0)} (receiver) | – | – | – | "
-                f"{spread(r.get('foreign_cores') for r in base).fmt(2)} |"
+                f"{spread(r.get('foreign_cores') for r in base).fmt(2)} | "
+                f"{spread(r.get('cpu_us_per_event') for r in base).fmt(0)} |"
             )
         w(
             f"| {float(rate):,.0f} | {_sent(runs)} | pushserver → Socket.IO client | "
@@ -423,7 +448,8 @@ def latency_section(latency: dict[str, Any]) -> str:
             + f" | {sum(r['received'] for r in runs):,} / {sum(r['expected_updates'] for r in runs):,} | "
             f"{sum(r['coalesced'] for r in runs)} | {spread(r['cpu_pct'] for r in runs).fmt(0)} | "
             f"{spread(r['server_cpu_pct'] for r in runs).fmt(0)} | {_within(runs)} | {_gc(runs)} | "
-            f"{spread(r.get('foreign_cores') for r in runs).fmt(2)} |"
+            f"{spread(r.get('foreign_cores') for r in runs).fmt(2)} | "
+            f"{spread(r.get('server_cpu_us_per_update') for r in runs).fmt(0)} (server) |"
         )
     w("")
     for rate, runs in latency["runs"].items():
