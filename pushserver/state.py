@@ -15,7 +15,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from celery.utils.saferepr import saferepr
@@ -393,10 +393,10 @@ def exception_type(event: Mapping[str, Any]) -> str | None:
     return client_text(match.group(1).rsplit(".", 1)[-1], TEXT_LIMITS["name"]) if match else None
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """What one merged event did to a task: whether it is visible, and whether the state moved."""
 
+    # A tuple: one is made for every merged event, and a frozen dataclass costs twice as much to make.
     task: TaskState
     transition: bool  # the state changed (never coalesced away)
 
@@ -443,7 +443,7 @@ class TaskStore:
         before = task.state
         if not task.apply(event_type, timestamp, values):
             return None
-        return Change(task, transition=task.state != before)
+        return Change(task, task.state != before)
 
     def merge_event(self, event: Mapping[str, Any]) -> Change | None:
         """Merge one decoded Celery event (as the receiver delivers it)."""
