@@ -18,6 +18,8 @@ from .threads_pool import ThreadsPoolWakeup
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
 DEFAULT_VISIBILITY_TIMEOUT = 3600
+#: Attempts to store a result while the backend is unreachable (result_backend_always_retry).
+RESULT_STORE_RETRIES = 30
 
 NIGHTLY_REPORT_TASK = "workers.tasks.nightly_report"
 
@@ -89,6 +91,13 @@ def build_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         # mid-task gives it back, so a crash never silently loses work.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A task that ends while the result backend is unreachable keeps its result: Celery retries
+        # the store (with backoff) until the backend answers, and only then announces the task
+        # finished. Without it, the store fails, the task-succeeded event is never sent and the
+        # completion is lost (docs/reliability.md). Bounded, so a backend gone for good does not
+        # hold a worker's threads forever: 30 retries, at most 10 s apart, ride out ~2 minutes.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": RESULT_STORE_RETRIES,
         # Long tasks must not sit reserved behind another one on a busy worker.
         "worker_prefetch_multiplier": 1,
         "task_serializer": "json",

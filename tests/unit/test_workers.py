@@ -75,6 +75,9 @@ def test_config_defaults_turn_late_acks_on() -> None:
     for flag in ("task_acks_late", "task_reject_on_worker_lost"):
         assert conf[flag] is True, flag
     assert conf["worker_prefetch_multiplier"] == 1
+    # A result stored while Redis is down is retried, not lost (scenario 1 in docs/reliability.md).
+    assert conf["result_backend_always_retry"] is True
+    assert conf["result_backend_max_retries"] == 30
     assert conf["broker_transport_options"] == {"visibility_timeout": 3600}
     assert conf["result_backend_transport_options"] == {"visibility_timeout": 3600}
     assert conf["result_expires"] == timedelta(days=1)
