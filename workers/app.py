@@ -93,9 +93,10 @@ def build_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # A task that ends while the result backend is unreachable keeps its result: Celery retries
         # the store (with backoff) until the backend answers, and only then announces the task
-        # finished. Without it, the store fails, the task-succeeded event is never sent and the
-        # completion is lost (docs/reliability.md). Bounded, so a backend gone for good does not
-        # hold a worker's threads forever: 30 retries, at most 10 s apart, ride out ~2 minutes.
+        # finished. Without it, the store fails and no task-succeeded is sent: the task looks
+        # unfinished until it is redelivered after the visibility timeout (docs/reliability.md).
+        # Bounded, so a backend gone for good does not hold a worker's threads forever: 30
+        # retries, at most 10 s apart, ride out ~2 minutes.
         "result_backend_always_retry": True,
         "result_backend_max_retries": RESULT_STORE_RETRIES,
         # Long tasks must not sit reserved behind another one on a busy worker.

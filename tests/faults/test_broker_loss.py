@@ -124,7 +124,8 @@ async def test_redis_restart_mid_task_every_client_gets_every_completion(aof_sta
         for t in ids:
             final = [u for u in w.updates[t] if u["state"] == "SUCCESS"][-1]
             # Read from Redis once it is back; a read during the outage keeps the repr (documented).
-            assert final["result"] == steps[t] or (final["result"], final["result_format"]) == (str(steps[t]), "repr")
+            as_repr = (final["result"], final["result_format"]) == (str(steps[t]), "repr")
+            assert final["result"] == steps[t] or as_repr, final
     assert metric(url, "pushserver_receiver_reconnects_total") >= 1
 
     # The workers lived through it and take new work on both pools.
